@@ -1,0 +1,282 @@
+"""The catalog: SQLite (WAL), the source of truth for every file dupwatch has seen.
+
+One row per landing of a file. `id` is the arrival order: "earlier" means a smaller id, and verdicts
+are decided strictly in id order, so a verdict can only ever point to an earlier file. A row moves
+pending -> featured (worker result stored) -> decided (verdict committed); a crash at any point leaves
+a state from which the daemon resumes without losing or repeating a verdict. The usearch index is a
+cache of the decided rows' embeddings and is rebuilt from here when missing or stale.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    path         TEXT NOT NULL,
+    size         INTEGER,
+    mtime_ns     INTEGER,
+    state        TEXT NOT NULL DEFAULT 'pending',   -- pending | featured | decided
+    current      INTEGER NOT NULL DEFAULT 1,        -- 0 once deleted or superseded by a new landing
+    detected_at  REAL NOT NULL,
+    queued_at    REAL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    sha256       TEXT,
+    pixel_sha    TEXT,
+    phash        INTEGER,
+    dhash        INTEGER,
+    windows      BLOB,                               -- int64[] pHashes of sub-windows (crop robustness)
+    width        INTEGER,
+    height       INTEGER,
+    format       TEXT,
+    embedding    BLOB,                               -- float32[dim], L2-normalised
+    model        TEXT,
+    verdict      TEXT,
+    match_id     INTEGER REFERENCES files(id),
+    score        REAL,
+    hash_distance INTEGER,
+    signal       TEXT,
+    error        TEXT,
+    decided_at   REAL,
+    deleted_at   REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS files_current_path ON files(path) WHERE current = 1;
+CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
+CREATE INDEX IF NOT EXISTS files_open ON files(state) WHERE state != 'decided';
+CREATE INDEX IF NOT EXISTS files_decided_at ON files(decided_at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS not_duplicates (
+    a INTEGER NOT NULL, b INTEGER NOT NULL, marked_at REAL NOT NULL, PRIMARY KEY (a, b)
+);
+"""
+
+FEATURE_COLUMNS = ("sha256", "pixel_sha", "phash", "dhash", "windows", "width", "height", "format",
+                   "embedding", "model", "error")
+
+
+@dataclass
+class Row:
+    """A catalog row as the index owner uses it."""
+
+    id: int
+    path: str
+    size: int | None
+    mtime_ns: int | None
+    state: str
+    detected_at: float
+    sha256: str | None = None
+    pixel_sha: str | None = None
+    phash: int | None = None
+    dhash: int | None = None
+    windows: np.ndarray | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    embedding: np.ndarray | None = None
+    error: str | None = None
+    verdict: str | None = None
+    match_id: int | None = None
+    score: float | None = None
+    hash_distance: int | None = None
+    signal: str | None = None
+    decided_at: float | None = None
+    current: int = 1
+    attempts: int = 0
+
+    @classmethod
+    def from_sql(cls, r: sqlite3.Row) -> Row:
+        keys = r.keys()
+        data = {k: r[k] for k in keys if k in cls.__dataclass_fields__}
+        if data.get("windows") is not None:
+            data["windows"] = np.frombuffer(data["windows"], dtype=np.int64)
+        if data.get("embedding") is not None:
+            data["embedding"] = np.frombuffer(data["embedding"], dtype=np.float32)
+        return cls(**data)
+
+
+class Catalog:
+    """Thread-safe access to the catalog database. Writers serialise on one lock (single writer)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self.conn = connect(self.path)
+        with self.transaction() as c:
+            c.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: the verdict, its outbox rows and its state change commit together."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self.conn.execute(sql, args).fetchall()
+
+    # --- landing -----------------------------------------------------------------------------------
+
+    def register(self, path: str, size: int, mtime_ns: int) -> int | None:
+        """Record a landed file; return its new id, or None when this exact version is already known.
+
+        A path whose size or mtime changed is a new landing: the old row stops being current.
+        """
+        now = time.time()
+        with self.transaction() as c:
+            old = c.execute("SELECT id, size, mtime_ns FROM files WHERE path = ? AND current = 1",
+                            (path,)).fetchone()
+            if old is not None:
+                if old["size"] == size and old["mtime_ns"] == mtime_ns:
+                    return None
+                c.execute("UPDATE files SET current = 0 WHERE id = ?", (old["id"],))
+            cur = c.execute("INSERT INTO files (path, size, mtime_ns, detected_at) VALUES (?, ?, ?, ?)",
+                            (path, size, mtime_ns, now))
+            return int(cur.lastrowid)
+
+    def known_versions(self) -> dict[str, tuple[int, int]]:
+        """path -> (size, mtime_ns) of every current row: what the catch-up scan compares against."""
+        return {r["path"]: (r["size"], r["mtime_ns"])
+                for r in self.query("SELECT path, size, mtime_ns FROM files WHERE current = 1")}
+
+    def mark_queued(self, ids: Sequence[int]) -> None:
+        now = time.time()
+        with self.transaction() as c:
+            c.executemany("UPDATE files SET queued_at = ?, attempts = attempts + 1 WHERE id = ? "
+                          "AND state = 'pending'", [(now, i) for i in ids])
+
+    def pending(self, older_than: float | None = None) -> list[Row]:
+        """Pending rows (no worker result yet), optionally only those queued before `older_than`."""
+        sql = "SELECT * FROM files WHERE state = 'pending'"
+        args: list[Any] = []
+        if older_than is not None:
+            sql += " AND (queued_at IS NULL OR queued_at < ?)"
+            args.append(older_than)
+        return [Row.from_sql(r) for r in self.query(sql + " ORDER BY id", args)]
+
+    # --- features and verdicts ---------------------------------------------------------------------
+
+    def store_features(self, file_id: int, features: dict[str, Any]) -> bool:
+        """Store a worker's result for a pending row. False when the row is no longer pending
+        (a duplicate result from a re-queued job): results are idempotent."""
+        cols = [k for k in FEATURE_COLUMNS if k in features]
+        values = [_to_sql(features[k]) for k in cols]
+        sets = ", ".join(f"{k} = ?" for k in cols)
+        with self.transaction() as c:
+            cur = c.execute(f"UPDATE files SET {sets}{', ' if sets else ''}state = 'featured' "
+                            "WHERE id = ? AND state = 'pending'", (*values, file_id))
+            return cur.rowcount == 1
+
+    def fail_pending(self, file_id: int, reason: str) -> None:
+        """Turn a pending row that exhausted its attempts into a featured row carrying an error."""
+        with self.transaction() as c:
+            c.execute("UPDATE files SET state = 'featured', error = ? WHERE id = ? AND state = 'pending'",
+                      (reason, file_id))
+
+    def head(self, limit: int) -> list[Row]:
+        """The oldest undecided rows, in id order: verdicts are decided from here and only here."""
+        return [Row.from_sql(r) for r in self.query(
+            "SELECT * FROM files WHERE state != 'decided' ORDER BY id LIMIT ?", (limit,))]
+
+    def decided_with(self, column: str, value: Any, before_id: int, *, include_deleted: bool) -> Row | None:
+        """The earliest decided row with column == value among files earlier than `before_id`."""
+        live = "" if include_deleted else " AND deleted_at IS NULL"
+        rows = self.query(f"SELECT * FROM files WHERE {column} = ? AND id < ? AND state = 'decided'"
+                          f"{live} AND error IS NULL ORDER BY id LIMIT 1", (value, before_id))
+        return Row.from_sql(rows[0]) if rows else None
+
+    def get(self, file_id: int) -> Row | None:
+        rows = self.query("SELECT * FROM files WHERE id = ?", (file_id,))
+        return Row.from_sql(rows[0]) if rows else None
+
+    def by_path(self, path: str) -> Row | None:
+        rows = self.query("SELECT * FROM files WHERE path = ? AND current = 1", (path,))
+        return Row.from_sql(rows[0]) if rows else None
+
+    def decided_features(self) -> Iterator[tuple[int, int | None, int | None, bytes | None, bytes | None, bool]]:
+        """(id, phash, dhash, windows, embedding, live) of every decided, error-free row, in id order:
+        what the in-memory hash table and the vector index are rebuilt from."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT id, phash, dhash, windows, embedding, deleted_at IS NULL AS live FROM files "
+                "WHERE state = 'decided' AND error IS NULL ORDER BY id").fetchall()
+        for r in rows:
+            yield r["id"], r["phash"], r["dhash"], r["windows"], r["embedding"], bool(r["live"])
+
+    # --- moves and deletions -----------------------------------------------------------------------
+
+    def moved(self, src: str, dest: str) -> bool:
+        """Follow a move inside the roots: same content, new path. True if src was known."""
+        with self.transaction() as c:
+            row = c.execute("SELECT id FROM files WHERE path = ? AND current = 1", (src,)).fetchone()
+            if row is None:
+                return False
+            c.execute("UPDATE files SET current = 0, deleted_at = ? WHERE path = ? AND current = 1",
+                      (time.time(), dest))
+            c.execute("UPDATE files SET path = ? WHERE id = ?", (dest, row["id"]))
+            return True
+
+    def deleted(self, path: str) -> int | None:
+        """Mark a file deleted; return its id (so the index can stop matching it)."""
+        with self.transaction() as c:
+            row = c.execute("SELECT id FROM files WHERE path = ? AND current = 1", (path,)).fetchone()
+            if row is None:
+                return None
+            c.execute("UPDATE files SET current = 0, deleted_at = ? WHERE id = ?", (time.time(), row["id"]))
+            return int(row["id"])
+
+    # --- reporting ---------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, Any]:
+        verdicts = {r["verdict"]: r["n"] for r in self.query(
+            "SELECT verdict, count(*) AS n FROM files WHERE state = 'decided' GROUP BY verdict")}
+        total = self.query("SELECT count(*) AS n FROM files")[0]["n"]
+        pending = self.query("SELECT count(*) AS n FROM files WHERE state != 'decided'")[0]["n"]
+        errors = {r["error"]: r["n"] for r in self.query(
+            "SELECT error, count(*) AS n FROM files WHERE verdict = 'error' GROUP BY error")}
+        return {"files": total, "verdicts": verdicts, "pending": pending, "errors": errors}
+
+    def meta_get(self, key: str) -> str | None:
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def meta_set(self, key: str, value: str) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = ?",
+                      (key, value, value))
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in WAL mode with a busy timeout, for the owner or a read-only helper."""
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _to_sql(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tobytes()
+    return value

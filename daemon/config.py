@@ -1,0 +1,157 @@
+"""Settings: one name per setting in three forms (DESIGN §6).
+
+TOML key `section.key`, environment `DUPWATCH_SECTION__KEY`, CLI flag `--section-key`. Precedence,
+highest first: flags, environment, TOML file, defaults (daemon.defaults). Webhooks are `[[webhooks]]`
+tables in TOML or a JSON list in `DUPWATCH_WEBHOOKS`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from daemon import defaults
+
+
+class RedisSettings(BaseModel):
+    url: str | None = Field(None, description="Redis URL. Unset: `run` starts a private Redis in the state dir.")
+
+
+class ModelSettings(BaseModel):
+    name: str = Field(defaults.MODEL_NAME, description="open_clip architecture name.")
+    pretrained: str = Field(defaults.MODEL_PRETRAINED, description="open_clip pretrained tag or local checkpoint path.")
+    device: str = Field(defaults.MODEL_DEVICE, description="auto, cpu, cuda, cuda:1, ...")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(defaults.MODEL_PRECISION)
+    batch_size: int = Field(defaults.MODEL_BATCH_SIZE, ge=1)
+    cache_dir: str | None = Field(None, description="Where fetched weights are cached (open_clip/HF default if unset).")
+    threads: int = Field(0, ge=0, description="torch intra-op threads in a worker; 0 = one per core.")
+
+
+class MatchSettings(BaseModel):
+    phash_max_distance: int = Field(defaults.PHASH_MAX_DISTANCE, ge=-1, le=64)
+    dhash_max_distance: int = Field(defaults.DHASH_MAX_DISTANCE, ge=-1, le=64)
+    copy_score: float | None = Field(defaults.COPY_SCORE, description="Embedding score (0-100) for edited-copy.")
+    similar_score: float | None = Field(defaults.SIMILAR_SCORE, description="Embedding score (0-100) for similar.")
+    top_k: int = Field(defaults.TOP_K, ge=1)
+    keep_deleted: bool = Field(False, description="Deleted files still match new ones.")
+
+
+class WatchSettings(BaseModel):
+    include: list[str] = Field(default_factory=lambda: ["*.jpg", "*.jpeg", "*.png", "*.gif", "*.webp", "*.bmp",
+                                                        "*.tif", "*.tiff", "*.heic", "*.heif", "*.avif"])
+    exclude: list[str] = Field(default_factory=list, description="Globs of files or folders never read.")
+    poll: bool = Field(False, description="Poll instead of inotify (network mounts).")
+    poll_interval_s: float = Field(2.0, gt=0)
+    follow_symlinks: bool = False
+    settle_ms: int = Field(defaults.WATCH_SETTLE_MS, ge=0)
+
+
+class QueueSettings(BaseModel):
+    batch_size: int = Field(defaults.QUEUE_BATCH_SIZE, ge=1)
+    batch_ms: int = Field(defaults.QUEUE_BATCH_MS, ge=0)
+    job_timeout_s: int = Field(defaults.JOB_TIMEOUT_S, ge=1)
+    pending_retry_s: float = Field(defaults.PENDING_RETRY_S, gt=0)
+    max_attempts: int = Field(defaults.MAX_ATTEMPTS, ge=1)
+
+
+class DecodeSettings(BaseModel):
+    max_pixels: int = Field(defaults.MAX_PIXELS, ge=1)
+    max_file_bytes: int = Field(defaults.MAX_FILE_BYTES, ge=1)
+    size: int = Field(defaults.DECODE_SIZE, ge=32)
+
+
+class IndexSettings(BaseModel):
+    dtype: Literal["f32", "f16", "i8"] = defaults.INDEX_DTYPE
+
+
+class ApiSettings(BaseModel):
+    enabled: bool = True
+    host: str = defaults.API_HOST
+    port: int = defaults.API_PORT
+    token: str | None = Field(None, description="Bearer token required by the API when set.")
+
+
+class WebhookSettings(BaseModel):
+    url: str
+    secret: str | None = Field(None, description="whsec_<base64> signing secret (Standard Webhooks).")
+    kinds: list[str] = Field(default_factory=lambda: ["exact-copy", "edited-copy", "similar"])
+    min_score: float = 0.0
+    timeout_s: float = defaults.WEBHOOK_TIMEOUT_S
+
+
+class Settings(BaseSettings):
+    """All of dupwatch's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="DUPWATCH_", env_nested_delimiter="__", extra="forbid")
+
+    state_dir: Path = Field(defaults.STATE_DIR)
+    hash_only: bool = Field(False, description="Skip the embedding model; verdicts from hashes only.")
+    require_model: bool = Field(False, description="Refuse to start when the model cannot be loaded.")
+    log_level: str = "INFO"
+    log_format: Literal["human", "json"] = "human"
+    workers: int = Field(1, ge=0, description="Worker processes `run` starts beside the daemon.")
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    match: MatchSettings = Field(default_factory=MatchSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    decode: DecodeSettings = Field(default_factory=DecodeSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_files())
+        return (init_settings, env_settings, toml)
+
+
+def config_files() -> list[Path]:
+    """The TOML files to read: $DUPWATCH_CONFIG alone when set, else the standard places that exist."""
+    named = os.environ.get("DUPWATCH_CONFIG")
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"DUPWATCH_CONFIG names {path}, which is not a file")
+        return [path]
+    return [p for p in defaults.CONFIG_PATHS if p.is_file()]
+
+
+def load(overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from all sources; `overrides` are nested dicts from CLI flags (highest precedence)."""
+    return Settings(**(overrides or {}))
+
+
+def flag_overrides(pairs: dict[str, Any]) -> dict[str, Any]:
+    """Turn {'model.name': 'x', 'hash_only': True} (None values dropped) into nested init kwargs."""
+    out: dict[str, Any] = {}
+    for dotted, value in pairs.items():
+        if value is None:
+            continue
+        node = out
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out

@@ -1,0 +1,95 @@
+"""Every default dupwatch ships, named and explained in one place (after rq's `defaults.py`).
+
+Settings (daemon.config) refer to these names; the README's configuration reference is built from them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STATE_DIR = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "dupwatch"
+"""Catalog, index, event log and the private Redis socket live here; one daemon owns one state dir."""
+
+CONFIG_PATHS = (Path("/etc/dupwatch/config.toml"), Path.home() / ".config" / "dupwatch" / "config.toml")
+"""TOML files read when present (later wins) unless --config / DUPWATCH_CONFIG names one."""
+
+MODEL_NAME = "ViT-B-32"
+"""open_clip architecture. ViT-B-32: the best-known speed/quality point; ~22 images/s on 2 CPU cores."""
+
+MODEL_PRETRAINED = "laion2b_s34b_b79k"
+"""open_clip pretrained tag (fetched into the cache on first start) or a local checkpoint path."""
+
+MODEL_DEVICE = "auto"
+"""'auto' picks cuda when present, else cpu. Any torch device string is accepted."""
+
+MODEL_PRECISION = "auto"
+"""'auto': fp16 on CUDA, fp32 on CPU (bf16 on CPU is slower than fp32 on most CPUs without AMX)."""
+
+MODEL_BATCH_SIZE = 32
+"""Images per forward pass. Larger batches help GPUs; on CPU 16-32 is the flat part of the curve."""
+
+QUEUE_BATCH_SIZE = 32
+"""Up to this many files travel in one rq job (a worker processes one job as one model batch)."""
+
+QUEUE_BATCH_MS = 200
+"""A partly filled batch is sent after this many milliseconds, bounding latency at low rates."""
+
+JOB_TIMEOUT_S = 600
+"""rq job timeout: a batch of big files on a slow CPU must fit; a hung decode is cut off here."""
+
+PENDING_RETRY_S = 120
+"""A file still pending this long after its job was queued is queued again (lost job, killed worker)."""
+
+MAX_ATTEMPTS = 3
+"""After this many attempts that produced no result (worker crashes), the file gets an error verdict."""
+
+MAX_PIXELS = 100_000_000
+"""Images declaring more pixels than this are refused before decoding (decompression bombs)."""
+
+MAX_FILE_BYTES = 512 * 1024 * 1024
+"""Files larger than this are refused unread."""
+
+DECODE_SIZE = 256
+"""JPEG draft decoding reduces big photos to no less than this on the short side: enough for a 224-px
+model input and 32-px hashes, at a fraction of the full decode cost."""
+
+PHASH_MAX_DISTANCE = 10
+"""pHash Hamming distance (of 64 bits) at or under which a file is an edited copy. See README: chosen on
+the bench so that no distractor is flagged."""
+
+DHASH_MAX_DISTANCE = 10
+"""dHash distance at or under which a file is an edited copy, when pHash agrees within PHASH_CONFIRM."""
+
+COPY_SCORE: float | None = None
+"""Embedding score (0-100) at or over which a file is an edited copy. None: use the model's calibrated
+value from CALIBRATED, or no embedding verdicts for an uncalibrated model."""
+
+SIMILAR_SCORE: float | None = None
+"""Embedding score (0-100) at or over which a file is similar. None: as COPY_SCORE."""
+
+CALIBRATED: dict[tuple[str, str], tuple[float, float]] = {
+    ("ViT-B-32", "laion2b_s34b_b79k"): (92.0, 85.0),
+    ("ViT-B-32", "openai"): (93.0, 86.0),
+}
+"""(copy, similar) embedding scores per (model, pretrained tag). Cosine x 100. Not measured on this
+project's bench (weights cannot be fetched on the build machines): values from published CLIP
+near-duplicate practice; the README says so and how to calibrate yours with `bench/accuracy.py`."""
+
+TOP_K = 10
+"""Nearest neighbours fetched from the vector index before thresholds are applied."""
+
+INDEX_DTYPE = "f16"
+"""usearch storage for vectors: f16 keeps cosine ranking intact at half the memory of f32."""
+
+WATCH_SETTLE_MS = 1000
+"""A file seen only as 'created' (no close event, e.g. polling or a move) is taken once its size and
+mtime have been stable this long."""
+
+API_HOST = "127.0.0.1"
+"""The HTTP API listens on loopback unless told otherwise."""
+
+API_PORT = 8765
+
+WEBHOOK_TIMEOUT_S = 10.0
+"""Per-request timeout for a webhook delivery."""
