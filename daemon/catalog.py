@@ -30,12 +30,14 @@ CREATE TABLE IF NOT EXISTS files (
     current      INTEGER NOT NULL DEFAULT 1,        -- 0 once deleted or superseded by a new landing
     detected_at  REAL NOT NULL,
     queued_at    REAL,
+    job_id       TEXT,                               -- the rq job last carrying this file
     attempts     INTEGER NOT NULL DEFAULT 0,
     sha256       TEXT,
     pixel_sha    TEXT,
     phash        INTEGER,
     dhash        INTEGER,
     windows      BLOB,                               -- int64[] pHashes of sub-windows (crop robustness)
+    dihedral     BLOB,                               -- int64[8] pHashes of flips and rotations
     width        INTEGER,
     height       INTEGER,
     format       TEXT,
@@ -60,8 +62,8 @@ CREATE TABLE IF NOT EXISTS not_duplicates (
 );
 """
 
-FEATURE_COLUMNS = ("sha256", "pixel_sha", "phash", "dhash", "windows", "width", "height", "format",
-                   "embedding", "model", "error")
+FEATURE_COLUMNS = ("sha256", "pixel_sha", "phash", "dhash", "windows", "dihedral", "width", "height",
+                   "format", "size", "embedding", "model", "error")
 
 
 @dataclass
@@ -79,6 +81,7 @@ class Row:
     phash: int | None = None
     dhash: int | None = None
     windows: np.ndarray | None = None
+    dihedral: np.ndarray | None = None
     width: int | None = None
     height: int | None = None
     format: str | None = None
@@ -92,13 +95,16 @@ class Row:
     decided_at: float | None = None
     current: int = 1
     attempts: int = 0
+    queued_at: float | None = None
+    job_id: str | None = None
 
     @classmethod
     def from_sql(cls, r: sqlite3.Row) -> Row:
         keys = r.keys()
         data = {k: r[k] for k in keys if k in cls.__dataclass_fields__}
-        if data.get("windows") is not None:
-            data["windows"] = np.frombuffer(data["windows"], dtype=np.int64)
+        for key in ("windows", "dihedral"):
+            if data.get(key) is not None:
+                data[key] = np.frombuffer(data[key], dtype=np.int64)
         if data.get("embedding") is not None:
             data["embedding"] = np.frombuffer(data["embedding"], dtype=np.float32)
         return cls(**data)
@@ -112,8 +118,8 @@ class Catalog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self.conn = connect(self.path)
-        with self.transaction() as c:
-            c.executescript(SCHEMA)
+        with self._lock:
+            self.conn.executescript(SCHEMA)  # executescript commits on its own
 
     def close(self) -> None:
         with self._lock:
@@ -159,11 +165,11 @@ class Catalog:
         return {r["path"]: (r["size"], r["mtime_ns"])
                 for r in self.query("SELECT path, size, mtime_ns FROM files WHERE current = 1")}
 
-    def mark_queued(self, ids: Sequence[int]) -> None:
+    def mark_queued(self, ids: Sequence[int], job_id: str) -> None:
         now = time.time()
         with self.transaction() as c:
-            c.executemany("UPDATE files SET queued_at = ?, attempts = attempts + 1 WHERE id = ? "
-                          "AND state = 'pending'", [(now, i) for i in ids])
+            c.executemany("UPDATE files SET queued_at = ?, job_id = ?, attempts = attempts + 1 WHERE id = ? "
+                          "AND state = 'pending'", [(now, job_id, i) for i in ids])
 
     def pending(self, older_than: float | None = None) -> list[Row]:
         """Pending rows (no worker result yet), optionally only those queued before `older_than`."""
@@ -213,15 +219,15 @@ class Catalog:
         rows = self.query("SELECT * FROM files WHERE path = ? AND current = 1", (path,))
         return Row.from_sql(rows[0]) if rows else None
 
-    def decided_features(self) -> Iterator[tuple[int, int | None, int | None, bytes | None, bytes | None, bool]]:
-        """(id, phash, dhash, windows, embedding, live) of every decided, error-free row, in id order:
-        what the in-memory hash table and the vector index are rebuilt from."""
+    def decided_features(self, include_deleted: bool) -> Iterator[sqlite3.Row]:
+        """(id, dhash, windows, embedding, model) of every decided, error-free row, in id order: what
+        the in-memory hash table and the vector index are rebuilt from."""
+        live = "" if include_deleted else " AND deleted_at IS NULL"
         with self._lock:
-            rows = self.conn.execute(
-                "SELECT id, phash, dhash, windows, embedding, deleted_at IS NULL AS live FROM files "
-                "WHERE state = 'decided' AND error IS NULL ORDER BY id").fetchall()
-        for r in rows:
-            yield r["id"], r["phash"], r["dhash"], r["windows"], r["embedding"], bool(r["live"])
+            cur = self.conn.execute("SELECT id, dhash, windows, embedding, model FROM files "
+                                    f"WHERE state = 'decided' AND error IS NULL{live} ORDER BY id")
+            rows = cur.fetchall()
+        yield from rows
 
     # --- moves and deletions -----------------------------------------------------------------------
 

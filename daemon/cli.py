@@ -1,0 +1,195 @@
+"""The `dupwatch` command line. Kept apart from the logic it calls (as rq keeps its CLI in one module).
+
+Flags mirror settings: `--section-key` sets `section.key`. Only the common ones are flags; every setting
+is reachable through the TOML file and `DUPWATCH_*` environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from daemon import __version__, config
+
+COMMON = [
+    click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file."),
+    click.option("--state-dir", type=click.Path(file_okay=False), help="Catalog, index and logs live here."),
+    click.option("--redis-url", help="Use this Redis instead of a private one."),
+    click.option("--hash-only", is_flag=True, default=None, help="No embedding model; hashes only."),
+    click.option("--require-model", is_flag=True, default=None, help="Fail instead of falling back to hashes."),
+    click.option("--model-name", help="open_clip architecture, e.g. ViT-B-32."),
+    click.option("--model-pretrained", help="open_clip pretrained tag or local checkpoint path."),
+    click.option("--model-device", help="auto, cpu, cuda, cuda:1 ..."),
+    click.option("--model-batch-size", type=int),
+    click.option("--log-level"),
+    click.option("--log-format", type=click.Choice(["human", "json"])),
+]
+
+FLAG_TO_SETTING = {
+    "state_dir": "state_dir", "redis_url": "redis.url", "hash_only": "hash_only",
+    "require_model": "require_model", "model_name": "model.name", "model_pretrained": "model.pretrained",
+    "model_device": "model.device", "model_batch_size": "model.batch_size", "log_level": "log_level",
+    "log_format": "log_format", "workers": "workers", "watch_poll": "watch.poll",
+    "api_host": "api.host", "api_port": "api.port",
+}
+
+
+def common(fn):
+    for option in reversed(COMMON):
+        fn = option(fn)
+    return fn
+
+
+def settings_from(params: dict[str, Any]) -> config.Settings:
+    """Settings from flags (highest), env, TOML. Consumes the flag entries of `params`."""
+    import os
+
+    config_file = params.pop("config_file", None)
+    if config_file:
+        os.environ["DUPWATCH_CONFIG"] = str(Path(config_file).resolve())
+    flags = {FLAG_TO_SETTING[k]: params.pop(k) for k in list(params) if k in FLAG_TO_SETTING}
+    try:
+        settings = config.load(config.flag_overrides(flags))
+    except Exception as exc:
+        raise click.ClickException(f"bad configuration: {exc}") from exc
+    setup_logging(settings)
+    return settings
+
+
+def setup_logging(settings: config.Settings) -> None:
+    from daemon.logs import configure
+
+    configure(settings.log_level, settings.log_format)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="dupwatch")
+def cli() -> None:
+    """Watch folders and flag exact, edited and similar copies of images as they land."""
+
+
+@cli.command()
+@common
+@click.argument("roots", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--workers", type=int, help="Worker processes to start (default 1).")
+@click.option("--watch-poll", is_flag=True, default=None, help="Poll instead of inotify (network mounts).")
+@click.option("--api-host")
+@click.option("--api-port", type=int)
+def run(roots: tuple[str, ...], **params: Any) -> None:
+    """Everything in one process tree: private Redis, watcher, workers, index, API."""
+    from daemon.runner import run_all
+
+    settings = settings_from(params)
+    sys.exit(run_all(settings, [Path(r) for r in roots]))
+
+
+@cli.command()
+@common
+@click.argument("roots", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--watch-poll", is_flag=True, default=None)
+@click.option("--api-host")
+@click.option("--api-port", type=int)
+def daemon(roots: tuple[str, ...], **params: Any) -> None:
+    """The watcher and index owner, for a fleet: workers run elsewhere against the same Redis."""
+    from daemon.runner import run_daemon
+
+    settings = settings_from(params)
+    sys.exit(run_daemon(settings, [Path(r) for r in roots]))
+
+
+@cli.command()
+@common
+@click.option("--name", help="Worker name (default: dupwatch-HOST-PID).")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+def worker(name: str | None, burst: bool, **params: Any) -> None:
+    """Take batch jobs from Redis: decode, hash, embed. Start one per GPU or CPU slot."""
+    from workers.worker import run_worker
+
+    settings = settings_from(params)
+    if not settings.redis.url:
+        raise click.ClickException("a worker needs --redis-url (or DUPWATCH_REDIS__URL)")
+    run_worker(settings, settings.redis.url, name=name, burst=burst)
+
+
+@cli.command()
+@common
+@click.argument("roots", nargs=-1, type=click.Path(exists=True))
+@click.option("--files-from", type=click.File("r"), help="Read paths, one per line ('-' for stdin).")
+def scan(roots: tuple[str, ...], files_from, **params: Any) -> None:
+    """Process files once, in order; print one JSON line per file."""
+    from daemon.scan import run_scan
+    from daemon.walk import walk_roots
+
+    settings = settings_from(params)
+    if files_from is not None:
+        paths = [line.rstrip("\n") for line in files_from if line.strip()]
+    elif roots:
+        paths = list(walk_roots([Path(r) for r in roots], settings.watch))
+    else:
+        raise click.UsageError("give ROOTS or --files-from")
+    try:
+        counts = run_scan(settings, paths, total=len(paths), progress=True)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("scan: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "scan: nothing", err=True)
+
+
+@cli.command()
+@common
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--top-k", type=int, default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def query(image: str, top_k: int, as_json: bool, **params: Any) -> None:
+    """Top matches for any image among the catalogued files (read-only)."""
+    from daemon.search import search_image
+
+    settings = settings_from(params)
+    results = search_image(settings, image, top_k)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    if not results:
+        click.echo("no matches")
+    for r in results:
+        click.echo(f"{r['score']:5.1f}  {r['kind']:<12} {r['path']}  ({r['signal']})")
+
+
+@cli.command()
+@common
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool, **params: Any) -> None:
+    """Files, verdict counts, errors, queue depths, workers, model."""
+    from daemon.status import collect, render
+
+    settings = settings_from(params)
+    data = collect(settings)
+    click.echo(json.dumps(data, indent=2) if as_json else render(data))
+
+
+@cli.command()
+@common
+@click.option("--kind", type=click.Choice(["exact-copy", "edited-copy", "similar", "error"]))
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def matches(kind: str | None, limit: int, as_json: bool, **params: Any) -> None:
+    """Recent verdicts that found a match (or errors)."""
+    from daemon.status import recent
+
+    settings = settings_from(params)
+    rows = recent(settings, kind, limit)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+        return
+    for r in rows:
+        click.echo(f"{r['kind']:<12} {r['path']}  {r.get('match') or r.get('reason') or ''}  "
+                   f"{'' if r.get('score') is None else round(r['score'])}")
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,71 @@
+"""The Redis meeting point: rq queues (JSON serializer only), the results stream, worker records.
+
+Daemon and workers agree on these names and nothing else. Job ids are derived from the batch's files
+(catalog id + path + size + mtime), so the same batch enqueued twice is one job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+INGEST_QUEUE = "dupwatch-ingest"
+"""rq queue of batch jobs: each carries up to `queue.batch_size` files."""
+
+RESULTS_STREAM = "dupwatch:results"
+"""Redis stream where workers append one entry per processed batch; the daemon reads it as a group."""
+
+RESULTS_GROUP = "index-owner"
+
+EPOCH_KEY = "dupwatch:epoch"
+"""Set by the daemon at start. If it disappears, Redis lost its data: re-queue everything pending."""
+
+WORKER_KEY = "dupwatch:worker:{name}"
+"""Hash per worker: model identity or why it runs hash-only (for `status` and /readyz)."""
+
+JOB_FUNCTION = "workers.jobs.process_batch"
+
+
+def connect(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10, health_check_interval=15)
+
+
+def ingest_queue(conn: redis.Redis, job_timeout: int) -> Queue:
+    return Queue(INGEST_QUEUE, connection=conn, serializer=JSONSerializer, default_timeout=job_timeout)
+
+
+def batch_job_id(items: Sequence[Sequence[Any]]) -> str:
+    """Deterministic id of a batch: items are (id, path, size, mtime_ns)."""
+    digest = hashlib.sha1(json.dumps([list(i) for i in items], sort_keys=True).encode()).hexdigest()
+    return f"ingest-{digest}"
+
+
+def enqueue_batch(queue: Queue, items: Sequence[Sequence[Any]]) -> Job | None:
+    """Enqueue a batch unless the same batch is already waiting or running. Returns the job or None."""
+    job_id = batch_job_id(items)
+    try:
+        existing = Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer)
+        status = existing.get_status(refresh=False)
+        if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+            return None
+        existing.delete()
+    except Exception:  # NoSuchJobError, or a job hash Redis lost half of: enqueue afresh
+        pass
+    payload = [[int(i[0]), str(i[1])] for i in items]
+    return queue.enqueue(JOB_FUNCTION, payload, job_id=job_id, result_ttl=0, failure_ttl=86400,
+                         description=f"{len(items)} files")
+
+
+def ensure_group(conn: redis.Redis) -> None:
+    try:
+        conn.xgroup_create(RESULTS_STREAM, RESULTS_GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise

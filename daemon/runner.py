@@ -1,0 +1,128 @@
+"""Process wiring for `dupwatch run` (everything in one tree) and `dupwatch daemon` (fleet mode).
+
+`run` starts a private Redis unless `redis.url` is set, the daemon in this process, and `workers` worker
+processes that it restarts if they die. SIGTERM/SIGINT stop it all cleanly: the watcher stops taking
+events, the partial batch is queued, the catalog and index are flushed, workers and Redis are stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+from pathlib import Path
+
+from daemon.config import Settings
+from daemon.redis_server import EmbeddedRedis, _die_with_parent
+from daemon.service import Daemon
+
+log = logging.getLogger("dupwatch.run")
+
+WORKER_RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Delays before restarting a worker that keeps dying (a broken GPU driver should not spin a CPU)."""
+
+
+def _worker_main(settings: Settings, redis_url: str, name: str) -> None:
+    _die_with_parent()
+    from daemon.logs import configure
+    from workers.worker import run_worker
+
+    configure(settings.log_level, settings.log_format)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    run_worker(settings, redis_url, name=name)
+
+
+class WorkerPool:
+    """Supervise N local worker processes (spawned: CUDA and fork do not mix)."""
+
+    def __init__(self, settings: Settings, redis_url: str, count: int, daemon: Daemon):
+        self.settings, self.redis_url, self.count, self.daemon = settings, redis_url, count, daemon
+        self.ctx = mp.get_context("spawn")
+        self.procs: dict[str, mp.process.BaseProcess] = {}
+        self.deaths: dict[str, int] = {}
+        self.next_start: dict[str, float] = {}
+
+    def start(self) -> None:
+        for i in range(self.count):
+            self._spawn(f"dupwatch-local-{os.getpid()}-{i}")
+
+    def _spawn(self, name: str) -> None:
+        proc = self.ctx.Process(target=_worker_main, args=(self.settings, self.redis_url, name), name=name,
+                                daemon=False)
+        proc.start()
+        self.procs[name] = proc
+
+    def check(self, _daemon: Daemon | None = None) -> None:
+        """Called from the daemon loop: restart dead workers and recover their jobs at once."""
+        now = time.monotonic()
+        for name, proc in list(self.procs.items()):
+            if proc.is_alive():
+                continue
+            if name not in self.next_start:
+                n = self.deaths.get(name, 0)
+                self.deaths[name] = n + 1
+                delay = WORKER_RESTART_BACKOFF_S[min(n, len(WORKER_RESTART_BACKOFF_S) - 1)]
+                log.warning("worker %s exited (%s); restarting in %.0fs", name, proc.exitcode, delay)
+                self.next_start[name] = now + delay
+                self.daemon.worker_died(name)
+            elif now >= self.next_start[name]:
+                del self.next_start[name]
+                self._spawn(name)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for proc in self.procs.values():
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)  # rq finishes the current job, then exits
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+def _install_signals(daemon: Daemon) -> None:
+    def stop(signum, _frame):
+        log.info("signal %d: stopping", signum)
+        daemon.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def run_all(settings: Settings, roots: list[Path]) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads starve the daemon
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    embedded = None if settings.redis.url else EmbeddedRedis(settings.state_dir)
+    redis_url = settings.redis.url or embedded.start()
+    daemon = Daemon(settings, roots, redis_url)
+    pool = None
+    try:
+        daemon.open()
+        _install_signals(daemon)
+        pool = WorkerPool(settings, redis_url, settings.workers, daemon)
+        pool.start()
+        log.info("watching %s", ", ".join(str(r) for r in daemon.filter.roots))
+        daemon.serve(heartbeat=pool.check)
+    finally:
+        if pool is not None:
+            pool.stop()
+        daemon.close()
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def run_daemon(settings: Settings, roots: list[Path]) -> int:
+    if not settings.redis.url:
+        raise SystemExit("`dupwatch daemon` needs redis.url (--redis-url); use `dupwatch run` for all-in-one")
+    daemon = Daemon(settings, roots, settings.redis.url)
+    daemon.open()
+    _install_signals(daemon)
+    try:
+        daemon.serve()
+    finally:
+        daemon.close()
+    return 0

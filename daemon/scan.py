@@ -1,0 +1,104 @@
+"""`dupwatch scan`: one-shot processing of files in a given order, as if they arrived in that order.
+
+Runs the worker pipeline in-process (no Redis needed) against the same catalog and index the daemon
+uses, so a scan is also a backfill. Output is one JSON object per input file, in input order, on stdout
+(the contract in DESIGN §6); progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TextIO
+
+from daemon.catalog import Catalog
+from daemon.config import Settings
+from daemon.events import VerdictEvent
+from daemon.owner import IndexOwner, event_for
+from daemon.state import StateDir
+from workers.models.base import load_model
+from workers.pipeline import Pipeline
+from workers.worker import set_threads
+
+
+def scan_record(event: VerdictEvent) -> dict:
+    best = event.best
+    return {"path": event.file.path, "verdict": event.kind, "match": best.file.path if best else None,
+            "score": best.score if best else None, "hash_distance": best.hash_distance if best else None,
+            "reason": event.reason}
+
+
+def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout, total: int | None = None,
+             progress: bool = False) -> dict[str, int]:
+    """Process `paths` in order; write one JSON line per path. Returns verdict counts."""
+    state = StateDir(settings.state_dir)
+    state.acquire()
+    catalog = Catalog(state.catalog)
+    set_threads(settings.model.threads)
+    embedder, _status = load_model(settings)
+    pipeline = Pipeline(settings.decode, embedder)
+    owner = IndexOwner(settings, catalog)
+    counts: dict[str, int] = {}
+    bar = _progress(total) if progress else None
+    try:
+        leftover = [(r.id, r.path) for r in catalog.pending()]  # from a daemon that stopped mid-way
+        for start in range(0, len(leftover), settings.model.batch_size):
+            owner.accept(pipeline.run(leftover[start:start + settings.model.batch_size]))
+        owner.decide_ready(limit=len(leftover) + 1)
+        for batch in _batches(paths, settings.model.batch_size):
+            ids: list[int] = []
+            todo: list[tuple[int, str]] = []
+            for path in batch:
+                path = os.path.abspath(path)
+                size, mtime = _stat(path)
+                new_id = owner.register(path, size, mtime)
+                if new_id is None:  # this exact version was already decided: report it as it stands
+                    row = catalog.by_path(path)
+                    ids.append(row.id)
+                else:
+                    ids.append(new_id)
+                    todo.append((new_id, path))
+            owner.accept(pipeline.run(todo))
+            decided = {e.file.id: e for e in owner.decide_ready(limit=len(todo) + 1_000_000)}
+            for file_id in ids:
+                event = decided.get(file_id) or event_for(catalog.get(file_id), catalog)
+                counts[event.kind] = counts.get(event.kind, 0) + 1
+                out.write(json.dumps(scan_record(event), ensure_ascii=False) + "\n")
+            out.flush()
+            if bar is not None:
+                bar.update(len(batch))
+        owner.save()
+    finally:
+        if bar is not None:
+            bar.close()
+        pipeline.close()
+        catalog.close()
+        state.release()
+    return counts
+
+
+def _stat(path: str) -> tuple[int | None, int | None]:
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return None, None  # the worker will record why (vanished, unreadable) as an error verdict
+
+
+def _batches(paths: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for p in paths:
+        batch.append(p)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _progress(total: int | None):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", file=sys.stderr, disable=not sys.stderr.isatty())

@@ -1,0 +1,77 @@
+"""Search the catalog with any image: `dupwatch query` and the API's search-by-upload.
+
+Read-only: features are computed in-process with the same pipeline the workers use, and compared with
+the same rules the owner applies, but nothing is registered or written.
+"""
+
+from __future__ import annotations
+
+
+from daemon.catalog import Catalog, Row
+from daemon.config import Settings
+from daemon.hashindex import HashIndex
+from daemon.owner import IndexOwner
+from daemon.state import StateDir
+from daemon.verdict import hash_score
+from workers.models.base import load_model
+from workers.pipeline import Pipeline
+
+
+def search_image(settings: Settings, image: str, top_k: int, owner: IndexOwner | None = None) -> list[dict]:
+    """Top-k catalogued files for `image`, best first, with the kind each would be judged."""
+    catalog = owner.catalog if owner else Catalog(StateDir(settings.state_dir).catalog)
+    owner = owner or IndexOwner(settings, catalog)
+    embedder, _ = load_model(settings)
+    pipeline = Pipeline(settings.decode, embedder)
+    try:
+        feats = pipeline.run([(1 << 62, image)])[0]
+    finally:
+        pipeline.close()
+    if feats.error:
+        raise ValueError(f"{image}: {feats.error}")
+    probe = Row(id=1 << 62, path=image, size=feats.size, mtime_ns=None, state="featured", detected_at=0.0,
+                sha256=feats.sha256, pixel_sha=feats.pixel_sha, phash=feats.phash, dhash=feats.dhash,
+                windows=feats.windows, dihedral=feats.dihedral, embedding=feats.embedding, model=feats.model)
+    return rank(owner, probe, top_k)
+
+
+def rank(owner: IndexOwner, probe: Row, top_k: int) -> list[dict]:
+    """Scores for every candidate any signal proposes, merged per file, best first."""
+    scores: dict[int, dict] = {}
+
+    def offer(file_id: int, score: float, signal: str, distance: int | None) -> None:
+        cur = scores.get(file_id)
+        if cur is None or score > cur["score"]:
+            scores[file_id] = {"id": file_id, "score": round(score, 1), "signal": signal, "hash_distance": distance}
+
+    if probe.sha256:
+        for r in owner.catalog.query("SELECT id FROM files WHERE sha256 = ? AND state = 'decided'", (probe.sha256,)):
+            offer(r["id"], 100.0, "sha256", 0)
+    if probe.windows is not None:
+        for file_id, distance in _hash_candidates(owner.hashes, probe, top_k):
+            offer(file_id, hash_score(distance), "phash", distance)
+    if probe.embedding is not None and owner.vectors is not None:
+        for file_id, score in owner.vectors.search(probe.embedding, top_k):
+            offer(file_id, score, "clip", None)
+    out = []
+    for item in sorted(scores.values(), key=lambda d: (-d["score"], d["id"]))[:top_k]:
+        row = owner.catalog.get(item["id"])
+        if row is None:
+            continue
+        decision = owner.evaluate(probe, excluded={i for i in scores if i != item["id"]})
+        item.update(path=row.path, kind=decision.kind if decision.match_id == item["id"] else "new")
+        out.append(item)
+    return out
+
+
+def _hash_candidates(hashes: HashIndex, probe: Row, k: int) -> list[tuple[int, int]]:
+    """The k nearest files by pHash, found by repeatedly excluding the best one."""
+    found: list[tuple[int, int]] = []
+    excluded: set[int] = set()
+    for _ in range(k):
+        hit, _d = hashes.nearest(probe.windows, probe.dihedral, probe.dhash or 0, probe.id, excluded)
+        if hit is None or hit.distance > 32:
+            break
+        found.append((hit.id, hit.distance))
+        excluded.add(hit.id)
+    return found

@@ -1,0 +1,66 @@
+"""Where verdicts go besides webhooks: a human line on the console and a JSON-lines event log.
+
+Webhooks have their own durable outbox (daemon.outbox); these two are written after each commit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+from daemon.events import VerdictEvent
+
+SYMBOL = {"exact-copy": "=", "edited-copy": "≈", "similar": "~"}
+
+
+def human_line(event: VerdictEvent) -> str:
+    """`12:01:09 edited-copy  c/meme.png  ≈ a/IMG_0042.jpg  (93 clip)`: the line `run` prints."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.decided_at))
+    line = f"{stamp} {event.kind:<12} {event.file.path}"
+    best = event.best
+    if best is not None:
+        detail = f"{best.score:.0f} {best.signal}"
+        if best.hash_distance is not None and best.signal != "sha256":
+            detail += f", d={best.hash_distance}"
+        line += f"  {SYMBOL.get(event.kind, '?')} {best.file.path}  ({detail})"
+    elif event.reason:
+        line += f"  ({event.reason})"
+    return line
+
+
+class ConsoleSink:
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+
+    def __call__(self, event: VerdictEvent) -> None:
+        print(human_line(event), file=self.stream, flush=True)
+
+
+class EventLog:
+    """Append-only JSON lines, rotated by size (events.jsonl -> events.jsonl.1 ... .N)."""
+
+    def __init__(self, path: Path, max_bytes: int = 64 * 1024 * 1024, backups: int = 5):
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, event: VerdictEvent) -> None:
+        line = json.dumps(event.to_dict(), ensure_ascii=False) + "\n"
+        with self._lock:
+            if self.path.exists() and self.path.stat().st_size + len(line) > self.max_bytes:
+                self._rotate()
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(line)
+
+    def _rotate(self) -> None:
+        for i in range(self.backups - 1, 0, -1):
+            src = self.path.with_name(f"{self.path.name}.{i}")
+            if src.exists():
+                src.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
+        self.path.replace(self.path.with_name(f"{self.path.name}.1"))

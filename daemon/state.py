@@ -1,0 +1,51 @@
+"""The state directory: its layout and the lock that makes one process its single writer."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+
+class StateDir:
+    def __init__(self, root: Path):
+        self.root = Path(root).expanduser()
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock_fh = None
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog.sqlite3"
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.root / "redis.sock"
+
+    @property
+    def redis_pidfile(self) -> Path:
+        return self.root / "redis.pid"
+
+    def acquire(self) -> None:
+        """Take the owner lock or fail with who holds it: the index must have exactly one writer."""
+        fh = open(self.root / "owner.lock", "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise RuntimeError(f"{self.root} is owned by {holder}: one daemon or scan per state dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self._lock_fh = fh
+
+    def release(self) -> None:
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None

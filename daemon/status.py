@@ -1,0 +1,105 @@
+"""`dupwatch status` and `dupwatch matches`: read-only views of the catalog and the queues.
+
+Safe to run beside a live daemon: SQLite WAL lets readers in while the owner writes, and nothing here
+writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from daemon import queue as q
+from daemon.config import Settings
+from daemon.state import StateDir
+
+
+def _read_only(settings: Settings) -> sqlite3.Connection | None:
+    path = StateDir(settings.state_dir).catalog
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def redis_url_for(settings: Settings) -> str | None:
+    """The configured Redis, or the private one `run` keeps in the state dir (if it is up)."""
+    if settings.redis.url:
+        return settings.redis.url
+    sock = StateDir(settings.state_dir).redis_socket
+    return f"unix://{sock}" if sock.exists() else None
+
+
+def collect(settings: Settings) -> dict[str, Any]:
+    """The `status --json` contract: files, verdicts, pending, errors, queues, workers, model."""
+    out: dict[str, Any] = {"files": 0, "verdicts": {}, "pending": 0, "errors": {}, "queues": {},
+                           "workers": [], "model": {"configured": settings.model.name,
+                                                    "pretrained": settings.model.pretrained,
+                                                    "hash_only": settings.hash_only}}
+    conn = _read_only(settings)
+    if conn is not None:
+        with conn:
+            out["files"] = conn.execute("SELECT count(*) FROM files").fetchone()[0]
+            out["pending"] = conn.execute("SELECT count(*) FROM files WHERE state != 'decided'").fetchone()[0]
+            out["verdicts"] = {r[0]: r[1] for r in conn.execute(
+                "SELECT verdict, count(*) FROM files WHERE state = 'decided' GROUP BY verdict")}
+            out["errors"] = {r[0]: r[1] for r in conn.execute(
+                "SELECT substr(error, 1, instr(error || ':', ':') - 1), count(*) FROM files "
+                "WHERE verdict = 'error' GROUP BY 1")}
+        conn.close()
+    url = redis_url_for(settings)
+    if url is None:
+        out["redis"] = "not running"
+        return out
+    try:
+        conn_r = q.connect(url)
+        queue = q.ingest_queue(conn_r, settings.queue.job_timeout_s)
+        out["queues"] = {q.INGEST_QUEUE: len(queue), "results": conn_r.xlen(q.RESULTS_STREAM)}
+        for key in conn_r.scan_iter(match=q.WORKER_KEY.format(name="*")):
+            info = {k.decode(): v.decode() for k, v in conn_r.hgetall(key).items()}
+            info["name"] = key.decode().split(":", 2)[2]
+            out["workers"].append(info)
+        states = {w.get("state") for w in out["workers"]}
+        out["model"]["state"] = ("loaded" if "loaded" in states else
+                                 "unavailable" if "unavailable" in states else
+                                 "hash-only" if states else "no workers")
+        unavailable = [w for w in out["workers"] if w.get("state") == "unavailable"]
+        if unavailable:
+            out["model"]["reason"] = unavailable[0].get("reason")
+            out["model"]["fix"] = unavailable[0].get("fix")
+        out["redis"] = "ok"
+    except Exception as exc:  # status must answer even when Redis is down
+        out["redis"] = f"unreachable: {exc}"
+    return out
+
+
+def render(data: dict[str, Any]) -> str:
+    lines = [f"files      {data['files']}  (pending {data['pending']})",
+             "verdicts   " + ", ".join(f"{k} {v}" for k, v in sorted(data["verdicts"].items())) or "-"]
+    if data["errors"]:
+        lines.append("errors     " + ", ".join(f"{k} {v}" for k, v in sorted(data["errors"].items())))
+    lines.append("queues     " + (", ".join(f"{k} {v}" for k, v in data["queues"].items()) or data.get("redis", "")))
+    lines.append(f"workers    {len(data['workers'])}")
+    model = data["model"]
+    lines.append(f"model      {model.get('configured')} ({model.get('pretrained')}): {model.get('state', '?')}")
+    if model.get("state") == "unavailable":
+        lines.append(f"           HASH-ONLY because: {model.get('reason')}")
+        lines.append(f"           fix: {model.get('fix')}")
+    return "\n".join(lines)
+
+
+def recent(settings: Settings, kind: str | None, limit: int) -> list[dict[str, Any]]:
+    conn = _read_only(settings)
+    if conn is None:
+        return []
+    where = "f.verdict = ?" if kind else "f.verdict IN ('exact-copy', 'edited-copy', 'similar')"
+    args: list[Any] = [kind] if kind else []
+    rows = conn.execute(
+        "SELECT f.id, f.path, f.verdict, f.score, f.hash_distance, f.signal, f.error, f.decided_at, m.path AS match "
+        f"FROM files f LEFT JOIN files m ON m.id = f.match_id WHERE {where} ORDER BY f.decided_at DESC LIMIT ?",
+        [*args, limit]).fetchall()
+    conn.close()
+    return [{"id": r["id"], "path": r["path"], "kind": r["verdict"], "match": r["match"], "score": r["score"],
+             "hash_distance": r["hash_distance"], "signal": r["signal"], "reason": r["error"],
+             "decided_at": r["decided_at"]} for r in rows]

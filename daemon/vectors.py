@@ -1,0 +1,82 @@
+"""The usearch HNSW index over embeddings: a cache of the catalog, rebuilt or topped up from it.
+
+Keys are catalog ids. Cosine metric over L2-normalised vectors; `score` is cosine x 100. The file on disk
+is only ever a snapshot: on open, whatever the catalog has that the snapshot lacks is added, and whatever
+it has that the catalog deleted is removed, so a crash between a verdict and a save costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from usearch.index import Index
+
+log = logging.getLogger(__name__)
+
+CONNECTIVITY = 16
+"""HNSW graph degree (usearch default). See bench/index_bench.py for the measured trade-off."""
+EXPANSION_ADD = 128
+EXPANSION_SEARCH = 64
+
+
+class VectorIndex:
+    def __init__(self, path: Path, ndim: int, dtype: str):
+        self.path = Path(path)
+        self.ndim = ndim
+        self.index = Index(ndim=ndim, metric="cos", dtype=dtype, connectivity=CONNECTIVITY,
+                           expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
+        if self.path.is_file():
+            try:
+                self.index.load(str(self.path))
+                if self.index.ndim != ndim:
+                    raise ValueError(f"snapshot has {self.index.ndim} dimensions, model has {ndim}")
+            except Exception as exc:  # a torn or foreign snapshot: rebuild from the catalog
+                log.warning("vector index snapshot %s unusable (%s); rebuilding", self.path, exc)
+                self.index = Index(ndim=ndim, metric="cos", dtype=dtype, connectivity=CONNECTIVITY,
+                                   expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
+        self.dirty = False
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def reconcile(self, ids: np.ndarray) -> np.ndarray:
+        """Drop keys the catalog no longer has (`ids` is what it has); return the ids still to add."""
+        have = np.asarray(self.index.keys, dtype=np.int64) if len(self.index) else np.zeros(0, np.int64)
+        stale = np.setdiff1d(have, ids)
+        if len(stale):
+            self.index.remove(stale)
+            self.dirty = True
+        return np.setdiff1d(ids, have)
+
+    def add_many(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self.index.add(ids, vectors)
+            self.dirty = True
+
+    def add(self, file_id: int, vector: np.ndarray) -> None:
+        if not self.index.contains(file_id):
+            self.index.add(file_id, vector)
+            self.dirty = True
+
+    def remove(self, file_id: int) -> None:
+        if self.index.contains(file_id):
+            self.index.remove(file_id)
+            self.dirty = True
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """(id, score 0-100) of the k nearest, best first."""
+        if len(self.index) == 0:
+            return []
+        found = self.index.search(vector, min(k, len(self.index)))
+        return [(int(key), float((1.0 - dist) * 100.0)) for key, dist in zip(found.keys, found.distances)]
+
+    def save(self) -> None:
+        """Write a snapshot atomically (temp file + rename): a crash never leaves a torn index."""
+        if not self.dirty:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        self.index.save(str(tmp))
+        tmp.replace(self.path)
+        self.dirty = False

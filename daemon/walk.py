@@ -1,0 +1,69 @@
+"""Which paths dupwatch looks at: one filter for the live watcher, the catch-up scan and `scan DIR`.
+
+Temp names (partial downloads, editors' swap files, dotfiles) are ignored until renamed into place;
+excluded folders are pruned so they are never walked or watched; symlinks are not followed unless asked.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from daemon.config import WatchSettings
+
+TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp", "~")
+"""Names writers use while a file is incomplete; the final rename is what dupwatch acts on."""
+
+
+class PathFilter:
+    def __init__(self, roots: Sequence[Path], watch: WatchSettings):
+        self.roots = [Path(os.path.abspath(r)) for r in roots]
+        self.include = [g.lower() for g in watch.include]
+        self.exclude = watch.exclude
+        self.follow_symlinks = watch.follow_symlinks
+
+    def root_of(self, path: str) -> Path | None:
+        p = Path(os.path.abspath(path))
+        for root in self.roots:
+            if p == root or root in p.parents:
+                return root
+        return None
+
+    def excluded(self, path: str) -> bool:
+        """True for paths under an excluded folder or matching an exclude glob (relative to its root)."""
+        root = self.root_of(path)
+        if root is None:
+            return True
+        rel = os.path.relpath(path, root)
+        parts = Path(rel).parts
+        for pattern in self.exclude:
+            if fnmatch.fnmatch(rel, pattern) or any(fnmatch.fnmatch(part, pattern) for part in parts):
+                return True
+        return any(part.startswith(".") for part in parts)
+
+    def wanted(self, path: str) -> bool:
+        """A file dupwatch should give a verdict: inside a root, included, not temp, not excluded."""
+        name = os.path.basename(path)
+        if name.startswith(".") or name.lower().endswith(TEMP_SUFFIXES):
+            return False
+        if not any(fnmatch.fnmatch(name.lower(), g) for g in self.include):
+            return False
+        return not self.excluded(path)
+
+    def walk(self) -> Iterator[str]:
+        """Every wanted path under the roots, pruning excluded folders."""
+        for root in self.roots:
+            for dirpath, dirnames, filenames in os.walk(root, followlinks=self.follow_symlinks):
+                dirnames[:] = sorted(d for d in dirnames if not self.excluded(os.path.join(dirpath, d)))
+                for name in sorted(filenames):
+                    path = os.path.join(dirpath, name)
+                    if not self.follow_symlinks and os.path.islink(path):
+                        continue
+                    if self.wanted(path):
+                        yield path
+
+
+def walk_roots(roots: Sequence[Path], watch: WatchSettings) -> Iterator[str]:
+    return PathFilter(roots, watch).walk()

@@ -1,0 +1,146 @@
+"""Read and decode one image file, safely.
+
+Every failure becomes a `DecodeError` with a short, stable reason code (shown in status, the API and
+metrics) and a human detail. The bytes are read once: sha256 is taken from the same buffer Pillow decodes,
+so a file that changes between hashing and decoding cannot produce a mismatched record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+try:  # HEIC/HEIF and AVIF; optional at import so a broken wheel does not take decoding down
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    pillow_heif.register_avif_opener() if hasattr(pillow_heif, "register_avif_opener") else None
+except ImportError:  # pragma: no cover - the dependency is declared; this only guards odd installs
+    pillow_heif = None
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-picture
+Image.MAX_IMAGE_PIXELS = None  # dupwatch enforces its own limit before decoding (DecodeError 'too-large')
+
+
+class DecodeError(Exception):
+    """A file that cannot become a verdict other than `error`. `reason` is a stable code."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Decoded:
+    """A decoded image, reduced for the model and hashes, with facts about the original file."""
+
+    image: Image.Image  # RGB, upright (EXIF applied), short side >= the requested size when possible
+    sha256: str
+    pixel_sha: str  # digest of the decoded pixels: equal for a lossless re-save of the same picture
+    width: int  # of the original, upright
+    height: int
+    format: str
+    size: int
+
+
+def read_file(path: str, max_bytes: int) -> bytes:
+    """Read a regular file without following a FIFO or device into a blocking read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as exc:
+        raise DecodeError("vanished", f"file disappeared before it was read ({exc.strerror})") from exc
+    except PermissionError as exc:
+        raise DecodeError("unreadable", f"permission denied ({exc.strerror})") from exc
+    except IsADirectoryError as exc:
+        raise DecodeError("not-a-file", "is a directory") from exc
+    except OSError as exc:
+        raise DecodeError("unreadable", exc.strerror or str(exc)) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "directory" if stat.S_ISDIR(st.st_mode) else "FIFO, socket or device"
+            raise DecodeError("not-a-file", f"not a regular file ({kind})")
+        if st.st_size == 0:
+            raise DecodeError("empty", "zero-byte file")
+        if st.st_size > max_bytes:
+            raise DecodeError("too-large", f"{st.st_size} bytes > limit {max_bytes}")
+        with os.fdopen(fd, "rb", closefd=True) as fh:
+            fd = -1
+            data = fh.read(max_bytes + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if not data:
+        raise DecodeError("empty", "zero-byte file")
+    return data
+
+
+def decode_bytes(data: bytes, *, size: int, max_pixels: int) -> Decoded:
+    """Decode `data` to an upright RGB image whose short side is about `size` (JPEG draft mode)."""
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format or "unknown"
+            w, h = img.size
+            if w * h > max_pixels:
+                raise DecodeError("too-large", f"{w}x{h} pixels > limit {max_pixels} (decompression bomb?)")
+            if fmt == "JPEG":
+                img.draft("RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale: far less work
+            img.load()
+            upright = ImageOps.exif_transpose(img) or img
+    except DecodeError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise DecodeError("not-an-image", "not a recognised image format") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        msg = str(exc)
+        reason = "truncated" if "truncated" in msg or "end of file" in msg.lower() else "corrupt"
+        raise DecodeError(reason, msg or type(exc).__name__) from exc
+    rgb = to_rgb(upright)
+    if min(rgb.size) > size * 2:  # draft mode only reduces by powers of two, and only JPEG
+        scale = size / min(rgb.size)
+        rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
+                         Image.Resampling.BILINEAR, reducing_gap=2.0)
+    w, h = _upright_size(img, w, h)
+    pixel_sha = hashlib.sha256(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()
+    return Decoded(image=rgb, sha256=sha, pixel_sha=pixel_sha, width=w, height=h, format=fmt, size=len(data))
+
+
+def decode_file(path: str, *, size: int, max_pixels: int, max_bytes: int) -> Decoded:
+    """read_file + decode_bytes: the one entry point workers use."""
+    return decode_bytes(read_file(path, max_bytes), size=size, max_pixels=max_pixels)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode to RGB. Transparency is composited on white, so a logo on alpha looks like it does in a
+    browser; 16-bit and float images are scaled down to 8 bits instead of clipped."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.float64)
+        hi = float(arr.max()) or 1.0
+        img = Image.fromarray((arr * (255.0 / max(hi, 255.0) if hi > 255 else 1.0)).clip(0, 255).astype("uint8"))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _upright_size(img: Image.Image, w: int, h: int) -> tuple[int, int]:
+    """The original (pre-draft) size, swapped when EXIF orientation rotates by 90 or 270 degrees."""
+    orientation = img.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)

@@ -1,0 +1,95 @@
+"""The one interface every embedding backend implements, and the loader that picks one.
+
+Workers see only `ImageEmbedder`: preprocess a decoded PIL image into a tensor on the CPU, then embed a
+stacked batch into L2-normalised float32 vectors. `identity` names the exact weights, so the catalog never
+mixes vectors from two models in one index.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+from daemon.config import ModelSettings
+
+
+class ModelUnavailable(RuntimeError):
+    """The configured model cannot be loaded. `fix` tells the user which setting resolves it."""
+
+    def __init__(self, message: str, fix: str):
+        super().__init__(message)
+        self.fix = fix
+
+
+class ImageEmbedder(Protocol):
+    identity: str  # e.g. "open_clip:ViT-B-32:laion2b_s34b_b79k"
+    dim: int
+    device: torch.device
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """One RGB image to a CPU tensor [3, H, W] ready to stack into a batch."""
+
+    def embed(self, batch: torch.Tensor) -> np.ndarray:
+        """[B, 3, H, W] CPU tensor to [B, dim] float32, each row L2-normalised."""
+
+
+def is_checkpoint_path(pretrained: str) -> bool:
+    """A local checkpoint file rather than an open_clip pretrained tag."""
+    return "/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
+def identity_of(settings: ModelSettings) -> str:
+    """The name under which this model's vectors are stored: vectors of two models never mix."""
+    from pathlib import Path
+
+    tag = Path(settings.pretrained).name if is_checkpoint_path(settings.pretrained) else settings.pretrained
+    return f"open_clip:{settings.name}:{tag}"
+
+
+def load_embedder(settings: ModelSettings) -> ImageEmbedder:
+    """Load the configured backend once per process (workers keep it for their whole life)."""
+    from workers.models.openclip import OpenClipEmbedder
+
+    return OpenClipEmbedder(settings)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """'auto' is fp16 on CUDA and fp32 on CPU: bf16 on CPUs without AMX is slower than fp32."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def load_model(settings) -> tuple[ImageEmbedder | None, dict[str, str]]:
+    """The model a process will use, or None (hash-only), with a status record for `status`/readyz.
+
+    Hash-only by choice (`hash_only`) is quiet. Hash-only because the weights cannot be had is loud, names
+    the setting that fixes it, and becomes a hard error with `require_model`.
+    """
+    import logging
+
+    log = logging.getLogger("dupwatch.model")
+    if settings.hash_only:
+        return None, {"state": "hash-only", "reason": "hash_only is set", "model": ""}
+    try:
+        embedder = load_embedder(settings.model)
+    except ModelUnavailable as exc:
+        if settings.require_model:
+            raise
+        log.error("=" * 72)
+        log.error("MODEL UNAVAILABLE: running in HASH-ONLY mode (crops, overlays and 'similar' need it)")
+        log.error("reason: %s", exc)
+        log.error("fix: %s (or set require_model to make this fatal)", exc.fix)
+        log.error("=" * 72)
+        return None, {"state": "unavailable", "reason": str(exc), "fix": exc.fix, "model": settings.model.name}
+    return embedder, {"state": "loaded", "model": embedder.identity, "device": str(embedder.device),
+                      "dim": str(embedder.dim)}

@@ -1,0 +1,134 @@
+"""Files to features: decode (thread pool) -> sha256 + hashes + embedding, one batch at a time.
+
+The same code serves rq jobs (workers.jobs) and the one-shot `dupwatch scan`, so both give identical
+features. Hashes and the embedding come from the same decode: no file is read or decoded twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from daemon.config import DecodeSettings
+from workers import hashing
+from workers.decode import DecodeError, Decoded, decode_file
+from workers.models.base import ImageEmbedder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Features:
+    """What a worker learns about one file. `error` set means nothing else is."""
+
+    id: int
+    path: str
+    sha256: str | None = None
+    pixel_sha: str | None = None
+    phash: int | None = None
+    dhash: int | None = None
+    windows: np.ndarray | None = None  # int64 pHashes of sub-windows; [0] is the full frame
+    dihedral: np.ndarray | None = None  # int64 pHashes of the 8 flips/rotations; [0] is identity
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    size: int | None = None
+    embedding: np.ndarray | None = None
+    model: str | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe form for Redis (rq's JSON serializer world: nothing is ever unpickled)."""
+        out = {k: v for k, v in self.__dict__.items()
+               if k not in ("windows", "dihedral", "embedding", "extra") and v is not None}
+        for key in ("windows", "dihedral"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = [int(x) for x in value]
+        if self.embedding is not None:
+            out["embedding"] = base64.b64encode(self.embedding.astype(np.float32).tobytes()).decode()
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Features:
+        data = dict(data)
+        for key in ("windows", "dihedral"):
+            if key in data:
+                data[key] = np.asarray(data[key], dtype=np.int64)
+        if "embedding" in data:
+            data["embedding"] = np.frombuffer(base64.b64decode(data["embedding"]), dtype=np.float32)
+        return cls(**data)
+
+
+class Pipeline:
+    """Holds the embedder (or none, in hash-only mode) and a decode pool for the process's life."""
+
+    def __init__(self, decode: DecodeSettings, embedder: ImageEmbedder | None, decode_threads: int = 2):
+        self.decode_settings = decode
+        self.embedder = embedder
+        self.pool = ThreadPoolExecutor(max_workers=max(1, decode_threads), thread_name_prefix="decode")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def run(self, items: Sequence[tuple[int, str]]) -> list[Features]:
+        """Features for (id, path) items, in the same order. Never raises for a bad file."""
+        results = list(self.pool.map(self._decode_one, items))
+        good = [(f, d) for f, d in results if d is not None]
+        if good:
+            self._hash([f for f, _ in good], [d for _, d in good])
+            if self.embedder is not None:
+                self._embed([f for f, _ in good], [d for _, d in good])
+        return [f for f, _ in results]
+
+    def _decode_one(self, item: tuple[int, str]) -> tuple[Features, Decoded | None]:
+        file_id, path = item
+        feats = Features(id=file_id, path=path)
+        try:
+            s = self.decode_settings
+            decoded = decode_file(path, size=s.size, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes)
+        except DecodeError as exc:
+            feats.error = f"{exc.reason}: {exc.detail}"
+            return feats, None
+        except Exception as exc:  # a decoder bug must cost one file, never the batch
+            log.exception("unexpected failure decoding %s", path)
+            feats.error = f"decoder-crash: {type(exc).__name__}: {exc}"
+            return feats, None
+        feats.sha256, feats.pixel_sha = decoded.sha256, decoded.pixel_sha
+        feats.width, feats.height, feats.format, feats.size = (decoded.width, decoded.height,
+                                                               decoded.format, decoded.size)
+        return feats, decoded
+
+    def _hash(self, feats: list[Features], decoded: list[Decoded]) -> None:
+        planes = [hashing.gray_planes(d.image) for d in decoded]
+        windows = torch.from_numpy(np.stack([hashing.window_planes(d.image) for d in decoded]))
+        g98 = torch.from_numpy(np.stack([p[1] for p in planes]))
+        b, w = windows.shape[:2]
+        window_hashes = hashing.phash_batch(windows.reshape(b * w, 32, 32)).reshape(b, w).numpy()
+        dihedral = hashing.phash_dihedral_batch(windows[:, 0]).numpy()
+        dhashes = hashing.dhash_batch(g98).numpy()
+        for i, f in enumerate(feats):
+            f.windows = window_hashes[i]
+            f.dihedral = dihedral[i]
+            f.phash = int(window_hashes[i, 0])
+            f.dhash = int(dhashes[i])
+
+    def _embed(self, feats: list[Features], decoded: list[Decoded]) -> None:
+        assert self.embedder is not None
+        try:
+            batch = torch.stack([self.embedder.preprocess(d.image) for d in decoded])
+            vectors = self.embedder.embed(batch)
+        except Exception:  # an OOM or driver error leaves hashes usable: verdicts degrade, not fail
+            log.exception("embedding failed for a batch of %d; continuing with hashes only", len(feats))
+            return
+        for f, v in zip(feats, vectors, strict=True):
+            f.embedding = v
+            f.model = self.embedder.identity

@@ -1,0 +1,54 @@
+"""A worker process: load the model once, then take batch jobs in-process until told to stop.
+
+rq's forking `Worker` would pay a fork per job and cannot share a CUDA context with its children, so
+dupwatch uses `SimpleWorker` (jobs run in the worker's own process; job timeouts still apply).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+import torch
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from daemon import queue as q
+from daemon.config import Settings
+from workers import jobs
+from workers.models.base import load_model
+from workers.pipeline import Pipeline
+
+log = logging.getLogger("dupwatch.worker")
+
+
+def set_threads(threads: int) -> None:
+    """Give torch a deliberate thread count; decode threads and other processes need cores too."""
+    n = threads or max(1, os.cpu_count() or 1)
+    torch.set_num_threads(n)
+
+
+def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, burst: bool = False) -> None:
+    set_threads(settings.model.threads)
+    embedder, model_status = load_model(settings)
+    pipeline = Pipeline(settings.decode, embedder)
+    jobs.install(pipeline)
+    conn = q.connect(redis_url)
+    name = name or f"dupwatch-{socket.gethostname()}-{os.getpid()}"
+    key = q.WORKER_KEY.format(name=name)
+    conn.hset(key, mapping={**model_status, "host": socket.gethostname(), "pid": str(os.getpid()),
+                            "started": str(time.time())})
+    worker = SimpleWorker([q.ingest_queue(conn, settings.queue.job_timeout_s)], connection=conn,
+                          serializer=JSONSerializer, name=name)
+    log.info("worker %s ready: model %s", name, model_status.get("model") or model_status["state"])
+    try:
+        worker.work(burst=burst, logging_level="DEBUG" if settings.log_level.upper() == "DEBUG" else "WARNING",
+                    with_scheduler=False)
+    finally:
+        try:
+            conn.delete(key)
+        except Exception:  # Redis may be the thing that went away
+            pass
+        pipeline.close()
