@@ -86,6 +86,7 @@ class Row:
     height: int | None = None
     format: str | None = None
     embedding: np.ndarray | None = None
+    model: str | None = None
     error: str | None = None
     verdict: str | None = None
     match_id: int | None = None
