@@ -46,6 +46,7 @@ class MatchSettings(BaseModel):
 
 
 class WatchSettings(BaseModel):
+    roots: list[Path] = Field(default_factory=list, description="Folders the daemon watches (`run` takes them as arguments).")
     include: list[str] = Field(default_factory=lambda: ["*.jpg", "*.jpeg", "*.png", "*.gif", "*.webp", "*.bmp",
                                                         "*.tif", "*.tiff", "*.heic", "*.heif", "*.avif"])
     exclude: list[str] = Field(default_factory=list, description="Globs of files or folders never read.")
