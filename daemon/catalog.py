@@ -112,8 +112,8 @@ class Catalog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self.conn = connect(self.path)
-        with self.transaction() as c:
-            c.executescript(SCHEMA)
+        with self._lock:  # executescript commits any open transaction first, so it brings its own
+            self.conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
 
     def close(self) -> None:
         with self._lock:
