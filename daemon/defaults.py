@@ -93,3 +93,28 @@ API_PORT = 8765
 
 WEBHOOK_TIMEOUT_S = 10.0
 """Per-request timeout for a webhook delivery."""
+
+WEBHOOK_RETRY_BASE_S = 1.0
+"""Bound on the wait before the first retry of a webhook delivery. Every wait is drawn uniformly from
+[0, bound] ("full jitter"), so a fleet of deliveries failing together does not retry in lock-step."""
+
+WEBHOOK_RETRY_FACTOR = 2.0
+"""The bound is multiplied by this after each failed attempt: 1, 2, 4, ... s."""
+
+WEBHOOK_RETRY_CAP_S = 600.0
+"""The bound never exceeds 10 minutes (reached from the 11th attempt on): a receiver that comes back is
+tried again within 10 minutes at worst."""
+
+WEBHOOK_MAX_ATTEMPTS = 24
+"""Attempts before a delivery goes dead (a durable dead letter, replayable with `dupwatch webhook replay`).
+With the values above the waits are bounded by 8,823 s in all (about 2.5 h; about 1.2 h expected with
+full jitter), so a receiver down for a lunch break or a redeploy loses nothing. Only the head of an
+endpoint's queue is ever retried, so a long outage dead-letters one delivery per such window and the
+rest wait their turn. (8 attempts would give up after about 1 minute on average.)"""
+
+WEBHOOK_RETRY_AFTER_CAP_S = 600.0
+"""A receiver's Retry-After (on 429 or 5xx) is honoured up to this many seconds."""
+
+WEBHOOK_POLL_S = 0.2
+"""The deliverer re-reads its outbox this often even when not woken: it picks up rows written by another
+process (`webhook replay`) and keeps the file-closed-to-webhook latency well under the 0.5 s target."""
