@@ -7,65 +7,15 @@ is reachable through the TOML file and `DUPWATCH_*` environment variables.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from daemon import __version__, config
-
-COMMON = [
-    click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file."),
-    click.option("--state-dir", type=click.Path(file_okay=False), help="Catalog, index and logs live here."),
-    click.option("--redis-url", help="Use this Redis instead of a private one."),
-    click.option("--hash-only", is_flag=True, default=None, help="No embedding model; hashes only."),
-    click.option("--require-model", is_flag=True, default=None, help="Fail instead of falling back to hashes."),
-    click.option("--model-name", help="open_clip architecture, e.g. ViT-B-32."),
-    click.option("--model-pretrained", help="open_clip pretrained tag or local checkpoint path."),
-    click.option("--model-device", help="auto, cpu, cuda, cuda:1 ..."),
-    click.option("--model-batch-size", type=int),
-    click.option("--log-level"),
-    click.option("--log-format", type=click.Choice(["human", "json"])),
-]
-
-FLAG_TO_SETTING = {
-    "state_dir": "state_dir", "redis_url": "redis.url", "hash_only": "hash_only",
-    "require_model": "require_model", "model_name": "model.name", "model_pretrained": "model.pretrained",
-    "model_device": "model.device", "model_batch_size": "model.batch_size", "log_level": "log_level",
-    "log_format": "log_format", "workers": "workers", "watch_poll": "watch.poll",
-    "api_host": "api.host", "api_port": "api.port",
-}
-
-
-def common(fn):
-    for option in reversed(COMMON):
-        fn = option(fn)
-    return fn
-
-
-def settings_from(params: dict[str, Any]) -> config.Settings:
-    """Settings from flags (highest), env, TOML. Consumes the flag entries of `params`."""
-    import os
-
-    config_file = params.pop("config_file", None)
-    if config_file:
-        os.environ["DUPWATCH_CONFIG"] = str(Path(config_file).resolve())
-    flags = {FLAG_TO_SETTING[k]: params.pop(k) for k in list(params) if k in FLAG_TO_SETTING}
-    try:
-        settings = config.load(config.flag_overrides(flags))
-    except Exception as exc:
-        raise click.ClickException(f"bad configuration: {exc}") from exc
-    setup_logging(settings)
-    return settings
-
-
-def setup_logging(settings: config.Settings) -> None:
-    from daemon.logs import configure
-
-    configure(settings.log_level, settings.log_format)
-
+from daemon import __version__
+from daemon.cli_options import common, settings_from
+from daemon.cli_webhook import webhook
 
 @click.group()
 @click.version_option(__version__, prog_name="dupwatch")
@@ -84,22 +34,24 @@ def run(roots: tuple[str, ...], **params: Any) -> None:
     """Everything in one process tree: private Redis, watcher, workers, index, API."""
     from daemon.runner import run_all
 
-    settings = settings_from(params)
-    sys.exit(run_all(settings, [Path(r) for r in roots]))
+    settings = settings_from(dict(params))
+    sys.exit(run_all(settings, [Path(r) for r in roots], reload=lambda: settings_from(dict(params))))
 
 
 @cli.command()
 @common
-@click.argument("roots", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--watch-poll", is_flag=True, default=None)
 @click.option("--api-host")
 @click.option("--api-port", type=int)
 def daemon(roots: tuple[str, ...], **params: Any) -> None:
-    """The watcher and index owner, for a fleet: workers run elsewhere against the same Redis."""
+    """The watcher and index owner, for a fleet: workers run elsewhere against the same Redis.
+
+    ROOTS default to the `watch.roots` setting (how the systemd unit starts it)."""
     from daemon.runner import run_daemon
 
-    settings = settings_from(params)
-    sys.exit(run_daemon(settings, [Path(r) for r in roots]))
+    settings = settings_from(dict(params))
+    sys.exit(run_daemon(settings, [Path(r) for r in roots], reload=lambda: settings_from(dict(params))))
 
 
 @cli.command()
@@ -189,6 +141,9 @@ def matches(kind: str | None, limit: int, as_json: bool, **params: Any) -> None:
     for r in rows:
         click.echo(f"{r['kind']:<12} {r['path']}  {r.get('match') or r.get('reason') or ''}  "
                    f"{'' if r.get('score') is None else round(r['score'])}")
+
+
+cli.add_command(webhook)
 
 
 def main() -> None:

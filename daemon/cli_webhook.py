@@ -1,6 +1,6 @@
 """`dupwatch webhook ...`: inspect the delivery outbox, replay dead letters, test and verify signatures.
 
-Expects `ctx.obj` to be the loaded daemon.config.Settings (the main CLI sets it). Works on the catalog
+The group takes the common options (`dupwatch webhook --state-dir D list`) and loads the settings. Works on the catalog
 file directly, so it runs beside a live daemon: replayed rows are picked up at the deliverer's next poll.
 """
 
@@ -16,6 +16,7 @@ import httpx
 
 from daemon import outbox
 from daemon.catalog import connect
+from daemon.cli_options import common, settings_from
 from daemon.config import Settings, WebhookSettings
 from daemon.webhooks import DEFAULT_TOLERANCE_S, VerificationError, verify
 
@@ -48,8 +49,11 @@ def _since(value: str | None) -> float | None:
 
 
 @click.group("webhook")
-def webhook() -> None:
+@common
+@click.pass_context
+def webhook(ctx: click.Context, **params: object) -> None:
     """Webhook deliveries: list them, replay dead letters, send a test, verify a signature."""
+    ctx.obj = settings_from(dict(params))
 
 
 @webhook.command("list")

@@ -45,6 +45,7 @@ class IndexOwner:
         self.hashes = HashIndex(len(WINDOWS))
         self.vectors: VectorIndex | None = None
         self._foreign_models: set[str] = set()
+        self.decided = 0  # verdicts decided by this process (status line, metrics)
         self._load()
 
     # --- start-up ------------------------------------------------------------------------------------
@@ -135,6 +136,7 @@ class IndexOwner:
                 self.on_commit(conn, event)
         if row.error is None:
             self._index(row)
+        self.decided += 1
         return event
 
     def evaluate(self, row: Row, excluded: set[int] | None = None) -> Decision:

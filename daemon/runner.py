@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from daemon.config import Settings
@@ -83,25 +84,32 @@ class WorkerPool:
                 proc.join()
 
 
-def _install_signals(daemon: Daemon) -> None:
+def _install_signals(daemon: Daemon, reload: Callable[[], Settings] | None) -> None:
+    """SIGTERM/SIGINT stop cleanly; SIGHUP re-reads the configuration (applied in the main loop)."""
+
     def stop(signum, _frame):
         log.info("signal %d: stopping", signum)
         daemon.stopping.set()
 
+    def hup(_signum, _frame):
+        if reload is not None:
+            daemon.reload_with = reload  # applied by the main loop, never inside the signal handler
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hup)
 
 
-def run_all(settings: Settings, roots: list[Path]) -> int:
+def run_all(settings: Settings, roots: list[Path], reload: Callable[[], Settings] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads starve the daemon
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     embedded = None if settings.redis.url else EmbeddedRedis(settings.state_dir)
     redis_url = settings.redis.url or embedded.start()
-    daemon = Daemon(settings, roots, redis_url)
+    daemon = Daemon(settings, roots or settings.watch.roots, redis_url)
     pool = None
     try:
         daemon.open()
-        _install_signals(daemon)
+        _install_signals(daemon, reload)
         pool = WorkerPool(settings, redis_url, settings.workers, daemon)
         pool.start()
         log.info("watching %s", ", ".join(str(r) for r in daemon.filter.roots))
@@ -115,12 +123,14 @@ def run_all(settings: Settings, roots: list[Path]) -> int:
     return 0
 
 
-def run_daemon(settings: Settings, roots: list[Path]) -> int:
+def run_daemon(settings: Settings, roots: list[Path], reload: Callable[[], Settings] | None = None) -> int:
     if not settings.redis.url:
         raise SystemExit("`dupwatch daemon` needs redis.url (--redis-url); use `dupwatch run` for all-in-one")
-    daemon = Daemon(settings, roots, settings.redis.url)
+    if not (roots or settings.watch.roots):
+        raise SystemExit("no folders to watch: give ROOTS or set watch.roots")
+    daemon = Daemon(settings, roots or settings.watch.roots, settings.redis.url)
     daemon.open()
-    _install_signals(daemon)
+    _install_signals(daemon, reload)
     try:
         daemon.serve()
     finally:

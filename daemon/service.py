@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -21,6 +22,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from daemon import __version__, outbox, sdnotify
 from daemon import queue as q
 from daemon.catalog import Catalog
 from daemon.config import Settings
@@ -50,14 +52,17 @@ class Daemon:
         self._batch_lock = threading.Lock()
         self.catchup_done = threading.Event()
         self.started_at = time.time()
+        self.reload_with: Callable[[], Settings] | None = None  # set by SIGHUP
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def open(self) -> None:
         self.state.acquire()
         self.catalog = Catalog(self.state.catalog)
+        self.catalog.conn.executescript(outbox.SCHEMA)
         sinks = [EventLog(self.state.events)] + ([ConsoleSink()] if self.console else [])
-        self.owner = IndexOwner(self.settings, self.catalog, sinks)
+        self.owner = IndexOwner(self.settings, self.catalog, sinks, on_commit=self._outbox)
+        self.deliverer = outbox.Deliverer(self.state.catalog, self.settings.webhooks)
         self.redis = q.connect(self.redis_url)
         self.queue = q.ingest_queue(self.redis, self.settings.queue.job_timeout_s)
         q.ensure_group(self.redis)
@@ -67,17 +72,45 @@ class Daemon:
         self.watcher = Watcher(self.filter, self.settings.watch, landed=self.landed, moved=self.owner.moved,
                                deleted=self.owner.deleted)
 
+    def _outbox(self, conn, event) -> None:
+        outbox.enqueue(conn, self.settings.webhooks, event, __version__)
+
+    def _apply_reload(self) -> None:
+        load, self.reload_with = self.reload_with, None
+        try:
+            self.reload(load())
+        except Exception:  # a bad edit keeps the running configuration
+            log.exception("configuration reload failed; keeping the current configuration")
+
+    def reload(self, settings: Settings) -> None:
+        """SIGHUP: new thresholds, webhook endpoints and log level, without a restart."""
+        from daemon.logs import configure
+        from daemon.verdict import Thresholds
+
+        sdnotify.reloading()
+        self.deliverer.set_endpoints(settings.webhooks)
+        self.owner.settings = self.settings = settings
+        self.owner.thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model)
+        configure(settings.log_level, settings.log_format)
+        log.info("configuration reloaded: thresholds %s, %d webhook endpoints", self.owner.thresholds,
+                 len(settings.webhooks))
+        sdnotify.ready()
+
     def serve(self, heartbeat=None) -> None:
         """Run until `stopping` is set. Live events are taken before the catch-up scan starts: no gap."""
         self.watcher.start()
+        self.deliverer.start()
         self._requeue(self.catalog.pending(), "left pending by the last run")
+        sdnotify.ready()
+        beat = sdnotify.Heartbeat()
         threading.Thread(target=self._catch_up, name="catch-up", daemon=True).start()
         last_reconcile = last_save = time.monotonic()
         while not self.stopping.is_set():
             try:
                 self._drain_results(block_ms=100)
                 self._flush_batch(force=False)
-                self.owner.decide_ready()
+                if self.owner.decide_ready() and self.settings.webhooks:
+                    self.deliverer.wake()
                 now = time.monotonic()
                 if now - last_reconcile >= RECONCILE_EVERY_S:
                     self._reconcile()
@@ -85,14 +118,22 @@ class Daemon:
                 if now - last_save >= SAVE_EVERY_S:
                     self.owner.save()
                     last_save = now
+                if self.reload_with is not None:
+                    self._apply_reload()
                 if heartbeat is not None:
                     heartbeat(self)
+                beat.beat(self.status_line())
             except redis.ConnectionError as exc:
                 log.warning("Redis unreachable (%s); retrying", exc)
                 self.stopping.wait(1.0)
 
+    def status_line(self) -> str:
+        return f"{self.owner.decided} verdicts, queue {len(self.queue)}, watching {len(self.filter.roots)} roots"
+
     def close(self) -> None:
+        sdnotify.stopping()
         self.watcher.stop()
+        self.deliverer.stop()
         try:
             self._flush_batch(force=True)
         except redis.RedisError:
@@ -231,8 +272,3 @@ class Daemon:
         if retry:
             log.info("re-queueing %d pending files (%s)", len(retry), why)
             self._enqueue(retry)
-
-    # --- reporting -----------------------------------------------------------------------------------
-
-    def queue_depth(self) -> int:
-        return len(self.queue)
