@@ -26,7 +26,7 @@ from daemon.redis_server import server_binary
 TINY_MODEL = "ViT-S-32"
 """The smallest ViT open_clip ships a config for; random weights, written to a checkpoint by the tests."""
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "horse", "immunohistochemistry",
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "grass", "immunohistochemistry",
           "hubble_deep_field", "retina", "moon", "brick")
 """scikit-image sample photos that load offline (distinct scenes)."""
 
@@ -107,6 +107,7 @@ def photos(tmp_path_factory) -> dict[str, Path]:
     for name in PHOTOS:
         arr = getattr(skimage.data, name)()
         if arr.dtype != np.uint8:
+            arr = arr.astype(np.float64)
             arr = (255 * (arr - arr.min()) / max(1e-9, float(arr.max() - arr.min()))).astype(np.uint8)
         img = Image.fromarray(arr).convert("RGB")
         paths[name] = out / f"{name}.jpg"
@@ -184,6 +185,8 @@ def dupwatch_cmd() -> list[str]:
 
 def base_env(state_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUPWATCH_")}
+    repo = str(Path(__file__).resolve().parents[1])  # children import this checkout, not an installed copy
+    env["PYTHONPATH"] = os.pathsep.join([repo, *filter(None, [env.get("PYTHONPATH")])])
     env.update({"DUPWATCH_STATE_DIR": str(state_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
                 "DUPWATCH_API__ENABLED": "false", "DUPWATCH_WATCH__SETTLE_MS": "300",
                 "DUPWATCH_QUEUE__BATCH_MS": "100", "PYTHONUNBUFFERED": "1"})

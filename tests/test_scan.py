@@ -1,0 +1,101 @@
+"""`dupwatch scan`: the one-shot contract (DESIGN §6) on real photos and their edited copies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests import imaging
+from tests.conftest import base_env, catalog_rows, dupwatch_cmd
+
+
+def scan(state: Path, paths: list[Path], env: dict[str, str], *extra: str) -> list[dict]:
+    listing = state.parent / f"{state.name}-files.txt"
+    listing.write_text("".join(f"{p}\n" for p in paths))
+    proc = subprocess.run(dupwatch_cmd() + ["scan", "--files-from", str(listing), *extra], env=base_env(state, **env),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+@pytest.fixture
+def edited_set(photos: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
+    """An original photo, its edited copies, an unrelated photo and a broken file."""
+    src = tmp_path / "in"
+    src.mkdir()
+    original = src / "a.jpg"
+    original.write_bytes(photos["astronaut"].read_bytes())
+    files = {"original": original}
+    files["exact"] = src / "exact copy.jpg"
+    files["exact"].write_bytes(original.read_bytes())
+    files["reencode"] = imaging.reencode(original, src / "reencoded.jpg", quality=30)
+    files["resize"] = imaging.resize(original, src / "small.jpg", 0.5)
+    files["crop"] = imaging.crop(original, src / "crop20.jpg", keep_area=0.8)
+    files["caption"] = imaging.caption(original, src / "meme.jpg")
+    files["mirror"] = imaging.mirror(original, src / "mirror.jpg")
+    files["rotate"] = imaging.rotate90(original, src / "rot90.jpg")
+    files["unrelated"] = src / "cat.jpg"
+    files["unrelated"].write_bytes(photos["chelsea"].read_bytes())
+    files["broken"] = src / "broken.jpg"
+    files["broken"].write_bytes(original.read_bytes()[:3000])
+    return files
+
+
+@pytest.mark.parametrize("mode", ["hash-only", "model"])
+def test_scan_flags_edited_copies_of_a_real_photo(edited_set, tmp_path, model_env, mode):
+    env = {"DUPWATCH_HASH_ONLY": "true"} if mode == "hash-only" else model_env
+    records = scan(tmp_path / "state", list(edited_set.values()), env)
+    by_role = dict(zip(edited_set, records, strict=True))
+    assert [r["path"] for r in records] == [str(p) for p in edited_set.values()]  # one per file, input order
+    assert by_role["original"]["verdict"] == "new"
+    assert by_role["exact"] == {"path": str(edited_set["exact"]), "verdict": "exact-copy",
+                                "match": str(edited_set["original"]), "score": 100.0, "hash_distance": 0,
+                                "reason": None}
+    for role in ("reencode", "resize", "crop", "caption", "mirror", "rotate"):
+        record = by_role[role]
+        assert record["verdict"] == "edited-copy", (role, record)
+        assert record["match"] == str(edited_set["original"]), (role, record)
+        assert 80 <= record["score"] <= 100, (role, record)
+    assert by_role["unrelated"]["verdict"] == "new"
+    assert by_role["unrelated"]["match"] is None
+    assert by_role["broken"]["verdict"] == "error"
+    assert by_role["broken"]["reason"].startswith("truncated")
+
+
+def test_scan_again_keeps_verdicts_and_adds_no_rows(edited_set, tmp_path):
+    env = {"DUPWATCH_HASH_ONLY": "true"}
+    state = tmp_path / "state"
+    first = scan(state, list(edited_set.values()), env)
+    rows_before = catalog_rows(state)
+    second = scan(state, list(edited_set.values()), env)
+    assert second == first
+    assert catalog_rows(state) == rows_before
+
+
+def test_scan_a_folder_walks_it_in_order(edited_set, tmp_path):
+    folder = edited_set["original"].parent
+    listing_free = subprocess.run(dupwatch_cmd() + ["scan", str(folder)], capture_output=True, text=True,
+                                  env=base_env(tmp_path / "state", DUPWATCH_HASH_ONLY="true"), timeout=300)
+    assert listing_free.returncode == 0, listing_free.stderr
+    records = [json.loads(line) for line in listing_free.stdout.splitlines()]
+    assert sorted(r["path"] for r in records) == sorted(str(p) for p in edited_set.values())
+    assert "scan:" in listing_free.stderr  # the summary goes to stderr, never stdout
+
+
+def test_a_second_owner_of_the_state_dir_is_refused(tmp_path, edited_set):
+    from daemon.state import StateDir
+
+    holder = StateDir(tmp_path / "state")
+    holder.acquire()
+    try:
+        listing = tmp_path / "files.txt"
+        listing.write_text(f"{edited_set['original']}\n")
+        proc = subprocess.run(dupwatch_cmd() + ["scan", "--files-from", str(listing)], capture_output=True,
+                              text=True, env=base_env(tmp_path / "state", DUPWATCH_HASH_ONLY="true"), timeout=120)
+        assert proc.returncode != 0
+        assert "owned by" in proc.stderr
+    finally:
+        holder.release()
