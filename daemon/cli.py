@@ -86,8 +86,9 @@ def scan(roots: tuple[str, ...], files_from, **params: Any) -> None:
         raise click.UsageError("give ROOTS or --files-from")
     try:
         counts = run_scan(settings, paths, total=len(paths), progress=True)
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except RuntimeError as exc:  # the state dir is owned, or the model is required and unavailable
+        fix = getattr(exc, "fix", None)
+        raise click.ClickException(f"{exc}\nfix: {fix}" if fix else str(exc)) from exc
     click.echo("scan: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "scan: nothing", err=True)
 
 
