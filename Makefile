@@ -4,13 +4,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DIR ?= ./incoming
 
-.PHONY: install run test bench clean
+.PHONY: install run test test-system-deps clean
+
+# Debian packages some tests use (systemd-analyze, shellcheck, headless Chromium). Installed when we are
+# root on a Debian-like host; elsewhere those tests skip and say which package is missing.
+TEST_DEBS := systemd shellcheck chromium
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade --quiet pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
 	touch $@
 
@@ -18,8 +21,18 @@ run: install
 	mkdir -p $(DIR)
 	$(BIN)/dupwatch run $(DIR)
 
-test: install
+test: install test-system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing test packages:$$missing"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } \
+	      || echo "could not install$$missing: the tests that need them will skip"; \
+	  fi; \
+	fi
 
 clean:
 	rm -rf $(VENV)
