@@ -27,18 +27,31 @@ class RedisSettings(BaseModel):
 
 
 class ModelSettings(BaseModel):
-    name: str = Field(defaults.MODEL_NAME, description="open_clip architecture name.")
-    pretrained: str = Field(defaults.MODEL_PRETRAINED, description="open_clip pretrained tag or local checkpoint path.")
+    backend: Literal["open_clip", "onnx"] = Field("open_clip", description="Which embedding backend.")
+    name: str = Field(defaults.MODEL_NAME, description="open_clip architecture name (a label for onnx).")
+    pretrained: str = Field(defaults.MODEL_PRETRAINED,
+                            description="open_clip pretrained tag or local checkpoint path; the .onnx file for onnx.")
     device: str = Field(defaults.MODEL_DEVICE, description="auto, cpu, cuda, cuda:1, ...")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(defaults.MODEL_PRECISION)
     batch_size: int = Field(defaults.MODEL_BATCH_SIZE, ge=1)
     cache_dir: str | None = Field(None, description="Where fetched weights are cached (open_clip/HF default if unset).")
     threads: int = Field(0, ge=0, description="torch intra-op threads in a worker; 0 = one per core.")
+    input_size: int = Field(224, ge=16, description="onnx: input side in pixels.")
+    resize: Literal["short-side", "square"] = Field("short-side", description="onnx: resize policy.")
+    input_dtype: Literal["float32", "uint8"] = Field("float32", description="onnx: input tensor dtype.")
+    mean: list[float] = Field(default_factory=lambda: list(defaults.CLIP_MEAN), description="onnx: per-channel mean; [] = none.")
+    std: list[float] = Field(default_factory=lambda: list(defaults.CLIP_STD), description="onnx: per-channel std; [] = none.")
+    layout: Literal["nchw", "nhwc"] = Field("nchw", description="onnx: input layout.")
 
 
 class MatchSettings(BaseModel):
-    phash_max_distance: int = Field(defaults.PHASH_MAX_DISTANCE, ge=-1, le=64)
+    phash_max_distance: int = Field(defaults.PHASH_MAX_DISTANCE, ge=-1, le=64,
+                                    description="pHash bits for an edited copy (full frame, flips, rotations).")
+    window_max_distance: int = Field(defaults.WINDOW_MAX_DISTANCE, ge=-1, le=64,
+                                     description="pHash bits for an edited copy via a crop or pad window.")
     dhash_max_distance: int = Field(defaults.DHASH_MAX_DISTANCE, ge=-1, le=64)
+    confirm_phash_distance: int = Field(defaults.CONFIRM_PHASH_DISTANCE, ge=-1, le=64)
+    confirm_dhash_distance: int = Field(defaults.CONFIRM_DHASH_DISTANCE, ge=-1, le=64)
     copy_score: float | None = Field(defaults.COPY_SCORE, description="Embedding score (0-100) for edited-copy.")
     similar_score: float | None = Field(defaults.SIMILAR_SCORE, description="Embedding score (0-100) for similar.")
     top_k: int = Field(defaults.TOP_K, ge=1)

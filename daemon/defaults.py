@@ -29,6 +29,11 @@ MODEL_PRECISION = "auto"
 MODEL_BATCH_SIZE = 32
 """Images per forward pass. Larger batches help GPUs; on CPU 16-32 is the flat part of the curve."""
 
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+"""The normalisation CLIP models were trained with: the ONNX backend's default (exports of CLIP's image
+tower need it; descriptors such as SSCD use ImageNet's (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225))."""
+
 QUEUE_BATCH_SIZE = 32
 """Up to this many files travel in one rq job (a worker processes one job as one model batch)."""
 
@@ -54,12 +59,24 @@ DECODE_SIZE = 256
 """JPEG draft decoding reduces big photos to no less than this on the short side: enough for a 224-px
 model input and 32-px hashes, at a fraction of the full decode cost."""
 
-PHASH_MAX_DISTANCE = 10
-"""pHash Hamming distance (of 64 bits) at or under which a file is an edited copy. See README: chosen on
-the bench so that no distractor is flagged."""
+# Hash thresholds, in bits of 64 (pHash distances are always even: each hash has 32 ones). Chosen with
+# bench/calibrate.py on the edited-copy benchmark (853 files, DISC21-style edits of real photos): the
+# rule with the highest recall at precision >= 0.99 and no false verdict on distractors, then moved one
+# step towards caution where the next step bought < 1 % recall. See the README's Detection section.
 
-DHASH_MAX_DISTANCE = 10
-"""dHash distance at or under which a file is an edited copy, when pHash agrees within PHASH_CONFIRM."""
+PHASH_MAX_DISTANCE = 8
+"""pHash distance of the full frame or one of its flips/rotations for an edited copy."""
+
+WINDOW_MAX_DISTANCE = 6
+"""pHash distance via a crop or pad window. Tighter: each file offers 17 more chances to match."""
+
+DHASH_MAX_DISTANCE = 6
+"""dHash distance on its own for an edited copy."""
+
+CONFIRM_PHASH_DISTANCE = 14
+"""A looser pHash distance that counts when dHash agrees within CONFIRM_DHASH_DISTANCE (same file)."""
+
+CONFIRM_DHASH_DISTANCE = 10
 
 COPY_SCORE: float | None = None
 """Embedding score (0-100) at or over which a file is an edited copy. None: use the model's calibrated

@@ -1,10 +1,11 @@
 """In-memory table of the perceptual hashes of decided files, searched exhaustively.
 
-Exhaustive Hamming search over packed 64-bit hashes is exact and, with numpy's popcount, costs about
-a few ns per comparison; the table is rebuilt from the catalog at start. Three comparisons catch three kinds
+Exhaustive Hamming search over packed 64-bit hashes is exact and, with numpy's popcount, costs a few ns
+per comparison; the table is rebuilt from the catalog at start. Three pHash comparisons catch three kinds
 of edit: the copy's 8 flips/rotations against each original's full frame (mirrors, 90-degree turns),
 the copy's full frame against each original's sub-windows (crops), and the copy's sub-windows against
-each original's full frame (padding, pasting onto a bigger canvas).
+each original's full frame (padding, pasting onto a bigger canvas). dHash is a second, partly
+independent opinion: two hashes that agree at moderate distances are as safe as one hash that is close.
 """
 
 from __future__ import annotations
@@ -17,10 +18,22 @@ from workers.hashing import hamming
 
 
 @dataclass(frozen=True)
+class HashRule:
+    """When a hash match makes an edited copy (distances in bits of 64; -1 disables a clause)."""
+
+    phash: int  # full frame and its flips/rotations
+    window: int  # crop and pad comparisons (more candidates, so a tighter bound)
+    dhash: int
+    confirm_phash: int  # ... or pHash within this AND dHash within confirm_dhash, for the same file
+    confirm_dhash: int
+
+
+@dataclass(frozen=True)
 class HashHit:
     id: int
-    distance: int
-    signal: str  # "phash" (with the variant) or "dhash"
+    distance: int  # the distance of the signal that decided (pHash bits, or dHash bits for "dhash")
+    dhash_distance: int
+    signal: str  # "phash", "phash-crop", "phash-pad", "dhash", "phash+dhash"
 
 
 class HashIndex:
@@ -54,25 +67,53 @@ class HashIndex:
         if i is not None:
             self._live[i] = False
 
-    def nearest(self, windows: np.ndarray, dihedral: np.ndarray, dhash: int, before_id: int,
-                excluded: set[int] = frozenset()) -> tuple[HashHit | None, HashHit | None]:
-        """Best pHash hit and best dHash hit among live files earlier than `before_id`."""
+    def distances(self, windows: np.ndarray, dihedral: np.ndarray, dhash: int, before_id: int,
+                  excluded: set[int] = frozenset()) -> dict[str, np.ndarray] | None:
+        """Per live file earlier than `before_id`: its id and each comparison's distance."""
         n = self._n
-        if n == 0:
-            return None, None
         mask = self._live[:n] & (self._ids[:n] < before_id)
         if excluded:
             mask &= ~np.isin(self._ids[:n], np.fromiter(excluded, np.int64))
         if not mask.any():
-            return None, None
+            return None
         stored = self._windows[:n][mask]
-        ids = self._ids[:n][mask]
         full = stored[:, :1]
-        d_turn = hamming(full, dihedral[None, :]).min(axis=1)  # copy flipped/rotated
-        d_crop = hamming(stored, windows[0]).min(axis=1)  # copy is a crop of the original
-        d_pad = hamming(full, windows[None, :]).min(axis=1)  # original sits inside the copy
-        p = np.minimum(np.minimum(d_turn, d_crop), d_pad)
-        pi = int(np.argmin(p))  # argmin takes the first, i.e. the earliest file among equals
-        d = hamming(self._dhash[:n][mask], np.int64(dhash))
-        di = int(np.argmin(d))
-        return HashHit(int(ids[pi]), int(p[pi]), "phash"), HashHit(int(ids[di]), int(d[di]), "dhash")
+        return {
+            "id": self._ids[:n][mask],
+            "phash": hamming(full, dihedral[None, :]).min(axis=1),  # includes the identity
+            "phash-crop": hamming(stored, windows[0]).min(axis=1),
+            "phash-pad": hamming(full, windows[None, :]).min(axis=1),
+            "dhash": hamming(self._dhash[:n][mask], np.int64(dhash)),
+        }
+
+    def best(self, windows: np.ndarray, dihedral: np.ndarray, dhash: int, before_id: int, rule: HashRule,
+             excluded: set[int] = frozenset()) -> HashHit | None:
+        """The closest earlier file that the rule accepts as an edited copy, or None."""
+        d = self.distances(windows, dihedral, dhash, before_id, excluded)
+        if d is None:
+            return None
+        p = np.minimum(np.minimum(d["phash"], d["phash-crop"]), d["phash-pad"])
+        clauses = {
+            "phash": d["phash"] <= rule.phash,
+            "phash-crop": d["phash-crop"] <= rule.window,
+            "phash-pad": d["phash-pad"] <= rule.window,
+            "dhash": d["dhash"] <= rule.dhash,
+            "phash+dhash": (p <= rule.confirm_phash) & (d["dhash"] <= rule.confirm_dhash),
+        }
+        accepted = np.logical_or.reduce(list(clauses.values()))
+        if not accepted.any():
+            return None
+        idx = np.flatnonzero(accepted)
+        j = int(idx[np.argmin(2 * p[idx] + d["dhash"][idx])])  # argmin keeps the earliest among equals
+        signal = next(name for name, ok in clauses.items() if ok[j])
+        distance = int(d["dhash"][j]) if signal == "dhash" else int(d[signal][j] if signal in d else p[j])
+        return HashHit(int(d["id"][j]), distance, int(d["dhash"][j]), signal)
+
+    def nearest(self, windows: np.ndarray, dihedral: np.ndarray, dhash: int, before_id: int, k: int) -> list[HashHit]:
+        """The k closest earlier files by pHash (any variant), whatever the distance: for ranking queries."""
+        d = self.distances(windows, dihedral, dhash, before_id)
+        if d is None:
+            return []
+        p = np.minimum(np.minimum(d["phash"], d["phash-crop"]), d["phash-pad"])
+        order = np.argsort(2 * p + d["dhash"], kind="stable")[:k]
+        return [HashHit(int(d["id"][j]), int(p[j]), int(d["dhash"][j]), "phash") for j in order]

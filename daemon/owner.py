@@ -151,14 +151,14 @@ class IndexOwner:
                 if hit is not None and hit.id not in excluded:
                     exact = (hit.id, signal)
                     break
-        phash = dhash = None
+        hashed = None
         if row.windows is not None and row.dihedral is not None and row.dhash is not None:
-            phash, dhash = self.hashes.nearest(row.windows, row.dihedral, row.dhash, row.id, excluded)
+            hashed = self.hashes.best(row.windows, row.dihedral, row.dhash, row.id, self.thresholds.hashes, excluded)
         neighbours: list[tuple[int, float]] = []
         if row.embedding is not None and self.vectors is not None and row.model == self.model_identity:
             neighbours = [(i, s) for i, s in self.vectors.search(row.embedding, self.settings.match.top_k)
                           if i < row.id and i not in excluded]
-        return decide(exact, phash, dhash, neighbours, self.thresholds)
+        return decide(exact, hashed, neighbours, self.thresholds)
 
     def _not_duplicates(self, file_id: int) -> set[int]:
         rows = self.catalog.query("SELECT a, b FROM not_duplicates WHERE a = ? OR b = ?", (file_id, file_id))

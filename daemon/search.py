@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from daemon.catalog import Catalog, Row
 from daemon.config import Settings
-from daemon.hashindex import HashIndex
 from daemon.owner import IndexOwner
 from daemon.state import StateDir
 from daemon.verdict import hash_score
@@ -48,8 +47,8 @@ def rank(owner: IndexOwner, probe: Row, top_k: int) -> list[dict]:
         for r in owner.catalog.query("SELECT id FROM files WHERE sha256 = ? AND state = 'decided'", (probe.sha256,)):
             offer(r["id"], 100.0, "sha256", 0)
     if probe.windows is not None:
-        for file_id, distance in _hash_candidates(owner.hashes, probe, top_k):
-            offer(file_id, hash_score(distance), "phash", distance)
+        for hit in owner.hashes.nearest(probe.windows, probe.dihedral, probe.dhash or 0, probe.id, top_k):
+            offer(hit.id, hash_score(hit.distance), "phash", hit.distance)
     if probe.embedding is not None and owner.vectors is not None:
         for file_id, score in owner.vectors.search(probe.embedding, top_k):
             offer(file_id, score, "clip", None)
@@ -63,15 +62,3 @@ def rank(owner: IndexOwner, probe: Row, top_k: int) -> list[dict]:
         out.append(item)
     return out
 
-
-def _hash_candidates(hashes: HashIndex, probe: Row, k: int) -> list[tuple[int, int]]:
-    """The k nearest files by pHash, found by repeatedly excluding the best one."""
-    found: list[tuple[int, int]] = []
-    excluded: set[int] = set()
-    for _ in range(k):
-        hit, _d = hashes.nearest(probe.windows, probe.dihedral, probe.dhash or 0, probe.id, excluded)
-        if hit is None or hit.distance > 32:
-            break
-        found.append((hit.id, hit.distance))
-        excluded.add(hit.id)
-    return found

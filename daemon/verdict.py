@@ -11,13 +11,12 @@ from dataclasses import dataclass
 
 from daemon import defaults
 from daemon.config import MatchSettings, ModelSettings
-from daemon.hashindex import HashHit
+from daemon.hashindex import HashHit, HashRule
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    phash_max: int  # -1 disables
-    dhash_max: int  # -1 disables
+    hashes: HashRule
     copy_score: float | None  # None: the embedding never makes a copy verdict
     similar_score: float | None
 
@@ -32,7 +31,9 @@ class Thresholds:
         copy = match.copy_score if match.copy_score is not None else (calibrated[0] if calibrated else None)
         similar = match.similar_score if match.similar_score is not None else (
             calibrated[1] if calibrated else None)
-        return cls(match.phash_max_distance, match.dhash_max_distance, copy, similar)
+        rule = HashRule(match.phash_max_distance, match.window_max_distance, match.dhash_max_distance,
+                        match.confirm_phash_distance, match.confirm_dhash_distance)
+        return cls(rule, copy, similar)
 
 
 @dataclass(frozen=True)
@@ -49,26 +50,26 @@ def hash_score(distance: int) -> float:
     return round(100.0 * (1.0 - distance / 64.0), 1)
 
 
-def decide(exact: tuple[int, str] | None, phash: HashHit | None, dhash: HashHit | None,
-           neighbours: list[tuple[int, float]], th: Thresholds) -> Decision:
-    """exact: (id, 'sha256'|'pixels'); neighbours: (id, embedding score), best first, all earlier."""
+def decide(exact: tuple[int, str] | None, hashed: HashHit | None, neighbours: list[tuple[int, float]],
+           th: Thresholds) -> Decision:
+    """exact: (id, 'sha256'|'pixels'); hashed: the file the hash rule accepted (already thresholded);
+    neighbours: (id, embedding score), best first, all earlier."""
     if exact is not None:
         return Decision("exact-copy", exact[0], 100.0, 0, exact[1])
     copies: list[Decision] = []
-    if phash is not None and th.phash_max >= 0 and phash.distance <= th.phash_max:
-        copies.append(Decision("edited-copy", phash.id, hash_score(phash.distance), phash.distance, "phash"))
-    if dhash is not None and th.dhash_max >= 0 and dhash.distance <= th.dhash_max:
-        copies.append(Decision("edited-copy", dhash.id, hash_score(dhash.distance), dhash.distance, "dhash"))
+    if hashed is not None:
+        copies.append(Decision("edited-copy", hashed.id, hash_score(hashed.distance), hashed.distance,
+                               hashed.signal))
     best_vec = neighbours[0] if neighbours else None
     if best_vec is not None and th.copy_score is not None and best_vec[1] >= th.copy_score:
-        copies.append(Decision("edited-copy", best_vec[0], round(best_vec[1], 1), _distance_to(best_vec[0], phash),
-                               "clip"))
+        copies.append(Decision("edited-copy", best_vec[0], round(best_vec[1], 1),
+                               _distance_to(best_vec[0], hashed), "clip"))
     if copies:
         return max(copies, key=lambda d: (d.score or 0.0, -(d.match_id or 0)))
     if best_vec is not None and th.similar_score is not None and best_vec[1] >= th.similar_score:
-        return Decision("similar", best_vec[0], round(best_vec[1], 1), _distance_to(best_vec[0], phash), "clip")
+        return Decision("similar", best_vec[0], round(best_vec[1], 1), _distance_to(best_vec[0], hashed), "clip")
     return Decision("new")
 
 
-def _distance_to(file_id: int, phash: HashHit | None) -> int | None:
-    return phash.distance if phash is not None and phash.id == file_id else None
+def _distance_to(file_id: int, hashed: HashHit | None) -> int | None:
+    return hashed.distance if hashed is not None and hashed.id == file_id else None

@@ -401,8 +401,11 @@ def test_cli_list_replay_verify_test(catalog, receivers, tmp_path: Path) -> None
                      "WHERE file_id = 2")
     runner = CliRunner()
 
-    def run(*args: str, **kw: Any):
-        return runner.invoke(webhook, list(args), obj=settings, catch_exceptions=False, **kw)
+    env = {"DUPWATCH_WEBHOOKS": json.dumps([ep.model_dump()]), "DUPWATCH_CONFIG": None}
+
+    def run(*args: str, **kw: Any):  # as `dupwatch webhook --state-dir D ...`: settings from flags and env
+        return runner.invoke(webhook, ["--state-dir", str(settings.state_dir), *args], env=env,
+                             catch_exceptions=False, **kw)
 
     out = run("list", "--state", "dead", "--json")
     assert out.exit_code == 0

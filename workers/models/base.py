@@ -46,11 +46,15 @@ def identity_of(settings: ModelSettings) -> str:
     from pathlib import Path
 
     tag = Path(settings.pretrained).name if is_checkpoint_path(settings.pretrained) else settings.pretrained
-    return f"open_clip:{settings.name}:{tag}"
+    return f"{settings.backend}:{settings.name}:{tag}"
 
 
 def load_embedder(settings: ModelSettings) -> ImageEmbedder:
     """Load the configured backend once per process (workers keep it for their whole life)."""
+    if settings.backend == "onnx":
+        from workers.models.onnx import OnnxEmbedder
+
+        return OnnxEmbedder(settings)
     from workers.models.openclip import OpenClipEmbedder
 
     return OpenClipEmbedder(settings)
