@@ -23,6 +23,9 @@ from PIL import Image
 
 from daemon.redis_server import server_binary
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""This checkout: child processes import dupwatch from here."""
+
 TINY_MODEL = "ViT-S-32"
 """The smallest ViT open_clip ships a config for; random weights, written to a checkpoint by the tests."""
 
@@ -184,6 +187,8 @@ def dupwatch_cmd() -> list[str]:
 
 def base_env(state_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUPWATCH_")}
+    # The child must import this checkout's code, whatever package the venv's `dupwatch` script points at.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env.update({"DUPWATCH_STATE_DIR": str(state_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
                 "DUPWATCH_API__ENABLED": "false", "DUPWATCH_WATCH__SETTLE_MS": "300",
                 "DUPWATCH_QUEUE__BATCH_MS": "100", "PYTHONUNBUFFERED": "1"})
