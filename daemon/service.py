@@ -236,7 +236,8 @@ class Daemon:
             failed.remove(job_id, delete_job=True)
         stale_before = time.time() - self.settings.queue.pending_retry_s
         lost = [r for r in self.catalog.pending()
-                if r.job_id in failed_jobs or ((r.queued_at or 0) < stale_before and not self._job_alive(r.job_id))]
+                if r.job_id in failed_jobs or ((r.queued_at or r.detected_at) < stale_before
+                                                and not self._job_alive(r.job_id))]
         if lost:
             self._requeue(lost, "job failed, lost or timed out")
 
