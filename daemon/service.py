@@ -245,8 +245,12 @@ class Daemon:
         if job_id is None:
             return False
         try:
-            status = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer).get_status(refresh=False)
+            job = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
+            status = job.get_status(refresh=False)
         except NoSuchJobError:
+            return False
+        if status == JobStatus.STARTED and not q.worker_alive(self.redis, job.worker_name or "", job.started_at):
+            job.delete()  # its worker died mid-job: free the id, so the same batch can be queued again
             return False
         return status in (JobStatus.QUEUED, JobStatus.STARTED)
 

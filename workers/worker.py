@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 
+import redis
 import torch
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
@@ -23,11 +25,24 @@ from workers.pipeline import Pipeline
 
 log = logging.getLogger("dupwatch.worker")
 
-
 def set_threads(threads: int) -> None:
     """Give torch a deliberate thread count; decode threads and other processes need cores too."""
     n = threads or max(1, os.cpu_count() or 1)
     torch.set_num_threads(n)
+
+
+def _keep_record(conn, key: str, record: dict[str, str], stop: threading.Event) -> None:
+    """Refresh the worker's expiring record until stopped. A SimpleWorker runs jobs in its main thread and
+    sends rq no heartbeat mid-job, so this record is how the daemon tells a busy worker from a dead one;
+    rewriting the whole record also restores it after Redis restarts empty."""
+    while True:
+        try:
+            with conn.pipeline() as pipe:
+                pipe.hset(key, mapping=record).expire(key, q.WORKER_TTL_S).execute()
+        except redis.RedisError:
+            pass  # Redis is away; the next refresh restores the record
+        if stop.wait(q.WORKER_TTL_S / 3):
+            return
 
 
 def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, burst: bool = False) -> None:
@@ -38,8 +53,9 @@ def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, b
     conn = q.connect(redis_url)
     name = name or f"dupwatch-{socket.gethostname()}-{os.getpid()}"
     key = q.WORKER_KEY.format(name=name)
-    conn.hset(key, mapping={**model_status, "host": socket.gethostname(), "pid": str(os.getpid()),
-                            "started": str(time.time())})
+    record = {**model_status, "host": socket.gethostname(), "pid": str(os.getpid()), "started": str(time.time())}
+    stop = threading.Event()
+    threading.Thread(target=_keep_record, args=(conn, key, record, stop), name="worker-record", daemon=True).start()
     worker = SimpleWorker([q.ingest_queue(conn, settings.queue.job_timeout_s)], connection=conn,
                           serializer=JSONSerializer, name=name)
     log.info("worker %s ready: model %s", name, model_status.get("model") or model_status["state"])
@@ -47,6 +63,7 @@ def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, b
         worker.work(burst=burst, logging_level="DEBUG" if settings.log_level.upper() == "DEBUG" else "WARNING",
                     with_scheduler=False)
     finally:
+        stop.set()
         try:
             conn.delete(key)
         except Exception:  # Redis may be the thing that went away
