@@ -45,6 +45,24 @@ def _keep_record(conn, key: str, record: dict[str, str], stop: threading.Event) 
             return
 
 
+def _clear_dead_namesake(conn, name: str) -> None:
+    """rq refuses to start a worker whose name's record has not expired, and a SIGKILLed worker's record
+    lives on for minutes: a supervisor restarting it under the same name would fail until then. When
+    dupwatch's short-lived record says the namesake is dead (expired, or its pid is gone on this host),
+    drop rq's stale record; a live namesake is left for rq to refuse."""
+    record = conn.hgetall(q.WORKER_KEY.format(name=name))
+    if record and record.get(b"host", b"").decode() == socket.gethostname():
+        try:
+            os.kill(int(record[b"pid"]), 0)
+            return
+        except (ProcessLookupError, ValueError, KeyError):
+            pass
+    elif record:
+        return
+    if conn.delete(SimpleWorker.redis_worker_namespace_prefix + name):
+        log.warning("worker %s: cleared the record of a namesake that died without unregistering", name)
+
+
 def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, burst: bool = False) -> None:
     set_threads(settings.model.threads)
     embedder, model_status = load_model(settings)
@@ -53,6 +71,7 @@ def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, b
     conn = q.connect(redis_url)
     name = name or f"dupwatch-{socket.gethostname()}-{os.getpid()}"
     key = q.WORKER_KEY.format(name=name)
+    _clear_dead_namesake(conn, name)
     record = {**model_status, "host": socket.gethostname(), "pid": str(os.getpid()), "started": str(time.time())}
     stop = threading.Event()
     threading.Thread(target=_keep_record, args=(conn, key, record, stop), name="worker-record", daemon=True).start()
