@@ -252,6 +252,9 @@ class Daemon:
         if status == JobStatus.STARTED and not q.worker_alive(self.redis, job.worker_name or "", job.started_at):
             job.delete()  # its worker died mid-job: free the id, so the same batch can be queued again
             return False
+        if status == JobStatus.QUEUED and self.redis.lpos(self.queue.key, job_id) is None:
+            job.delete()  # popped by a worker that died before starting it (rq's intermediate list)
+            return False
         return status in (JobStatus.QUEUED, JobStatus.STARTED)
 
     def worker_died(self, name: str) -> None:

@@ -25,6 +25,12 @@ from workers.pipeline import Pipeline
 
 log = logging.getLogger("dupwatch.worker")
 
+RQ_WORKER_TTL_S = 35
+"""rq blocks in dequeue for worker_ttl - 15 s, which must stay under the connection's 30 s socket timeout
+(daemon.queue.connect). rq's default (420 s) made every idle wait end in a timeout error and a growing
+back-off sleep, and a job pushed as the client gave up was popped into rq's intermediate list unseen."""
+
+
 def set_threads(threads: int) -> None:
     """Give torch a deliberate thread count; decode threads and other processes need cores too."""
     n = threads or max(1, os.cpu_count() or 1)
@@ -76,7 +82,7 @@ def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, b
     stop = threading.Event()
     threading.Thread(target=_keep_record, args=(conn, key, record, stop), name="worker-record", daemon=True).start()
     worker = SimpleWorker([q.ingest_queue(conn, settings.queue.job_timeout_s)], connection=conn,
-                          serializer=JSONSerializer, name=name)
+                          serializer=JSONSerializer, name=name, worker_ttl=RQ_WORKER_TTL_S)
     log.info("worker %s ready: model %s", name, model_status.get("model") or model_status["state"])
     try:
         worker.work(burst=burst, logging_level="DEBUG" if settings.log_level.upper() == "DEBUG" else "WARNING",
