@@ -161,6 +161,8 @@ class Watcher(FileSystemEventHandler):
                     t.opens = max(0, t.opens - 1)
 
     def _land(self, path: str) -> None:
+        if not self.settings.follow_symlinks and os.path.islink(path):
+            return  # its target may lie outside the roots (invariant 5)
         if os.path.isfile(path) or not os.path.exists(path):
             self.landed(path)
 
