@@ -206,8 +206,8 @@ class Watcher(FileSystemEventHandler):
     def _land(self, path: str) -> None:
         if not self.settings.follow_symlinks and os.path.islink(path):
             return  # its target may lie outside the roots (invariant 5)
-        if os.path.isfile(path) or not os.path.exists(path):
-            self.landed(path)
+        if not os.path.isdir(path):  # a FIFO or device named like an image gets its 'not-a-file' error,
+            self.landed(path)          # as the catch-up scan gives it
 
     def _land_tree(self, folder: str) -> None:
         sub = PathFilter([Path(folder)], self.settings)
