@@ -110,6 +110,7 @@ def photos(tmp_path_factory) -> dict[str, Path]:
     for name in PHOTOS:
         arr = getattr(skimage.data, name)()
         if arr.dtype != np.uint8:
+            arr = arr.astype(np.float64)  # `horse` is boolean, where subtraction is undefined
             arr = (255 * (arr - arr.min()) / max(1e-9, float(arr.max() - arr.min()))).astype(np.uint8)
         img = Image.fromarray(arr).convert("RGB")
         paths[name] = out / f"{name}.jpg"
