@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
+from tqdm import tqdm
 
 from daemon import __version__, outbox, sdnotify
 from daemon import queue as q
@@ -185,9 +187,11 @@ class Daemon:
         started = time.monotonic()
         known = self.catalog.known_versions()
         seen = queued = 0
+        bar = tqdm(desc="catch-up", unit=" files", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
         for path in self.filter.walk():
             if self.stopping.is_set():
                 return
+            bar.update()
             seen += 1
             try:
                 st = Path(path).stat()
@@ -196,6 +200,7 @@ class Daemon:
             if known.get(path) != (st.st_size, st.st_mtime_ns):
                 self.landed(path)
                 queued += 1
+        bar.close()
         elapsed = time.monotonic() - started
         log.info("catch-up scan: %d files checked, %d new or changed, %.1fs (%.0f files/s)", seen, queued,
                  elapsed, seen / elapsed if elapsed > 0 else 0.0)
