@@ -175,7 +175,8 @@ class Watcher(FileSystemEventHandler):
             if root in self._inotify and self._unwatched(target):
                 self._refused.add(root)  # the settle thread switches it to polling
             if not self.filter.excluded(target):
-                self._land_tree(target)  # a folder moved in carries files no event will mention
+                self._land_tree(target, settle=True)  # files no event will mention (moved in, or
+                # written before watchdog's watch on the new folder was in place)
             return
         if not self.filter.wanted(src):
             return
@@ -209,11 +210,20 @@ class Watcher(FileSystemEventHandler):
         if not os.path.isdir(path):  # a FIFO or device named like an image gets its 'not-a-file' error,
             self.landed(path)          # as the catch-up scan gives it
 
-    def _land_tree(self, folder: str) -> None:
+    def _land_tree(self, folder: str, settle: bool = False) -> None:
+        """Land the files already inside `folder`. With `settle` (a folder that just appeared), a writer
+        may still hold some of them open, mid-write: they go through the settle check instead, which
+        takes their close-write or, for a finished file, stable size and mtime."""
         sub = PathFilter([Path(folder)], self.settings)
         sub.exclude = self.filter.exclude
+        now = time.monotonic()
         for path in sub.walk():
-            if self.filter.wanted(path):
+            if not self.filter.wanted(path):
+                continue
+            if settle:
+                with self._lock:
+                    self._tracked.setdefault(path, _Tracked(first_seen=now, last_event=now))
+            else:
                 self.landed(path)
 
     # --- settle check for files seen without a close -------------------------------------------------

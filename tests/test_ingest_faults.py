@@ -196,3 +196,24 @@ def test_redis_killed_and_restarted_empty(fleet: Fleet, receiver: Receiver, redi
     paths = run_with_faults(fleet, {400: fault})
     assert_exactly_once(fleet, receiver, paths, max_resent=0)
     assert "Redis lost its data" in fleet.daemon.stderr()
+
+
+def test_files_written_while_the_daemon_is_stopped_are_found_at_start(fleet: Fleet, receiver: Receiver) -> None:
+    fleet.start_daemon()
+    fleet.start_worker("w1")
+    wait_ready(fleet)
+    before = drop_files(fleet.root, 10, lambda n: None)
+    wait_for(lambda: sum(r["state"] == "decided" for r in catalog_rows(fleet.state)) == 10, 30, what="first files")
+    assert fleet.daemon is not None and fleet.daemon.stop() == 0
+    offline = []
+    for i in range(200):
+        folder = fleet.root / "offline" / f"batch {i // 50}"
+        folder.mkdir(parents=True, exist_ok=True)
+        offline.append(folder / f"n{i}.png")
+        noise_png(offline[-1], seed=10_000 + i)
+    fleet.start_daemon()
+    line = wait_for(lambda: next((ln for ln in fleet.daemon.stderr().splitlines() if "catch-up scan:" in ln), None),
+                    60, what="catch-up log line")
+    assert "210 files checked, 200 new or changed" in line
+    assert "files/s" in line
+    assert_exactly_once(fleet, receiver, before + offline, max_resent=0)
