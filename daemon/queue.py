@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timezone
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,10 @@ EPOCH_KEY = "dupwatch:epoch"
 
 WORKER_KEY = "dupwatch:worker:{name}"
 """Hash per worker: model identity or why it runs hash-only (for `status` and /readyz)."""
+
+WORKER_TTL_S = 15
+"""A worker's record expires this long after its last refresh (every third of it, from a thread that runs
+even mid-job). An expired record means the worker died (SIGKILL, lost host): its started job is lost."""
 
 JOB_FUNCTION = "workers.jobs.process_batch"
 
@@ -61,6 +66,15 @@ def enqueue_batch(queue: Queue, items: Sequence[Sequence[Any]]) -> Job | None:
     payload = [[int(i[0]), str(i[1])] for i in items]
     return queue.enqueue(JOB_FUNCTION, payload, job_id=job_id, result_ttl=0, failure_ttl=86400,
                          description=f"{len(items)} files")
+
+
+def worker_alive(conn: redis.Redis, name: str, since: datetime | None = None) -> bool:
+    """Whether the named worker refreshed its record within WORKER_TTL_S, and (given `since`, a job's
+    start) is the same incarnation that started the job, not a namesake restarted after it died."""
+    started = conn.hget(WORKER_KEY.format(name=name), "started")
+    if started is None:
+        return False
+    return since is None or float(started) <= since.replace(tzinfo=since.tzinfo or timezone.utc).timestamp()
 
 
 def ensure_group(conn: redis.Redis) -> None:

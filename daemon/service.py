@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
+from tqdm import tqdm
 
 from daemon import __version__, outbox, sdnotify
 from daemon import queue as q
@@ -185,9 +187,11 @@ class Daemon:
         started = time.monotonic()
         known = self.catalog.known_versions()
         seen = queued = 0
+        bar = tqdm(desc="catch-up", unit=" files", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
         for path in self.filter.walk():
             if self.stopping.is_set():
                 return
+            bar.update()
             seen += 1
             try:
                 st = Path(path).stat()
@@ -196,6 +200,7 @@ class Daemon:
             if known.get(path) != (st.st_size, st.st_mtime_ns):
                 self.landed(path)
                 queued += 1
+        bar.close()
         elapsed = time.monotonic() - started
         log.info("catch-up scan: %d files checked, %d new or changed, %.1fs (%.0f files/s)", seen, queued,
                  elapsed, seen / elapsed if elapsed > 0 else 0.0)
@@ -236,7 +241,8 @@ class Daemon:
             failed.remove(job_id, delete_job=True)
         stale_before = time.time() - self.settings.queue.pending_retry_s
         lost = [r for r in self.catalog.pending()
-                if r.job_id in failed_jobs or ((r.queued_at or 0) < stale_before and not self._job_alive(r.job_id))]
+                if r.job_id in failed_jobs or ((r.queued_at or r.detected_at) < stale_before
+                                                and not self._job_alive(r.job_id))]
         if lost:
             self._requeue(lost, "job failed, lost or timed out")
 
@@ -244,8 +250,15 @@ class Daemon:
         if job_id is None:
             return False
         try:
-            status = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer).get_status(refresh=False)
+            job = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
+            status = job.get_status(refresh=False)
         except NoSuchJobError:
+            return False
+        if status == JobStatus.STARTED and not q.worker_alive(self.redis, job.worker_name or "", job.started_at):
+            job.delete()  # its worker died mid-job: free the id, so the same batch can be queued again
+            return False
+        if status == JobStatus.QUEUED and self.redis.lpos(self.queue.key, job_id) is None:
+            job.delete()  # popped by a worker that died before starting it (rq's intermediate list)
             return False
         return status in (JobStatus.QUEUED, JobStatus.STARTED)
 

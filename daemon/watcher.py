@@ -32,6 +32,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.config import WatchSettings
@@ -68,6 +69,8 @@ class Watcher(FileSystemEventHandler):
         self._stop = threading.Event()
         self.observers: list = []
         self.polled_roots: list[Path] = []
+        self._inotify: dict[Path, BaseObserver] = {}  # root -> its inotify observer
+        self._refused: set[Path] = set()  # inotify roots where the kernel refused a watch: poll them
         self._ticker = threading.Thread(target=self._tick_loop, name="settle", daemon=True)
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -83,12 +86,49 @@ class Watcher(FileSystemEventHandler):
                 observer.schedule(self, str(root), recursive=True, follow_symlink=self.settings.follow_symlinks)
                 observer.start()
                 self.observers.append(observer)
+                self._inotify[root] = observer
             except OSError as exc:
                 if exc.errno not in (errno.ENOSPC, errno.EMFILE):
                     raise
                 log.error(INOTIFY_HINT, root)
                 self._poll(root)
+                continue
+            if self._unwatched(str(root)):
+                self._refused.add(root)
+        self._fall_back()
         self._ticker.start()
+
+    def _unwatched(self, folder: str) -> bool:
+        """Whether the kernel refused a watch on `folder` or a folder below it. watchdog 7.1 raises only
+        when the root's own watch fails and silently skips refused sub-folders (at start and when one is
+        created later), which would leave them unwatched; /proc/self/fdinfo lists the watches we hold."""
+        watched = inotify_watches()
+        if watched is None:
+            return False  # no /proc to ask: trust watchdog
+        for dirpath, dirnames, _ in os.walk(folder, followlinks=self.settings.follow_symlinks):
+            try:
+                st = os.stat(dirpath)
+            except OSError:
+                continue  # gone meanwhile
+            if (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) not in watched:
+                return True
+            if not self.settings.follow_symlinks:
+                dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+        return False
+
+    def _fall_back(self) -> None:
+        """Poll the roots where the kernel refused watches, and land what arrived there unseen meanwhile."""
+        while self._refused:
+            root = self._refused.pop()
+            observer = self._inotify.pop(root, None)
+            if observer is None:
+                continue
+            log.error(INOTIFY_HINT, root)
+            observer.stop()
+            observer.join(5)
+            self.observers.remove(observer)
+            self._poll(root)
+            self._land_tree(str(root))
 
     def _poll(self, root: Path) -> None:
         observer = PollingObserver(timeout=self.settings.poll_interval_s)
@@ -131,8 +171,12 @@ class Watcher(FileSystemEventHandler):
             return
         if isinstance(event, DirMovedEvent | DirCreatedEvent):
             target = os.fsdecode(event.dest_path) if isinstance(event, DirMovedEvent) else src
+            root = self.filter.root_of(target)
+            if root in self._inotify and self._unwatched(target):
+                self._refused.add(root)  # the settle thread switches it to polling
             if not self.filter.excluded(target):
-                self._land_tree(target)  # a folder moved in carries files no event will mention
+                self._land_tree(target, settle=True)  # files no event will mention (moved in, or
+                # written before watchdog's watch on the new folder was in place)
             return
         if not self.filter.wanted(src):
             return
@@ -161,14 +205,25 @@ class Watcher(FileSystemEventHandler):
                     t.opens = max(0, t.opens - 1)
 
     def _land(self, path: str) -> None:
-        if os.path.isfile(path) or not os.path.exists(path):
-            self.landed(path)
+        if not self.settings.follow_symlinks and os.path.islink(path):
+            return  # its target may lie outside the roots (invariant 5)
+        if not os.path.isdir(path):  # a FIFO or device named like an image gets its 'not-a-file' error,
+            self.landed(path)          # as the catch-up scan gives it
 
-    def _land_tree(self, folder: str) -> None:
+    def _land_tree(self, folder: str, settle: bool = False) -> None:
+        """Land the files already inside `folder`. With `settle` (a folder that just appeared), a writer
+        may still hold some of them open, mid-write: they go through the settle check instead, which
+        takes their close-write or, for a finished file, stable size and mtime."""
         sub = PathFilter([Path(folder)], self.settings)
         sub.exclude = self.filter.exclude
+        now = time.monotonic()
         for path in sub.walk():
-            if self.filter.wanted(path):
+            if not self.filter.wanted(path):
+                continue
+            if settle:
+                with self._lock:
+                    self._tracked.setdefault(path, _Tracked(first_seen=now, last_event=now))
+            else:
                 self.landed(path)
 
     # --- settle check for files seen without a close -------------------------------------------------
@@ -181,6 +236,7 @@ class Watcher(FileSystemEventHandler):
                 log.exception("settle check failed")
 
     def _tick(self) -> None:
+        self._fall_back()
         now = time.monotonic()
         settle = self.settings.settle_ms / 1000.0
         ready: list[str] = []
@@ -209,3 +265,29 @@ class Watcher(FileSystemEventHandler):
     def tracked(self) -> int:
         with self._lock:
             return len(self._tracked)
+
+
+def inotify_watches() -> set[tuple[int, int, int]] | None:
+    """(major, minor, inode) of every folder this process has an inotify watch on, read from
+    /proc/self/fdinfo; None where /proc does not say (not Linux, or no inotify instance yet)."""
+    found: set[tuple[int, int, int]] = set()
+    seen = False
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            continue
+        seen = True
+        for line in lines:
+            if line.startswith("inotify wd:"):
+                fields = dict(part.split(":", 1) for part in line.split()[1:] if ":" in part)
+                sdev = int(fields["sdev"], 16)  # the kernel's dev_t: major in the high 12 bits
+                found.add((sdev >> 20, sdev & 0xFFFFF, int(fields["ino"], 16)))
+    return found if seen else None

@@ -23,6 +23,9 @@ from PIL import Image
 
 from daemon.redis_server import server_binary
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""This checkout: child processes import dupwatch from here."""
+
 TINY_MODEL = "ViT-S-32"
 """The smallest ViT open_clip ships a config for; random weights, written to a checkpoint by the tests."""
 
@@ -107,7 +110,7 @@ def photos(tmp_path_factory) -> dict[str, Path]:
     for name in PHOTOS:
         arr = getattr(skimage.data, name)()
         if arr.dtype != np.uint8:
-            arr = arr.astype(np.float64)
+            arr = arr.astype(np.float64)  # some samples are boolean, where subtraction is undefined
             arr = (255 * (arr - arr.min()) / max(1e-9, float(arr.max() - arr.min()))).astype(np.uint8)
         img = Image.fromarray(arr).convert("RGB")
         paths[name] = out / f"{name}.jpg"

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 
+import redis
 import torch
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
@@ -23,11 +25,48 @@ from workers.pipeline import Pipeline
 
 log = logging.getLogger("dupwatch.worker")
 
+RQ_WORKER_TTL_S = 35
+"""rq blocks in dequeue for worker_ttl - 15 s, which must stay under the connection's 30 s socket timeout
+(daemon.queue.connect). rq's default (420 s) made every idle wait end in a timeout error and a growing
+back-off sleep, and a job pushed as the client gave up was popped into rq's intermediate list unseen."""
+
 
 def set_threads(threads: int) -> None:
     """Give torch a deliberate thread count; decode threads and other processes need cores too."""
     n = threads or max(1, os.cpu_count() or 1)
     torch.set_num_threads(n)
+
+
+def _keep_record(conn, key: str, record: dict[str, str], stop: threading.Event) -> None:
+    """Refresh the worker's expiring record until stopped. A SimpleWorker runs jobs in its main thread and
+    sends rq no heartbeat mid-job, so this record is how the daemon tells a busy worker from a dead one;
+    rewriting the whole record also restores it after Redis restarts empty."""
+    while True:
+        try:
+            with conn.pipeline() as pipe:
+                pipe.hset(key, mapping=record).expire(key, q.WORKER_TTL_S).execute()
+        except redis.RedisError:
+            pass  # Redis is away; the next refresh restores the record
+        if stop.wait(q.WORKER_TTL_S / 3):
+            return
+
+
+def _clear_dead_namesake(conn, name: str) -> None:
+    """rq refuses to start a worker whose name's record has not expired, and a SIGKILLed worker's record
+    lives on for minutes: a supervisor restarting it under the same name would fail until then. When
+    dupwatch's short-lived record says the namesake is dead (expired, or its pid is gone on this host),
+    drop rq's stale record; a live namesake is left for rq to refuse."""
+    record = conn.hgetall(q.WORKER_KEY.format(name=name))
+    if record and record.get(b"host", b"").decode() == socket.gethostname():
+        try:
+            os.kill(int(record[b"pid"]), 0)
+            return
+        except (ProcessLookupError, ValueError, KeyError):
+            pass
+    elif record:
+        return
+    if conn.delete(SimpleWorker.redis_worker_namespace_prefix + name):
+        log.warning("worker %s: cleared the record of a namesake that died without unregistering", name)
 
 
 def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, burst: bool = False) -> None:
@@ -38,15 +77,18 @@ def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, b
     conn = q.connect(redis_url)
     name = name or f"dupwatch-{socket.gethostname()}-{os.getpid()}"
     key = q.WORKER_KEY.format(name=name)
-    conn.hset(key, mapping={**model_status, "host": socket.gethostname(), "pid": str(os.getpid()),
-                            "started": str(time.time())})
+    _clear_dead_namesake(conn, name)
+    record = {**model_status, "host": socket.gethostname(), "pid": str(os.getpid()), "started": str(time.time())}
+    stop = threading.Event()
+    threading.Thread(target=_keep_record, args=(conn, key, record, stop), name="worker-record", daemon=True).start()
     worker = SimpleWorker([q.ingest_queue(conn, settings.queue.job_timeout_s)], connection=conn,
-                          serializer=JSONSerializer, name=name)
+                          serializer=JSONSerializer, name=name, worker_ttl=RQ_WORKER_TTL_S)
     log.info("worker %s ready: model %s", name, model_status.get("model") or model_status["state"])
     try:
         worker.work(burst=burst, logging_level="DEBUG" if settings.log_level.upper() == "DEBUG" else "WARNING",
                     with_scheduler=False)
     finally:
+        stop.set()
         try:
             conn.delete(key)
         except Exception:  # Redis may be the thing that went away
