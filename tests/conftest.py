@@ -182,8 +182,14 @@ def dupwatch_cmd() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-c", "from daemon.cli import main; main()"]
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
 def base_env(state_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUPWATCH_")}
+    # Children import this checkout's code, whatever else the interpreter has installed (e.g. an
+    # editable install of another worktree).
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     env.update({"DUPWATCH_STATE_DIR": str(state_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
                 "DUPWATCH_API__ENABLED": "false", "DUPWATCH_WATCH__SETTLE_MS": "300",
                 "DUPWATCH_QUEUE__BATCH_MS": "100", "PYTHONUNBUFFERED": "1"})
