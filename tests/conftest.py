@@ -106,7 +106,8 @@ def photos(tmp_path_factory) -> dict[str, Path]:
     paths = {}
     for name in PHOTOS:
         arr = getattr(skimage.data, name)()
-        if arr.dtype != np.uint8:
+        if arr.dtype != np.uint8:  # float, uint16 or bool (horse) samples: stretch to 0-255
+            arr = arr.astype(np.float64)
             arr = (255 * (arr - arr.min()) / max(1e-9, float(arr.max() - arr.min()))).astype(np.uint8)
         img = Image.fromarray(arr).convert("RGB")
         paths[name] = out / f"{name}.jpg"
