@@ -92,6 +92,7 @@ class ApiSettings(BaseModel):
     host: str = defaults.API_HOST
     port: int = defaults.API_PORT
     token: str | None = Field(None, description="Bearer token required by the API when set.")
+    max_upload_bytes: int = Field(defaults.API_MAX_UPLOAD_BYTES, ge=1, description="Largest search upload.")
 
 
 class WebhookSettings(BaseModel):

@@ -108,6 +108,13 @@ API_HOST = "127.0.0.1"
 
 API_PORT = 8765
 
+API_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+"""Largest image `POST /api/v1/search` accepts (larger: 413). A search decodes the upload in the daemon
+process, so this bounds the memory one request can take; 20 MiB covers camera JPEGs and most HEICs."""
+
+API_THUMBNAIL_PX = 256
+"""Default long side of thumbnails the API serves (the review page shows them at this size)."""
+
 WEBHOOK_TIMEOUT_S = 10.0
 """Per-request timeout for a webhook delivery."""
 

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
+
 from daemon.config import Settings
 from daemon.redis_server import EmbeddedRedis, _die_with_parent
 from daemon.service import Daemon
@@ -82,6 +84,27 @@ class WorkerPool:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+        try:
+            self._release_orphaned_jobs()
+        except redis.RedisError as exc:  # Redis gone: those files stay pending and are re-queued at start
+            log.warning("could not release the stopped workers' jobs: %s", exc)
+
+    def _release_orphaned_jobs(self) -> None:
+        """A worker stopped between rq dequeuing a job and running it (SIGTERM in that window ends rq's
+        loop at once), or killed above, leaves its job 'started' or parked in rq's intermediate queue
+        with no one to run it. rq frees such jobs only after the job timeout or ~10 minutes, and every
+        later file waits for them (verdicts go in arrival order), so free them now: started ones are
+        re-queued, parked ones deleted, and their files, still pending in the catalog, are queued again
+        at the next start."""
+        for name in self.procs:
+            self.daemon.worker_died(name)
+        queue = self.daemon.queue
+        for job_id in queue.intermediate_queue.get_job_ids():
+            if job_id not in queue.started_job_registry:
+                queue.intermediate_queue.remove(job_id)
+                job = queue.fetch_job(job_id)
+                if job is not None:
+                    job.delete()
 
 
 def _install_signals(daemon: Daemon, reload: Callable[[], Settings] | None) -> None:

@@ -6,14 +6,15 @@ the same rules the owner applies, but nothing is registered or written.
 
 from __future__ import annotations
 
-
 from daemon.catalog import Catalog, Row
 from daemon.config import Settings
 from daemon.owner import IndexOwner
 from daemon.state import StateDir
 from daemon.verdict import hash_score
 from workers.models.base import load_model
-from workers.pipeline import Pipeline
+from workers.pipeline import Features, Pipeline
+
+PROBE_ID = 1 << 62
 
 
 def search_image(settings: Settings, image: str, top_k: int, owner: IndexOwner | None = None) -> list[dict]:
@@ -23,15 +24,19 @@ def search_image(settings: Settings, image: str, top_k: int, owner: IndexOwner |
     embedder, _ = load_model(settings)
     pipeline = Pipeline(settings.decode, embedder)
     try:
-        feats = pipeline.run([(1 << 62, image)])[0]
+        feats = pipeline.run([(PROBE_ID, image)])[0]
     finally:
         pipeline.close()
     if feats.error:
         raise ValueError(f"{image}: {feats.error}")
-    probe = Row(id=1 << 62, path=image, size=feats.size, mtime_ns=None, state="featured", detected_at=0.0,
-                sha256=feats.sha256, pixel_sha=feats.pixel_sha, phash=feats.phash, dhash=feats.dhash,
-                windows=feats.windows, dihedral=feats.dihedral, embedding=feats.embedding, model=feats.model)
-    return rank(owner, probe, top_k)
+    return rank(owner, probe_row(feats), top_k)
+
+
+def probe_row(feats: Features) -> Row:
+    """A catalog-shaped row for a searched image: an id after every real one, so all files are 'earlier'."""
+    return Row(id=PROBE_ID, path=feats.path, size=feats.size, mtime_ns=None, state="featured", detected_at=0.0,
+               sha256=feats.sha256, pixel_sha=feats.pixel_sha, phash=feats.phash, dhash=feats.dhash,
+               windows=feats.windows, dihedral=feats.dihedral, embedding=feats.embedding, model=feats.model)
 
 
 def rank(owner: IndexOwner, probe: Row, top_k: int) -> list[dict]:

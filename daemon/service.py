@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from daemon import __version__, outbox, sdnotify
 from daemon import queue as q
+from daemon.api import ApiServer
 from daemon.catalog import Catalog
 from daemon.config import Settings
 from daemon.owner import IndexOwner
@@ -55,6 +56,7 @@ class Daemon:
         self.catchup_done = threading.Event()
         self.started_at = time.time()
         self.reload_with: Callable[[], Settings] | None = None  # set by SIGHUP
+        self.api: ApiServer | None = None  # the HTTP API's thread, when api.enabled
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -73,6 +75,9 @@ class Daemon:
         self.consumer = f"daemon-{self.epoch[:8]}"
         self.watcher = Watcher(self.filter, self.settings.watch, landed=self.landed, moved=self.owner.moved,
                                deleted=self.owner.deleted)
+        if self.settings.api.enabled:
+            self.api = ApiServer(self)
+            self.api.start()
 
     def _outbox(self, conn, event) -> None:
         outbox.enqueue(conn, self.settings.webhooks, event, __version__)
@@ -109,6 +114,8 @@ class Daemon:
         last_reconcile = last_save = time.monotonic()
         while not self.stopping.is_set():
             try:
+                if self.api is not None:
+                    self.api.calls.run_pending()  # searches and "not a duplicate" marks from the API
                 self._drain_results(block_ms=100)
                 self._flush_batch(force=False)
                 if self.owner.decide_ready() and self.settings.webhooks:
@@ -134,6 +141,8 @@ class Daemon:
 
     def close(self) -> None:
         sdnotify.stopping()
+        if self.api is not None:
+            self.api.stop()
         self.watcher.stop()
         self.deliverer.stop()
         try:

@@ -40,37 +40,54 @@ def collect(settings: Settings) -> dict[str, Any]:
     conn = _read_only(settings)
     if conn is not None:
         with conn:
-            out["files"] = conn.execute("SELECT count(*) FROM files").fetchone()[0]
-            out["pending"] = conn.execute("SELECT count(*) FROM files WHERE state != 'decided'").fetchone()[0]
-            out["verdicts"] = {r[0]: r[1] for r in conn.execute(
-                "SELECT verdict, count(*) FROM files WHERE state = 'decided' GROUP BY verdict")}
-            out["errors"] = {r[0]: r[1] for r in conn.execute(
-                "SELECT substr(error, 1, instr(error || ':', ':') - 1), count(*) FROM files "
-                "WHERE verdict = 'error' GROUP BY 1")}
+            out.update(catalog_counts(conn))
         conn.close()
     url = redis_url_for(settings)
     if url is None:
         out["redis"] = "not running"
         return out
     try:
-        conn_r = q.connect(url)
-        queue = q.ingest_queue(conn_r, settings.queue.job_timeout_s)
-        out["queues"] = {q.INGEST_QUEUE: len(queue), "results": conn_r.xlen(q.RESULTS_STREAM)}
-        for key in conn_r.scan_iter(match=q.WORKER_KEY.format(name="*")):
-            info = {k.decode(): v.decode() for k, v in conn_r.hgetall(key).items()}
-            info["name"] = key.decode().split(":", 2)[2]
-            out["workers"].append(info)
-        states = {w.get("state") for w in out["workers"]}
-        out["model"]["state"] = ("loaded" if "loaded" in states else
-                                 "unavailable" if "unavailable" in states else
-                                 "hash-only" if states else "no workers")
-        unavailable = [w for w in out["workers"] if w.get("state") == "unavailable"]
-        if unavailable:
-            out["model"]["reason"] = unavailable[0].get("reason")
-            out["model"]["fix"] = unavailable[0].get("fix")
-        out["redis"] = "ok"
+        live = redis_status(q.connect(url), settings)
     except Exception as exc:  # status must answer even when Redis is down
         out["redis"] = f"unreachable: {exc}"
+        return out
+    out["model"].update(live.pop("model"))
+    out.update(live)
+    return out
+
+
+def catalog_counts(conn: sqlite3.Connection) -> dict[str, Any]:
+    """files, pending, verdicts by kind and errors by reason code: shared with the API's /metrics."""
+    return {
+        "files": conn.execute("SELECT count(*) FROM files").fetchone()[0],
+        "pending": conn.execute("SELECT count(*) FROM files WHERE state != 'decided'").fetchone()[0],
+        "verdicts": {r[0]: r[1] for r in conn.execute(
+            "SELECT verdict, count(*) FROM files WHERE state = 'decided' GROUP BY verdict")},
+        "errors": {r[0]: r[1] for r in conn.execute(
+            "SELECT substr(error, 1, instr(error || ':', ':') - 1), count(*) FROM files "
+            "WHERE verdict = 'error' GROUP BY 1")},
+    }
+
+
+def redis_status(conn_r, settings: Settings) -> dict[str, Any]:
+    """Queues, workers and the model state the workers report: the live half of `status`, shared with the
+    API's /readyz and /metrics so all three say the same. Raises if Redis cannot be reached."""
+    queue = q.ingest_queue(conn_r, settings.queue.job_timeout_s)
+    out: dict[str, Any] = {"queues": {q.INGEST_QUEUE: len(queue), "results": conn_r.xlen(q.RESULTS_STREAM)},
+                           "workers": [], "model": {}}
+    for key in conn_r.scan_iter(match=q.WORKER_KEY.format(name="*")):
+        info = {k.decode(): v.decode() for k, v in conn_r.hgetall(key).items()}
+        info["name"] = key.decode().split(":", 2)[2]
+        out["workers"].append(info)
+    states = {w.get("state") for w in out["workers"]}
+    out["model"]["state"] = ("loaded" if "loaded" in states else
+                             "unavailable" if "unavailable" in states else
+                             "hash-only" if states else "no workers")
+    unavailable = [w for w in out["workers"] if w.get("state") == "unavailable"]
+    if unavailable:
+        out["model"]["reason"] = unavailable[0].get("reason")
+        out["model"]["fix"] = unavailable[0].get("fix")
+    out["redis"] = "ok"
     return out
 
 

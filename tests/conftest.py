@@ -188,8 +188,9 @@ def dupwatch_cmd() -> list[str]:
 
 def base_env(state_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUPWATCH_")}
-    repo = str(Path(__file__).resolve().parents[1])  # children import this checkout, not an installed copy
-    env["PYTHONPATH"] = os.pathsep.join([repo, *filter(None, [env.get("PYTHONPATH")])])
+    # Children import this checkout's code, whatever else the interpreter has installed (e.g. an
+    # editable install of another worktree).
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     env.update({"DUPWATCH_STATE_DIR": str(state_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
                 "DUPWATCH_API__ENABLED": "false", "DUPWATCH_WATCH__SETTLE_MS": "300",
                 "DUPWATCH_QUEUE__BATCH_MS": "100", "PYTHONUNBUFFERED": "1"})

@@ -1,0 +1,467 @@
+"""The HTTP API and the review page, served by uvicorn on a thread inside the daemon process.
+
+Why inside the daemon: the API needs the live in-memory index (search by upload) and the webhook sender's
+counters (/metrics), and a second process would have to rebuild the one and could not see the other.
+
+Who touches what:
+- Reads (files, matches, thumbnails, metrics, readiness) use their own read-only SQLite connection per
+  request. WAL lets them run beside the owner's writes without blocking it or seeing half a verdict.
+- The owner's in-memory hash table and usearch index are touched only by the daemon's main loop: they
+  take no locks, and usearch may reallocate while adding. So a search extracts the upload's features
+  here (the slow part) and hands only the ranking to the main loop through `LoopCalls`.
+- The one write, marking a pair "not a duplicate", goes through `LoopCalls` too, so the owner stays the
+  single writer in practice as well as in name: a mark commits between two verdict batches, never in
+  the middle of one, and every verdict decided after the reply excludes the pair. (Catalog.transaction
+  from this thread would also be serialised by the catalog's lock; the queue was chosen because it keeps
+  the rule "only the main loop changes what the owner decides from" without exceptions.)
+
+Nothing is ever read from a path the request names: files are addressed by catalog id only, and a
+thumbnail is served only for a current, undeleted catalog row inside a watched root whose bytes still
+hash to the catalogued sha256 (DESIGN §3.5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import queue
+import secrets
+import socket
+import sqlite3
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime, timezone
+from importlib.resources import files as package_files
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+
+import redis
+import uvicorn
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from daemon import __version__, defaults
+from daemon.metrics import Metrics
+from daemon.search import PROBE_ID, probe_row, rank
+from daemon.status import redis_status
+from workers.decode import DecodeError, decode_bytes, read_file
+
+if TYPE_CHECKING:
+    from daemon.service import Daemon
+    from workers.pipeline import Pipeline
+
+log = logging.getLogger("dupwatch.api")
+
+T = TypeVar("T")
+
+LOOP_CALL_TIMEOUT_S = 30.0
+"""How long a request waits for the main loop before answering 503 (the loop is stuck or stopping)."""
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+"""Host headers accepted while bound to loopback: anything else is a DNS-rebinding page, not a user."""
+
+THUMBNAIL_CACHE = 512
+"""Thumbnails kept in memory (about 10 KB each): a review page of 50 pairs is served from memory."""
+
+MATCH_KINDS = ("exact-copy", "edited-copy", "similar")
+
+
+class ShuttingDown(Exception):
+    """The daemon is stopping: the main loop will run no more calls."""
+
+
+class LoopCalls:
+    """Functions the API threads hand to the daemon's main loop, which runs them between its steps."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[[], T], timeout: float = LOOP_CALL_TIMEOUT_S) -> T:
+        future: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise ShuttingDown()
+            self._queue.put((fn, future))
+        try:
+            return future.result(timeout)
+        except CancelledError:
+            raise ShuttingDown() from None
+
+    def run_pending(self) -> None:
+        """Called by the main loop on every pass."""
+        while True:
+            try:
+                fn, future = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except Exception as exc:  # the caller re-raises it in its own thread
+                future.set_exception(exc)
+
+    def close(self) -> None:
+        """Refuse new calls and cancel waiting ones, so no request hangs on a loop that has ended."""
+        with self._lock:
+            self._closed = True
+        while True:
+            try:
+                _fn, future = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            future.cancel()
+
+
+class NotDuplicate(BaseModel):
+    """A pair the reviewer says is not a duplicate: `file` was flagged as a copy of `match`."""
+
+    file: int
+    match: int
+
+
+class ApiServer:
+    """uvicorn on its own thread, bound before start() returns so a taken port fails the daemon's start."""
+
+    def __init__(self, daemon: Daemon):
+        self.daemon = daemon
+        self.calls = LoopCalls()
+        self.catalog_uri = f"file:{daemon.state.catalog}?mode=ro"
+        settings = daemon.settings.api
+        # Its own client with short timeouts: /readyz must answer "Redis down" quickly, not after 30 s.
+        self.redis = redis.Redis.from_url(daemon.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self.metrics = Metrics(daemon, self.read_catalog, self.redis)
+        daemon.owner.sinks.append(self.metrics.observe)
+        self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
+        self._thumbs_lock = threading.Lock()
+        self._search_lock = threading.Lock()
+        self._pipeline: Pipeline | None = None
+        self.app = create_app(self)
+        self.server = uvicorn.Server(uvicorn.Config(
+            self.app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off",
+            timeout_graceful_shutdown=5))
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        host, port = self.daemon.settings.api.host, self.daemon.settings.api.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            sock = socket.create_server((host, port), family=family)
+        except OSError as exc:
+            raise RuntimeError(f"API cannot listen on {host}:{port} ({exc.strerror}): set api.port, or "
+                               "api.enabled = false") from exc
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="api",
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self.server.started:
+            raise RuntimeError(f"API on {host}:{port} did not start")
+        auth = "bearer token required" if self.daemon.settings.api.token else "no token"
+        log.info("API and review page on http://%s:%d/ (%s)", host if family == socket.AF_INET else f"[{host}]",
+                 port, auth)
+        if host not in LOOPBACK_HOSTS and not self.daemon.settings.api.token:
+            log.warning("the API listens on %s without api.token: anyone who can reach it can read the "
+                        "catalog and see thumbnails", host)
+
+    def stop(self) -> None:
+        self.calls.close()
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._pipeline is not None:
+            self._pipeline.close()
+        self.redis.close()
+
+    # --- helpers the routes share ------------------------------------------------------------------
+
+    def read_catalog(self) -> sqlite3.Connection:
+        """A read-only connection: the API can never write the catalog by accident."""
+        conn = sqlite3.connect(self.catalog_uri, uri=True, timeout=10, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def on_loop(self, fn: Callable[[], T]) -> T:
+        try:
+            return self.calls.call(fn)
+        except ShuttingDown:
+            raise HTTPException(503, "dupwatch is shutting down") from None
+        except FutureTimeout:
+            raise HTTPException(503, "the daemon's main loop did not answer in time; try again") from None
+
+    def thumbnail(self, row: sqlite3.Row, px: int) -> bytes:
+        """A JPEG of a catalogued file, checked against its catalogued sha256 before it is served."""
+        if row["state"] != "decided" or row["sha256"] is None:
+            raise HTTPException(404, "no image for this file (not decided yet, or an error verdict)")
+        if not row["current"] or row["deleted_at"] is not None:
+            raise HTTPException(404, "this file was deleted or replaced since it was catalogued")
+        if self.daemon.filter.root_of(row["path"]) is None:
+            raise HTTPException(404, "this file is no longer inside a watched root")
+        key = (row["id"], px, row["sha256"])
+        with self._thumbs_lock:
+            if key in self._thumbs:
+                self._thumbs.move_to_end(key)
+                return self._thumbs[key]
+        decode = self.daemon.settings.decode
+        try:
+            data = read_file(row["path"], decode.max_file_bytes)
+            if hashlib.sha256(data).hexdigest() != row["sha256"]:
+                raise HTTPException(404, "the file changed on disk since it was catalogued")
+            image = decode_bytes(data, size=px, max_pixels=decode.max_pixels).image
+        except DecodeError as exc:
+            raise HTTPException(404, f"cannot read this file now: {exc.reason}") from None
+        image.thumbnail((px, px))
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=85)
+        jpeg = out.getvalue()
+        with self._thumbs_lock:
+            self._thumbs[key] = jpeg
+            while len(self._thumbs) > THUMBNAIL_CACHE:
+                self._thumbs.popitem(last=False)
+        return jpeg
+
+    def search(self, data: bytes, top_k: int) -> dict[str, Any]:
+        """Features here (decode, hashes, embedding: the slow part), ranking on the main loop."""
+        with self._search_lock:  # one search at a time: each is CPU-bound, and the pipeline is shared
+            pipeline = self._search_pipeline()
+            with tempfile.NamedTemporaryFile(prefix="dupwatch-search-") as tmp:
+                tmp.write(data)
+                tmp.flush()
+                feats = pipeline.run([(PROBE_ID, tmp.name)])[0]
+        if feats.error:
+            raise HTTPException(422, f"not a usable image: {feats.error}")
+        probe = probe_row(feats)
+        owner = self.daemon.owner
+        if probe.model != owner.model_identity:  # e.g. the model loads in the workers but not here
+            probe.embedding = None
+        results = self.on_loop(lambda: rank(owner, probe, top_k))
+        for r in results:
+            r["thumbnail"] = f"/api/v1/files/{r['id']}/thumbnail"
+        return {"results": results, "signals": "hashes and embedding" if probe.embedding is not None else
+                "hashes only"}
+
+    def _search_pipeline(self) -> Pipeline:
+        """Load the model on the first search, not at start: most daemons are never searched."""
+        if self._pipeline is None:
+            from workers.models.base import load_model
+            from workers.pipeline import Pipeline
+
+            embedder, _status = load_model(self.daemon.settings)
+            self._pipeline = Pipeline(self.daemon.settings.decode, embedder, decode_threads=1)
+        return self._pipeline
+
+
+def _authorised(request: Request) -> None:
+    """Bearer token check, read per request so a SIGHUP that changes api.token applies at once."""
+    token = request.app.state.api.daemon.settings.api.token
+    if not token:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(401, "a valid bearer token is required (api.token)",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def _catalog(request: Request) -> Iterator[sqlite3.Connection]:
+    conn = request.app.state.api.read_catalog()
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+Auth = Depends(_authorised)
+DB = Annotated[sqlite3.Connection, Depends(_catalog)]
+
+
+def create_app(api: ApiServer) -> FastAPI:
+    daemon = api.daemon
+    app = FastAPI(title="dupwatch", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url="/api/v1/openapi.json")
+    if daemon.settings.api.host in LOOPBACK_HOSTS:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
+    review_page = package_files("daemon").joinpath("review.html").read_text(encoding="utf-8")
+
+    app.state.api = api
+
+    # --- open: liveness and the page shell (it holds no data; its requests carry the token) ----------
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        """The process is alive and serving HTTP."""
+        return {"status": "ok", "version": __version__, "uptime_s": round(time.time() - daemon.started_at, 1)}
+
+    @app.get("/", response_class=HTMLResponse)
+    def review() -> HTMLResponse:
+        return HTMLResponse(review_page, headers={"Cache-Control": "no-store"})
+
+    # --- behind the token ----------------------------------------------------------------------------
+
+    @app.get("/readyz", dependencies=[Auth])
+    def readyz(db: DB) -> Response:
+        """Ready: Redis answers, the model is loaded in a worker (or hash-only by choice), index open."""
+        checks: dict[str, dict[str, Any]] = {}
+        try:
+            live = redis_status(api.redis, daemon.settings)
+            checks["redis"] = {"ok": True, "detail": "ok, " + ", ".join(f"{k} {v}" for k, v in live["queues"].items())}
+            checks["model"] = _model_check(live)
+        except redis.RedisError as exc:
+            checks["redis"] = {"ok": False, "detail": f"unreachable: {exc}"}
+            checks["model"] = {"ok": False, "detail": "unknown: workers report through Redis"}
+        pending = db.execute("SELECT count(*) FROM files WHERE state != 'decided'").fetchone()[0]
+        owner = daemon.owner
+        vectors = len(owner.vectors) if owner.vectors is not None else 0
+        checks["index"] = ({"ok": False, "detail": "stopping"} if daemon.stopping.is_set() else
+                           {"ok": True, "detail": f"{len(owner.hashes)} hashed, {vectors} vectors, {pending} "
+                                                  f"pending{'' if daemon.catchup_done.is_set() else ', catch-up scan running'}"})
+        ready = all(c["ok"] for c in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
+
+    @app.get("/metrics", dependencies=[Auth])
+    def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(api.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/files/{file_id:int}", dependencies=[Auth])
+    def get_file(file_id: int, db: DB) -> dict[str, Any]:
+        row = _row(db, file_id)
+        match = _row(db, row["match_id"]) if row["match_id"] is not None else None
+        dismissed = db.execute("SELECT a, b FROM not_duplicates WHERE a = ? OR b = ?", (file_id, file_id))
+        return {**_file(row), "match": _file(match) if match is not None else None,
+                "not_duplicate_of": sorted(r["b"] if r["a"] == file_id else r["a"] for r in dismissed)}
+
+    @app.get("/api/v1/files/{file_id:int}/thumbnail", dependencies=[Auth])
+    def get_thumbnail(file_id: int, db: DB,
+                      size: Annotated[int, Query(ge=32, le=1024)] = defaults.API_THUMBNAIL_PX) -> Response:
+        jpeg = api.thumbnail(_row(db, file_id), size)
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+
+    @app.get("/api/v1/matches", dependencies=[Auth])
+    def get_matches(db: DB, kind: Literal["exact-copy", "edited-copy", "similar", "error"] | None = None,
+                    since: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                    include_dismissed: bool = False) -> dict[str, Any]:
+        """Recent verdicts that found a match (or, with kind=error, failures), newest first."""
+        kinds = [kind] if kind else list(MATCH_KINDS)
+        sql = ("SELECT f.*, EXISTS (SELECT 1 FROM not_duplicates n WHERE (n.a = f.id AND n.b = f.match_id)"
+               " OR (n.a = f.match_id AND n.b = f.id)) AS dismissed FROM files f "
+               f"WHERE f.state = 'decided' AND f.verdict IN ({','.join('?' * len(kinds))})")
+        args: list[Any] = list(kinds)
+        if since is not None:
+            sql += " AND f.decided_at > ?"
+            args.append((since if since.tzinfo else since.replace(tzinfo=timezone.utc)).timestamp())
+        if not include_dismissed:
+            sql += " AND NOT dismissed"
+        rows = db.execute(sql + " ORDER BY f.decided_at DESC, f.id DESC LIMIT ?", [*args, limit]).fetchall()
+        out = []
+        for r in rows:
+            match = _row(db, r["match_id"]) if r["match_id"] is not None else None
+            out.append({"id": r["id"], "kind": r["verdict"], "score": r["score"],
+                        "hash_distance": r["hash_distance"], "signal": r["signal"], "reason": r["error"],
+                        "detected_at": r["detected_at"], "decided_at": r["decided_at"],
+                        "file": _file(r), "match": _file(match) if match is not None else None,
+                        "not_duplicate": bool(r["dismissed"])})
+        return {"matches": out}
+
+    @app.post("/api/v1/search", dependencies=[Auth])
+    async def search(request: Request, top_k: Annotated[int, Query(ge=1, le=100)] = 5) -> dict[str, Any]:
+        """Upload an image (multipart field `file`, or the raw bytes as the body); nothing is stored."""
+        data = await _upload(request, daemon.settings.api.max_upload_bytes)
+        return await run_in_threadpool(api.search, data, top_k)
+
+    @app.post("/api/v1/not-duplicates", dependencies=[Auth])
+    def not_duplicate(pair: NotDuplicate, db: DB) -> dict[str, Any]:
+        """Never flag this pair again: hidden from matches and excluded from every later verdict."""
+        if pair.file == pair.match:
+            raise HTTPException(422, "a file cannot be a duplicate of itself")
+        for file_id in (pair.file, pair.match):
+            _row(db, file_id)
+        later, earlier = max(pair.file, pair.match), min(pair.file, pair.match)
+        now = time.time()
+
+        def write() -> None:
+            with daemon.catalog.transaction() as conn:
+                conn.execute("INSERT OR IGNORE INTO not_duplicates (a, b, marked_at) VALUES (?, ?, ?)",
+                             (later, earlier, now))
+
+        api.on_loop(write)
+        log.info("marked files %d and %d as not duplicates", later, earlier)
+        return {"file": pair.file, "match": pair.match, "marked_at": now}
+
+    return app
+
+
+def _model_check(live: dict[str, Any]) -> dict[str, Any]:
+    model = live["model"]
+    loaded = sorted({w.get("model", "") for w in live["workers"] if w.get("state") == "loaded"})
+    if model["state"] == "loaded":
+        return {"ok": True, "detail": f"model {', '.join(loaded)} loaded in {len(live['workers'])} worker(s)"}
+    if model["state"] == "hash-only":
+        return {"ok": True, "detail": "hash-only by choice (hash_only is set)"}
+    if model["state"] == "unavailable":
+        return {"ok": False, "detail": f"model unavailable, running HASH-ONLY: {model.get('reason')}. "
+                                       f"Fix: {model.get('fix')}", "fix": model.get("fix")}
+    return {"ok": False, "detail": "no worker has registered yet (start `dupwatch worker`, or wait)"}
+
+
+def _row(db: sqlite3.Connection, file_id: int) -> sqlite3.Row:
+    row = db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+    if row is None:
+        raise HTTPException(404, f"no file {file_id} in the catalog")
+    return row
+
+
+def _file(row: sqlite3.Row) -> dict[str, Any]:
+    """The public view of a catalog row: no hashes or embeddings, which are internal and large."""
+    return {"id": row["id"], "path": row["path"], "size": row["size"], "width": row["width"],
+            "height": row["height"], "format": row["format"], "sha256": row["sha256"], "state": row["state"],
+            "verdict": row["verdict"], "score": row["score"], "hash_distance": row["hash_distance"],
+            "signal": row["signal"], "reason": row["error"], "detected_at": row["detected_at"],
+            "decided_at": row["decided_at"], "current": bool(row["current"]), "deleted_at": row["deleted_at"],
+            "thumbnail": f"/api/v1/files/{row['id']}/thumbnail"}
+
+
+async def _upload(request: Request, limit: int) -> bytes:
+    """The uploaded image, refusing (413) a request body over `limit` bytes before it is all read."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"upload over api.max_upload_bytes ({limit} bytes)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"upload over api.max_upload_bytes ({limit} bytes)")
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await Request(request.scope, _replay(bytes(body))).form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(422, "multipart upload needs a file field named 'file'")
+        return await upload.read()
+    if not body:
+        raise HTTPException(422, "send an image: multipart field 'file', or the raw bytes as the body")
+    return bytes(body)
+
+
+def _replay(body: bytes) -> Callable[[], Any]:
+    """An ASGI receive() that hands back a body already read, so the form parser can run on it."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive

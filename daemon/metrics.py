@@ -1,0 +1,139 @@
+"""Prometheus metrics for the API's /metrics.
+
+Counts of files, verdicts and errors are read from the catalog at scrape time, not counted in memory:
+the catalog is the truth, so the numbers survive restarts, agree with `dupwatch status`, and a counter
+never goes backwards (rows and verdicts are never removed). Only what the catalog does not keep cheaply
+is measured live: the detected -> decided latency (an owner sink) and the webhook sender's counters
+(Deliverer.stats_snapshot()). Everything lives in a registry of its own, not prometheus_client's global
+one, so nothing else in the process leaks into the output.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import redis
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from daemon.events import KINDS, VerdictEvent
+from daemon.outbox import LATENCY_BUCKETS_S, STATES
+from daemon.status import catalog_counts, redis_status
+
+if TYPE_CHECKING:
+    from daemon.service import Daemon
+
+MODEL_STATES = ("loaded", "hash-only", "unavailable", "no workers")
+"""What the workers report about the embedding model (daemon.status.redis_status)."""
+
+
+class Metrics:
+    def __init__(self, daemon: Daemon, read_catalog: Callable[[], sqlite3.Connection], client: redis.Redis):
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "dupwatch_verdict_latency_seconds", "Time from a file being detected to its verdict being committed.",
+            buckets=LATENCY_BUCKETS_S, registry=self.registry)
+        self.registry.register(_Collector(daemon, read_catalog, client))
+
+    def observe(self, event: VerdictEvent) -> None:
+        """Owner sink: called once per verdict, after its commit."""
+        self.latency.observe(max(0.0, event.decided_at - event.detected_at))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Collector:
+    """Reads the catalog, Redis, the in-memory index and the webhook sender at each scrape."""
+
+    def __init__(self, daemon: Daemon, read_catalog: Callable[[], sqlite3.Connection], client: redis.Redis):
+        self.daemon, self.read_catalog, self.client = daemon, read_catalog, client
+
+    def collect(self) -> list[Metric]:
+        return [*self._catalog(), *self._redis(), *self._index(), *self._webhooks(),
+                _gauge("dupwatch_start_time_seconds", "When this daemon process started (unix seconds).",
+                       self.daemon.started_at)]
+
+    def _catalog(self) -> list[Metric]:
+        conn = self.read_catalog()
+        try:
+            counts = catalog_counts(conn)
+            outbox = dict(conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state").fetchall())
+        finally:
+            conn.close()
+        verdicts = CounterMetricFamily("dupwatch_verdicts", "Verdicts committed, by kind.", labels=["kind"])
+        for kind in KINDS:
+            verdicts.add_metric([kind], counts["verdicts"].get(kind, 0))
+        errors = CounterMetricFamily("dupwatch_errors", "Error verdicts, by reason code.", labels=["reason"])
+        for reason, n in sorted(counts["errors"].items()):
+            errors.add_metric([reason or "unknown"], n)
+        queued = GaugeMetricFamily("dupwatch_webhook_outbox", "Webhook deliveries in the outbox, by state.",
+                                   labels=["state"])
+        for state in STATES:
+            queued.add_metric([state], outbox.get(state, 0))
+        return [
+            CounterMetricFamily("dupwatch_files_seen", "Files that landed in a watched root (each new version "
+                                "of a path counts).", value=counts["files"]),
+            _gauge("dupwatch_files_pending", "Files seen that have no verdict yet.", counts["pending"]),
+            verdicts, errors, queued,
+        ]
+
+    def _redis(self) -> list[Metric]:
+        try:
+            live = redis_status(self.client, self.daemon.settings)
+        except redis.RedisError:
+            return [_gauge("dupwatch_redis_up", "1 when Redis answers.", 0)]
+        up = _gauge("dupwatch_redis_up", "1 when Redis answers.", 1)
+        depth = GaugeMetricFamily("dupwatch_queue_depth", "Work waiting in Redis: batch jobs queued for "
+                                  "workers, result batches not yet read by the index owner.", labels=["queue"])
+        for name, n in live["queues"].items():
+            depth.add_metric([name], n)
+        model = GaugeMetricFamily("dupwatch_model_state", "1 for the embedding model's state as the workers "
+                                  "report it ('unavailable' means hash-only against the configuration).",
+                                  labels=["state"])
+        for state in MODEL_STATES:
+            model.add_metric([state], int(live["model"]["state"] == state))
+        return [up, depth, model, _gauge("dupwatch_workers", "Workers registered in Redis.", len(live["workers"]))]
+
+    def _index(self) -> list[Metric]:
+        owner = self.daemon.owner
+        size = GaugeMetricFamily("dupwatch_index_entries", "Files searchable in the in-memory indexes.",
+                                 labels=["index"])
+        size.add_metric(["hash"], len(owner.hashes))
+        size.add_metric(["vector"], len(owner.vectors) if owner.vectors is not None else 0)
+        return [size]
+
+    def _webhooks(self) -> list[Metric]:
+        stats = self.daemon.deliverer.stats_snapshot()
+        counters = [
+            CounterMetricFamily("dupwatch_webhook_sent", "Webhook deliveries accepted by their receiver.",
+                                value=stats["sent"]),
+            CounterMetricFamily("dupwatch_webhook_failed_attempts", "Webhook attempts that did not succeed.",
+                                value=stats["failed_attempts"]),
+            CounterMetricFamily("dupwatch_webhook_retried", "Failed webhook attempts scheduled for a retry.",
+                                value=stats["retried"]),
+            CounterMetricFamily("dupwatch_webhook_dead", "Webhook deliveries given up (dead-lettered).",
+                                value=stats["dead"]),
+        ]
+        return [*counters,
+                _histogram("dupwatch_webhook_request_seconds", "Webhook HTTP round trips, failures included.",
+                           stats["request_seconds"]),
+                _histogram("dupwatch_webhook_delivery_lag_seconds", "Detection to webhook delivered.",
+                           stats["delivery_lag_seconds"])]
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _histogram(name: str, doc: str, hist: dict[str, Any]) -> HistogramMetricFamily:
+    """Deliverer histograms are already cumulative per upper bound, as Prometheus wants them."""
+    buckets = [(_le(le), n) for le, n in sorted(hist["buckets"].items())] + [("+Inf", hist["count"])]
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=hist["sum"])
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
