@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,11 +205,14 @@ class Catalog:
         return [Row.from_sql(r) for r in self.query(
             "SELECT * FROM files WHERE state != 'decided' ORDER BY id LIMIT ?", (limit,))]
 
-    def decided_with(self, column: str, value: Any, before_id: int, *, include_deleted: bool) -> Row | None:
-        """The earliest decided row with column == value among files earlier than `before_id`."""
+    def decided_with(self, column: str, value: Any, before_id: int, *, include_deleted: bool,
+                     excluded: Collection[int] = ()) -> Row | None:
+        """The earliest decided row with column == value among files earlier than `before_id`, skipping
+        `excluded` ids (pairs marked "not a duplicate")."""
         live = "" if include_deleted else " AND deleted_at IS NULL"
+        skip = f" AND id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
         rows = self.query(f"SELECT * FROM files WHERE {column} = ? AND id < ? AND state = 'decided'"
-                          f"{live} AND error IS NULL ORDER BY id LIMIT 1", (value, before_id))
+                          f"{live}{skip} AND error IS NULL ORDER BY id LIMIT 1", (value, before_id, *excluded))
         return Row.from_sql(rows[0]) if rows else None
 
     def get(self, file_id: int) -> Row | None:

@@ -147,8 +147,8 @@ class IndexOwner:
         for column, signal in (("sha256", "sha256"), ("pixel_sha", "pixels")):
             value = getattr(row, column)
             if value is not None:
-                hit = self.catalog.decided_with(column, value, row.id, include_deleted=keep)
-                if hit is not None and hit.id not in excluded:
+                hit = self.catalog.decided_with(column, value, row.id, include_deleted=keep, excluded=excluded)
+                if hit is not None:
                     exact = (hit.id, signal)
                     break
         hashed = None

@@ -84,3 +84,20 @@ def test_negative_hashes_count_bits_correctly():
     idx.add(1, np.array([-1], dtype=np.int64), -1)  # all 64 bits set
     (hit,) = idx.nearest(np.array([0], dtype=np.int64), np.zeros(8, np.int64), 0, before_id=2, k=3)
     assert hit.distance == 64 and hit.dhash_distance == 64
+
+
+def test_an_excluded_twin_does_not_hide_a_later_identical_file(tmp_path):
+    """Three byte-identical files: with the pair (3, 1) marked "not a duplicate", 3 still matches 2."""
+    from daemon.catalog import Catalog
+    from daemon.config import Settings
+    from daemon.owner import IndexOwner
+
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    owner = IndexOwner(Settings(state_dir=tmp_path, hash_only=True), catalog)
+    ids = [catalog.register(f"/x/{n}.jpg", 10, n) for n in range(3)]
+    for i in ids:
+        catalog.store_features(i, {"sha256": "ab" * 32})
+    owner.decide_ready()
+    third = catalog.get(ids[2])
+    assert (third.verdict, third.match_id) == ("exact-copy", ids[0])
+    assert owner.evaluate(third, excluded={ids[0]}).match_id == ids[1]
