@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,16 @@ import click
 from daemon import __version__
 from daemon.cli_options import common, settings_from
 from daemon.cli_webhook import webhook
+
+@contextmanager
+def _start_errors() -> Iterator[None]:
+    """A start-up failure (state dir owned, port taken, model required) is a message, not a traceback."""
+    try:
+        yield
+    except RuntimeError as exc:
+        fix = getattr(exc, "fix", None)
+        raise click.ClickException(f"{exc}\nfix: {fix}" if fix else str(exc)) from exc
+
 
 @click.group()
 @click.version_option(__version__, prog_name="dupwatch")
@@ -35,7 +47,8 @@ def run(roots: tuple[str, ...], **params: Any) -> None:
     from daemon.runner import run_all
 
     settings = settings_from(dict(params))
-    sys.exit(run_all(settings, [Path(r) for r in roots], reload=lambda: settings_from(dict(params))))
+    with _start_errors():
+        sys.exit(run_all(settings, [Path(r) for r in roots], reload=lambda: settings_from(dict(params))))
 
 
 @cli.command()
@@ -51,7 +64,8 @@ def daemon(roots: tuple[str, ...], **params: Any) -> None:
     from daemon.runner import run_daemon
 
     settings = settings_from(dict(params))
-    sys.exit(run_daemon(settings, [Path(r) for r in roots], reload=lambda: settings_from(dict(params))))
+    with _start_errors():
+        sys.exit(run_daemon(settings, [Path(r) for r in roots], reload=lambda: settings_from(dict(params))))
 
 
 @cli.command()
@@ -65,7 +79,8 @@ def worker(name: str | None, burst: bool, **params: Any) -> None:
     settings = settings_from(params)
     if not settings.redis.url:
         raise click.ClickException("a worker needs --redis-url (or DUPWATCH_REDIS__URL)")
-    run_worker(settings, settings.redis.url, name=name, burst=burst)
+    with _start_errors():
+        run_worker(settings, settings.redis.url, name=name, burst=burst)
 
 
 @cli.command()
@@ -84,11 +99,8 @@ def scan(roots: tuple[str, ...], files_from, **params: Any) -> None:
         paths = list(walk_roots([Path(r) for r in roots], settings.watch))
     else:
         raise click.UsageError("give ROOTS or --files-from")
-    try:
+    with _start_errors():
         counts = run_scan(settings, paths, total=len(paths), progress=True)
-    except RuntimeError as exc:  # the state dir is owned, or the model is required and unavailable
-        fix = getattr(exc, "fix", None)
-        raise click.ClickException(f"{exc}\nfix: {fix}" if fix else str(exc)) from exc
     click.echo("scan: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "scan: nothing", err=True)
 
 
