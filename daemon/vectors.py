@@ -16,9 +16,12 @@ from usearch.index import Index
 log = logging.getLogger(__name__)
 
 CONNECTIVITY = 16
-"""HNSW graph degree (usearch default). See bench/index_bench.py for the measured trade-off."""
-EXPANSION_ADD = 128
-EXPANSION_SEARCH = 64
+"""HNSW graph degree. bench/index_bench.py at 1 M real-shaped 512-d vectors, f16, 2 cores: with
+EXPANSION_ADD 64 and EXPANSION_SEARCH 128, recall@10 0.974, search p50 0.6 ms / p99 1.5 ms, 1.17 KB per
+image. Degree 32 cost ~130 B more per image for +0.01 recall; expansion_add 128 halved the add rate."""
+EXPANSION_ADD = 64
+EXPANSION_SEARCH = 128
+"""Recall falls ~0.02-0.06 per tenfold growth at a fixed value: raise it (256) past ~10 M vectors."""
 
 
 class VectorIndex:

@@ -165,7 +165,7 @@ def test_file_by_id(api: Running) -> None:
         r = c.get(f"/api/v1/files/{crop}")
         assert r.status_code == 200
         body = r.json()
-        assert body["verdict"] == "edited-copy" and body["signal"] in ("phash", "dhash")
+        assert body["verdict"] == "edited-copy" and body["signal"] in ("phash", "phash-crop", "phash-pad", "dhash", "phash+dhash")
         assert body["match"]["id"] == original and body["match"]["path"] == str(api.root / "astronaut.jpg")
         assert body["width"] and body["sha256"] and body["thumbnail"] == f"/api/v1/files/{crop}/thumbnail"
         assert "embedding" not in body and "windows" not in body
@@ -284,7 +284,7 @@ def test_model_mode_search_uses_the_embedding(tmp_path: Path, services: list, mo
     running = start_api(tmp_path, [], **model_env)
     services.append(running.service)
     running.land(photos["chelsea"], "cat.jpg")
-    running.land(photos["horse"], "horse.jpg")
+    running.land(photos["rocket"], "rocket.jpg")
     edits = tmp_path / "edits"
     edits.mkdir()
     query = imaging.caption(photos["chelsea"], edits / "captioned.jpg")
@@ -296,7 +296,7 @@ def test_model_mode_search_uses_the_embedding(tmp_path: Path, services: list, mo
     assert found.status_code == 200, found.text
     assert found.json()["signals"] == "hashes and embedding"
     results = found.json()["results"]
-    assert {r["path"] for r in results} == {str(running.root / "cat.jpg"), str(running.root / "horse.jpg")}
+    assert {r["path"] for r in results} == {str(running.root / "cat.jpg"), str(running.root / "rocket.jpg")}
     assert results[0]["path"] == str(running.root / "cat.jpg")
     vectors = next(s.value for s in metrics["dupwatch_index_entries"].samples if s.labels["index"] == "vector")
     assert vectors == 2

@@ -76,7 +76,8 @@ def test_sighup_changes_a_threshold_live_and_logs_are_json(tmp_path: Path, servi
     root.mkdir()
     edits.mkdir()
     config = tmp_path / "dupwatch.toml"
-    config.write_text("[match]\nphash_max_distance = -1\ndhash_max_distance = -1\n")
+    config.write_text("[match]\nphash_max_distance = -1\nwindow_max_distance = -1\ndhash_max_distance = -1\n"
+                      "confirm_phash_distance = -1\n")  # every clause of the hash rule off
     service = Service(["run", "--hash-only", "--config", str(config), "--log-format", "json", str(root)],
                       base_env(state), tmp_path / "daemon.log")
     services.append(service)
