@@ -7,6 +7,7 @@ is reachable through the TOML file and `DUPWATCH_*` environment variables.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -160,4 +161,7 @@ cli.add_command(webhook)
 
 
 def main() -> None:
+    # Before torch is first imported (OpenMP reads it once): spinning OpenMP threads would take the cores
+    # from the decode threads and from other processes between batches (ENVIRONMENT.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli()

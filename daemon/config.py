@@ -81,6 +81,7 @@ class DecodeSettings(BaseModel):
     max_pixels: int = Field(defaults.MAX_PIXELS, ge=1)
     max_file_bytes: int = Field(defaults.MAX_FILE_BYTES, ge=1)
     size: int = Field(defaults.DECODE_SIZE, ge=32)
+    threads: int = Field(defaults.DECODE_THREADS, ge=0, description="Decode threads per worker; 0 = one per core.")
 
 
 class IndexSettings(BaseModel):

@@ -59,6 +59,12 @@ DECODE_SIZE = 256
 """JPEG draft decoding reduces big photos to no less than this on the short side: enough for a 224-px
 model input and 32-px hashes, at a fraction of the full decode cost."""
 
+DECODE_THREADS = 0
+"""Threads per worker that read, decode and cut the hash planes and model input of each file; 0 = one per
+usable core. Pillow releases the GIL while it decodes and resizes, so these run truly in parallel; the
+batched hashes and the model run on torch's own threads (model.threads) between batches, so the two
+take turns on the cores rather than fight over them. Lower it when several workers share one host."""
+
 # Hash thresholds, in bits of 64 (pHash distances are always even: each hash has 32 ones). Chosen with
 # bench/calibrate.py on the edited-copy benchmark (853 files, DISC21-style edits of real photos): the
 # rule with the highest recall at precision >= 0.99 and no false verdict on distractors, then moved one

@@ -16,6 +16,7 @@ from workers.hashing import (
     from_hex,
     gray_planes,
     hamming,
+    hash_planes,
     phash_batch,
     phash_dihedral_batch,
     to_hex,
@@ -109,6 +110,16 @@ def test_window_zero_is_the_full_frame(photos: dict[str, Image.Image]) -> None:
     planes = window_planes(img)
     assert planes.shape == (len(WINDOWS), 32, 32) and planes.dtype == np.uint8
     np.testing.assert_array_equal(planes[0], gray_planes(img)[0])
+
+
+def test_hash_planes_are_the_reference_planes(photos: dict[str, Image.Image]) -> None:
+    """The pipeline's one-conversion planes equal the reference ones, so its hashes equal imagehash's."""
+    for img in photos.values():
+        windows, g98 = hash_planes(img)
+        np.testing.assert_array_equal(windows, window_planes(img))
+        np.testing.assert_array_equal(g98, gray_planes(img)[1])
+        assert to_hex(phash_batch(torch.from_numpy(windows[:1]))[0]) == str(imagehash.phash(img))
+        assert to_hex(dhash_batch(torch.from_numpy(g98[None]))[0]) == str(imagehash.dhash(img))
 
 
 def test_hamming_and_hex_round_trip() -> None:

@@ -87,9 +87,10 @@ def window_planes(img: Image.Image) -> np.ndarray:
     """Return uint8 [len(WINDOWS),32,32]: the pHash plane of each window; plane 0 equals gray_planes' g32.
 
     The window is cut with Pillow's resize box, close to cropping and then resizing, so a crop's
-    full-frame plane and the matching window's plane come out nearly equal.
+    full-frame plane and the matching window's plane come out nearly equal. An "L" image is used as it
+    is, so a caller that already has the grey image does not pay for a second conversion.
     """
-    gray = img.convert("L")
+    gray = img if img.mode == "L" else img.convert("L")
     w, h = gray.size
     planes = [
         gray.resize((PHASH_PLANE, PHASH_PLANE), Image.Resampling.LANCZOS,
@@ -97,6 +98,19 @@ def window_planes(img: Image.Image) -> np.ndarray:
         for x0, y0, x1, y1 in WINDOWS
     ]
     return np.stack([np.asarray(p) for p in planes])
+
+
+def hash_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Every plane the pipeline hashes: (window_planes [len(WINDOWS),32,32], g98 [8,9]).
+
+    One grey conversion and one resize per plane: the full-frame pHash plane is window 0, not computed a
+    second time as gray_planes would. Values equal gray_planes'/window_planes' exactly (same Pillow
+    calls on the same grey image). Pillow releases the GIL in these resizes, so decode threads can run
+    this beside the decode instead of leaving it to the one thread that batches.
+    """
+    gray = img.convert("L")
+    g98 = gray.resize((HASH_SIZE + 1, HASH_SIZE), Image.Resampling.LANCZOS)
+    return window_planes(gray), np.asarray(g98)
 
 
 def phash_batch(g32: torch.Tensor) -> torch.Tensor:

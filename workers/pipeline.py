@@ -2,12 +2,17 @@
 
 The same code serves rq jobs (workers.jobs) and the one-shot `dupwatch scan`, so both give identical
 features. Hashes and the embedding come from the same decode: no file is read or decoded twice.
+
+Each decode thread also cuts the hash planes and the model's input tensor from the image it decoded:
+Pillow releases the GIL in decode and resize, so this per-image work runs on every core, and the thread
+that batches is left with only the batched tensor math (hashes, model).
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +23,7 @@ import torch
 
 from daemon.config import DecodeSettings
 from workers import hashing
-from workers.decode import DecodeError, Decoded, decode_file
+from workers.decode import DecodeError, decode_file
 from workers.models.base import ImageEmbedder
 
 log = logging.getLogger(__name__)
@@ -68,33 +73,52 @@ class Features:
         return cls(**data)
 
 
+@dataclass
+class Prepared:
+    """What a decode thread hands to the batching thread for one good file."""
+
+    windows: np.ndarray  # uint8 [len(WINDOWS),32,32] pHash planes
+    g98: np.ndarray  # uint8 [8,9] dHash plane
+    pixels: torch.Tensor | None  # the model's input [3,H,W], None in hash-only mode
+
+
+def decode_threads(setting: int) -> int:
+    """decode.threads, where 0 means one per usable core."""
+    if setting:
+        return setting
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class Pipeline:
     """Holds the embedder (or none, in hash-only mode) and a decode pool for the process's life."""
 
-    def __init__(self, decode: DecodeSettings, embedder: ImageEmbedder | None, decode_threads: int = 2):
+    def __init__(self, decode: DecodeSettings, embedder: ImageEmbedder | None):
         self.decode_settings = decode
         self.embedder = embedder
-        self.pool = ThreadPoolExecutor(max_workers=max(1, decode_threads), thread_name_prefix="decode")
+        self.pool = ThreadPoolExecutor(max_workers=decode_threads(decode.threads), thread_name_prefix="decode")
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def run(self, items: Sequence[tuple[int, str]]) -> list[Features]:
         """Features for (id, path) items, in the same order. Never raises for a bad file."""
-        results = list(self.pool.map(self._decode_one, items))
-        good = [(f, d) for f, d in results if d is not None]
+        results = list(self.pool.map(self._prepare_one, items))
+        good = [(f, p) for f, p in results if p is not None]
         if good:
-            self._hash([f for f, _ in good], [d for _, d in good])
+            self._hash([f for f, _ in good], [p for _, p in good])
             if self.embedder is not None:
-                self._embed([f for f, _ in good], [d for _, d in good])
+                self._embed([f for f, _ in good], [p for _, p in good])
         return [f for f, _ in results]
 
-    def _decode_one(self, item: tuple[int, str]) -> tuple[Features, Decoded | None]:
+    def _prepare_one(self, item: tuple[int, str]) -> tuple[Features, Prepared | None]:
+        """Decode one file and cut its planes and model input (runs in a decode thread)."""
         file_id, path = item
         feats = Features(id=file_id, path=path)
         try:
             s = self.decode_settings
             decoded = decode_file(path, size=s.size, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes)
+            windows, g98 = hashing.hash_planes(decoded.image)
+            pixels = self.embedder.preprocess(decoded.image) if self.embedder is not None else None
         except DecodeError as exc:
             feats.error = f"{exc.reason}: {exc.detail}"
             return feats, None
@@ -105,12 +129,11 @@ class Pipeline:
         feats.sha256, feats.pixel_sha = decoded.sha256, decoded.pixel_sha
         feats.width, feats.height, feats.format, feats.size = (decoded.width, decoded.height,
                                                                decoded.format, decoded.size)
-        return feats, decoded
+        return feats, Prepared(windows, g98, pixels)
 
-    def _hash(self, feats: list[Features], decoded: list[Decoded]) -> None:
-        planes = [hashing.gray_planes(d.image) for d in decoded]
-        windows = torch.from_numpy(np.stack([hashing.window_planes(d.image) for d in decoded]))
-        g98 = torch.from_numpy(np.stack([p[1] for p in planes]))
+    def _hash(self, feats: list[Features], prepared: list[Prepared]) -> None:
+        windows = torch.from_numpy(np.stack([p.windows for p in prepared]))
+        g98 = torch.from_numpy(np.stack([p.g98 for p in prepared]))
         b, w = windows.shape[:2]
         window_hashes = hashing.phash_batch(windows.reshape(b * w, 32, 32)).reshape(b, w).numpy()
         dihedral = hashing.phash_dihedral_batch(windows[:, 0]).numpy()
@@ -121,10 +144,12 @@ class Pipeline:
             f.phash = int(window_hashes[i, 0])
             f.dhash = int(dhashes[i])
 
-    def _embed(self, feats: list[Features], decoded: list[Decoded]) -> None:
+    def _embed(self, feats: list[Features], prepared: list[Prepared]) -> None:
         assert self.embedder is not None
         try:
-            batch = torch.stack([self.embedder.preprocess(d.image) for d in decoded])
+            batch = torch.stack([p.pixels for p in prepared])
+            if self.embedder.device.type == "cuda":  # page-locked: the copy to the GPU runs asynchronously
+                batch = batch.pin_memory()
             vectors = self.embedder.embed(batch)
         except Exception:  # an OOM or driver error leaves hashes usable: verdicts degrade, not fail
             log.exception("embedding failed for a batch of %d; continuing with hashes only", len(feats))
