@@ -20,7 +20,6 @@ from daemon.owner import IndexOwner, event_for
 from daemon.state import StateDir
 from workers.models.base import load_model
 from workers.pipeline import Pipeline
-from workers.worker import set_threads
 
 
 def scan_record(event: VerdictEvent) -> dict:
@@ -36,7 +35,6 @@ def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout,
     state = StateDir(settings.state_dir)
     state.acquire()
     catalog = Catalog(state.catalog)
-    set_threads(settings.model.threads)
     embedder, _status = load_model(settings)
     pipeline = Pipeline(settings.decode, embedder)
     owner = IndexOwner(settings, catalog)

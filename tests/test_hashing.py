@@ -143,3 +143,33 @@ def test_cuda_equals_cpu(photos: dict[str, Image.Image]) -> None:
     g32 = _g32(list(photos.values()))
     np.testing.assert_array_equal(phash_dihedral_batch(g32.cuda()).cpu().numpy(),
                                   phash_dihedral_batch(g32).numpy())
+
+
+def test_numpy_and_torch_batches_agree_bit_for_bit(photos):
+    """The CPU path (numpy, no torch import) and the GPU-capable path (torch tensors) are one algorithm."""
+    images = [photos[name] for name in PHOTOS[:6]]
+    windows = np.stack([window_planes(img) for img in images])
+    g98 = np.stack([gray_planes(img)[1] for img in images])
+    flat = windows.reshape(-1, 32, 32)
+    np.testing.assert_array_equal(phash_batch(flat), phash_batch(torch.from_numpy(flat)).numpy())
+    np.testing.assert_array_equal(phash_dihedral_batch(windows[:, 0]),
+                                  phash_dihedral_batch(torch.from_numpy(windows[:, 0])).numpy())
+    np.testing.assert_array_equal(dhash_batch(g98), dhash_batch(torch.from_numpy(g98)).numpy())
+
+
+def test_hash_only_work_never_imports_torch(tmp_path, photos):
+    """A hash-only worker or scan must not pay torch's start-up (about a second and 300 MB)."""
+    import subprocess
+    import sys
+
+    img = tmp_path / "a.png"
+    photos[PHOTOS[0]].save(img)
+    code = ("import sys; from daemon.config import Settings, DecodeSettings; "
+            "from workers.models.base import load_model; from workers.pipeline import Pipeline; "
+            "import daemon.scan, daemon.owner; "
+            "e, _ = load_model(Settings(hash_only=True)); p = Pipeline(DecodeSettings(), e); "
+            f"f = p.run([(1, {str(img)!r})])[0]; assert f.error is None and f.phash is not None; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

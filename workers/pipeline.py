@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from daemon.config import DecodeSettings
 from workers import hashing
@@ -132,12 +131,18 @@ class Pipeline:
         return feats, Prepared(windows, g98, pixels)
 
     def _hash(self, feats: list[Features], prepared: list[Prepared]) -> None:
-        windows = torch.from_numpy(np.stack([p.windows for p in prepared]))
-        g98 = torch.from_numpy(np.stack([p.g98 for p in prepared]))
+        """Batched hashes: numpy on the CPU; on the model's GPU when there is one (same results)."""
+        windows = np.stack([p.windows for p in prepared])
+        g98 = np.stack([p.g98 for p in prepared])
         b, w = windows.shape[:2]
-        window_hashes = hashing.phash_batch(windows.reshape(b * w, 32, 32)).reshape(b, w).numpy()
-        dihedral = hashing.phash_dihedral_batch(windows[:, 0]).numpy()
-        dhashes = hashing.dhash_batch(g98).numpy()
+        on_gpu = self.embedder is not None and self.embedder.device.type != "cpu"
+        if on_gpu:
+            import torch
+
+            windows, g98 = (torch.from_numpy(a).to(self.embedder.device) for a in (windows, g98))
+        results = (hashing.phash_batch(windows.reshape(b * w, 32, 32)).reshape(b, w),
+                   hashing.phash_dihedral_batch(windows[:, 0]), hashing.dhash_batch(g98))
+        window_hashes, dihedral, dhashes = (r.cpu().numpy() if on_gpu else r for r in results)
         for i, f in enumerate(feats):
             f.windows = window_hashes[i]
             f.dihedral = dihedral[i]
@@ -145,6 +150,8 @@ class Pipeline:
             f.dhash = int(dhashes[i])
 
     def _embed(self, feats: list[Features], prepared: list[Prepared]) -> None:
+        import torch
+
         assert self.embedder is not None
         try:
             batch = torch.stack([p.pixels for p in prepared])

@@ -13,7 +13,6 @@ import threading
 import time
 
 import redis
-import torch
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
@@ -29,12 +28,6 @@ RQ_WORKER_TTL_S = 35
 """rq blocks in dequeue for worker_ttl - 15 s, which must stay under the connection's 30 s socket timeout
 (daemon.queue.connect). rq's default (420 s) made every idle wait end in a timeout error and a growing
 back-off sleep, and a job pushed as the client gave up was popped into rq's intermediate list unseen."""
-
-
-def set_threads(threads: int) -> None:
-    """Give torch a deliberate thread count; decode threads and other processes need cores too."""
-    n = threads or max(1, os.cpu_count() or 1)
-    torch.set_num_threads(n)
 
 
 def _keep_record(conn, key: str, record: dict[str, str], stop: threading.Event) -> None:
@@ -70,7 +63,6 @@ def _clear_dead_namesake(conn, name: str) -> None:
 
 
 def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, burst: bool = False) -> None:
-    set_threads(settings.model.threads)
     embedder, model_status = load_model(settings)
     pipeline = Pipeline(settings.decode, embedder)
     jobs.install(pipeline)

@@ -7,11 +7,13 @@ mixes vectors from two models in one index.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # torch is imported only when a model is loaded: hash-only never pays for it
+    import torch
 
 from daemon.config import ModelSettings
 
@@ -60,7 +62,18 @@ def load_embedder(settings: ModelSettings) -> ImageEmbedder:
     return OpenClipEmbedder(settings)
 
 
+def set_threads(threads: int) -> None:
+    """Give torch a deliberate thread count (0: one per core); decode threads need cores too."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
+
+
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -68,6 +81,8 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     """'auto' is fp16 on CUDA and fp32 on CPU: bf16 on CPUs without AMX is slower than fp32."""
+    import torch
+
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
@@ -85,6 +100,7 @@ def load_model(settings) -> tuple[ImageEmbedder | None, dict[str, str]]:
     if settings.hash_only:
         return None, {"state": "hash-only", "reason": "hash_only is set", "model": ""}
     try:
+        set_threads(settings.model.threads)
         embedder = load_embedder(settings.model)
     except ModelUnavailable as exc:
         if settings.require_model:
