@@ -96,12 +96,24 @@ class ApiSettings(BaseModel):
     max_upload_bytes: int = Field(defaults.API_MAX_UPLOAD_BYTES, ge=1, description="Largest search upload.")
 
 
-class WebhookSettings(BaseModel):
-    url: str
-    secret: str | None = Field(None, description="whsec_<base64> signing secret (Standard Webhooks).")
+class Subscription(BaseModel):
+    """Which verdicts a sink wants: these kinds, and (for matches) a best score of at least min_score."""
+
     kinds: list[str] = Field(default_factory=lambda: ["exact-copy", "edited-copy", "similar"])
     min_score: float = 0.0
+
+
+class WebhookSettings(Subscription):
+    url: str
+    secret: str | None = Field(None, description="whsec_<base64> signing secret (Standard Webhooks).")
     timeout_s: float = defaults.WEBHOOK_TIMEOUT_S
+
+
+class CommandSettings(Subscription):
+    """A program run once per verdict with the event JSON on stdin: alerts without an HTTP receiver."""
+
+    argv: list[str] = Field(min_length=1, description="Program and arguments (no shell).")
+    timeout_s: float = Field(defaults.COMMAND_TIMEOUT_S, gt=0)
 
 
 class Settings(BaseSettings):
@@ -124,6 +136,7 @@ class Settings(BaseSettings):
     index: IndexSettings = Field(default_factory=IndexSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
+    commands: list[CommandSettings] = Field(default_factory=list)
 
     @field_validator("state_dir")
     @classmethod

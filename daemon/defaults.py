@@ -121,6 +121,9 @@ process, so this bounds the memory one request can take; 20 MiB covers camera JP
 API_THUMBNAIL_PX = 256
 """Default long side of thumbnails the API serves (the review page shows them at this size)."""
 
+COMMAND_TIMEOUT_S = 30.0
+"""A `[[commands]]` program still running after this long is killed (and the kill is logged)."""
+
 WEBHOOK_TIMEOUT_S = 10.0
 """Per-request timeout for a webhook delivery."""
 

@@ -31,7 +31,7 @@ import httpx
 
 from daemon import __version__, defaults
 from daemon.catalog import connect
-from daemon.config import WebhookSettings
+from daemon.config import Subscription, WebhookSettings
 from daemon.events import SCHEMA_VERSION, VerdictEvent
 from daemon.webhooks import secret_key, signed_headers
 
@@ -70,7 +70,7 @@ _HEAD_SQL = ("SELECT * FROM deliveries WHERE endpoint = ? AND state = 'pending' 
              "ORDER BY detected_at, id LIMIT 1")
 
 
-def wants(endpoint: WebhookSettings, event: VerdictEvent) -> bool:
+def wants(endpoint: Subscription, event: VerdictEvent) -> bool:
     """Whether an endpoint subscribes to an event: its kind is listed, and its best match scores at
     least min_score. Events without a match score (new, error) are not filtered by min_score."""
     if event.kind not in endpoint.kinds:

@@ -30,7 +30,7 @@ from daemon.api import ApiServer
 from daemon.catalog import Catalog
 from daemon.config import Settings
 from daemon.owner import IndexOwner
-from daemon.sinks import ConsoleSink, EventLog
+from daemon.sinks import CommandSink, ConsoleSink, EventLog
 from daemon.state import StateDir
 from daemon.walk import PathFilter
 from daemon.watcher import Watcher
@@ -64,7 +64,8 @@ class Daemon:
         self.state.acquire()
         self.catalog = Catalog(self.state.catalog)
         self.catalog.conn.executescript(outbox.SCHEMA)
-        sinks = [EventLog(self.state.events)] + ([ConsoleSink()] if self.console else [])
+        self.commands = CommandSink(self.settings.commands)
+        sinks = [EventLog(self.state.events), self.commands] + ([ConsoleSink()] if self.console else [])
         self.owner = IndexOwner(self.settings, self.catalog, sinks, on_commit=self._outbox)
         self.deliverer = outbox.Deliverer(self.state.catalog, self.settings.webhooks)
         self.redis = q.connect(self.redis_url)
@@ -96,6 +97,7 @@ class Daemon:
 
         sdnotify.reloading()
         self.deliverer.set_endpoints(settings.webhooks)
+        self.commands.commands = settings.commands
         self.owner.settings = self.settings = settings
         self.owner.thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model)
         configure(settings.log_level, settings.log_format)
@@ -145,6 +147,7 @@ class Daemon:
             self.api.stop()
         self.watcher.stop()
         self.deliverer.stop()
+        self.commands.close()
         try:
             self._flush_batch(force=True)
         except redis.RedisError:

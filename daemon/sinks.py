@@ -1,4 +1,4 @@
-"""Where verdicts go besides webhooks: a human line on the console and a JSON-lines event log.
+"""Where verdicts go besides webhooks: a human line on the console, a JSON-lines event log, and programs.
 
 Webhooks have their own durable outbox (daemon.outbox); these two are written after each commit.
 """
@@ -6,13 +6,20 @@ Webhooks have their own durable outbox (daemon.outbox); these two are written af
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
+from daemon.config import CommandSettings
 from daemon.events import VerdictEvent
+from daemon.outbox import wants
+
+log = logging.getLogger("dupwatch.sinks")
 
 SYMBOL = {"exact-copy": "=", "edited-copy": "≈", "similar": "~"}
 
@@ -64,3 +71,39 @@ class EventLog:
             if src.exists():
                 src.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+
+
+class CommandSink:
+    """Run each `[[commands]]` program with the event JSON on stdin, one event at a time per command.
+
+    A background thread runs them so a slow program never holds up verdicts; order is kept. A program that
+    fails or outlives its timeout is logged (and killed), and the next event goes on.
+    """
+
+    def __init__(self, commands: list[CommandSettings]):
+        self.commands = commands
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commands")
+
+    def __call__(self, event: VerdictEvent) -> None:
+        wanted = [c for c in self.commands if wants(c, event)]
+        if wanted:
+            body = json.dumps(event.to_dict(), ensure_ascii=False).encode()
+            self._pool.submit(self._run, wanted, body, event.event_id)
+
+    def _run(self, commands: list[CommandSettings], body: bytes, event_id: str) -> None:
+        for command in commands:
+            try:
+                done = subprocess.run(command.argv, input=body, capture_output=True, timeout=command.timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("command %s killed after %.0fs on %s", command.argv[0], command.timeout_s, event_id)
+                continue
+            except OSError as exc:
+                log.warning("command %s could not run: %s", command.argv[0], exc)
+                continue
+            if done.returncode != 0:
+                log.warning("command %s exited %d on %s: %s", command.argv[0], done.returncode, event_id,
+                            done.stderr.decode(errors="replace").strip()[-300:])
+
+    def close(self) -> None:
+        """Let queued events run (each bounded by its command's timeout), then stop."""
+        self._pool.shutdown(wait=True)

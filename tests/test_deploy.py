@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from daemon.config import Settings, WebhookSettings
+from daemon.config import Settings, CommandSettings, WebhookSettings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 INSTALL = DEPLOY / "install.sh"
@@ -54,8 +54,9 @@ def clean_env(monkeypatch, tmp_path):
 
 def test_config_example_lists_every_setting():
     text = (DEPLOY / "config.example.toml").read_text()
-    expected = set(setting_paths(Settings)) - {"webhooks"}
+    expected = set(setting_paths(Settings)) - {"webhooks", "commands"}
     expected |= {f"webhooks.{name}" for name in WebhookSettings.model_fields}
+    expected |= {f"commands.{name}" for name in CommandSettings.model_fields}
     assert expected - documented_keys(text) == set()
 
 
