@@ -258,7 +258,8 @@ class ApiServer:
             from workers.pipeline import Pipeline
 
             embedder, _status = load_model(self.daemon.settings)
-            self._pipeline = Pipeline(self.daemon.settings.decode, embedder, decode_threads=1)
+            one_thread = self.daemon.settings.decode.model_copy(update={"threads": 1})
+            self._pipeline = Pipeline(one_thread, embedder)
         return self._pipeline
 
 

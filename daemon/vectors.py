@@ -11,7 +11,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from usearch.index import Index
+
+try:  # onnxruntime 1.32 segfaults on import once usearch 2.26 is loaded (a native-library clash; the
+    import onnxruntime  # noqa: F401  other order is fine), so load it first wherever it is installed
+except ImportError:  # the ONNX backend is an optional extra
+    pass
+from usearch.index import Index  # noqa: E402 - after onnxruntime, see above
 
 log = logging.getLogger(__name__)
 
