@@ -75,7 +75,8 @@ def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, b
     threading.Thread(target=_keep_record, args=(conn, key, record, stop), name="worker-record", daemon=True).start()
     worker = SimpleWorker([q.ingest_queue(conn, settings.queue.job_timeout_s)], connection=conn,
                           serializer=JSONSerializer, name=name, worker_ttl=RQ_WORKER_TTL_S)
-    log.info("worker %s ready: model %s", name, model_status.get("model") or model_status["state"])
+    loaded = model_status["state"] == "loaded"
+    log.info("worker %s ready: model %s", name, model_status["model"] if loaded else f"none ({model_status['state']})")
     try:
         worker.work(burst=burst, logging_level="DEBUG" if settings.log_level.upper() == "DEBUG" else "WARNING",
                     with_scheduler=False)
