@@ -15,7 +15,6 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from bench import dataset
 from daemon.config import DecodeSettings, MatchSettings

@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from daemon.config import DecodeSettings
 from workers import hashing
 from workers.decode import DecodeError, decode_file
 from workers.models.base import ImageEmbedder
+
+if TYPE_CHECKING:  # torch is imported only with a model: hash-only never pays for it
+    import torch
 
 log = logging.getLogger(__name__)
 
