@@ -41,6 +41,7 @@ import PIL
 from PIL import Image
 
 from bench import dataset
+from bench.machine import cpu_model
 from bench.metrics import (
     Prediction,
     average_precision,
@@ -246,16 +247,10 @@ def evaluate(run: MethodRun, entries: list[dataset.Entry], files_count: int) -> 
 
 def machine() -> dict[str, Any]:
     """Date and machine, printed with every table: timings mean nothing without them."""
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu": model, "cpus_usable": usable, "cpus_total": os.cpu_count(),
+        "cpu": cpu_model(), "cpus_usable": usable, "cpus_total": os.cpu_count(),
         "python": platform.python_version(), "platform": platform.platform(),
         "imagehash": imagehash.__version__, "pillow": PIL.__version__, "numpy": np.__version__,
     }

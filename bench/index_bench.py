@@ -54,16 +54,23 @@ import datetime
 import json
 import math
 import os
-import platform
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import psutil
 from usearch.index import Index
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/index_bench.py` as well as `python -m bench.index_bench`
+    sys.path.insert(0, str(REPO))
+
+from bench.machine import cpu_model  # noqa: E402
 
 K = 10
 TARGETS = {"add_per_s": 5000.0, "p99_ms": 2.0, "recall": 0.95, "bytes_per_image": 1536.0}
@@ -384,15 +391,9 @@ def meets(b: BuildResult, s: SearchResult) -> bool:
 
 def machine() -> str:
     """CPU model and core count for the table header (timings mean nothing without them)."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     mem = psutil.virtual_memory().total / 2**30
-    return f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, load avg {load:.2f} at start"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, load avg {load:.2f} at start"
 
 
 def format_table(results: Sequence[BuildResult], header: str) -> str:
