@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numba
@@ -366,27 +367,29 @@ class _Segment:
         crops = windows.shape[1] - 1
         self.crops = _Table(np.ascontiguousarray(windows[lo:hi, 1:]).reshape(-1), crops, lo) if crops else None
         self.dhash = _Table(np.ascontiguousarray(dhash[lo:hi]), 1, lo)
-        self._scan: dict[tuple[tuple[int, ...], int, int], bool] = {}
+        self._cost: dict[tuple[tuple[int, ...], int, int], int] = {}
 
     def nbytes(self) -> int:
         return sum(t.nbytes() for t in (self.full, self.crops, self.dhash) if t is not None)
 
-    def scan_is_cheaper(self, full_radii: tuple[int, ...], crop_radius: int, dhash_radius: int) -> bool:
-        """Whether visiting the buckets at these radii costs more than scanning the rows (cached per radii)."""
+    def probe_cost(self, full_radii: tuple[int, ...], crop_radius: int, dhash_radius: int) -> int:
+        """Buckets one query visits at these radii (cached per radii)."""
         key = (full_radii, crop_radius, dhash_radius)
-        if key not in self._scan:
+        if key not in self._cost:
             cost = sum(_probe_cost(self.full.widths, r) for r in full_radii)
             cost += _probe_cost(self.crops.widths, crop_radius) if self.crops else 0
-            self._scan[key] = cost + _probe_cost(self.dhash.widths, dhash_radius) >= self.hi - self.lo
-        return self._scan[key]
+            self._cost[key] = cost + _probe_cost(self.dhash.widths, dhash_radius)
+        return self._cost[key]
 
 
 class HashIndex(ExhaustiveHashIndex):
     """The exhaustive search's answers, through multi-index hashing (see the module docstring)."""
 
-    def __init__(self, windows: int, tail_rows: int = TAIL_ROWS):
+    def __init__(self, windows: int, tail_rows: int = TAIL_ROWS, scan_factor: float = 1.0):
         super().__init__(windows)
         self._tail_rows = tail_rows  # tests lower it, so that small tables are built of many segments
+        self._scan_factor = scan_factor  # a segment is scanned when probing visits more buckets than this
+        # times its rows; tests set it to infinity so that even their small segments are probed
         self._segments: list[_Segment] = []
         self._indexed = 0  # positions below this are in segments; the rest is the scanned tail
         self._seen = np.zeros(1024, np.int32)
@@ -395,6 +398,17 @@ class HashIndex(ExhaustiveHashIndex):
 
     def add_many(self, ids: np.ndarray, windows: np.ndarray, dhash: np.ndarray) -> None:
         super().add_many(ids, windows, dhash)
+        if self._n - self._indexed >= self._tail_rows:
+            self._seal()
+
+    def load(self, chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """Bulk load at start-up: (ids, windows, dhash) chunks in id order, then one segment built for all."""
+        tail, self._tail_rows = self._tail_rows, 1 << 62
+        try:
+            for ids, windows, dhash in chunks:
+                self.add_many(ids, windows, dhash)
+        finally:
+            self._tail_rows = tail
         if self._n - self._indexed >= self._tail_rows:
             self._seal()
 
@@ -444,7 +458,7 @@ class HashIndex(ExhaustiveHashIndex):
         radii, full_r, crop_r, dhash_r, rule_arr = self._radii(rule, len(qdih), len(qwin))
         stamp, cands, seen, count = self._stamp, self._cands, self._seen, 0
         for seg in self._segments:
-            if seg.scan_is_cheaper(radii, int(crop_r[0]), int(dhash_r[0])):  # e.g. a rule set very loose
+            if seg.probe_cost(radii, int(crop_r[0]), int(dhash_r[0])) >= self._scan_factor * (seg.hi - seg.lo):
                 count = _add_range(seg.lo, seg.hi, seen, stamp, cands, count)
                 continue
             count = seg.full.probe(full_q, full_r, seen, stamp, cands, count)

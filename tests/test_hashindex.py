@@ -7,7 +7,9 @@ on a sample. Stored rows form clusters (near copies and exact twins, so that equ
 "earliest among equals" is exercised); queries are random, or planted: a stored hash with k random bits
 flipped, placed where a real edit would put it (one of the 8 flips/rotations, the full frame landing on a
 stored crop window, a pad window landing on a stored full frame, dHash, or pHash and dHash both moderately
-close), under several rules, including one so loose that segments are scanned instead of probed.
+close), under several rules. The index under test always probes (its segments are small, and by default
+a segment that costs more to probe than to scan is scanned); a second index with default costs is
+checked on a sample, so the scan path is held to the same answers.
 The seed is printed; set HASHINDEX_SEED to replay a failure.
 """
 
@@ -27,7 +29,7 @@ RULES = (
     HashRule(12, 10, 8, 18, 12),  # looser
     HashRule(4, -1, -1, -1, -1),  # only the full frame and its flips
     HashRule(-1, 8, 10, 16, -1),  # no flips, no agreement clause
-    HashRule(30, 24, 26, 34, 30),  # so loose that probing costs more than scanning: segments are scanned
+    HashRule(30, 24, 26, 34, 30),  # so loose that, at default costs, every segment is scanned
 )
 STAGES = 5  # the index grows in stages, queried after each (segments merge and re-tune as it grows)
 ROWS_PER_STAGE = 160
@@ -116,15 +118,18 @@ def test_index_returns_the_exhaustive_best_on_100k_random_and_planted_queries():
     rng = np.random.default_rng(seed)
     windows, dhash = _stored_rows(rng, STAGES * ROWS_PER_STAGE)
     ids = np.cumsum(rng.integers(1, 4, len(windows))) + 10
-    index, reference = HashIndex(W, tail_rows=16), ExhaustiveHashIndex(W)
+    index, reference = HashIndex(W, tail_rows=16, scan_factor=np.inf), ExhaustiveHashIndex(W)
+    scanning = HashIndex(W, tail_rows=16)  # default costs: small segments are scanned, not probed
     checked = found = anchored = 0
     for stage in range(STAGES):
         lo, hi = stage * ROWS_PER_STAGE, (stage + 1) * ROWS_PER_STAGE
         for i in range(lo, hi):
             index.add(int(ids[i]), windows[i], int(dhash[i]))
+            scanning.add(int(ids[i]), windows[i], int(dhash[i]))
             reference.add(int(ids[i]), windows[i], int(dhash[i]))
         for gone in rng.choice(ids[:hi], 12, replace=False):  # removals, both sides
             index.remove(int(gone))
+            scanning.remove(int(gone))
             reference.remove(int(gone))
         assert len(index._segments) > 1  # probing through several segments of different chunk widths
         qwin, qdih, qd, before, excluded, rules = _queries(rng, windows[:hi], dhash[:hi], ids[:hi],
@@ -142,6 +147,9 @@ def test_index_returns_the_exhaustive_best_on_100k_random_and_planted_queries():
                     got = index.best(qwin[t], qdih[t], int(qd[t]), int(before[t]), rule, excluded[t])
                     assert got == want[k], f"seed {seed}, stage {stage}, query {t}, {rule}"
                     found += got is not None
+                    if k % 16 == 0:
+                        assert scanning.best(qwin[t], qdih[t], int(qd[t]), int(before[t]), rule,
+                                             excluded[t]) == want[k], f"seed {seed}: scan path"
                 checked += len(sel)
     print(f"{checked} queries, {found} matches, {anchored} checked against ExhaustiveHashIndex.best")
     assert checked >= 100_000 and found > checked // 4 and checked - found > checked // 10
