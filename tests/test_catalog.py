@@ -102,3 +102,40 @@ def test_decided_features_streams_every_row_in_id_order(tmp_path):
     with catalog.transaction() as conn:
         conn.execute("UPDATE files SET state = 'decided', dhash = id")
     assert [r["id"] for r in catalog.decided_features(include_deleted=False, chunk=3)] == ids
+
+
+def _featured_owner(tmp_path, n: int, on_commit=None) -> tuple[Catalog, IndexOwner, list[int]]:
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    owner = IndexOwner(Settings(state_dir=tmp_path, hash_only=True), catalog, on_commit=on_commit)
+    rng = np.random.default_rng(1)
+    ids = [owner.register(f"/w/{k}.jpg", 100 + k, k) for k in range(n)]
+    for k, file_id in enumerate(ids):
+        catalog.store_features(file_id, _features(rng, k))
+    return catalog, owner, ids
+
+
+def test_a_batch_of_verdicts_commits_once(tmp_path):
+    catalog, owner, ids = _featured_owner(tmp_path, 30)
+    statements: list[str] = []
+    catalog.conn.set_trace_callback(statements.append)
+    assert len(owner.decide_ready()) == 30
+    catalog.conn.set_trace_callback(None)
+    assert sum(s.strip().upper() == "COMMIT" for s in statements) == 1
+    assert {catalog.get(i).state for i in ids} == {"decided"}
+
+
+def test_a_failed_batch_commits_nothing_and_leaves_no_trace_in_the_index(tmp_path):
+    calls = []
+
+    def outbox(conn, event):  # the webhook outbox row fails on the 3rd verdict (say, disk full)
+        calls.append(event.file.id)
+        if len(calls) == 3:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    catalog, owner, ids = _featured_owner(tmp_path, 10, on_commit=outbox)
+    with pytest.raises(sqlite3.OperationalError):
+        owner.decide_ready()
+    assert {catalog.get(i).state for i in ids} == {"featured"}  # rolled back as a whole
+    assert len(owner.hashes) == 0  # the two rows decided in memory before the failure were dropped
+    assert [e.file.id for e in owner.decide_ready()] == ids  # and the next pass decides them all
+    assert len(owner.hashes) == 10
