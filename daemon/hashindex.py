@@ -451,8 +451,8 @@ class HashIndex(ExhaustiveHashIndex):
         if self._stamp == np.iinfo(np.int32).max:
             self._seen[:] = 0
             self._stamp = 1
-        qwin = np.ascontiguousarray(windows, dtype=np.int64).view(np.uint64)
-        qdih = np.ascontiguousarray(dihedral, dtype=np.int64).view(np.uint64)
+        qwin = np.array(windows, np.int64).view(np.uint64)  # copies: writable, contiguous, so one compiled
+        qdih = np.array(dihedral, np.int64).view(np.uint64)  # signature serves every caller (numba types differ)
         qd = np.array([dhash], np.int64).view(np.uint64)
         full_q = np.concatenate([qdih, qwin])
         radii, full_r, crop_r, dhash_r, rule_arr = self._radii(rule, len(qdih), len(qwin))
