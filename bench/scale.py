@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/scale.py` as well as `python -m bench.scale`
     sys.path.insert(0, str(REPO))
 
-from bench.machine import cpu_model  # noqa: E402
+from bench.machine import cpu_model
 
 
 def _random_hashes(rng: np.random.Generator, *shape: int) -> np.ndarray:

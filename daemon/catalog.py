@@ -252,14 +252,17 @@ class Catalog:
         return Row.from_sql(rows[0]) if rows else None
 
     def decided_features(self, include_deleted: bool, chunk: int = 50_000) -> Iterator[sqlite3.Row]:
-        """(id, dhash, windows, embedding, model) of every decided, error-free row, in id order: what
-        the in-memory hash table and the vector index are rebuilt from."""
+        """(id, dhash, windows, embedding_bytes, model) of every decided, error-free row, in id order: what
+        the in-memory hash table is rebuilt from and the vector snapshot reconciled against. Embeddings
+        are only measured here (SQLite reads a blob's length without its pages): the few vectors a
+        snapshot lacks are fetched by id afterwards."""
         live = "" if include_deleted else " AND deleted_at IS NULL"
         after = 0
         while True:  # in id ranges, so start-up memory does not grow with the catalog
             with self._lock:
                 rows = self.conn.execute(
-                    "SELECT id, dhash, windows, embedding, model FROM files WHERE id > ? AND state = 'decided' "
+                    "SELECT id, dhash, windows, length(embedding) AS embedding_bytes, model FROM files "
+                    "WHERE id > ? AND state = 'decided' "
                     f"AND error IS NULL{live} ORDER BY id LIMIT ?", (after, chunk)).fetchall()
             if not rows:
                 return

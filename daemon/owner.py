@@ -97,10 +97,10 @@ class IndexOwner:
 
     def _vector_ids(self, rows: list[Any]) -> np.ndarray:
         """Ids of the rows embedded by this index's model; opens the vector index at the first one."""
-        ids = [r["id"] for r in rows if r["embedding"] is not None and r["model"] == self.model_identity]
+        ids = [r["id"] for r in rows if r["embedding_bytes"] is not None and r["model"] == self.model_identity]
         if ids and self.vectors is None:
             first = next(r for r in rows if r["id"] == ids[0])
-            self._open_vectors(len(first["embedding"]) // 4)
+            self._open_vectors(first["embedding_bytes"] // 4)
         return np.asarray(ids, np.int64)
 
     def _open_vectors(self, ndim: int) -> None:

@@ -139,3 +139,26 @@ def test_a_failed_batch_commits_nothing_and_leaves_no_trace_in_the_index(tmp_pat
     assert len(owner.hashes) == 0  # the two rows decided in memory before the failure were dropped
     assert [e.file.id for e in owner.decide_ready()] == ids  # and the next pass decides them all
     assert len(owner.hashes) == 10
+
+
+def test_start_up_rebuilds_a_missing_vector_snapshot_from_the_catalog(tmp_path):
+    from workers.models.base import identity_of
+
+    settings = Settings(state_dir=tmp_path)
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    owner = IndexOwner(settings, catalog)
+    rng = np.random.default_rng(2)
+    ids = [owner.register(f"/w/{k}.jpg", 100 + k, k) for k in range(12)]
+    for k, file_id in enumerate(ids):
+        vector = rng.normal(size=64).astype(np.float32)
+        catalog.store_features(file_id, {**_features(rng, k), "embedding": vector / np.linalg.norm(vector),
+                                         "model": identity_of(settings.model)})
+    owner.decide_ready()
+    assert owner.vectors is not None and len(owner.vectors) == 12
+    owner.save()
+    snapshot = owner.vectors.path
+    assert len(IndexOwner(settings, catalog).vectors) == 12  # from the snapshot
+    snapshot.unlink()
+    rebuilt = IndexOwner(settings, catalog)  # start-up reads only the blobs' lengths, then fetches the vectors
+    assert rebuilt.vectors is not None and len(rebuilt.vectors) == 12 and rebuilt.vectors.ndim == 64
+    assert rebuilt.vectors.search(catalog.get(ids[5]).embedding, 1)[0][0] == ids[5]
