@@ -23,6 +23,9 @@ from daemon.service import Daemon
 
 log = logging.getLogger("dupwatch.run")
 
+LOCAL_WORKER_PREFIX = "dupwatch-local-"
+"""Names of the workers `run` starts: prefix, then the run's pid and an index."""
+
 WORKER_RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Delays before restarting a worker that keeps dying (a broken GPU driver should not spin a CPU)."""
 
@@ -49,7 +52,7 @@ class WorkerPool:
 
     def start(self) -> None:
         for i in range(self.count):
-            self._spawn(f"dupwatch-local-{os.getpid()}-{i}")
+            self._spawn(f"{LOCAL_WORKER_PREFIX}{os.getpid()}-{i}")
 
     def _spawn(self, name: str) -> None:
         proc = self.ctx.Process(target=_worker_main, args=(self.settings, self.redis_url, name), name=name,
@@ -123,20 +126,34 @@ def _install_signals(daemon: Daemon, reload: Callable[[], Settings] | None) -> N
     signal.signal(signal.SIGHUP, hup)
 
 
+def _from_an_earlier_run(worker: str) -> bool:
+    """A local worker of an earlier `run` on this state dir: that run is dead (we hold its lock), and its
+    workers died with it (or are finishing one job on their way out)."""
+    return worker.startswith(LOCAL_WORKER_PREFIX) and not worker.startswith(f"{LOCAL_WORKER_PREFIX}{os.getpid()}-")
+
+
 def run_all(settings: Settings, roots: list[Path], reload: Callable[[], Settings] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads starve the daemon
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    daemon = Daemon(settings, roots or settings.watch.roots, settings.redis.url or "")
+    daemon.state.acquire()  # first: a second `run` must not touch the first one's Redis or files
     embedded = None if settings.redis.url else EmbeddedRedis(settings.state_dir)
-    redis_url = settings.redis.url or embedded.start()
-    daemon = Daemon(settings, roots or settings.watch.roots, redis_url)
     pool = None
     try:
+        daemon.redis_url = settings.redis.url or embedded.start()
         daemon.open()
+        # What the last life's workers held is lost: free it now, not after queue.pending_retry_s.
+        daemon.release_jobs(_from_an_earlier_run, "left started by an earlier run", requeue=False)
         _install_signals(daemon, reload)
-        pool = WorkerPool(settings, redis_url, settings.workers, daemon)
+        pool = WorkerPool(settings, daemon.redis_url, settings.workers, daemon)
         pool.start()
         log.info("watching %s", ", ".join(str(r) for r in daemon.filter.roots))
-        daemon.serve(heartbeat=pool.check)
+
+        def supervise(d: Daemon) -> None:
+            if embedded is not None:
+                embedded.supervise(d)
+            pool.check()
+
+        daemon.serve(heartbeat=supervise)
     finally:
         if pool is not None:
             pool.stop()
