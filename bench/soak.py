@@ -62,7 +62,7 @@ class Receiver:
         ids = self.ids
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length", 0)))
                 with lock:
                     ids[self.headers["webhook-id"]] += 1
@@ -110,8 +110,9 @@ class Run:
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"),
-                                     start_new_session=True)
+        with open(self.log, "ab") as err:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=err,
+                                         start_new_session=True)
 
     def children(self, marker: str) -> list[psutil.Process]:
         try:

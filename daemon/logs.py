@@ -19,8 +19,8 @@ class JsonFormatter(logging.Formatter):
 
 def level_number(level: str) -> int:
     """The logging level a setting names; ValueError for an unknown name (checked before a reload swaps)."""
-    number = logging.getLevelName(level.upper())
-    if not isinstance(number, int):
+    number = logging.getLevelNamesMapping().get(level.upper())
+    if number is None:
         raise ValueError(f"log_level {level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     return number
 

@@ -88,26 +88,14 @@ class WorkerPool:
                 proc.kill()
                 proc.join()
         try:
-            self._release_orphaned_jobs()
+            # A worker stopped between rq dequeuing a job and running it (SIGTERM in that window ends rq's
+            # loop at once), or killed above, leaves its job started or parked with no one to run it, and
+            # every later file would wait for it (verdicts go in arrival order): free them now; their
+            # files, still pending in the catalog, are queued again at the next start.
+            self.daemon.release_jobs(lambda worker: worker in self.procs, "workers stopped", parked=True,
+                                     requeue=False)
         except redis.RedisError as exc:  # Redis gone: those files stay pending and are re-queued at start
             log.warning("could not release the stopped workers' jobs: %s", exc)
-
-    def _release_orphaned_jobs(self) -> None:
-        """A worker stopped between rq dequeuing a job and running it (SIGTERM in that window ends rq's
-        loop at once), or killed above, leaves its job 'started' or parked in rq's intermediate queue
-        with no one to run it. rq frees such jobs only after the job timeout or ~10 minutes, and every
-        later file waits for them (verdicts go in arrival order), so free them now: started ones are
-        re-queued, parked ones deleted, and their files, still pending in the catalog, are queued again
-        at the next start."""
-        for name in self.procs:
-            self.daemon.worker_died(name)
-        queue = self.daemon.queue
-        for job_id in queue.intermediate_queue.get_job_ids():
-            if job_id not in queue.started_job_registry:
-                queue.intermediate_queue.remove(job_id)
-                job = queue.fetch_job(job_id)
-                if job is not None:
-                    job.delete()
 
 
 def _install_signals(daemon: Daemon, reload: Callable[[], Settings] | None) -> None:
@@ -142,7 +130,7 @@ def run_all(settings: Settings, roots: list[Path], reload: Callable[[], Settings
         daemon.redis_url = settings.redis.url or embedded.start()
         daemon.open()
         # What the last life's workers held is lost: free it now, not after queue.pending_retry_s.
-        daemon.release_jobs(_from_an_earlier_run, "left started by an earlier run", requeue=False)
+        daemon.release_jobs(_from_an_earlier_run, "left started by an earlier run", parked=True, requeue=False)
         _install_signals(daemon, reload)
         pool = WorkerPool(settings, daemon.redis_url, settings.workers, daemon)
         pool.start()

@@ -91,7 +91,7 @@ class Daemon:
         sdnotify.reloading()
         try:
             self.reload(load())
-        except Exception as exc:  # a bad edit keeps the running configuration, all of it
+        except Exception as exc:  # noqa: BLE001 - a bad edit, of any kind, keeps the running configuration
             log.error("configuration reload failed, keeping the current configuration: %s", _one_line(exc))
         finally:
             sdnotify.ready()  # running again either way: systemd's reload job must end
@@ -338,14 +338,28 @@ class Daemon:
         """A supervised worker process died: re-queue its job now instead of waiting for rq's expiry."""
         self.release_jobs(lambda worker: worker == name, f"worker {name} died")
 
-    def release_jobs(self, dead: Callable[[str], bool], why: str, *, requeue: bool = True) -> int:
+    def release_jobs(self, dead: Callable[[str], bool], why: str, *, parked: bool = False,
+                     requeue: bool = True) -> int:
         """Free the started jobs of workers for which `dead(name)` holds: delete each job (which takes
         it out of rq's registries and frees its deterministic id) and re-queue its files that are still
-        pending. rq itself would free them only when the job timeout expires. Returns how many."""
+        pending. rq itself would free them only when the job timeout expires. Returns how many.
+
+        `parked` (only when no worker of this Redis runs: at start, at stop): also free jobs parked in rq's
+        intermediate list, popped by a worker that died before it started them. Without `requeue` their
+        files stay pending in the catalog, and serve() re-queues every pending file when it starts."""
         started = StartedJobRegistry(q.INGEST_QUEUE, connection=self.redis, serializer=JSONSerializer)
         ids: set[int] = set()
         released = 0
-        for job_id in started.get_job_ids(cleanup=False):
+        started_ids = started.get_job_ids(cleanup=False)
+        if parked:
+            for job_id in self.queue.intermediate_queue.get_job_ids():
+                if job_id not in started_ids:
+                    self.queue.intermediate_queue.remove(job_id)
+                    job = self.queue.fetch_job(job_id)
+                    if job is not None:
+                        job.delete()
+                        released += 1
+        for job_id in started_ids:
             try:
                 job = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
             except NoSuchJobError:
@@ -356,7 +370,7 @@ class Daemon:
                 released += 1
         if released:
             log.warning("released %d jobs (%s)", released, why)
-        if requeue and ids:
+        if ids and requeue:
             self._requeue([r for r in self.catalog.pending() if r.id in ids], why)
         return released
 
