@@ -101,7 +101,8 @@ class EmbeddedRedis:
         start it again, then have the daemon re-queue at once what the crash lost."""
         if self.proc is None or self.proc.poll() is None:
             return
-        if daemon.health.degrade("redis", f"private redis-server exited ({self.proc.returncode}); restarting"):
+        daemon.health.degrade("redis", f"private redis-server exited ({self.proc.returncode}); restarting")
+        if self._failures == 0 and self._next_try == 0.0:
             log.error("private Redis (pid %d) exited (%s); restarting it, its AOF replays the queues",
                       self.proc.pid, self.proc.returncode)
         if time.monotonic() < self._next_try:
@@ -114,7 +115,7 @@ class EmbeddedRedis:
             self._next_try = time.monotonic() + delay
             log.error("could not restart the private Redis (%s); trying again in %.0fs", exc, delay)
             return
-        self._failures = 0
+        self._failures, self._next_try = 0, 0.0
         daemon.health.redis_restarts += 1
 
     def stop(self) -> None:

@@ -234,7 +234,12 @@ class Daemon:
             self._batch.append((file_id, path, size, mtime))
             full = len(self._batch) >= self.settings.queue.batch_size
         if full:
-            self._flush_batch(force=True)
+            try:
+                self._flush_batch(force=True)
+            except redis.ConnectionError as exc:
+                # Not lost: the batch's files are pending in the catalog, and are re-queued when Redis
+                # answers again (serve's recovery).
+                self.health.degrade("redis", f"unreachable: {exc}")
 
     def _flush_batch(self, force: bool) -> None:
         with self._batch_lock:
