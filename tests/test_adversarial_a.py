@@ -25,7 +25,6 @@ import redis
 from PIL import Image
 from rq.registry import StartedJobRegistry
 
-from daemon import queue as q
 from tests import imaging
 from tests.conftest import (
     Service,
@@ -36,6 +35,7 @@ from tests.conftest import (
     free_port,
     wait_for,
 )
+from workers import queue as q
 
 NO_SWEEP = {"DUPWATCH_QUEUE__PENDING_RETRY_S": "3600", "DUPWATCH_QUEUE__BATCH_SIZE": "4"}
 """The periodic re-queue of stale files is out of reach: recovery must be immediate."""
