@@ -165,11 +165,15 @@ class Daemon:
         except Exception as exc:
             if not disk_full(exc):
                 raise
-            if self.health.degrade("disk-full", f"{self.state.root}: {_one_line(exc)}"):
-                log.error("disk full: the state dir %s cannot be written (%s); files wait, and work resumes "
-                          "by itself when space frees", self.state.root, _one_line(exc))
+            self._disk_full(exc)
         self.stopping.wait(1.0)
         return False
+
+    def _disk_full(self, exc: BaseException) -> None:
+        """Enter the disk-full state (from the main loop or the watcher thread); say so once."""
+        if self.health.degrade("disk-full", f"{self.state.root}: {_one_line(exc)}"):
+            log.error("disk full: the state dir %s cannot be written (%s); files wait, and work resumes by "
+                      "itself when space frees", self.state.root, _one_line(exc))
 
     def _probe_disk(self) -> None:
         """While the disk is full: try the writes that failed (Redis's AOF, the catalog). When both go
@@ -223,8 +227,7 @@ class Daemon:
         except Exception as exc:
             if not disk_full(exc):
                 raise
-            # Not lost: the rescan that ends the disk-full state finds it.
-            self.health.degrade("disk-full", f"{self.state.root}: {_one_line(exc)}")
+            self._disk_full(exc)  # not lost: the rescan that ends the disk-full state finds it
             return
         if file_id is None:
             return

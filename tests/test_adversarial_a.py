@@ -215,13 +215,14 @@ def small_fs(tmp_path) -> Path:
 
 def fill(fs: Path) -> Path:
     filler = fs / "filler"
-    with open(filler, "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 65536):
             pass
+    except OSError:  # ENOSPC: full
+        pass
+    finally:
+        os.close(fd)
     return filler
 
 
