@@ -152,8 +152,13 @@ def decided_versions(state: Path) -> set[tuple[str, int, int]]:
         return set()
 
 
+ACTIONS = {"burst": 1, "slow": 4, "rename": 6, "overwrite": 4, "delete": 3, "bad": 2, "odd-name": 2, "symlink": 1,
+           "pause": 6}
+"""What the stream does, with its relative frequency."""
+
+
 def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, pick: random.Random,
-           deadline: float, burst: int, state: Path) -> None:
+           deadline: float, burst: int, state: Path, actions: dict[str, int]) -> None:
     """Write the mixed stream into `root` until `deadline`."""
     n = 0
     tmp = root.parent / "staging"
@@ -167,8 +172,7 @@ def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, 
     for d in range(7):
         (root / f"d{d}").mkdir(parents=True, exist_ok=True)
     while time.monotonic() < deadline:
-        action = pick.choices(["burst", "slow", "rename", "overwrite", "delete", "bad", "odd-name", "symlink",
-                               "pause"], [1, 4, 6, 4, 3, 2, 2, 1, 6])[0]
+        action = pick.choices(list(actions), list(actions.values()))[0]
         ledger.counts[action] += 1
         if action == "burst":
             for _ in range(burst):
@@ -284,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--burst", type=int, default=None, help="Files per burst (default 20,000; 300 under 10 min).")
     ap.add_argument("--kill-every-s", type=float, default=None, help="Mean seconds between kills.")
+    ap.add_argument("--without", action="append", default=[], choices=sorted(ACTIONS),
+                    help="Leave this action out of the stream (repeatable), to isolate a failure.")
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     short = args.minutes < 10
@@ -293,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     root, outside, state = work / "root", work / "outside", work / "state"
     for d in (root, outside):
         d.mkdir(parents=True, exist_ok=True)
-    print(f"soak: seed {seed}, {args.minutes:g} min, bursts of {burst}, a kill every ~{mean_kill:.0f}s, in {work}",
-          flush=True)
+    print(f"soak: seed {seed}, {args.minutes:g} min, bursts of {burst}, a kill every ~{mean_kill:.0f}s, in {work}"
+          + (f", without {', '.join(args.without)}" if args.without else ""), flush=True)
     rng, pick = np.random.default_rng(seed), random.Random(seed)
     for i in range(5):
         (outside / f"secret{i}.jpg").write_bytes(jpeg(rng))
@@ -317,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(5)  # the first start
     chaos.start()
     try:
-        stream(root, outside, ledger, rng, pick, deadline, burst, state)
+        stream(root, outside, ledger, rng, pick, deadline, burst, state,
+               {k: w for k, w in ACTIONS.items() if k not in args.without})
         stop.set()
         chaos.join()
         settle(state, receiver, timeout=300)
