@@ -15,13 +15,12 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from bench import dataset
 from daemon.config import MatchSettings
-from workers.settings import DecodeSettings
 from daemon.hashindex import HashIndex, HashRule
 from workers.hashing import WINDOWS
 from workers.pipeline import Pipeline
+from workers.settings import DecodeSettings
 
 GRID = {"phash": (6, 8, 10), "window": (4, 6, 8), "dhash": (-1, 4, 6, 8), "confirm_phash": (-1, 12, 14, 16, 18),
         "confirm_dhash": (8, 10, 12)}

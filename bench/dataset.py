@@ -330,7 +330,7 @@ def _astronomy(photos: list[Photo], count: int, seed: int, staging: Path, size: 
         return []
     per_photo = int(np.ceil(count / len(photos)))
     side = int(np.ceil(np.sqrt(per_photo)))
-    entries = []
+    entries: list[Entry] = []
     for i, photo in enumerate(photos):
         image = photo.load()
         for k in range(per_photo):

@@ -26,7 +26,8 @@ class Template:
     slot: tuple[int, int, int, int]
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled scalable font: the same glyphs on every machine."""
     return ImageFont.load_default(size=max(8, size))
 
 

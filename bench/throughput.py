@@ -180,12 +180,13 @@ def build_small_files(folder: Path, n: int, *, debian: bool = True, seed: int = 
     for old in (folder / "files").glob("*"):
         old.unlink()
     photos = load_photos(debian)
-    rng = np.random.default_rng([seed, 1])
-    loaded = [p.load() for p in photos]
-    for i, path in enumerate(files):
-        small_frame(loaded[i % len(loaded)], rng).save(path, quality=int(rng.integers(75, 96)))
-        if i % 100 == 0 or i == n - 1:
-            print(f"\rbuilding small files: {i + 1}/{n}", end="", file=sys.stderr, flush=True)
+    # Photo by photo (file i comes from photo i mod len), so only one decoded photo is held at a time.
+    for j, photo in enumerate(photos):
+        image = photo.load()
+        for i in range(j, n, len(photos)):
+            rng = np.random.default_rng([seed, 1, i])
+            small_frame(image, rng).save(files[i], quality=int(rng.integers(75, 96)))
+        print(f"\rbuilding small files: photo {j + 1}/{len(photos)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     stamp.write_text(json.dumps(params))
     return files
