@@ -342,15 +342,6 @@ class Catalog:
 
     # --- reporting ---------------------------------------------------------------------------------
 
-    def counts(self) -> dict[str, Any]:
-        verdicts = {r["verdict"]: r["n"] for r in self.query(
-            "SELECT verdict, count(*) AS n FROM files WHERE state = 'decided' GROUP BY verdict")}
-        total = self.query("SELECT count(*) AS n FROM files")[0]["n"]
-        pending = self.query("SELECT count(*) AS n FROM files WHERE state != 'decided'")[0]["n"]
-        errors = {r["error"]: r["n"] for r in self.query(
-            "SELECT error, count(*) AS n FROM files WHERE verdict = 'error' GROUP BY error")}
-        return {"files": total, "verdicts": verdicts, "pending": pending, "errors": errors}
-
     def meta_get(self, key: str) -> str | None:
         rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0]["value"] if rows else None
