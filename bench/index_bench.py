@@ -70,7 +70,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/index_bench.py` as well as `python -m bench.index_bench`
     sys.path.insert(0, str(REPO))
 
-from bench.machine import cpu_model  # noqa: E402
+from bench.machine import cpu_model
 
 K = 10
 TARGETS = {"add_per_s": 5000.0, "p99_ms": 2.0, "recall": 0.95, "bytes_per_image": 1536.0}

@@ -37,8 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/latency.py` as well as `python -m bench.latency`
     sys.path.insert(0, str(REPO))
 
-from bench.accuracy import _table, machine  # noqa: E402
-from bench.throughput import DEFAULT_WORK, build_files, checkpoint, child_env  # noqa: E402
+from bench.accuracy import _table, machine
+from bench.throughput import DEFAULT_WORK, build_files, checkpoint, child_env
 
 KINDS = ["new", "exact-copy", "edited-copy", "similar", "error"]
 
@@ -52,7 +52,7 @@ class Receiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:  # http.server's naming
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 now = time.time()
                 path = json.loads(body)["file"]["path"]

@@ -52,10 +52,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/throughput.py` as well as `python -m bench.throughput`
     sys.path.insert(0, str(REPO))
 
-from bench import anchors, measure  # noqa: E402
-from bench.accuracy import _table, machine, parse_mode  # noqa: E402
-from bench.dataset import DEFAULT_DEBIAN_CACHE  # noqa: E402
-from bench.photos import Photo, debian_photos, skimage_photos  # noqa: E402
+from bench import anchors, measure
+from bench.accuracy import _table, machine, parse_mode
+from bench.dataset import DEFAULT_DEBIAN_CACHE
+from bench.photos import Photo, debian_photos, skimage_photos
 
 DEFAULT_WORK = Path("/tmp/dupwatch-bench-throughput")
 FOLDERS = ("camera", "small")

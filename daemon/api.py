@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.resources import files as package_files
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -363,7 +363,7 @@ def create_app(api: ApiServer) -> FastAPI:
         args: list[Any] = list(kinds)
         if since is not None:
             sql += " AND f.decided_at > ?"
-            args.append((since if since.tzinfo else since.replace(tzinfo=timezone.utc)).timestamp())
+            args.append((since if since.tzinfo else since.replace(tzinfo=UTC)).timestamp())
         if not include_dismissed:
             sql += " AND NOT dismissed"
         rows = db.execute(sql + " ORDER BY f.decided_at DESC, f.id DESC LIMIT ?", [*args, limit]).fetchall()

@@ -21,6 +21,7 @@ from daemon.cli_options import common, settings_from
 from daemon.cli_webhook import webhook
 from daemon.events import KINDS
 
+
 @contextmanager
 def _start_errors() -> Iterator[None]:
     """A start-up failure (state dir owned, port taken, model required) is a message, not a traceback."""

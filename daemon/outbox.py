@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
         except (TypeError, ValueError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         return max(0.0, when.timestamp() - (time.time() if now is None else now))
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 

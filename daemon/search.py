@@ -11,8 +11,8 @@ from daemon.config import Settings
 from daemon.owner import IndexOwner
 from daemon.state import StateDir
 from daemon.verdict import hash_score
-from workers.models.base import load_model
 from workers.features import Features
+from workers.models.base import load_model
 from workers.pipeline import Pipeline
 
 PROBE_ID = 1 << 62

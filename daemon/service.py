@@ -26,7 +26,6 @@ from rq.serializers import JSONSerializer
 from tqdm import tqdm
 
 from daemon import __version__, outbox, sdnotify, search
-from workers import queue as q
 from daemon.api import ApiServer
 from daemon.api_port import IndexState
 from daemon.catalog import Catalog, Row
@@ -38,6 +37,7 @@ from daemon.sinks import CommandSink, ConsoleSink, EventLog
 from daemon.state import StateDir
 from daemon.walk import PathFilter
 from daemon.watcher import Watcher
+from workers import queue as q
 from workers.features import Features
 
 log = logging.getLogger("dupwatch.daemon")

@@ -9,10 +9,10 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from workers import queue as q
 from daemon.config import Settings
 from daemon.events import MATCH_KINDS
 from daemon.state import StateDir
+from workers import queue as q
 
 
 def _read_only(settings: Settings) -> sqlite3.Connection | None:

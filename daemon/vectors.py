@@ -16,7 +16,7 @@ try:  # onnxruntime 1.32 segfaults on import once usearch 2.26 is loaded (a nati
     import onnxruntime  # noqa: F401  other order is fine), so load it first wherever it is installed
 except ImportError:  # the ONNX backend is an optional extra
     pass
-from usearch.index import Index  # noqa: E402 - after onnxruntime, see above
+from usearch.index import Index  # after onnxruntime, see above
 
 log = logging.getLogger(__name__)
 

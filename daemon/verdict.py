@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from daemon import defaults
 from daemon.config import MatchSettings
-from workers.settings import ModelSettings
 from daemon.hashindex import HashHit, HashRule
+from workers.settings import ModelSettings
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ class Receiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
+            def do_POST(self):  # http.server's naming
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 with receiver.lock:
                     receiver.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()},

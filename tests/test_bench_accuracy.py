@@ -16,8 +16,8 @@ import pytest
 # however pytest is started.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import accuracy, anchors, dataset, edits, negatives, templates  # noqa: E402
-from bench.metrics import (  # noqa: E402
+from bench import accuracy, anchors, dataset, edits, negatives, templates
+from bench.metrics import (
     Prediction,
     average_precision,
     group_pairs,
@@ -28,7 +28,7 @@ from bench.metrics import (  # noqa: E402
     recall_at_precision,
     recall_by_family,
 )
-from bench.photos import licence_of, skimage_photos  # noqa: E402
+from bench.photos import licence_of, skimage_photos
 
 DUPWATCH = f"{sys.executable} -c 'from daemon.cli import main; main()'"
 

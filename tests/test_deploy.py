@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from daemon.config import Settings, CommandSettings, WebhookSettings
+from daemon.config import CommandSettings, Settings, WebhookSettings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 INSTALL = DEPLOY / "install.sh"

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from daemon.config import Settings
-from workers.settings import ModelSettings
 from tests.conftest import TINY_MODEL, base_env, dupwatch_cmd
 from workers.models.base import ModelUnavailable, load_embedder, load_model
+from workers.settings import ModelSettings
 
 
 def test_local_checkpoint_loads_the_exact_weights(tiny_checkpoint, photos):

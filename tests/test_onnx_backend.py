@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from workers.settings import ModelSettings
 from tests.conftest import TINY_MODEL, base_env, dupwatch_cmd
 from workers.models.base import ModelUnavailable, load_embedder
+from workers.settings import ModelSettings
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from daemon.config import MatchSettings
-from workers.settings import ModelSettings
 from daemon.hashindex import HashHit, HashIndex, HashRule
 from daemon.verdict import Thresholds, decide, hash_score
+from workers.settings import ModelSettings
 
 RULE = HashRule(phash=8, window=6, dhash=6, confirm_phash=14, confirm_dhash=10)
 TH = Thresholds(RULE, copy_score=92.0, similar_score=85.0)
@@ -70,7 +70,7 @@ def test_each_clause_of_the_rule_and_its_bound():
     idx = HashIndex(windows=2)
     idx.add(1, np.array([0, bits(40)], dtype=np.int64), 0)
     far = np.array([bits(30), bits(30)], dtype=np.int64)
-    probe = lambda windows, dihedral, dhash: idx.best(np.asarray(windows, np.int64),  # noqa: E731
+    probe = lambda windows, dihedral, dhash: idx.best(np.asarray(windows, np.int64),
                                                       np.full(8, dihedral, np.int64), dhash, 2, RULE)
     assert probe([bits(8), bits(30)], bits(8), bits(30)).signal == "phash"  # 8 <= 8
     assert probe([bits(10), bits(30)], bits(10), bits(30)) is None  # 10 > 8 and no other clause

@@ -241,10 +241,9 @@ def test_enqueue_is_idempotent_and_filters_kinds_and_min_score(catalog: Catalog)
 
 
 def test_enqueue_rolls_back_with_the_verdict(catalog: Catalog) -> None:
-    with pytest.raises(RuntimeError):
-        with catalog.transaction() as conn:
-            outbox.enqueue(conn, [endpoint("http://a.invalid/")], event(1), "x")
-            raise RuntimeError("crash before the verdict commits")
+    with pytest.raises(RuntimeError), catalog.transaction() as conn:
+        outbox.enqueue(conn, [endpoint("http://a.invalid/")], event(1), "x")
+        raise RuntimeError("crash before the verdict commits")
     assert catalog.query("SELECT count(*) AS n FROM deliveries")[0]["n"] == 0
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -75,7 +75,7 @@ def worker_alive(conn: redis.Redis, name: str, since: datetime | None = None) ->
     started = conn.hget(WORKER_KEY.format(name=name), "started")
     if started is None:
         return False
-    return since is None or float(started) <= since.replace(tzinfo=since.tzinfo or timezone.utc).timestamp()
+    return since is None or float(started) <= since.replace(tzinfo=since.tzinfo or UTC).timestamp()
 
 
 def ensure_group(conn: redis.Redis) -> None:

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from workers.settings import ModelSettings
 from workers.models.base import ModelUnavailable, identity_of
+from workers.settings import ModelSettings
 
 
 class OnnxEmbedder:
