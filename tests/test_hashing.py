@@ -170,6 +170,6 @@ def test_hash_only_work_never_imports_torch(tmp_path, photos):
             "e, _ = load_model(Settings(hash_only=True)); p = Pipeline(DecodeSettings(), e); "
             f"f = p.run([(1, {str(img)!r})])[0]; assert f.error is None and f.phash is not None; "
             "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
