@@ -271,7 +271,7 @@ def hue(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Para
     """Rotate hue by 30-180 degrees in HSV."""
     shift = _signed(rng, 30, 180)
     h, s, v = image.convert("HSV").split()
-    offset = int(round(shift / 360 * 256))
+    offset = round(shift / 360 * 256)
     h = h.point(lambda value: (value + offset) % 256)
     return Image.merge("HSV", (h, s, v)).convert("RGB"), {"degrees": round(shift, 1)}
 

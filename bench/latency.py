@@ -113,7 +113,7 @@ def measure(dupwatch: list[str], sources: list[bytes], rate: float, duration: fl
                         **(model_env or {"DUPWATCH_HASH_ONLY": "true"}))
         if batch_ms is not None:
             env["DUPWATCH_QUEUE__BATCH_MS"] = str(batch_ms)
-        log = open(Path(tmp) / "run.log", "wb")
+        log = open(Path(tmp) / "run.log", "wb")  # noqa: SIM115 - closed in the finally below
         proc = subprocess.Popen(dupwatch + ["run", str(incoming)], env=env, stdout=subprocess.DEVNULL,
                                 stderr=log, start_new_session=True)
         try:

@@ -99,8 +99,8 @@ def camera_frame(photo: Image.Image, megapixels: float, rng: np.random.Generator
     quality 92, a 12 MP frame of 3 MB: entropy decoding, which draft mode cannot skip, costs what it does
     on a real camera file).
     """
-    h = int(round((megapixels * 1e6 * 3 / 4) ** 0.5))
-    w = int(round(h * 4 / 3))
+    h = round((megapixels * 1e6 * 3 / 4) ** 0.5)
+    w = round(h * 4 / 3)
     scale = max(w / photo.width, h / photo.height)
     big = photo.resize((max(w, round(photo.width * scale)), max(h, round(photo.height * scale))),
                        Image.Resampling.BICUBIC)

@@ -106,7 +106,7 @@ class LoopCalls:
                 continue
             try:
                 future.set_result(fn())
-            except Exception as exc:  # the caller re-raises it in its own thread
+            except Exception as exc:  # noqa: BLE001 - the caller re-raises it in its own thread
                 future.set_exception(exc)
 
     def close(self) -> None:

@@ -36,7 +36,7 @@ class StateDir:
         otherwise stop); taking it again in the same process is a no-op."""
         if self._lock_fh is not None:
             return
-        fh = open(self.root / "owner.lock", "a+")
+        fh = open(self.root / "owner.lock", "a+")  # noqa: SIM115 - held open: the lock lasts until release()
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

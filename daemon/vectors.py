@@ -40,7 +40,7 @@ class VectorIndex:
                 self.index.load(str(self.path))
                 if self.index.ndim != ndim:
                     raise ValueError(f"snapshot has {self.index.ndim} dimensions, model has {ndim}")
-            except Exception as exc:  # a torn or foreign snapshot: rebuild from the catalog
+            except Exception as exc:  # noqa: BLE001 - a torn or foreign snapshot: rebuild from the catalog
                 log.warning("vector index snapshot %s unusable (%s); rebuilding", self.path, exc)
                 self.index = Index(ndim=ndim, metric="cos", dtype=dtype, connectivity=CONNECTIVITY,
                                    expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)

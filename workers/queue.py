@@ -62,7 +62,7 @@ def enqueue_batch(queue: Queue, items: Sequence[Sequence[Any]]) -> Job | None:
         if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
             return None
         existing.delete()
-    except Exception:  # NoSuchJobError, or a job hash Redis lost half of: enqueue afresh
+    except Exception:  # noqa: BLE001, S110 - NoSuchJobError, or a job hash Redis lost half of: enqueue afresh
         pass
     payload = [[int(i[0]), str(i[1])] for i in items]
     return queue.enqueue(JOB_FUNCTION, payload, job_id=job_id, result_ttl=0, failure_ttl=86400,
