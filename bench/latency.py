@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     plan: list[tuple[str, float, dict[str, str] | None]] = [
         ("hash-only", float(r), None) for r in args.rates.split(",") if r]
     if args.model:
-        model_env = {"DUPWATCH_MODEL__NAME": args.model,
+        model_env: dict[str, str] | None = {"DUPWATCH_MODEL__NAME": args.model,
                      "DUPWATCH_MODEL__PRETRAINED": str(checkpoint(args.work, args.model))}
         plan += [(args.model, float(r), model_env) for r in args.model_rates.split(",") if r]
     rows = []

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 def jpeg(rng: np.random.Generator, side: int = 48) -> bytes:
     """A small JPEG of random blocks: distinct from every other one (its hash differs)."""
     blocks = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
-    img = Image.fromarray(blocks).resize((side, side), Image.NEAREST)
+    img = Image.fromarray(blocks).resize((side, side), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()
@@ -106,7 +106,7 @@ class Run:
     def __init__(self, root: Path, state: Path, env: dict[str, str], log: Path):
         self.args = [sys.executable, "-c", "from daemon.cli import main; main()", "run", "--hash-only", str(root)]
         self.env, self.log, self.state = env, log, state
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen  # set by start()
         self.start()
 
     def start(self) -> None:
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                  "similar", "error"]}]),
                 "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     run = Run(root, state, env, work / "run.log")
-    ledger, kills, stop = Ledger(), collections.Counter(), threading.Event()
+    ledger, kills, stop = Ledger(), collections.Counter[str](), threading.Event()
     started = time.monotonic()
     deadline = started + args.minutes * 60
     chaos = threading.Thread(target=killer, args=(run, pick, deadline, kills, mean_kill, stop), daemon=True)

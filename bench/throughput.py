@@ -310,7 +310,7 @@ def report(rows: list[dict[str, Any]], env: dict[str, Any], info: dict[str, Any]
     """One table: speed as images/s and as ratios to a, f and g (> 1: faster than the anchor), memory
     as MiB and as the anchors' peak over the method's (> 1: the method needs less)."""
     bases = {key: next((r for r in rows if r["key"] == key and "images_per_s" in r), None) for key in "afg"}
-    table = []
+    table: list[list[Any]] = []
     for r in rows:
         if "images_per_s" not in r:
             table.append([f"{r['key']}. {r['method']}"] + [None] * 8 + [f"FAILED: {r['error']}"])
@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     folders = [f for f in args.folders.split(",") if f]
     env = machine()
     env["torch"] = _torch_version()
-    texts, payload = [header(env, args.repeat)], {"machine": env, "folders": []}
+    texts = [header(env, args.repeat)]
+    payload: dict[str, Any] = {"machine": env, "folders": []}
     for folder in folders:
         if folder == "camera":
             files = build_files(args.work / "data", args.n, sizes, debian=not args.no_debian)
