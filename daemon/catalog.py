@@ -221,10 +221,11 @@ class Catalog:
 
     # --- landing -----------------------------------------------------------------------------------
 
-    def register(self, path: str, size: int, mtime_ns: int) -> int | None:
+    def register(self, path: str, size: int | None, mtime_ns: int | None) -> int | None:
         """Record a landed file; return its new id, or None when this exact version is already known.
 
-        A path whose size or mtime changed is a new landing: the old row stops being current.
+        A path whose size or mtime changed is a new landing: the old row stops being current. A file that
+        could not be stat'ed (vanished, unreadable) is registered with None for both: its worker records why.
         """
         now = time.time()
         with self.transaction() as c:
@@ -236,7 +237,8 @@ class Catalog:
                 c.execute("UPDATE files SET current = 0 WHERE id = ?", (old["id"],))
             cur = c.execute("INSERT INTO files (path, size, mtime_ns, detected_at) VALUES (?, ?, ?, ?)",
                             (path, size, mtime_ns, now))
-            return int(cur.lastrowid)
+            assert cur.lastrowid is not None  # set by every INSERT
+            return cur.lastrowid
 
     def known_versions(self) -> dict[str, tuple[int, int]]:
         """path -> (size, mtime_ns) of every current row: what the catch-up scan compares against."""

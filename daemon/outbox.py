@@ -103,7 +103,8 @@ def list_deliveries(conn: sqlite3.Connection, state: str | None = None,
                     since: float | None = None) -> list[dict[str, Any]]:
     """Deliveries in delivery order, optionally only in one state and/or enqueued at or after `since`
     (unix seconds)."""
-    sql, args = "SELECT * FROM deliveries WHERE 1 = 1", []
+    sql = "SELECT * FROM deliveries WHERE 1 = 1"
+    args: list[Any] = []
     if state is not None:
         if state not in STATES:
             raise ValueError(f"unknown delivery state {state!r} (one of {', '.join(STATES)})")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+from typing import TextIO
 
 
 class StateDir:
     def __init__(self, root: Path):
         self.root = Path(root).expanduser()
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lock_fh = None
+        self._lock_fh: TextIO | None = None
 
     @property
     def catalog(self) -> Path:

@@ -60,7 +60,7 @@ class _Tracked:
 
 class Watcher(FileSystemEventHandler):
     def __init__(self, filt: PathFilter, watch: WatchSettings, *, landed: Callable[[str], None],
-                 moved: Callable[[str, str], None], deleted: Callable[[str], None]):
+                 moved: Callable[[str, str], object], deleted: Callable[[str], None]):
         self.filter = filt
         self.settings = watch
         self.landed, self.on_move, self.on_delete = landed, moved, deleted

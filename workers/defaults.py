@@ -5,6 +5,8 @@ The daemon composes these settings into its own (daemon.config); a worker host n
 
 from __future__ import annotations
 
+from typing import Final
+
 MODEL_NAME = "ViT-B-32"
 """open_clip architecture. ViT-B-32: the best-known speed/quality point; ~22 images/s on 2 CPU cores."""
 
@@ -14,7 +16,7 @@ MODEL_PRETRAINED = "laion2b_s34b_b79k"
 MODEL_DEVICE = "auto"
 """'auto' picks cuda when present, else cpu. Any torch device string is accepted."""
 
-MODEL_PRECISION = "auto"
+MODEL_PRECISION: Final = "auto"
 """'auto': fp16 on CUDA, fp32 on CPU (bf16 on CPU is slower than fp32 on most CPUs without AMX)."""
 
 MODEL_BATCH_SIZE = 32

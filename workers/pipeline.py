@@ -91,14 +91,15 @@ class Pipeline:
 
     def _hash(self, feats: list[Features], prepared: list[Prepared]) -> None:
         """Batched hashes: numpy on the CPU; on the model's GPU when there is one (same results)."""
-        windows = np.stack([p.windows for p in prepared])
-        g98 = np.stack([p.g98 for p in prepared])
+        windows: hashing.Array = np.stack([p.windows for p in prepared])
+        g98: hashing.Array = np.stack([p.g98 for p in prepared])
         b, w = windows.shape[:2]
-        on_gpu = self.embedder is not None and self.embedder.device.type != "cpu"
+        device = self.embedder.device if self.embedder is not None else None
+        on_gpu = device is not None and device.type != "cpu"
         if on_gpu:
             import torch
 
-            windows, g98 = (torch.from_numpy(a).to(self.embedder.device) for a in (windows, g98))
+            windows, g98 = (torch.from_numpy(a).to(device) for a in (windows, g98))
         results = (hashing.phash_batch(windows.reshape(b * w, 32, 32)).reshape(b, w),
                    hashing.phash_dihedral_batch(windows[:, 0]), hashing.dhash_batch(g98))
         window_hashes, dihedral, dhashes = (r.cpu().numpy() if on_gpu else r for r in results)
@@ -113,7 +114,10 @@ class Pipeline:
 
         assert self.embedder is not None
         try:
-            batch = torch.stack([p.pixels for p in prepared])
+            pixels = [p.pixels for p in prepared if p.pixels is not None]
+            if len(pixels) != len(prepared):
+                raise ValueError("an image was prepared without the model's input")
+            batch = torch.stack(pixels)
             if self.embedder.device.type == "cuda":  # page-locked: the copy to the GPU runs asynchronously
                 batch = batch.pin_memory()
             vectors = self.embedder.embed(batch)
