@@ -110,7 +110,7 @@ def test_bad_input_corpus_through_the_live_service(tmp_path: Path, photos: dict[
             row = rows[name]
             assert row["verdict"] == verdict, (name, row)
             if verdict == "error":
-                assert row["error"].startswith(detail + ":"), (name, row["error"])
+                assert row["error"].startswith(f"{detail}:"), (name, row["error"])
             elif detail is not None:
                 assert by_id[row["match_id"]] == detail, (name, row)
         assert svc.proc.poll() is None

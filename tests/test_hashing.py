@@ -74,6 +74,7 @@ def test_dihedral_columns_match_transformed_images(photos: dict[str, Image.Image
     dihedral = phash_dihedral_batch(_g32(images)).numpy()
     np.testing.assert_array_equal(dihedral[:, 0], _phash(images))
     for k, op in enumerate(DIHEDRAL[1:], start=1):
+        assert op is not None  # only the identity, column 0, is None
         direct = _phash([img.transpose(op) for img in images])
         # Resizing a transposed image is not exactly the transposed resize (measured: 0-2 bits).
         assert hamming(dihedral[:, k], direct).max() <= 4, op

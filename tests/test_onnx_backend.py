@@ -56,6 +56,9 @@ def exported_uint8_nhwc(tiny_checkpoint, tmp_path_factory):
     model.load_state_dict(torch.load(tiny_checkpoint, map_location="cpu"))
 
     class Uint8Nhwc(torch.nn.Module):
+        mean: torch.Tensor  # buffers, registered below
+        std: torch.Tensor
+
         def __init__(self, visual: torch.nn.Module):
             super().__init__()
             self.visual = visual
