@@ -22,7 +22,7 @@ from daemon import __version__
 from daemon.catalog import Catalog, Row
 from daemon.config import Settings
 from daemon.events import FileInfo, Match, VerdictEvent
-from daemon.hashindex import HashIndex
+from daemon.hashindex import HashIndex, HashRule
 from daemon.vectors import VectorIndex
 from daemon.verdict import Decision, Thresholds, decide
 from workers.features import Features
@@ -57,6 +57,7 @@ class IndexOwner:
         The hash table is built once from arrays (one segment), not row by row: at 10 M rows that is one
         counting sort instead of a merge per 2 k rows."""
         started = time.monotonic()
+        _compile_hash_kernels(self.thresholds.hashes)
         keep = self.settings.match.keep_deleted
         width = len(WINDOWS) * 8
         hashed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -238,6 +239,14 @@ class IndexOwner:
     def save(self) -> None:
         if self.vectors is not None:
             self.vectors.save()
+
+
+def _compile_hash_kernels(rule: HashRule) -> None:
+    """Compile (first start: seconds) or load from numba's cache the hash index's kernels now, at start-up,
+    rather than inside the first verdict, where it would stall the first files behind it."""
+    warm = HashIndex(len(WINDOWS), tail_rows=1)
+    warm.add(1, np.zeros(len(WINDOWS), np.int64), 0)
+    warm.best(np.zeros(len(WINDOWS), np.int64), np.zeros(8, np.int64), 0, 2, rule)
 
 
 def event_for(row: Row, catalog: Catalog) -> VerdictEvent:
