@@ -144,16 +144,27 @@ class IndexOwner:
 
     def _decide_batch(self, rows: list[Row]) -> list[VerdictEvent]:
         """Verdicts, state changes and outbox rows of consecutive rows in one transaction: one commit (one
-        WAL sync) per batch instead of per file. Each row is indexed in memory as soon as it is decided,
-        so the next row of the batch can match it; the catalog reads of the batch see its own uncommitted
-        verdicts (same connection). If the batch fails, nothing of it is committed, and the in-memory
-        indexes are rebuilt from the catalog so they hold no verdict the catalog lacks."""
-        events: list[VerdictEvent] = []
+        WAL sync) per batch instead of per file. The rows are evaluated first, outside the transaction,
+        so the write lock is held only for the writes (the webhook senders write to the same database);
+        each row is indexed in memory as soon as it is evaluated, and `earlier` holds the batch's own
+        digests, so a row can match an earlier row of its batch. If the batch fails, nothing of it is
+        committed, and the in-memory indexes are rebuilt from the catalog so that they hold no verdict
+        the catalog lacks."""
+        decided: list[tuple[Row, Decision]] = []
+        earlier: dict[tuple[str, str], list[Row]] = {}
         try:
+            for row in rows:
+                decision = self.evaluate(row, earlier=earlier) if row.error is None else Decision("error")
+                if row.error is None:
+                    self._index(row)
+                    for column in ("sha256", "pixel_sha"):
+                        if getattr(row, column) is not None:
+                            earlier.setdefault((column, getattr(row, column)), []).append(row)
+                decided.append((row, decision))
+            now = time.time()
+            events: list[VerdictEvent] = []
             with self.catalog.transaction() as conn:
-                for row in rows:
-                    decision = self.evaluate(row) if row.error is None else Decision("error")
-                    now = time.time()
+                for row, decision in decided:
                     cur = conn.execute(
                         "UPDATE files SET state = 'decided', verdict = ?, match_id = ?, score = ?,"
                         " hash_distance = ?, signal = ?, decided_at = ? WHERE id = ? AND state = 'featured'",
@@ -162,8 +173,6 @@ class IndexOwner:
                     event = self._event(row, decision, now)
                     if cur.rowcount == 1 and self.on_commit is not None:
                         self.on_commit(conn, event)
-                    if row.error is None:
-                        self._index(row)
                     events.append(event)
         except BaseException:
             log.error("a batch of %d verdicts was rolled back; rebuilding the in-memory index", len(rows))
@@ -173,18 +182,25 @@ class IndexOwner:
         self.decided += len(events)
         return events
 
-    def evaluate(self, row: Row, excluded: set[int] | None = None) -> Decision:
-        """The verdict for a featured row against everything decided before it (no writes)."""
+    def evaluate(self, row: Row, excluded: set[int] | None = None,
+                 earlier: dict[tuple[str, str], list[Row]] | None = None) -> Decision:
+        """The verdict for a featured row against everything decided before it (no writes). `earlier`:
+        rows of the same batch decided but not yet committed, by (digest column, value), in id order;
+        every committed verdict is earlier than all of them (verdicts are decided in id order)."""
         keep = self.settings.match.keep_deleted
         excluded = excluded if excluded is not None else self._not_duplicates(row.id)
         exact = None
         for column, signal in (("sha256", "sha256"), ("pixel_sha", "pixels")):
             value = getattr(row, column)
-            if value is not None:
-                hit = self.catalog.decided_with(column, value, row.id, include_deleted=keep, excluded=excluded)
-                if hit is not None:
-                    exact = (hit.id, signal)
-                    break
+            if value is None:
+                continue
+            hit = self.catalog.decided_with(column, value, row.id, include_deleted=keep, excluded=excluded)
+            if hit is None:
+                hit = next((r for r in (earlier or {}).get((column, value), ())
+                            if r.id < row.id and r.id not in excluded and (keep or r.deleted_at is None)), None)
+            if hit is not None:
+                exact = (hit.id, signal)
+                break
         hashed = None
         if row.windows is not None and row.dihedral is not None and row.dhash is not None:
             hashed = self.hashes.best(row.windows, row.dihedral, row.dhash, row.id, self.thresholds.hashes, excluded)
