@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 from rq.exceptions import NoSuchJobError
@@ -24,17 +25,19 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 from tqdm import tqdm
 
-from daemon import __version__, outbox, sdnotify
-from workers import queue as q
+from daemon import __version__, outbox, sdnotify, search
 from daemon.api import ApiServer
-from daemon.catalog import Catalog
+from daemon.api_port import IndexState
+from daemon.catalog import Catalog, Row
 from daemon.config import Settings
+from daemon.events import VerdictEvent
 from daemon.health import Health, disk_full
 from daemon.owner import IndexOwner
 from daemon.sinks import CommandSink, ConsoleSink, EventLog
 from daemon.state import StateDir
 from daemon.walk import PathFilter
 from daemon.watcher import Watcher
+from workers import queue as q
 from workers.features import Features
 
 log = logging.getLogger("dupwatch.daemon")
@@ -216,6 +219,44 @@ class Daemon:
         if hasattr(self, "catalog"):
             self.catalog.close()
         self.state.release()
+
+    # --- what the API sees (daemon.api_port.DaemonPort) ---------------------------------------------
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.state.catalog
+
+    @property
+    def model_identity(self) -> str | None:
+        return self.owner.model_identity
+
+    def in_watched_root(self, path: str) -> bool:
+        return self.filter.root_of(path) is not None
+
+    def index_state(self) -> IndexState:
+        vectors = self.owner.vectors
+        return IndexState(hashed=len(self.owner.hashes), vectors=len(vectors) if vectors is not None else 0,
+                          catchup_done=self.catchup_done.is_set(), stopping=self.stopping.is_set())
+
+    def webhook_stats(self) -> dict[str, Any]:
+        return self.deliverer.stats_snapshot()
+
+    def degraded(self) -> dict[str, str]:
+        return self.health.degraded()
+
+    def health_counters(self) -> dict[str, Any]:
+        return {"episodes": dict(self.health.episodes), "redis_restarts": self.health.redis_restarts}
+
+    def add_sink(self, sink: Callable[[VerdictEvent], None]) -> None:
+        self.owner.sinks.append(sink)
+
+    def rank(self, probe: Row, top_k: int) -> list[dict[str, Any]]:
+        return search.rank(self.owner, probe, top_k)
+
+    def mark_not_duplicate(self, later: int, earlier: int, marked_at: float) -> None:
+        with self.catalog.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO not_duplicates (a, b, marked_at) VALUES (?, ?, ?)",
+                         (later, earlier, marked_at))
 
     # --- ingest --------------------------------------------------------------------------------------
 
