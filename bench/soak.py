@@ -323,7 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     deadline = started + args.minutes * 60
     chaos = threading.Thread(target=killer, args=(run, pick, deadline, kills, mean_kill, stop), daemon=True)
-    time.sleep(5)  # the first start
+    while not (state / "catalog.sqlite3").exists():  # the first start
+        if run.proc.poll() is not None:
+            raise SystemExit(f"soak: `dupwatch run` exited ({run.proc.returncode}) at start; see {work / 'run.log'}")
+        time.sleep(0.2)
     chaos.start()
     try:
         stream(root, outside, ledger, rng, pick, deadline, burst, state,
