@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 def jpeg(rng: np.random.Generator, side: int = 48) -> bytes:
     """A small JPEG of random blocks: distinct from every other one (its hash differs)."""
     blocks = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
-    img = Image.fromarray(blocks).resize((side, side), Image.NEAREST)
+    img = Image.fromarray(blocks).resize((side, side), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()
@@ -108,13 +108,15 @@ class Run:
     def __init__(self, root: Path, state: Path, env: dict[str, str], log: Path):
         self.args = [sys.executable, "-c", "from daemon.cli import main; main()", "run", "--hash-only", str(root)]
         self.env, self.log, self.state = env, log, state
-        self.proc: subprocess.Popen | None = None
-        self.start()
+        self.proc = self._spawn()
 
     def start(self) -> None:
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen:
         with open(self.log, "ab") as err:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=err,
-                                         start_new_session=True)
+            return subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=err,
+                                    start_new_session=True)
 
     def children(self, marker: str) -> list[psutil.Process]:
         try:
@@ -319,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                  "similar", "error"]}]),
                 "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     run = Run(root, state, env, work / "run.log")
-    ledger, kills, stop = Ledger(), collections.Counter(), threading.Event()
+    ledger, kills, stop = Ledger(), collections.Counter[str](), threading.Event()
     started = time.monotonic()
     deadline = started + args.minutes * 60
     chaos = threading.Thread(target=killer, args=(run, pick, deadline, kills, mean_kill, stop), daemon=True)
