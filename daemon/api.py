@@ -297,8 +297,11 @@ def create_app(api: ApiServer) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        """The process is alive and serving HTTP."""
-        return {"status": "ok", "version": __version__, "uptime_s": round(time.time() - daemon.started_at, 1)}
+        """The process is alive and serving HTTP; "degraded" (still 200: it is waiting, and recovers by
+        itself, so a liveness probe must not restart it) while Redis is down or the disk is full."""
+        degraded = daemon.degraded()
+        return {"status": "degraded" if degraded else "ok", "degraded": degraded, "version": __version__,
+                "uptime_s": round(time.time() - daemon.started_at, 1)}
 
     @app.get("/", response_class=HTMLResponse)
     def review() -> HTMLResponse:
@@ -322,6 +325,9 @@ def create_app(api: ApiServer) -> FastAPI:
         checks["index"] = ({"ok": False, "detail": "stopping"} if index.stopping else
                            {"ok": True, "detail": f"{index.hashed} hashed, {index.vectors} vectors, {pending} "
                                                   f"pending{'' if index.catchup_done else ', catch-up scan running'}"})
+        degraded = daemon.degraded()
+        checks["degraded"] = {"ok": not degraded, "detail": "; ".join(f"{k}: {v}" for k, v in degraded.items())
+                              or "no"}
         ready = all(c["ok"] for c in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
 

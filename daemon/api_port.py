@@ -56,6 +56,9 @@ class DaemonPort(Protocol):
     def index_state(self) -> IndexState:
         """Sizes and phase of the in-memory index (read without a lock: counts may be one verdict behind)."""
 
+    def degraded(self) -> dict[str, str]:
+        """What is wrong but not fatal (Redis down, disk full...), by part: /healthz and /readyz report it."""
+
     def webhook_stats(self) -> dict[str, Any]:
         """The webhook sender's counters and histograms (Deliverer.stats_snapshot)."""
 

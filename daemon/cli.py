@@ -50,7 +50,7 @@ def run(roots: tuple[str, ...], **params: Any) -> None:
 
     settings = settings_from(dict(params))
     with _start_errors():
-        sys.exit(run_all(settings, [Path(r) for r in roots], reload=lambda: settings_from(dict(params))))
+        sys.exit(run_all(settings, [Path(r) for r in roots], reload=lambda: settings_from(dict(params), logs=False)))
 
 
 @cli.command()
@@ -67,7 +67,7 @@ def daemon(roots: tuple[str, ...], **params: Any) -> None:
 
     settings = settings_from(dict(params))
     with _start_errors():
-        sys.exit(run_daemon(settings, [Path(r) for r in roots], reload=lambda: settings_from(dict(params))))
+        sys.exit(run_daemon(settings, [Path(r) for r in roots], reload=lambda: settings_from(dict(params), logs=False)))
 
 
 @cli.command()

@@ -113,7 +113,9 @@ class Settings(BaseSettings, WorkerSettings):
     @field_validator("state_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
+        """Absolute once, here: the private Redis runs in the state dir and would resolve a relative
+        path against it again (`relstate/relstate/redis.log`)."""
+        return Path(os.path.abspath(value.expanduser()))
 
     @classmethod
     def settings_customise_sources(

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from daemon.events import KINDS, VerdictEvent
+from daemon.health import REASONS
 from daemon.outbox import LATENCY_BUCKETS_S, STATES
 from daemon.status import catalog_counts, redis_status
 
@@ -52,7 +53,7 @@ class _Collector:
         self.daemon, self.read_catalog, self.client = daemon, read_catalog, client
 
     def collect(self) -> list[Metric]:
-        return [*self._catalog(), *self._redis(), *self._index(), *self._webhooks(),
+        return [*self._catalog(), *self._redis(), *self._index(), *self._webhooks(), *self._health(),
                 _gauge("dupwatch_start_time_seconds", "When this daemon process started (unix seconds).",
                        self.daemon.started_at)]
 
@@ -104,6 +105,19 @@ class _Collector:
         size.add_metric(["hash"], index.hashed)
         size.add_metric(["vector"], index.vectors)
         return [size]
+
+    def _health(self) -> list[Metric]:
+        health = self.daemon.health
+        now = health.degraded()
+        degraded = GaugeMetricFamily("dupwatch_degraded", "1 while the daemon waits on this (files wait, "
+                                     "work resumes by itself).", labels=["reason"])
+        episodes = CounterMetricFamily("dupwatch_degraded_episodes", "Times the daemon entered this degraded "
+                                       "state.", labels=["reason"])
+        for reason in REASONS:
+            degraded.add_metric([reason], int(reason in now))
+            episodes.add_metric([reason], health.episodes[reason])
+        return [degraded, episodes, CounterMetricFamily("dupwatch_redis_restarts", "Times the private Redis "
+                                                        "died and was started again.", value=health.redis_restarts)]
 
     def _webhooks(self) -> list[Metric]:
         stats = self.daemon.webhook_stats()
