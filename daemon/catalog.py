@@ -41,8 +41,10 @@ CREATE TABLE IF NOT EXISTS files (
     width        INTEGER,
     height       INTEGER,
     format       TEXT,
-    embedding    BLOB,                               -- float32[dim], L2-normalised
+    embedding    BLOB,                               -- float32[dim], L2-normalised (semantic: similar)
     model        TEXT,
+    copy_embedding BLOB,                             -- float32[dim], L2-normalised (copy descriptor)
+    copy_model   TEXT,
     verdict      TEXT,
     match_id     INTEGER REFERENCES files(id),
     score        REAL,
@@ -63,7 +65,10 @@ CREATE TABLE IF NOT EXISTS not_duplicates (
 """
 
 FEATURE_COLUMNS = ("sha256", "pixel_sha", "phash", "dhash", "windows", "dihedral", "width", "height",
-                   "format", "size", "embedding", "model", "error")
+                   "format", "size", "embedding", "model", "copy_embedding", "copy_model", "error")
+
+ADDED_COLUMNS = {"copy_embedding": "BLOB", "copy_model": "TEXT"}
+"""Columns newer than the first schema: added in place to a catalog made before them."""
 
 
 @dataclass
@@ -87,6 +92,8 @@ class Row:
     format: str | None = None
     embedding: np.ndarray | None = None
     model: str | None = None
+    copy_embedding: np.ndarray | None = None
+    copy_model: str | None = None
     error: str | None = None
     verdict: str | None = None
     match_id: int | None = None
@@ -106,8 +113,9 @@ class Row:
         for key in ("windows", "dihedral"):
             if data.get(key) is not None:
                 data[key] = np.frombuffer(data[key], dtype=np.int64)
-        if data.get("embedding") is not None:
-            data["embedding"] = np.frombuffer(data["embedding"], dtype=np.float32)
+        for key in ("embedding", "copy_embedding"):
+            if data.get(key) is not None:
+                data[key] = np.frombuffer(data[key], dtype=np.float32)
         return cls(**data)
 
 
@@ -121,6 +129,10 @@ class Catalog:
         self.conn = connect(self.path)
         with self._lock:
             self.conn.executescript(SCHEMA)  # executescript commits on its own
+            have = {r["name"] for r in self.conn.execute("PRAGMA table_info(files)")}
+            for column, kind in ADDED_COLUMNS.items():
+                if column not in have:
+                    self.conn.execute(f"ALTER TABLE files ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -224,11 +236,11 @@ class Catalog:
         return Row.from_sql(rows[0]) if rows else None
 
     def decided_features(self, include_deleted: bool) -> Iterator[sqlite3.Row]:
-        """(id, dhash, windows, embedding, model) of every decided, error-free row, in id order: what
-        the in-memory hash table and the vector index are rebuilt from."""
+        """(id, dhash, windows, embedding, model, copy_embedding, copy_model) of every decided, error-free
+        row, in id order: what the in-memory hash table and the vector indexes are rebuilt from."""
         live = "" if include_deleted else " AND deleted_at IS NULL"
         with self._lock:
-            cur = self.conn.execute("SELECT id, dhash, windows, embedding, model FROM files "
+            cur = self.conn.execute("SELECT id, dhash, windows, embedding, model, copy_embedding, copy_model FROM files "
                                     f"WHERE state = 'decided' AND error IS NULL{live} ORDER BY id")
             rows = cur.fetchall()
         yield from rows

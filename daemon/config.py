@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from daemon import defaults
+from workers.copy_settings import CopyModelSettings
 
 
 class RedisSettings(BaseModel):
@@ -52,8 +53,14 @@ class MatchSettings(BaseModel):
     dhash_max_distance: int = Field(defaults.DHASH_MAX_DISTANCE, ge=-1, le=64)
     confirm_phash_distance: int = Field(defaults.CONFIRM_PHASH_DISTANCE, ge=-1, le=64)
     confirm_dhash_distance: int = Field(defaults.CONFIRM_DHASH_DISTANCE, ge=-1, le=64)
-    copy_score: float | None = Field(defaults.COPY_SCORE, description="Embedding score (0-100) for edited-copy.")
-    similar_score: float | None = Field(defaults.SIMILAR_SCORE, description="Embedding score (0-100) for similar.")
+    copy_score: float | None = Field(defaults.COPY_SCORE, description="Copy-descriptor score (0-100) for "
+                                     "edited-copy on its own; unset: the copy model's calibrated value.")
+    verify_score: float | None = Field(defaults.VERIFY_SCORE, description="Borderline copy-descriptor score "
+                                       "that geometric verification can confirm; unset: calibrated.")
+    veto_score: float | None = Field(defaults.VETO_SCORE, description="A hash match the copy descriptor scores "
+                                     "under this is not a copy; unset: calibrated.")
+    min_inliers: int = Field(defaults.MIN_INLIERS, ge=1, description="RANSAC inliers a verification needs.")
+    similar_score: float | None = Field(defaults.SIMILAR_SCORE, description="Semantic score (0-100) for similar.")
     top_k: int = Field(defaults.TOP_K, ge=1)
     keep_deleted: bool = Field(False, description="Deleted files still match new ones.")
 
@@ -122,13 +129,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DUPWATCH_", env_nested_delimiter="__", extra="forbid")
 
     state_dir: Path = Field(defaults.STATE_DIR)
-    hash_only: bool = Field(False, description="Skip the embedding model; verdicts from hashes only.")
+    hash_only: bool = Field(False, description="Skip both models (copy descriptor and semantic); hashes only.")
     require_model: bool = Field(False, description="Refuse to start when the model cannot be loaded.")
     log_level: str = "INFO"
     log_format: Literal["human", "json"] = "human"
     workers: int = Field(1, ge=0, description="Worker processes `run` starts beside the daemon.")
     redis: RedisSettings = Field(default_factory=RedisSettings)
-    model: ModelSettings = Field(default_factory=ModelSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)  # the semantic model: `similar` verdicts
+    copy_model: CopyModelSettings = Field(default_factory=CopyModelSettings)  # SSCD: edited-copy verdicts
     match: MatchSettings = Field(default_factory=MatchSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)

@@ -3,16 +3,22 @@
 Verdicts are decided strictly in catalog-id (arrival) order: a file waits until every earlier file has
 its features, so a verdict can only point to an earlier file and never has to be revised. Each verdict,
 its state change and its webhook outbox rows commit in one SQLite transaction; the hash table and vector
-index are updated after the commit and can always be rebuilt from the catalog.
+indexes can always be rebuilt from the catalog.
+
+Geometric verification (workers.align, about 55 ms a pair) never runs on the writer's thread: a row whose
+evidence is not conclusive gets its verification submitted to a small thread pool and the writer goes on
+evaluating (and indexing) the rows after it; verdicts are committed strictly in arrival order as their
+verifications complete.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -22,15 +28,19 @@ from daemon.catalog import Catalog, Row
 from daemon.config import Settings
 from daemon.events import FileInfo, Match, VerdictEvent
 from daemon.hashindex import HashIndex
-from daemon.vectors import VectorIndex
-from daemon.verdict import Decision, Thresholds, decide
+from daemon.vectors import ModelVectors
+from daemon.verdict import Decision, Evidence, Thresholds, decide, to_verify
 from workers.hashing import WINDOWS
 from workers.models.base import identity_of
+from workers.models.copy import copy_identity
 from workers.pipeline import Features
 
 log = logging.getLogger("dupwatch.owner")
 
 Sink = Callable[[VerdictEvent], None]
+
+MAX_WAITING = 64
+"""Rows evaluated ahead of the oldest unfinished verification; past this the writer waits for it."""
 
 
 class IndexOwner:
@@ -41,45 +51,38 @@ class IndexOwner:
         self.sinks = list(sinks)
         self.on_commit = on_commit  # called inside the verdict's transaction (webhook outbox)
         self.model_identity = None if settings.hash_only else identity_of(settings.model)
-        self.thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model)
+        self.copy_identity = None if settings.hash_only else copy_identity(settings.copy_model)
+        self.thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model,
+                                             None if settings.hash_only else settings.copy_model)
         self.hashes = HashIndex(len(WINDOWS))
-        self.vectors: VectorIndex | None = None
-        self._foreign_models: set[str] = set()
+        self.copies = ModelVectors("copy", "copy_embedding", "copy_model", self.copy_identity,
+                                   settings.state_dir, settings.index.dtype)
+        self.vectors = ModelVectors("semantic", "embedding", "model", self.model_identity, settings.state_dir,
+                                    settings.index.dtype)
+        self.verifier = _verifier(settings)
+        self._pool: ThreadPoolExecutor | None = None
         self.decided = 0  # verdicts decided by this process (status line, metrics)
         self._load()
 
     # --- start-up ------------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        """Rebuild the hash table and top up the vector snapshot from the catalog."""
+        """Rebuild the hash table and top up the vector snapshots from the catalog."""
         started = time.monotonic()
         keep = self.settings.match.keep_deleted
-        vec_ids: list[int] = []
-        for r in self.catalog.decided_features(include_deleted=keep):
+        rows = list(self.catalog.decided_features(include_deleted=keep))
+        for r in rows:
             if r["windows"] is not None:
                 self.hashes.add(r["id"], np.frombuffer(r["windows"], np.int64), r["dhash"])
-            if r["embedding"] is not None and r["model"] == self.model_identity:
-                if self.vectors is None:
-                    self._open_vectors(len(r["embedding"]) // 4)
-                vec_ids.append(r["id"])
-        if self.vectors is not None:
-            missing = self.vectors.reconcile(np.asarray(vec_ids, dtype=np.int64))
-            for start in range(0, len(missing), 10_000):
-                chunk = missing[start:start + 10_000]
-                rows = self.catalog.query(
-                    f"SELECT id, embedding FROM files WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id",
-                    [int(i) for i in chunk])
-                self.vectors.add_many(np.asarray([r["id"] for r in rows], np.int64),
-                                      np.stack([np.frombuffer(r["embedding"], np.float32) for r in rows]))
-            if len(missing):
-                log.info("vector index: added %d vectors the snapshot lacked", len(missing))
-        log.info("index loaded: %d hashed, %d vectors in %.2fs", len(self.hashes),
-                 len(self.vectors) if self.vectors else 0, time.monotonic() - started)
+        for role in (self.copies, self.vectors):
+            def fetch(ids: list[int], column: str = role.column) -> list[tuple[int, bytes]]:
+                got = self.catalog.query(f"SELECT id, {column} FROM files WHERE id IN ({','.join('?' * len(ids))})"
+                                         " ORDER BY id", ids)
+                return [(r["id"], r[column]) for r in got]
 
-    def _open_vectors(self, ndim: int) -> None:
-        tag = hashlib.sha1((self.model_identity or "").encode()).hexdigest()[:10]
-        path = Path(self.settings.state_dir) / f"vectors-{tag}.usearch"
-        self.vectors = VectorIndex(path, ndim, self.settings.index.dtype)
+            role.load(rows, fetch)
+        log.info("index loaded: %d hashed, %d copy vectors, %d semantic vectors in %.2fs", len(self.hashes),
+                 len(self.copies), len(self.vectors), time.monotonic() - started)
 
     # --- the flow ------------------------------------------------------------------------------------
 
@@ -97,20 +100,34 @@ class IndexOwner:
         return stored
 
     def decide_ready(self, limit: int = 1000) -> list[VerdictEvent]:
-        """Decide every featured file at the head of the arrival order, up to the first pending one."""
+        """Decide every featured file at the head of the arrival order, up to the first pending one.
+
+        Each row is evaluated and indexed in order (so the next row sees it); a row that needs a geometric
+        verification waits for it in a queue while later rows are evaluated, and every verdict commits in
+        arrival order once its own verification (if any) is done."""
         events: list[VerdictEvent] = []
-        while len(events) < limit:
-            head = self.catalog.head(min(256, limit - len(events)))
+        waiting: deque[tuple[Row, Evidence | None, Future | None]] = deque()
+        seen: set[int] = set()
+        while (room := limit - len(events) - len(waiting)) > 0:
+            head = [r for r in self.catalog.head(min(256, room) + len(waiting)) if r.id not in seen]
             if not head:
                 break
-            progressed = False
+            stop = False
             for row in head:
                 if row.state == "pending":
-                    return self._emit(events)
-                events.append(self._decide_one(row))
-                progressed = True
-            if not progressed:
+                    stop = True
+                    break
+                seen.add(row.id)
+                evidence = self.evidence(row) if row.error is None else None
+                waiting.append((row, evidence, self._verify(row, evidence) if evidence is not None else None))
+                if row.error is None:
+                    self._index(row)
+                while waiting and (waiting[0][2] is None or waiting[0][2].done() or len(waiting) > MAX_WAITING):
+                    events.append(self._commit(*waiting.popleft()))
+            if stop:
                 break
+        while waiting:  # the writer waits for the pool here; it computes nothing itself
+            events.append(self._commit(*waiting.popleft()))
         return self._emit(events)
 
     def _emit(self, events: list[VerdictEvent]) -> list[VerdictEvent]:
@@ -122,8 +139,35 @@ class IndexOwner:
                     log.exception("sink %r failed", sink)
         return events
 
-    def _decide_one(self, row: Row) -> VerdictEvent:
-        decision = self.evaluate(row) if row.error is None else Decision("error")
+    def _verify(self, row: Row, evidence: Evidence) -> Future | None:
+        """Submit the verifications this row's evidence asks for, or None when it is conclusive."""
+        candidates = to_verify(evidence, self.thresholds) if self.verifier is not None else []
+        if not candidates:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
+                                            thread_name_prefix="verify")
+        pairs = [(c, self.catalog.get(c)) for c in candidates]
+        return self._pool.submit(self._align_all, row.path, [(c, r.path) for c, r in pairs if r is not None])
+
+    def _align_all(self, path: str, candidates: list[tuple[int, str]]) -> dict[int, Any]:
+        """Alignments per candidate (None: none found); a candidate whose file cannot be read is left out,
+        so the decision is made without it (DESIGN: if the earlier file is gone, decide without it)."""
+        assert self.verifier is not None
+        out: dict[int, Any] = {}
+        s = self.settings.decode
+        for file_id, other in candidates:
+            try:
+                out[file_id] = self.verifier(path, other, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes)
+            except Exception as exc:  # noqa: BLE001 - a vanished or unreadable file (or a decoder error): decide without it
+                log.info("verification of %s against %s skipped: %s", path, other, exc)
+        return out
+
+    def _commit(self, row: Row, evidence: Evidence | None, verification: Future | None) -> VerdictEvent:
+        if evidence is None:
+            decision = Decision("error")
+        else:
+            decision = decide(evidence, self.thresholds, verification.result() if verification else None)
         now = time.time()
         with self.catalog.transaction() as conn:
             cur = conn.execute(
@@ -134,13 +178,11 @@ class IndexOwner:
             event = self._event(row, decision, now)
             if cur.rowcount == 1 and self.on_commit is not None:
                 self.on_commit(conn, event)
-        if row.error is None:
-            self._index(row)
         self.decided += 1
         return event
 
-    def evaluate(self, row: Row, excluded: set[int] | None = None) -> Decision:
-        """The verdict for a featured row against everything decided before it (no writes)."""
+    def evidence(self, row: Row, excluded: set[int] | None = None) -> Evidence:
+        """Every signal for a featured row against everything decided before it (no writes)."""
         keep = self.settings.match.keep_deleted
         excluded = excluded if excluded is not None else self._not_duplicates(row.id)
         exact = None
@@ -151,14 +193,29 @@ class IndexOwner:
                 if hit is not None:
                     exact = (hit.id, signal)
                     break
+        if exact is not None:
+            return Evidence(exact=exact)
         hashed = None
         if row.windows is not None and row.dihedral is not None and row.dhash is not None:
             hashed = self.hashes.best(row.windows, row.dihedral, row.dhash, row.id, self.thresholds.hashes, excluded)
-        neighbours: list[tuple[int, float]] = []
-        if row.embedding is not None and self.vectors is not None and row.model == self.model_identity:
-            neighbours = [(i, s) for i, s in self.vectors.search(row.embedding, self.settings.match.top_k)
-                          if i < row.id and i not in excluded]
-        return decide(exact, hashed, neighbours, self.thresholds)
+        k = self.settings.match.top_k
+        copies = self.copies.search(row, k, excluded)
+        hashed_score = None
+        mine = self.copies.vector(row)
+        if hashed is not None and mine is not None:
+            scored = dict(copies)
+            if hashed.id in scored:
+                hashed_score = scored[hashed.id]
+            else:
+                other = self.catalog.get(hashed.id)
+                theirs = self.copies.vector(other) if other is not None else None
+                if theirs is not None:
+                    hashed_score = float(np.dot(mine, theirs)) * 100.0
+        return Evidence(None, hashed, hashed_score, copies, self.vectors.search(row, k, excluded))
+
+    def evaluate(self, row: Row, excluded: set[int] | None = None) -> Decision:
+        """The verdict for a featured row without verification (queries and what-ifs: no writes)."""
+        return decide(self.evidence(row, excluded), self.thresholds)
 
     def _not_duplicates(self, file_id: int) -> set[int]:
         rows = self.catalog.query("SELECT a, b FROM not_duplicates WHERE a = ? OR b = ?", (file_id, file_id))
@@ -167,18 +224,8 @@ class IndexOwner:
     def _index(self, row: Row) -> None:
         if row.windows is not None and row.dhash is not None:
             self.hashes.add(row.id, row.windows, row.dhash)
-        if row.embedding is None:
-            return
-        if row.model != self.model_identity:
-            if row.model not in self._foreign_models:
-                self._foreign_models.add(row.model or "")
-                log.warning("a worker embeds with %s but this index uses %s: those vectors are not indexed",
-                            row.model, self.model_identity)
-            return
-        if self.vectors is None:
-            self._open_vectors(len(row.embedding))
-        assert self.vectors is not None
-        self.vectors.add(row.id, row.embedding)
+        self.copies.add(row)
+        self.vectors.add(row)
 
     def _event(self, row: Row, decision: Decision, now: float) -> VerdictEvent:
         matches: tuple[Match, ...] = ()
@@ -196,15 +243,30 @@ class IndexOwner:
         file_id = self.catalog.deleted(path)
         if file_id is not None and not self.settings.match.keep_deleted:
             self.hashes.remove(file_id)
-            if self.vectors is not None:
-                self.vectors.remove(file_id)
+            self.copies.remove(file_id)
+            self.vectors.remove(file_id)
 
     def moved(self, src: str, dest: str) -> bool:
         return self.catalog.moved(src, dest)
 
     def save(self) -> None:
-        if self.vectors is not None:
-            self.vectors.save()
+        self.copies.save()
+        self.vectors.save()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _verifier(settings: Settings) -> Callable[..., Any] | None:
+    """workers.align.align_files, imported lazily: verification is part of the decision where it is installed
+    (it needs OpenCV); without it, inconclusive evidence is decided without a verification."""
+    try:
+        from workers.align import align_files
+    except ImportError as exc:
+        log.info("geometric verification unavailable (%s): inconclusive evidence is decided without it", exc)
+        return None
+    return align_files
 
 
 def event_for(row: Row, catalog: Catalog) -> VerdictEvent:

@@ -18,7 +18,7 @@ from daemon.config import Settings
 from daemon.events import VerdictEvent
 from daemon.owner import IndexOwner, event_for
 from daemon.state import StateDir
-from workers.models.base import load_model
+from workers.models.base import load_models
 from workers.pipeline import Pipeline
 
 
@@ -35,8 +35,8 @@ def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout,
     state = StateDir(settings.state_dir)
     state.acquire()
     catalog = Catalog(state.catalog)
-    embedder, _status = load_model(settings)
-    pipeline = Pipeline(settings.decode, embedder)
+    embedder, copier, _status = load_models(settings)
+    pipeline = Pipeline(settings.decode, embedder, copier)
     owner = IndexOwner(settings, catalog)
     counts: dict[str, int] = {}
     bar = _progress(total) if progress else None

@@ -99,7 +99,8 @@ class Daemon:
         self.deliverer.set_endpoints(settings.webhooks)
         self.commands.commands = settings.commands
         self.owner.settings = self.settings = settings
-        self.owner.thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model)
+        self.owner.thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model,
+                                                   None if settings.hash_only else settings.copy_model)
         configure(settings.log_level, settings.log_format)
         log.info("configuration reloaded: thresholds %s, %d webhook endpoints", self.owner.thresholds,
                  len(settings.webhooks))

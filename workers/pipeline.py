@@ -24,11 +24,16 @@ from daemon.config import DecodeSettings
 from workers import hashing
 from workers.decode import DecodeError, decode_file
 from workers.models.base import ImageEmbedder
+from workers.models.copy import CopyDescriptor
 
 if TYPE_CHECKING:  # torch is imported only with a model: hash-only never pays for it
     import torch
 
 log = logging.getLogger(__name__)
+
+
+VECTORS = ("embedding", "copy_embedding")
+"""Features' float32 vectors (base64 in JSON): the semantic one and the copy descriptor's."""
 
 
 @dataclass
@@ -47,21 +52,25 @@ class Features:
     height: int | None = None
     format: str | None = None
     size: int | None = None
-    embedding: np.ndarray | None = None
+    embedding: np.ndarray | None = None  # the semantic model's vector (open_clip): `similar`
     model: str | None = None
+    copy_embedding: np.ndarray | None = None  # the copy descriptor's vector (SSCD): edited-copy
+    copy_model: str | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe form for Redis (rq's JSON serializer world: nothing is ever unpickled)."""
         out = {k: v for k, v in self.__dict__.items()
-               if k not in ("windows", "dihedral", "embedding", "extra") and v is not None}
+               if k not in ("windows", "dihedral", *VECTORS, "extra") and v is not None}
         for key in ("windows", "dihedral"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = [int(x) for x in value]
-        if self.embedding is not None:
-            out["embedding"] = base64.b64encode(self.embedding.astype(np.float32).tobytes()).decode()
+        for key in VECTORS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = base64.b64encode(value.astype(np.float32).tobytes()).decode()
         return out
 
     @classmethod
@@ -70,8 +79,9 @@ class Features:
         for key in ("windows", "dihedral"):
             if key in data:
                 data[key] = np.asarray(data[key], dtype=np.int64)
-        if "embedding" in data:
-            data["embedding"] = np.frombuffer(base64.b64decode(data["embedding"]), dtype=np.float32)
+        for key in VECTORS:
+            if key in data:
+                data[key] = np.frombuffer(base64.b64decode(data[key]), dtype=np.float32)
         return cls(**data)
 
 
@@ -81,7 +91,8 @@ class Prepared:
 
     windows: np.ndarray  # uint8 [len(WINDOWS),32,32] pHash planes
     g98: np.ndarray  # uint8 [8,9] dHash plane
-    pixels: torch.Tensor | None  # the model's input [3,H,W], None in hash-only mode
+    pixels: torch.Tensor | None  # the semantic model's input [3,H,W], None without one
+    copy_pixels: np.ndarray | None  # the copy descriptor's uint8 [H,W,3], None without one
 
 
 def decode_threads(setting: int) -> int:
@@ -92,11 +103,12 @@ def decode_threads(setting: int) -> int:
 
 
 class Pipeline:
-    """Holds the embedder (or none, in hash-only mode) and a decode pool for the process's life."""
+    """Holds the models (either may be None) and a decode pool for the process's life."""
 
-    def __init__(self, decode: DecodeSettings, embedder: ImageEmbedder | None):
+    def __init__(self, decode: DecodeSettings, embedder: ImageEmbedder | None, copier: CopyDescriptor | None = None):
         self.decode_settings = decode
         self.embedder = embedder
+        self.copier = copier
         self.pool = ThreadPoolExecutor(max_workers=decode_threads(decode.threads), thread_name_prefix="decode")
 
     def close(self) -> None:
@@ -108,6 +120,8 @@ class Pipeline:
         good = [(f, p) for f, p in results if p is not None]
         if good:
             self._hash([f for f, _ in good], [p for _, p in good])
+            if self.copier is not None:
+                self._copy_embed([f for f, _ in good], [p for _, p in good])
             if self.embedder is not None:
                 self._embed([f for f, _ in good], [p for _, p in good])
         return [f for f, _ in results]
@@ -121,6 +135,7 @@ class Pipeline:
             decoded = decode_file(path, size=s.size, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes)
             windows, g98 = hashing.hash_planes(decoded.image)
             pixels = self.embedder.preprocess(decoded.image) if self.embedder is not None else None
+            copy_pixels = self.copier.preprocess(decoded.image) if self.copier is not None else None
         except DecodeError as exc:
             feats.error = f"{exc.reason}: {exc.detail}"
             return feats, None
@@ -131,7 +146,7 @@ class Pipeline:
         feats.sha256, feats.pixel_sha = decoded.sha256, decoded.pixel_sha
         feats.width, feats.height, feats.format, feats.size = (decoded.width, decoded.height,
                                                                decoded.format, decoded.size)
-        return feats, Prepared(windows, g98, pixels)
+        return feats, Prepared(windows, g98, pixels, copy_pixels)
 
     def _hash(self, feats: list[Features], prepared: list[Prepared]) -> None:
         """Batched hashes: numpy on the CPU; on the model's GPU when there is one (same results)."""
@@ -167,3 +182,15 @@ class Pipeline:
         for f, v in zip(feats, vectors, strict=True):
             f.embedding = v
             f.model = self.embedder.identity
+
+    def _copy_embed(self, feats: list[Features], prepared: list[Prepared]) -> None:
+        """The copy descriptor over the batch: numpy straight into the model (no torch for ONNX)."""
+        assert self.copier is not None
+        try:
+            vectors = self.copier.embed([p.copy_pixels for p in prepared])
+        except Exception:  # as in _embed: hashes stay usable, verdicts degrade rather than fail
+            log.exception("copy descriptor failed for a batch of %d; continuing without it", len(feats))
+            return
+        for f, v in zip(feats, vectors, strict=True):
+            f.copy_embedding = v
+            f.copy_model = self.copier.identity
