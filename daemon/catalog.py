@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS files (
     model        TEXT,
     copy_embedding BLOB,                             -- float32[dim], L2-normalised (copy descriptor)
     copy_model   TEXT,
+    copy_inner   BLOB,                               -- float32[dim]: the picture inside a frame (query only)
     verdict      TEXT,
     match_id     INTEGER REFERENCES files(id),
     score        REAL,
@@ -65,9 +66,9 @@ CREATE TABLE IF NOT EXISTS not_duplicates (
 """
 
 FEATURE_COLUMNS = ("sha256", "pixel_sha", "phash", "dhash", "windows", "dihedral", "width", "height",
-                   "format", "size", "embedding", "model", "copy_embedding", "copy_model", "error")
+                   "format", "size", "embedding", "model", "copy_embedding", "copy_model", "copy_inner", "error")
 
-ADDED_COLUMNS = {"copy_embedding": "BLOB", "copy_model": "TEXT"}
+ADDED_COLUMNS = {"copy_embedding": "BLOB", "copy_model": "TEXT", "copy_inner": "BLOB"}
 """Columns newer than the first schema: added in place to a catalog made before them."""
 
 
@@ -94,6 +95,7 @@ class Row:
     model: str | None = None
     copy_embedding: np.ndarray | None = None
     copy_model: str | None = None
+    copy_inner: np.ndarray | None = None
     error: str | None = None
     verdict: str | None = None
     match_id: int | None = None
@@ -113,7 +115,7 @@ class Row:
         for key in ("windows", "dihedral"):
             if data.get(key) is not None:
                 data[key] = np.frombuffer(data[key], dtype=np.int64)
-        for key in ("embedding", "copy_embedding"):
+        for key in ("embedding", "copy_embedding", "copy_inner"):
             if data.get(key) is not None:
                 data[key] = np.frombuffer(data[key], dtype=np.float32)
         return cls(**data)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from daemon import __version__
-from daemon.catalog import Catalog, Row
+from daemon.catalog import FEATURE_COLUMNS, Catalog, Row
 from daemon.config import Settings
 from daemon.events import FileInfo, Match, VerdictEvent
 from daemon.hashindex import HashIndex
@@ -93,9 +93,7 @@ class IndexOwner:
         """Store worker results. Duplicates (a re-queued job finishing twice) are ignored."""
         stored = 0
         for f in features:
-            data = {k: getattr(f, k) for k in ("sha256", "pixel_sha", "phash", "dhash", "windows", "dihedral",
-                                               "width", "height", "format", "size", "embedding", "model",
-                                               "error")}
+            data = {k: getattr(f, k) for k in FEATURE_COLUMNS}
             stored += self.catalog.store_features(f.id, {k: v for k, v in data.items() if v is not None})
         return stored
 
@@ -200,9 +198,15 @@ class IndexOwner:
             hashed = self.hashes.best(row.windows, row.dihedral, row.dhash, row.id, self.thresholds.hashes, excluded)
         k = self.settings.match.top_k
         copies = self.copies.search(row, k, excluded)
+        queries = [v for v in (self.copies.vector(row), row.copy_inner if self.copies.vector(row) is not None
+                               else None) if v is not None]
+        if len(queries) == 2:  # the picture inside a frame, searched too: the better score per file counts
+            merged = dict(copies)
+            for i, score in self.copies.search_vector(queries[1], row.id, k, excluded):
+                merged[i] = max(score, merged.get(i, score))
+            copies = sorted(merged.items(), key=lambda item: (-item[1], item[0]))
         hashed_score = None
-        mine = self.copies.vector(row)
-        if hashed is not None and mine is not None:
+        if hashed is not None and queries:
             scored = dict(copies)
             if hashed.id in scored:
                 hashed_score = scored[hashed.id]
@@ -210,7 +214,7 @@ class IndexOwner:
                 other = self.catalog.get(hashed.id)
                 theirs = self.copies.vector(other) if other is not None else None
                 if theirs is not None:
-                    hashed_score = float(np.dot(mine, theirs)) * 100.0
+                    hashed_score = max(float(np.dot(q, theirs)) for q in queries) * 100.0
         return Evidence(None, hashed, hashed_score, copies, self.vectors.search(row, k, excluded))
 
     def evaluate(self, row: Row, excluded: set[int] | None = None) -> Decision:

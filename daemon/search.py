@@ -37,7 +37,7 @@ def probe_row(feats: Features) -> Row:
     return Row(id=PROBE_ID, path=feats.path, size=feats.size, mtime_ns=None, state="featured", detected_at=0.0,
                sha256=feats.sha256, pixel_sha=feats.pixel_sha, phash=feats.phash, dhash=feats.dhash,
                windows=feats.windows, dihedral=feats.dihedral, embedding=feats.embedding, model=feats.model,
-               copy_embedding=feats.copy_embedding, copy_model=feats.copy_model)
+               copy_embedding=feats.copy_embedding, copy_model=feats.copy_model, copy_inner=feats.copy_inner)
 
 
 def signals_used(owner: IndexOwner, probe: Row) -> str:

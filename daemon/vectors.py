@@ -147,11 +147,14 @@ class ModelVectors:
         self._open(len(value)).add(row.id, value)
 
     def search(self, row, k: int, excluded: set[int]) -> list[tuple[int, float]]:
-        """(id, score 0-100) of the nearest EARLIER files, best first."""
+        """(id, score 0-100) of the nearest files EARLIER than the row, by the row's vector, best first."""
         vector = self.vector(row)
-        if vector is None or self.index is None:
+        return [] if vector is None else self.search_vector(vector, row.id, k, excluded)
+
+    def search_vector(self, vector: np.ndarray, before_id: int, k: int, excluded: set[int]) -> list[tuple[int, float]]:
+        if self.index is None:
             return []
-        return [(i, s) for i, s in self.index.search(vector, k) if i < row.id and i not in excluded]
+        return [(i, s) for i, s in self.index.search(vector, k) if i < before_id and i not in excluded]
 
     def remove(self, file_id: int) -> None:
         if self.index is not None:

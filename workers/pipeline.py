@@ -22,6 +22,7 @@ import numpy as np
 
 from daemon.config import DecodeSettings
 from workers import hashing
+from workers.content import picture_box
 from workers.decode import DecodeError, decode_file
 from workers.models.base import ImageEmbedder
 from workers.models.copy import CopyDescriptor
@@ -32,8 +33,9 @@ if TYPE_CHECKING:  # torch is imported only with a model: hash-only never pays f
 log = logging.getLogger(__name__)
 
 
-VECTORS = ("embedding", "copy_embedding")
-"""Features' float32 vectors (base64 in JSON): the semantic one and the copy descriptor's."""
+VECTORS = ("embedding", "copy_embedding", "copy_inner")
+"""Features' float32 vectors (base64 in JSON): the semantic one, the copy descriptor's of the whole frame,
+and the copy descriptor's of the picture inside a frame (workers.content)."""
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Features:
     model: str | None = None
     copy_embedding: np.ndarray | None = None  # the copy descriptor's vector (SSCD): edited-copy
     copy_model: str | None = None
+    copy_inner: np.ndarray | None = None  # the same, of the picture inside a frame (screenshot, meme, letterbox)
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -93,6 +96,7 @@ class Prepared:
     g98: np.ndarray  # uint8 [8,9] dHash plane
     pixels: torch.Tensor | None  # the semantic model's input [3,H,W], None without one
     copy_pixels: np.ndarray | None  # the copy descriptor's uint8 [H,W,3], None without one
+    inner_pixels: np.ndarray | None = None  # the same for the picture inside a frame, when there is one
 
 
 def decode_threads(setting: int) -> int:
@@ -135,7 +139,14 @@ class Pipeline:
             decoded = decode_file(path, size=s.size, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes)
             windows, g98 = hashing.hash_planes(decoded.image)
             pixels = self.embedder.preprocess(decoded.image) if self.embedder is not None else None
-            copy_pixels = self.copier.preprocess(decoded.image) if self.copier is not None else None
+            copy_pixels = inner_pixels = None
+            if self.copier is not None:
+                copy_pixels = self.copier.preprocess(decoded.image)
+                box = picture_box(decoded.image)
+                if box is not None:
+                    w, h = decoded.image.size
+                    inner_pixels = self.copier.preprocess(decoded.image.crop(
+                        (round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h))))
         except DecodeError as exc:
             feats.error = f"{exc.reason}: {exc.detail}"
             return feats, None
@@ -146,7 +157,7 @@ class Pipeline:
         feats.sha256, feats.pixel_sha = decoded.sha256, decoded.pixel_sha
         feats.width, feats.height, feats.format, feats.size = (decoded.width, decoded.height,
                                                                decoded.format, decoded.size)
-        return feats, Prepared(windows, g98, pixels, copy_pixels)
+        return feats, Prepared(windows, g98, pixels, copy_pixels, inner_pixels)
 
     def _hash(self, feats: list[Features], prepared: list[Prepared]) -> None:
         """Batched hashes: numpy on the CPU; on the model's GPU when there is one (same results)."""
@@ -186,11 +197,15 @@ class Pipeline:
     def _copy_embed(self, feats: list[Features], prepared: list[Prepared]) -> None:
         """The copy descriptor over the batch: numpy straight into the model (no torch for ONNX)."""
         assert self.copier is not None
+        inner = [i for i, p in enumerate(prepared) if p.inner_pixels is not None]
         try:
-            vectors = self.copier.embed([p.copy_pixels for p in prepared])
+            vectors = self.copier.embed([p.copy_pixels for p in prepared] +
+                                        [prepared[i].inner_pixels for i in inner])
         except Exception:  # as in _embed: hashes stay usable, verdicts degrade rather than fail
             log.exception("copy descriptor failed for a batch of %d; continuing without it", len(feats))
             return
-        for f, v in zip(feats, vectors, strict=True):
+        for f, v in zip(feats, vectors, strict=False):
             f.copy_embedding = v
             f.copy_model = self.copier.identity
+        for i, v in zip(inner, vectors[len(feats):], strict=True):
+            feats[i].copy_inner = v
