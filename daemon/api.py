@@ -38,7 +38,7 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from importlib.resources import files as package_files
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import redis
 import uvicorn
@@ -49,6 +49,7 @@ from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from daemon import __version__, defaults
+from daemon.events import MATCH_KINDS, Kind
 from daemon.metrics import Metrics
 from daemon.search import PROBE_ID, probe_row, rank, signals_used
 from daemon.status import redis_status
@@ -70,9 +71,6 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 THUMBNAIL_CACHE = 512
 """Thumbnails kept in memory (about 10 KB each): a review page of 50 pairs is served from memory."""
-
-MATCH_KINDS = ("exact-copy", "edited-copy", "similar")
-
 
 class ShuttingDown(Exception):
     """The daemon is stopping: the main loop will run no more calls."""
@@ -349,7 +347,7 @@ def create_app(api: ApiServer) -> FastAPI:
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
 
     @app.get("/api/v1/matches", dependencies=[Auth])
-    def get_matches(db: DB, kind: Literal["exact-copy", "edited-copy", "similar", "error"] | None = None,
+    def get_matches(db: DB, kind: Kind | None = None,
                     since: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
                     include_dismissed: bool = False) -> dict[str, Any]:
         """Recent verdicts that found a match (or, with kind=error, failures), newest first."""

@@ -24,16 +24,16 @@ from typing import Any
 import numpy as np
 
 from daemon import __version__
-from daemon.catalog import FEATURE_COLUMNS, Catalog, Row
+from daemon.catalog import Catalog, Row
 from daemon.config import Settings
 from daemon.events import FileInfo, Match, VerdictEvent
 from daemon.hashindex import HashIndex
 from daemon.vectors import ModelVectors
 from daemon.verdict import Decision, Evidence, Thresholds, decide, to_verify
+from workers.features import Features
 from workers.hashing import WINDOWS
 from workers.models.base import identity_of
 from workers.models.copy import copy_identity
-from workers.pipeline import Features
 
 log = logging.getLogger("dupwatch.owner")
 
@@ -93,8 +93,7 @@ class IndexOwner:
         """Store worker results. Duplicates (a re-queued job finishing twice) are ignored."""
         stored = 0
         for f in features:
-            data = {k: getattr(f, k) for k in FEATURE_COLUMNS}
-            stored += self.catalog.store_features(f.id, {k: v for k, v in data.items() if v is not None})
+            stored += self.catalog.store_features(f.id, f.stored())
         return stored
 
     def decide_ready(self, limit: int = 1000) -> list[VerdictEvent]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from daemon import queue as q
 from daemon.config import Settings
 from daemon.state import StateDir
+from workers import queue as q
 
 
 def _read_only(settings: Settings) -> sqlite3.Connection | None:

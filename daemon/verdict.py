@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon import defaults
-from daemon.config import MatchSettings, ModelSettings
+from daemon.config import MatchSettings
 from daemon.hashindex import HashHit, HashRule
-from workers.copy_settings import CopyModelSettings
+from workers.settings import CopyModelSettings, ModelSettings
 
 TIGHT_SIGNALS = ("phash",)
 """Hash clauses conclusive on their own: the full frame (and its flips/rotations) at the pHash radius."""

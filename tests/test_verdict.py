@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daemon.config import MatchSettings, ModelSettings
+from daemon.config import MatchSettings
 from daemon.hashindex import HashHit, HashIndex, HashRule
 from daemon.verdict import Evidence, Thresholds, decide, hash_score, to_verify
-from workers.copy_settings import CopyModelSettings
+from workers.settings import CopyModelSettings, ModelSettings
 
 RULE = HashRule(phash=8, window=6, dhash=6, confirm_phash=14, confirm_dhash=10)
 TH = Thresholds(RULE, copy_score=75.0, similar_score=85.0, verify_score=45.0, veto_score=25.0, min_inliers=15)

@@ -20,8 +20,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from workers.copy_settings import CopyModelSettings
 from workers.models.base import ModelUnavailable
+from workers.settings import CopyModelSettings
 
 log = logging.getLogger("dupwatch.model")
 

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from workers.models.base import ModelUnavailable
-from workers.copy_settings import CopyModelSettings
 from workers.models.copy import cut, run_batches
+from workers.settings import CopyModelSettings
 
 
 def usable_cores() -> int:

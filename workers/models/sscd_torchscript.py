@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image
 
 from workers.models.base import ModelUnavailable, resolve_device
-from workers.copy_settings import CopyModelSettings
 from workers.models.copy import cut, run_batches
+from workers.settings import CopyModelSettings
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
