@@ -232,6 +232,13 @@ class Catalog:
         rows = self.query("SELECT * FROM files WHERE id = ?", (file_id,))
         return Row.from_sql(rows[0]) if rows else None
 
+    def rows(self, ids: Sequence[int]) -> list[Row]:
+        """The rows of these ids, in id order (the owner scores a file's candidates from their vectors)."""
+        if not ids:
+            return []
+        return [Row.from_sql(r) for r in self.query(
+            f"SELECT * FROM files WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", list(ids))]
+
     def by_path(self, path: str) -> Row | None:
         rows = self.query("SELECT * FROM files WHERE path = ? AND current = 1", (path,))
         return Row.from_sql(rows[0]) if rows else None

@@ -29,7 +29,7 @@ from daemon.config import Settings
 from daemon.events import FileInfo, Match, VerdictEvent
 from daemon.hashindex import HashIndex
 from daemon.vectors import ModelVectors
-from daemon.verdict import Decision, Evidence, Thresholds, decide, to_verify
+from daemon.verdict import Decision, Evidence, Thresholds, decide, pair_score, to_verify
 from workers.features import Features
 from workers.hashing import WINDOWS
 from workers.models.base import identity_of
@@ -196,24 +196,19 @@ class IndexOwner:
         if row.windows is not None and row.dihedral is not None and row.dhash is not None:
             hashed = self.hashes.best(row.windows, row.dihedral, row.dhash, row.id, self.thresholds.hashes, excluded)
         k = self.settings.match.top_k
-        copies = self.copies.search(row, k, excluded)
-        queries = [v for v in (self.copies.vector(row), row.copy_inner if self.copies.vector(row) is not None
-                               else None) if v is not None]
-        if len(queries) == 2:  # the picture inside a frame, searched too: the better score per file counts
-            merged = dict(copies)
-            for i, score in self.copies.search_vector(queries[1], row.id, k, excluded):
-                merged[i] = max(score, merged.get(i, score))
-            copies = sorted(merged.items(), key=lambda item: (-item[1], item[0]))
-        hashed_score = None
-        if hashed is not None and queries:
-            scored = dict(copies)
-            if hashed.id in scored:
-                hashed_score = scored[hashed.id]
-            else:
-                other = self.catalog.get(hashed.id)
-                theirs = self.copies.vector(other) if other is not None else None
-                if theirs is not None:
-                    hashed_score = max(float(np.dot(q, theirs)) for q in queries) * 100.0
+        mine = self.copies.vector(row)
+        inner = row.copy_inner if mine is not None else None
+        candidates = {i for q in (mine, inner) if q is not None
+                      for i, _ in self.copies.search_vector(q, row.id, k, excluded)}
+        if hashed is not None and mine is not None:
+            candidates.add(hashed.id)
+        scores = {}
+        for other in self.catalog.rows(sorted(candidates)):
+            theirs = self.copies.vector(other)
+            if theirs is not None:
+                scores[other.id] = pair_score(mine, inner, theirs, other.copy_inner)
+        copies = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+        hashed_score = scores.get(hashed.id) if hashed is not None else None
         return Evidence(None, hashed, hashed_score, copies, self.vectors.search(row, k, excluded))
 
     def evaluate(self, row: Row, excluded: set[int] | None = None) -> Decision:

@@ -125,6 +125,13 @@ def _install_signals(daemon: Daemon, reload: Callable[[], Settings] | None) -> N
 
 def run_all(settings: Settings, roots: list[Path], reload: Callable[[], Settings] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads starve the daemon
+    if not settings.hash_only and settings.model.name != "none":
+        from workers.models.hub import offline_reason
+
+        # one hub decision for the host: offline, the spawned workers inherit HF_HUB_OFFLINE and never wait
+        reason = offline_reason()
+        if reason:
+            log.info("model hub not used (%s): models load from local files and the cache only", reason)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     embedded = None if settings.redis.url else EmbeddedRedis(settings.state_dir)
     redis_url = settings.redis.url or embedded.start()

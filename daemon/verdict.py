@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from daemon import defaults
 from daemon.config import MatchSettings
 from daemon.hashindex import HashHit, HashRule
@@ -86,6 +88,20 @@ class Decision:
 def hash_score(distance: int) -> float:
     """A Hamming distance on the 0-100 scale: 100 for identical hashes, 50 for unrelated ones."""
     return round(100.0 * (1.0 - distance / 64.0), 1)
+
+
+def pair_score(query: np.ndarray, query_inner: np.ndarray | None, other: np.ndarray,
+               other_inner: np.ndarray | None) -> float:
+    """The copy descriptor's score (0-100) for a pair, where either may be a picture inside a frame.
+
+    When both are framed, their whole frames are not compared: two different pictures in one screenshot
+    template, letterbox or caption layout share the frame, and the frame scored them 43-55 on the bench,
+    above a photo against its own screenshot. The pictures are compared instead (with each other and with
+    the other's whole frame, for a copy framed twice)."""
+    pairs = [(query_inner, other_inner), (query_inner, other), (query, other_inner)]
+    if query_inner is None or other_inner is None:
+        pairs.append((query, other))
+    return max(float(np.dot(a, b)) for a, b in pairs if a is not None and b is not None) * 100.0
 
 
 def to_verify(ev: Evidence, th: Thresholds) -> list[int]:
