@@ -5,9 +5,10 @@
 
 With --copy, every file's hashes and copy-descriptor vectors (whole frame, and the picture inside a frame)
 are computed once with the workers' pipeline, then the stream is replayed through daemon.verdict.decide,
-the owner's own decision, for a grid of (copy, verify, veto) scores, without geometric verification (so a
-borderline score is `new`: verification can only add recall). It prints the best settings at precision
->= --precision with at most 1 % of distractors flagged, and the shipped defaults' figures.
+the owner's own decision, for a grid of (copy, verify, veto) scores, without geometric verification (a
+borderline score is then `new`) or with it (--verify: workers.align on each pair a decision asks
+for). It prints the best settings at precision >= --precision with at most 1 % of distractors flagged,
+and the shipped defaults' figures.
 
 Computes every file's features once with the workers' own pipeline (hash-only), then replays the stream:
 each file against every EARLIER file with the daemon's own HashIndex, for each rule in a grid. Prints the
@@ -73,12 +74,14 @@ def replay(entries: list[dataset.Entry], feats, rules: list[HashRule]) -> list[O
     return [Outcome(r, c / edits, c / max(1, c + x), x, d) for r, (c, x, d) in tallies.items()]
 
 
-COPY_GRID = {"copy": (50, 55, 60, 65, 70, 75, 80), "verify": (35, 40, 45, 50, 55), "veto": (-1, 10, 15, 20, 25, 30)}
+COPY_GRID = {"copy": (50, 55, 60, 65, 70, 75, 80, 85, 90, 96), "verify": (30, 35, 40, 45, 50, 55),
+             "veto": (-1, 10, 15, 20, 25, 30)}
 
 
-def copy_replay(entries: list[dataset.Entry], feats, th_list: list) -> dict:
-    """Each Thresholds' (correct, false, distractors flagged) over the stream, decided by daemon.verdict."""
-    from daemon.verdict import Evidence, decide
+def copy_replay(entries: list[dataset.Entry], feats, th_list: list, align=None) -> dict:
+    """Each Thresholds' (correct, false, distractors flagged) over the stream, decided by daemon.verdict.
+    `align(i, j)`: the verification of file i against file j (each pair computed once), or None: none."""
+    from daemon.verdict import Evidence, decide, to_verify
 
     group = [e.group if e.role != "distractor" else f"distractor:{e.file}" for e in entries]
     ok = [f.error is None and f.copy_embedding is not None for f in feats]
@@ -100,7 +103,7 @@ def copy_replay(entries: list[dataset.Entry], feats, th_list: list) -> dict:
         hit_score = float(scores[np.searchsorted(earlier, hit.id)]) if hit is not None else None
         ev = Evidence(hashed=hit, hashed_copy_score=hit_score, copies=copies)
         for th in th_list:
-            d = decide(ev, th)
+            d = decide(ev, th, {j: align(i, j) for j in to_verify(ev, th)} if align else None)
             if d.kind != "edited-copy":
                 continue
             right = entry.role == "edit" and group[d.match_id] == group[i]
@@ -140,7 +143,17 @@ def copy_main(args, entries: list[dataset.Entry]) -> None:
     grid = {shipped} | {Thresholds(shipped.hashes, copy_score=c, similar_score=None, verify_score=v, veto_score=t)
                         for c, v, t in itertools.product(*COPY_GRID.values()) if t < v < c}
     th_list = sorted(grid, key=lambda t: (t.copy_score, t.verify_score, t.veto_score))
-    tallies = copy_replay(entries, feats, th_list)
+    align = None
+    if args.verify:
+        from functools import cache
+
+        from workers.align import align_files
+
+        @cache
+        def align(i: int, j: int):
+            return align_files(str(args.data / entries[i].file), str(args.data / entries[j].file))
+
+    tallies = copy_replay(entries, feats, th_list, align)
     edits = sum(e.role == "edit" for e in entries)
     distractors = sum(e.role == "distractor" for e in entries)
     rows = [(th, c / edits, c / max(1, c + x), x, d) for th, (c, x, d) in tallies.items()]
@@ -148,7 +161,7 @@ def copy_main(args, entries: list[dataset.Entry]) -> None:
                   key=lambda r: (-r[1], -r[2]))
     print(f"{len(entries)} files, {edits} edits, {distractors} distractors; copy descriptor {copier.identity}; "
           f"settings with precision >= {args.precision} and <= 1 % of distractors flagged, best first "
-          "(no geometric verification)")
+          f"({'with' if args.verify else 'no'} geometric verification)")
     print(f"{'copy':>5} {'verify':>6} {'veto':>5}  {'recall':>6} {'prec':>6} {'false':>5} {'distr':>5}")
     shown = good[: args.top] + [r for r in rows if r[0] == shipped and r not in good[: args.top]]
     for th, recall, precision, false, flagged in shown:
@@ -163,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precision", type=float, default=0.99)
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--copy", action="store_true", help="calibrate the copy descriptor's scores (SSCD)")
+    ap.add_argument("--verify", action="store_true", help="--copy with geometric verification (workers.align)")
     args = ap.parse_args(argv)
     if not (args.data / "manifest.jsonl").exists():
         raise SystemExit(f"no benchmark at {args.data}: build it with python -m bench.dataset --out {args.data}")

@@ -148,16 +148,18 @@ class IndexOwner:
         return self._pool.submit(self._align_all, row.path, [(c, r.path) for c, r in pairs if r is not None])
 
     def _align_all(self, path: str, candidates: list[tuple[int, str]]) -> dict[int, Any]:
-        """Alignments per candidate (None: none found); a candidate whose file cannot be read is left out,
-        so the decision is made without it (DESIGN: if the earlier file is gone, decide without it)."""
+        """Alignments per candidate (None: none found). A pair whose file is gone is left out, so the
+        decision is made without a verification rather than against one (issue 11: decide without it)."""
         assert self.verifier is not None
         out: dict[int, Any] = {}
         s = self.settings.decode
         for file_id, other in candidates:
+            if not (os.path.isfile(path) and os.path.isfile(other)):
+                continue
             try:
                 out[file_id] = self.verifier(path, other, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes)
-            except Exception as exc:  # noqa: BLE001 - a vanished or unreadable file (or a decoder error): decide without it
-                log.info("verification of %s against %s skipped: %s", path, other, exc)
+            except Exception as exc:  # noqa: BLE001 - a decoder or OpenCV error costs this pair its verification
+                log.warning("verification of %s against %s failed: %s", path, other, exc)
         return out
 
     def _commit(self, row: Row, evidence: Evidence | None, verification: Future | None) -> VerdictEvent:

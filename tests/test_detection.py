@@ -105,11 +105,44 @@ def test_sscd_finds_the_edits_hashes_miss(edits, tmp_path):
         assert hashes[name]["verdict"] == "new", (name, hashes[name])
 
 
+def hubble_halves(out: Path) -> list[Path]:
+    """The Hubble deep field cut in two: two different skies of the same kind."""
+    import skimage.data
+
+    sky = Image.fromarray(skimage.data.hubble_deep_field()).convert("RGB")
+    w, h = sky.size
+    halves = [out / "hubble-left.jpg", out / "hubble-right.jpg"]
+    sky.crop((0, 0, w // 2, h)).save(halves[0], quality=92)
+    sky.crop((w // 2, 0, w, h)).save(halves[1], quality=92)
+    return halves
+
+
 def test_a_star_field_is_not_a_copy_of_another(tmp_path):
-    """Star fields look alike to hashes (dark frames, specks); SSCD scores them apart and vetoes the match."""
-    skies = [star_field(tmp_path / f"sky{seed}.jpg", seed) for seed in (1, 2, 3)]
+    """Skies look alike to hashes (dark frames, specks) and to SSCD (the Hubble halves score 82): neither may
+    make one a copy of the other on its own."""
+    skies = hubble_halves(tmp_path) + [star_field(tmp_path / f"sky{seed}.jpg", seed) for seed in (1, 2)]
     records = scan(tmp_path / "state", skies, NO_CLIP)
-    assert [r["verdict"] for r in records] == ["new", "new", "new"], records
+    assert [r["verdict"] for r in records] == ["new"] * 4, records
+
+
+def letterbox(src: Path, dest: Path) -> Path:
+    """The picture squeezed into a 16:9 black frame with a white title strip: the same for any picture."""
+    picture = Image.open(src).convert("RGB")
+    canvas = Image.new("RGB", (1280, 720), "black")
+    ImageDraw.Draw(canvas).rectangle((0, 640, 1280, 720), fill="white")
+    picture.thumbnail((900, 600))
+    canvas.paste(picture, ((1280 - picture.width) // 2, (640 - picture.height) // 2))
+    canvas.save(dest, quality=90)
+    return dest
+
+
+@pytest.mark.parametrize("frame", ["screenshot", "letterbox", "caption bands"])
+def test_different_pictures_in_one_template_are_not_copies(photos, tmp_path, frame):
+    """The same frame around different photos shares most of its pixels; only the pictures decide."""
+    make = {"screenshot": screenshot_paste, "letterbox": letterbox, "caption bands": caption_bands}[frame]
+    framed = [make(photos[name], tmp_path / f"{name}.jpg") for name in ("coffee", "rocket", "chelsea")]
+    records = scan(tmp_path / "state", framed, NO_CLIP)
+    assert [r["verdict"] for r in records] == ["new"] * 3, records
 
 
 def test_run_flags_a_crop_and_a_rotation_through_the_worker(tmp_path, photos, services):
