@@ -133,7 +133,7 @@ def copy_main(args, entries: list[dataset.Entry]) -> None:
 
     settings = Settings(hash_only=False, require_model=True)
     copier, _ = load_copy_model(settings)
-    cache = args.data / f"features-{copier.identity.replace(':', '_')}.pickle"
+    cache = args.data / f"features-{copier.identity.replace(':', '_')}-{len(entries)}.pickle"
     if cache.exists():  # the replay is cheap; the features are not
         feats = pickle.loads(cache.read_bytes())
     else:
@@ -142,7 +142,8 @@ def copy_main(args, entries: list[dataset.Entry]) -> None:
     shipped = Thresholds.resolve(MatchSettings(), None, settings.copy_model)
     grid = {shipped} | {Thresholds(shipped.hashes, copy_score=c, similar_score=None, verify_score=v, veto_score=t)
                         for c, v, t in itertools.product(*COPY_GRID.values()) if t < v < c}
-    th_list = sorted(grid, key=lambda t: (t.copy_score, t.verify_score, t.veto_score))
+    th_list = [shipped] if args.only_shipped else sorted(grid, key=lambda t: (t.copy_score, t.verify_score,
+                                                                               t.veto_score))
     align = None
     if args.verify:
         from functools import cache
@@ -177,10 +178,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--copy", action="store_true", help="calibrate the copy descriptor's scores (SSCD)")
     ap.add_argument("--verify", action="store_true", help="--copy with geometric verification (workers.align)")
+    ap.add_argument("--limit", type=int, help="only the first N files of the stream (verification is slow)")
+    ap.add_argument("--only-shipped", action="store_true", help="--copy: replay the shipped thresholds alone")
     args = ap.parse_args(argv)
     if not (args.data / "manifest.jsonl").exists():
         raise SystemExit(f"no benchmark at {args.data}: build it with python -m bench.dataset --out {args.data}")
-    entries = dataset.load_manifest(args.data)
+    entries = dataset.load_manifest(args.data)[: args.limit]
     if args.copy:
         copy_main(args, entries)
         return

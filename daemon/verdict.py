@@ -4,13 +4,14 @@ Order of evidence: identical bytes or identical decoded pixels (exact-copy); the
 which confirm or veto each other (edited-copy); then the semantic model's score (similar, never a copy).
 
 - The copy descriptor (SSCD) alone makes a copy at `copy_score`. Between `verify_score` and `copy_score`
-  its evidence is not conclusive: geometric verification (workers.align) decides.
-- A hash match at the tight full-frame radius (`phash`) is a copy on its own, unless the copy descriptor
-  scores the pair under `veto_score` (star fields, gradients: hashes of look-alike textures collide).
-- A hash match through a looser clause (dHash alone, the pHash/dHash agreement, a crop or pad window)
-  is one chance in many that grows with the catalog, so it needs a second signal: the copy descriptor at
-  `verify_score` or a geometric verification. Only where neither exists (hash-only, no verifier) does
-  it stand alone, as it did before either existed.
+  its evidence is not conclusive (SSCD scores two halves of one star field 82): geometric verification
+  (workers.align) decides.
+- A hash match the copy descriptor scores under `veto_score` is not a copy (look-alike textures).
+- Any other hash match is verified where a verifier is installed: hashes and SSCD agree on star fields,
+  the geometry does not. Without a verifier (or when the earlier file is gone): a match at the tight
+  full-frame radius (`phash`) stands alone; a looser clause (dHash alone, the pHash/dHash agreement, a crop
+  or pad window: chances that grow with the catalog) needs the copy descriptor at `verify_score` as a
+  second signal; in hash-only mode the rule stands alone, as it did before either signal existed.
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ def pair_score(query: np.ndarray, query_inner: np.ndarray | None, other: np.ndar
 
 
 def to_verify(ev: Evidence, th: Thresholds) -> list[int]:
-    """The candidates whose evidence is not conclusive, which a geometric verification would settle."""
+    """The candidates whose evidence is not conclusive, which a geometric verification would settle: a
+    borderline copy-descriptor score, and any hash match the copy descriptor neither vetoes nor confirms on
+    its own (hashes and SSCD both score star fields and textures alike; the geometry tells them apart)."""
     if ev.exact is not None:
         return []
     out: list[int] = []
@@ -113,16 +116,17 @@ def to_verify(ev: Evidence, th: Thresholds) -> list[int]:
     if best is not None and _borderline(best[1], th):
         out.append(best[0])
     h = ev.hashed
-    if h is not None and h.id not in out and h.signal not in TIGHT_SIGNALS and not _vetoed(ev, th) and not (
-            ev.hashed_copy_score is not None and th.verify_score is not None
-            and ev.hashed_copy_score >= th.verify_score):
+    conclusive = th.copy_score is not None and ev.hashed_copy_score is not None and \
+        ev.hashed_copy_score >= th.copy_score
+    if h is not None and h.id not in out and not _vetoed(ev, th) and not conclusive:
         out.append(h.id)
     return out
 
 
 def decide(ev: Evidence, th: Thresholds, verified: Mapping[int, Any] | None = None) -> Decision:
     """The verdict. `verified` maps each candidate a verification ran for to its Alignment (None: no
-    alignment found); a candidate absent from it was not verified (no verifier, or its file is gone)."""
+    alignment found); a candidate absent from it was not verified (no verifier, or its file is gone), and
+    is decided on the scores alone."""
     if ev.exact is not None:
         return Decision("exact-copy", ev.exact[0], 100.0, 0, ev.exact[1])
     verified = verified or {}
@@ -141,15 +145,12 @@ def decide(ev: Evidence, th: Thresholds, verified: Mapping[int, Any] | None = No
     h = ev.hashed
     if h is not None and not _vetoed(ev, th):
         second = None
-        if h.signal in TIGHT_SIGNALS:
-            second = ""
-        elif ev.hashed_copy_score is not None and th.verify_score is not None and \
-                ev.hashed_copy_score >= th.verify_score:
-            second = "+sscd"
-        elif confirmed(h.id) is not None:
-            second = "+geometry"
-        elif h.id not in verified and (ev.hashed_copy_score is None or th.verify_score is None):
-            second = ""  # no copy descriptor and no verification for this pair: the hash rule alone
+        if h.id in verified:  # verified: the geometry decides
+            second = "+geometry" if confirmed(h.id) is not None else None
+        elif h.signal in TIGHT_SIGNALS or ev.hashed_copy_score is None or th.verify_score is None:
+            second = ""  # a tight match, or hash-only: the hash rule alone, as before any other signal
+        elif ev.hashed_copy_score >= th.verify_score:
+            second = "+sscd"  # a loose match needs a second signal
         if second is not None:
             copies.append(Decision("edited-copy", h.id, hash_score(h.distance), h.distance, h.signal + second,
                                    confirmed(h.id)))

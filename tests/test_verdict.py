@@ -65,6 +65,15 @@ def test_a_loose_hash_match_needs_a_second_signal():
     assert decide(Evidence(hashed=loose), HASH_ONLY).kind == "edited-copy"
 
 
+def test_a_hash_match_the_geometry_rejects_is_not_a_copy():
+    """Two star fields: hashes and SSCD agree on them (under the copy score), the geometry does not."""
+    stars = Evidence(hashed=HashHit(4, 2, 3, "phash"), hashed_copy_score=70.0, copies=[(4, 70.0)])
+    assert to_verify(stars, TH) == [4]
+    assert decide(stars, TH, {4: None}).kind == "new"
+    assert decide(stars, TH, {4: Found(3)}).kind == "new"  # a few chance inliers are not a model
+    assert decide(stars, TH).kind == "edited-copy"  # no verifier installed: the tight hash stands
+
+
 def test_a_borderline_copy_score_confirmed_by_verification_is_accepted():
     ev = Evidence(copies=[(9, 60.0), (3, 20.0)])
     assert to_verify(ev, TH) == [9]
