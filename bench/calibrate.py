@@ -1,6 +1,6 @@
 """Calibrate the hash rule (daemon.hashindex.HashRule), or the copy descriptor's scores, on the benchmark.
 
-    python -m bench.calibrate --data bench/data/acc
+    python -m bench.calibrate --data bench/data/acc              # the calibration half (default)
     python -m bench.calibrate --data bench/data/acc --copy      # SSCD: copy, verify and veto scores
 
 With --copy, every file's hashes and copy-descriptor vectors (whole frame, and the picture inside a frame)
@@ -174,6 +174,8 @@ def copy_main(args, entries: list[dataset.Entry]) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("bench/data/acc"))
+    ap.add_argument("--split", choices=(*dataset.SPLITS, "all"), default="calibration",
+                    help="which stream to calibrate on; bench.accuracy measures the test half")
     ap.add_argument("--precision", type=float, default=0.99)
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--copy", action="store_true", help="calibrate the copy descriptor's scores (SSCD)")

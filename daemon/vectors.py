@@ -117,15 +117,13 @@ class ModelVectors:
         value = getattr(row, self.column)
         return value if value is not None and getattr(row, self.model_column) == self.identity else None
 
-    def load(self, rows: list, fetch) -> None:
-        """Reconcile the snapshot with the catalog rows (sqlite rows with this role's columns); `fetch(ids)`
-        returns (id, vector bytes) for the ids the snapshot lacks."""
-        ids = [r["id"] for r in rows if r[self.column] is not None and r[self.model_column] == self.identity]
-        if not ids:
+    def load(self, have: list[tuple[int, int]], fetch) -> None:
+        """Reconcile the snapshot with the catalog: `have` is (id, vector bytes) of every decided row with a
+        vector of this identity; `fetch(ids)` returns (id, vector bytes) for the ids the snapshot lacks."""
+        if not have:
             return
-        first = next(r for r in rows if r["id"] == ids[0])
-        index = self._open(len(first[self.column]) // 4)
-        missing = index.reconcile(np.asarray(ids, dtype=np.int64))
+        index = self._open(have[0][1] // 4)
+        missing = index.reconcile(np.asarray([i for i, _ in have], dtype=np.int64))
         for start in range(0, len(missing), 10_000):
             got = fetch([int(i) for i in missing[start:start + 10_000]])
             index.add_many(np.asarray([i for i, _ in got], np.int64),
