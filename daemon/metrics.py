@@ -26,8 +26,8 @@ from daemon.status import catalog_counts, redis_status
 if TYPE_CHECKING:
     from daemon.api_port import DaemonPort
 
-MODEL_STATES = ("loaded", "hash-only", "unavailable", "no workers")
-"""What the workers report about the embedding model (daemon.status.redis_status)."""
+MODEL_STATES = ("loaded", "hash-only", "off", "unavailable", "no workers")
+"""What the workers report about each model (daemon.status.redis_status)."""
 
 
 class Metrics:
@@ -91,18 +91,23 @@ class _Collector:
                                   "workers, result batches not yet read by the index owner.", labels=["queue"])
         for name, n in live["queues"].items():
             depth.add_metric([name], n)
-        model = GaugeMetricFamily("dupwatch_model_state", "1 for the embedding model's state as the workers "
-                                  "report it ('unavailable' means hash-only against the configuration).",
+        model = GaugeMetricFamily("dupwatch_model_state", "1 for the semantic model's state as the workers "
+                                  "report it ('unavailable': no 'similar' verdicts against the configuration).",
                                   labels=["state"])
+        copy = GaugeMetricFamily("dupwatch_copy_model_state", "1 for the copy descriptor's state as the workers "
+                                 "report it ('unavailable': edited copies by hashes only against the "
+                                 "configuration).", labels=["state"])
         for state in MODEL_STATES:
             model.add_metric([state], int(live["model"]["state"] == state))
-        return [up, depth, model, _gauge("dupwatch_workers", "Workers registered in Redis.", len(live["workers"]))]
+            copy.add_metric([state], int(live["copy_model"]["state"] == state))
+        return [up, depth, model, copy, _gauge("dupwatch_workers", "Workers registered in Redis.", len(live["workers"]))]
 
     def _index(self) -> list[Metric]:
         index = self.daemon.index_state()
         size = GaugeMetricFamily("dupwatch_index_entries", "Files searchable in the in-memory indexes.",
                                  labels=["index"])
         size.add_metric(["hash"], index.hashed)
+        size.add_metric(["copy_vector"], index.copy_vectors)
         size.add_metric(["vector"], index.vectors)
         return [size]
 

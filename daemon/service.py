@@ -107,7 +107,8 @@ class Daemon:
         from daemon.logs import configure, level_number
         from daemon.verdict import Thresholds
 
-        thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model)
+        thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model,
+                                        None if settings.hash_only else settings.copy_model)
         level_number(settings.log_level)
         self.deliverer.set_endpoints(settings.webhooks)
         self.commands.commands = settings.commands
@@ -234,9 +235,9 @@ class Daemon:
         return self.filter.root_of(path) is not None
 
     def index_state(self) -> IndexState:
-        vectors = self.owner.vectors
-        return IndexState(hashed=len(self.owner.hashes), vectors=len(vectors) if vectors is not None else 0,
-                          catchup_done=self.catchup_done.is_set(), stopping=self.stopping.is_set())
+        return IndexState(hashed=len(self.owner.hashes), copy_vectors=len(self.owner.copies),
+                          vectors=len(self.owner.vectors), catchup_done=self.catchup_done.is_set(),
+                          stopping=self.stopping.is_set())
 
     def webhook_stats(self) -> dict[str, Any]:
         return self.deliverer.stats_snapshot()
@@ -249,6 +250,9 @@ class Daemon:
 
     def add_sink(self, sink: Callable[[VerdictEvent], None]) -> None:
         self.owner.sinks.append(sink)
+
+    def signals(self, probe: Row) -> str:
+        return search.signals_used(self.owner, probe)
 
     def rank(self, probe: Row, top_k: int) -> list[dict[str, Any]]:
         return search.rank(self.owner, probe, top_k)
