@@ -326,8 +326,9 @@ def create_app(api: ApiServer) -> FastAPI:
                                                   f"{index.vectors} semantic vectors, {pending} "
                                                   f"pending{'' if index.catchup_done else ', catch-up scan running'}"})
         degraded = daemon.degraded()
-        checks["degraded"] = {"ok": not degraded, "detail": "; ".join(f"{k}: {v}" for k, v in degraded.items())
-                              or "no"}
+        if degraded:  # waiting (Redis down, disk full): not ready, and why
+            waits = "; ".join(f"{reason}: {detail}" for reason, detail in degraded.items())
+            checks["index"] = {"ok": False, "detail": f"degraded: {waits}"}
         ready = all(c["ok"] for c in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
 

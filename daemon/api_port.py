@@ -60,6 +60,9 @@ class DaemonPort(Protocol):
     def degraded(self) -> dict[str, str]:
         """What is wrong but not fatal (Redis down, disk full...), by part: /healthz and /readyz report it."""
 
+    def health_counters(self) -> dict[str, Any]:
+        """{"episodes": {reason: times entered}, "redis_restarts": n}: the metrics' counters of degraded states."""
+
     def webhook_stats(self) -> dict[str, Any]:
         """The webhook sender's counters and histograms (Deliverer.stats_snapshot)."""
 

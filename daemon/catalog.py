@@ -116,6 +116,7 @@ class Row:
     hash_distance: int | None = None
     signal: str | None = None
     decided_at: float | None = None
+    deleted_at: float | None = None
     current: int = 1
     attempts: int = 0
     queued_at: float | None = None

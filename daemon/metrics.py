@@ -112,17 +112,16 @@ class _Collector:
         return [size]
 
     def _health(self) -> list[Metric]:
-        health = self.daemon.health
-        now = health.degraded()
+        now, counters = self.daemon.degraded(), self.daemon.health_counters()
         degraded = GaugeMetricFamily("dupwatch_degraded", "1 while the daemon waits on this (files wait, "
                                      "work resumes by itself).", labels=["reason"])
         episodes = CounterMetricFamily("dupwatch_degraded_episodes", "Times the daemon entered this degraded "
                                        "state.", labels=["reason"])
         for reason in REASONS:
             degraded.add_metric([reason], int(reason in now))
-            episodes.add_metric([reason], health.episodes[reason])
+            episodes.add_metric([reason], counters["episodes"][reason])
         return [degraded, episodes, CounterMetricFamily("dupwatch_redis_restarts", "Times the private Redis "
-                                                        "died and was started again.", value=health.redis_restarts)]
+                                                        "died and was started again.", value=counters["redis_restarts"])]
 
     def _webhooks(self) -> list[Metric]:
         stats = self.daemon.webhook_stats()

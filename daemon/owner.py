@@ -28,7 +28,7 @@ from daemon import __version__
 from daemon.catalog import Catalog, Row
 from daemon.config import Settings
 from daemon.events import FileInfo, Match, VerdictEvent
-from daemon.hashindex import HashIndex
+from daemon.hashindex import HashIndex, HashRule
 from daemon.vectors import ModelVectors
 from daemon.verdict import Decision, Evidence, Thresholds, decide, pair_score, to_verify
 from workers.features import Features
@@ -76,6 +76,7 @@ class IndexOwner:
         The hash table is built once from arrays (one segment), not row by row: at 10 M rows that is one
         counting sort instead of a merge per 2 k rows."""
         started = time.monotonic()
+        _compile_hash_kernels(self.thresholds.hashes)
         keep = self.settings.match.keep_deleted
         width = len(WINDOWS) * 8
         hashed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -325,6 +326,14 @@ def _verifier(settings: Settings) -> Callable[..., Any] | None:
         log.info("geometric verification unavailable (%s): inconclusive evidence is decided without it", exc)
         return None
     return align_files
+
+
+def _compile_hash_kernels(rule: HashRule) -> None:
+    """Compile (first start: seconds) or load from numba's cache the hash index's kernels now, at start-up,
+    rather than inside the first verdict, where it would stall the first files behind it."""
+    warm = HashIndex(len(WINDOWS), tail_rows=1)
+    warm.add(1, np.zeros(len(WINDOWS), np.int64), 0)
+    warm.best(np.zeros(len(WINDOWS), np.int64), np.zeros(8, np.int64), 0, 2, rule)
 
 
 def event_for(row: Row, catalog: Catalog) -> VerdictEvent:

@@ -194,7 +194,11 @@ class Daemon:
         threading.Thread(target=self._catch_up, name="catch-up", daemon=True).start()
 
     def status_line(self) -> str:
-        return f"{self.owner.decided} verdicts, queue {len(self.queue)}, watching {len(self.filter.roots)} roots"
+        try:
+            queued = str(len(self.queue))
+        except redis.RedisError:
+            queued = "unknown (Redis down)"  # the heartbeat goes on: systemd's watchdog must not fire
+        return f"{self.owner.decided} verdicts, queue {queued}, watching {len(self.filter.roots)} roots"
 
     def close(self) -> None:
         """Stop what open() started, also when it stopped half-way (a corrupt catalog, a taken port)."""
@@ -240,6 +244,9 @@ class Daemon:
 
     def degraded(self) -> dict[str, str]:
         return self.health.degraded()
+
+    def health_counters(self) -> dict[str, Any]:
+        return {"episodes": dict(self.health.episodes), "redis_restarts": self.health.redis_restarts}
 
     def add_sink(self, sink: Callable[[VerdictEvent], None]) -> None:
         self.owner.sinks.append(sink)
