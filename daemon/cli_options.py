@@ -51,7 +51,7 @@ def settings_from(params: dict[str, Any]) -> config.Settings:
     try:
         settings = config.load(config.flag_overrides(flags))
     except Exception as exc:
-        raise click.ClickException(f"bad configuration: {exc}") from exc
+        raise click.ClickException(f"bad configuration: {config.describe(exc)}") from exc
     setup_logging(settings)
     return settings
 

@@ -103,7 +103,10 @@ class _Collector:
                                  labels=["index"])
         size.add_metric(["hash"], len(owner.hashes))
         size.add_metric(["vector"], len(owner.vectors) if owner.vectors is not None else 0)
-        return [size]
+        overflows = CounterMetricFamily(
+            "dupwatch_watch_overflows", "inotify event-queue overflows (events lost; each starts a rescan).",
+            value=self.daemon.watcher.overflows)
+        return [size, overflows]
 
     def _webhooks(self) -> list[Metric]:
         stats = self.daemon.deliverer.stats_snapshot()

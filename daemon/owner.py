@@ -4,12 +4,19 @@ Verdicts are decided strictly in catalog-id (arrival) order: a file waits until 
 its features, so a verdict can only point to an earlier file and never has to be revised. Each verdict,
 its state change and its webhook outbox rows commit in one SQLite transaction; the hash table and vector
 index are updated after the commit and can always be rebuilt from the catalog.
+
+Changes on disk (a file replaced, deleted, moved, or its folder moved out) arrive on the watcher's thread.
+Their catalog rows change there and then (the catalog serialises writers, and the order against new
+landings on the same path must hold), but the hash table and the usearch index take no locks and usearch
+may reallocate while adding, so the ids to forget are queued (`retire`) and dropped by the thread that
+decides (`decide_ready`), before its next verdict.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -46,6 +53,7 @@ class IndexOwner:
         self.vectors: VectorIndex | None = None
         self._foreign_models: set[str] = set()
         self.decided = 0  # verdicts decided by this process (status line, metrics)
+        self._retired: queue.SimpleQueue[int] = queue.SimpleQueue()  # ids to drop from the indexes
         self._load()
 
     # --- start-up ------------------------------------------------------------------------------------
@@ -84,7 +92,11 @@ class IndexOwner:
     # --- the flow ------------------------------------------------------------------------------------
 
     def register(self, path: str, size: int | None, mtime_ns: int | None) -> int | None:
-        return self.catalog.register(path, size, mtime_ns)
+        """Catalog a landed version of `path`; the version it replaces stops matching. Any thread."""
+        new_id, replaced = self.catalog.land(path, size, mtime_ns)
+        if replaced is not None:
+            self.retire(replaced)
+        return new_id
 
     def accept(self, features: Iterable[Features]) -> int:
         """Store worker results. Duplicates (a re-queued job finishing twice) are ignored."""
@@ -98,6 +110,7 @@ class IndexOwner:
 
     def decide_ready(self, limit: int = 1000) -> list[VerdictEvent]:
         """Decide every featured file at the head of the arrival order, up to the first pending one."""
+        self._drop_retired()
         events: list[VerdictEvent] = []
         while len(events) < limit:
             head = self.catalog.head(min(256, limit - len(events)))
@@ -134,15 +147,16 @@ class IndexOwner:
             event = self._event(row, decision, now)
             if cur.rowcount == 1 and self.on_commit is not None:
                 self.on_commit(conn, event)
-        if row.error is None:
-            self._index(row)
+        if row.error is None and (self.settings.match.keep_deleted or self.catalog.is_live(row.id)):
+            self._index(row)  # (content replaced or deleted before its verdict is never indexed)
         self.decided += 1
         return event
 
     def evaluate(self, row: Row, excluded: set[int] | None = None) -> Decision:
         """The verdict for a featured row against everything decided before it (no writes)."""
         keep = self.settings.match.keep_deleted
-        excluded = excluded if excluded is not None else self._not_duplicates(row.id)
+        if excluded is None:  # never a copy of a pair marked "not a duplicate", nor of its own earlier version
+            excluded = self._not_duplicates(row.id) | self.catalog.versions_before(row.path, row.id)
         exact = None
         for column, signal in (("sha256", "sha256"), ("pixel_sha", "pixels")):
             value = getattr(row, column)
@@ -193,14 +207,37 @@ class IndexOwner:
     # --- changes on disk -----------------------------------------------------------------------------
 
     def deleted(self, path: str) -> None:
+        """A file was deleted (or moved out of the roots). Any thread."""
         file_id = self.catalog.deleted(path)
-        if file_id is not None and not self.settings.match.keep_deleted:
-            self.hashes.remove(file_id)
-            if self.vectors is not None:
-                self.vectors.remove(file_id)
+        if file_id is not None:
+            self.retire(file_id)
+
+    def deleted_under(self, folder: str) -> None:
+        """A folder was deleted or moved out of the roots: its files stop matching. Any thread."""
+        for file_id in self.catalog.deleted_under(folder):
+            self.retire(file_id)
 
     def moved(self, src: str, dest: str) -> bool:
-        return self.catalog.moved(src, dest)
+        """A file moved inside the roots; a file it was renamed over stops matching. Any thread."""
+        known, replaced = self.catalog.moved(src, dest)
+        if replaced is not None:
+            self.retire(replaced)
+        return known
+
+    def retire(self, file_id: int) -> None:
+        """Queue a file whose content is gone for removal from the indexes (see the module docstring)."""
+        self._retired.put(file_id)
+
+    def _drop_retired(self) -> None:
+        while True:
+            try:
+                file_id = self._retired.get_nowait()
+            except queue.Empty:
+                return
+            if not self.settings.match.keep_deleted:
+                self.hashes.remove(file_id)
+                if self.vectors is not None:
+                    self.vectors.remove(file_id)
 
     def save(self) -> None:
         if self.vectors is not None:

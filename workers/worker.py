@@ -64,7 +64,7 @@ def _clear_dead_namesake(conn, name: str) -> None:
 
 def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, burst: bool = False) -> None:
     embedder, model_status = load_model(settings)
-    pipeline = Pipeline(settings.decode, embedder)
+    pipeline = Pipeline(settings.decode, embedder, follow_symlinks=settings.watch.follow_symlinks)
     jobs.install(pipeline)
     conn = q.connect(redis_url)
     name = name or f"dupwatch-{socket.gethostname()}-{os.getpid()}"
