@@ -407,6 +407,7 @@ def create_app(api: ApiServer) -> FastAPI:
     async def search(request: Request, top_k: Annotated[int, Query(ge=1, le=100)] = 5) -> dict[str, Any]:
         """Upload an image (multipart field `file`, or the raw bytes as the body); nothing is stored."""
         if not api.search_slots.acquire(blocking=False):
+            await _discard(request, daemon.settings.api.max_upload_bytes)
             raise HTTPException(503, f"{SEARCHES_AT_ONCE} searches are running; try again",
                                 headers={"Retry-After": "1"})
         try:
@@ -486,6 +487,16 @@ async def _upload(request: Request, limit: int) -> bytes:
     if not body:
         raise HTTPException(422, "send an image: multipart field 'file', or the raw bytes as the body")
     return bytes(body)
+
+
+async def _discard(request: Request, limit: int) -> None:
+    """Read and drop an upload that will not be served: answering before the body is read makes the
+    server close the connection under a client still sending, which sees a reset instead of the 503."""
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            return
 
 
 def _replay(body: bytes) -> Callable[[], Any]:
