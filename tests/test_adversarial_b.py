@@ -75,6 +75,7 @@ def get(url: str) -> tuple[int, bytes]:
 
 # --- row 2: inotify queue overflow -------------------------------------------------------------------
 
+@pytest.mark.timeout(1500)
 def test_inotify_queue_overflow_is_rescanned_without_restart(tmp_path, services):
     """The daemon is stopped (SIGSTOP) while 20,000 files land, so the kernel's queue of 16,384 events
     (fs.inotify.max_queued_events) certainly overflows; on SIGCONT every file must still get a verdict."""
