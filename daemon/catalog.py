@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from workers.features import FEATURE_FIELDS
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -64,8 +66,19 @@ CREATE TABLE IF NOT EXISTS not_duplicates (
 );
 """
 
-FEATURE_COLUMNS = ("sha256", "pixel_sha", "phash", "dhash", "windows", "dihedral", "width", "height",
-                   "format", "size", "embedding", "model", "error")
+SCHEMA_VERSION = 2
+"""Recorded in `meta` as `schema_version`. A catalog from dupwatch 0.1 has none: it is version 1."""
+
+MIGRATIONS: dict[int, str] = {
+    2: """
+-- Every lookup the owner makes per file is an index lookup: without these, at 1 M rows `decided_with`
+-- on pixel_sha walked every earlier row (154 ms) and `head()` scanned the table (112-780 ms).
+CREATE INDEX IF NOT EXISTS files_pixel_sha ON files(pixel_sha);
+CREATE INDEX IF NOT EXISTS files_undecided ON files(id) WHERE state != 'decided';
+CREATE INDEX IF NOT EXISTS not_duplicates_b ON not_duplicates(b);
+""",
+}
+"""Version -> the script that upgrades a catalog from the version before it (each idempotent)."""
 
 
 @dataclass
@@ -113,6 +126,42 @@ class Row:
         return cls(**data)
 
 
+class CatalogError(RuntimeError):
+    """The catalog file is damaged: a one-line message naming the file, the cause and the way out."""
+
+    def __init__(self, path: Path, cause: str):
+        super().__init__(f"catalog {path} is unusable: {cause}. Restore it from a backup, or move it aside to "
+                         "start a new, empty catalog (every file in the roots is then decided again); dupwatch "
+                         "never starts empty over it")
+
+
+SQLITE_MAGIC = b"SQLite format 3\0"
+
+
+def check_file(path: Path) -> None:
+    """Refuse a catalog that exists but cannot be the one dupwatch wrote, before SQLite opens it: SQLite
+    takes a 0-byte file for a new database (a truncated catalog would silently start empty) and notices
+    a cut-off file only when it reads a missing page. A missing file is fine: that is a first start."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            header = fh.read(100)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CatalogError(path, f"cannot be read ({exc.strerror})") from exc
+    if size == 0:
+        raise CatalogError(path, "the file is empty (0 bytes): it was truncated")
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        raise CatalogError(path, "it is not an SQLite database (its header is damaged or it was overwritten)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    change_counter, valid_for = header[24:28], header[92:96]
+    if change_counter == valid_for and size < page_size * pages:
+        raise CatalogError(path, f"the file is truncated ({size} of {page_size * pages} bytes)")
+
+
 class Catalog:
     """Thread-safe access to the catalog database. Writers serialise on one lock (single writer)."""
 
@@ -120,20 +169,47 @@ class Catalog:
         """`read_only`: open an existing catalog for reading only (`query`); never create one."""
         self.path = Path(path)
         self._lock = threading.RLock()
+        check_file(self.path)
         if read_only:
             if not self.path.is_file():
                 raise RuntimeError(f"no catalog at {self.path}: nothing has been catalogued there yet "
                                    "(set --state-dir to the daemon's)")
             self.conn = read_only_connection(self.path)
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = connect(self.path)
-        with self._lock:
-            self.conn.executescript(SCHEMA)  # executescript commits on its own
+        with self.checked():
+            self.conn = connect(self.path)
+            with self._lock:
+                self.conn.executescript(SCHEMA)  # executescript commits on its own
+                self.schema_version = self._migrate()
+
+    def _migrate(self) -> int:
+        """Bring an older catalog up to SCHEMA_VERSION, one step per version, each step with its version
+        stamp in one transaction (a crash mid-way resumes at that step)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row["value"]) if row else 1
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} has catalog schema {version}; this dupwatch knows up to "
+                               f"{SCHEMA_VERSION}: upgrade dupwatch")
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            self.conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[step]}"
+                                    "INSERT INTO meta (key, value) VALUES ('schema_version', "
+                                    f"'{step}') ON CONFLICT(key) DO UPDATE SET value = '{step}'; COMMIT;")
+        return SCHEMA_VERSION
+
+    @contextmanager
+    def checked(self) -> Iterator[None]:
+        """Turn SQLite's "malformed" and "not a database" errors into a CatalogError naming the file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError and "malformed" not in str(exc):
+                raise  # locked, disk full, a constraint: not damage
+            raise CatalogError(self.path, f"SQLite says {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
-            self.conn.close()
+            if hasattr(self, "conn"):
+                self.conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -213,7 +289,7 @@ class Catalog:
     def store_features(self, file_id: int, features: dict[str, Any]) -> bool:
         """Store a worker's result for a pending row. False when the row is no longer pending
         (a duplicate result from a re-queued job): results are idempotent."""
-        cols = [k for k in FEATURE_COLUMNS if k in features]
+        cols = [k for k in FEATURE_FIELDS if k in features]
         values = [_to_sql(features[k]) for k in cols]
         sets = ", ".join(f"{k} = ?" for k in cols)
         with self.transaction() as c:
@@ -250,15 +326,23 @@ class Catalog:
         rows = self.query("SELECT * FROM files WHERE path = CAST(? AS TEXT) AND current = 1", (sql_path(path),))
         return Row.from_sql(rows[0]) if rows else None
 
-    def decided_features(self, include_deleted: bool) -> Iterator[sqlite3.Row]:
-        """(id, dhash, windows, embedding, model) of every decided, error-free row, in id order: what
-        the in-memory hash table and the vector index are rebuilt from."""
+    def decided_features(self, include_deleted: bool, chunk: int = 50_000) -> Iterator[sqlite3.Row]:
+        """(id, dhash, windows, embedding_bytes, model) of every decided, error-free row, in id order: what
+        the in-memory hash table is rebuilt from and the vector snapshot reconciled against. Embeddings
+        are only measured here (SQLite reads a blob's length without its pages): the few vectors a
+        snapshot lacks are fetched by id afterwards."""
         live = "" if include_deleted else " AND deleted_at IS NULL"
-        with self._lock:
-            cur = self.conn.execute("SELECT id, dhash, windows, embedding, model FROM files "
-                                    f"WHERE state = 'decided' AND error IS NULL{live} ORDER BY id")
-            rows = cur.fetchall()
-        yield from rows
+        after = 0
+        while True:  # in id ranges, so start-up memory does not grow with the catalog
+            with self._lock:
+                rows = self.conn.execute(
+                    "SELECT id, dhash, windows, length(embedding) AS embedding_bytes, model FROM files "
+                    "WHERE id > ? AND state = 'decided' "
+                    f"AND error IS NULL{live} ORDER BY id LIMIT ?", (after, chunk)).fetchall()
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1]["id"]
 
     # --- moves and deletions -----------------------------------------------------------------------
 
@@ -301,15 +385,6 @@ class Catalog:
         return ids
 
     # --- reporting ---------------------------------------------------------------------------------
-
-    def counts(self) -> dict[str, Any]:
-        verdicts = {r["verdict"]: r["n"] for r in self.query(
-            "SELECT verdict, count(*) AS n FROM files WHERE state = 'decided' GROUP BY verdict")}
-        total = self.query("SELECT count(*) AS n FROM files")[0]["n"]
-        pending = self.query("SELECT count(*) AS n FROM files WHERE state != 'decided'")[0]["n"]
-        errors = {r["error"]: r["n"] for r in self.query(
-            "SELECT error, count(*) AS n FROM files WHERE verdict = 'error' GROUP BY error")}
-        return {"files": total, "verdicts": verdicts, "pending": pending, "errors": errors}
 
     def meta_get(self, key: str) -> str | None:
         rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))

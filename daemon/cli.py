@@ -19,6 +19,7 @@ import click
 from daemon import __version__
 from daemon.cli_options import common, settings_from
 from daemon.cli_webhook import webhook
+from daemon.events import KINDS
 from daemon.text import shown
 
 @contextmanager
@@ -50,7 +51,7 @@ def run(roots: tuple[str, ...], **params: Any) -> None:
 
     settings = settings_from(dict(params))
     with _start_errors():
-        sys.exit(run_all(settings, [Path(r) for r in roots], reload=lambda: settings_from(dict(params))))
+        sys.exit(run_all(settings, [Path(r) for r in roots], reload=lambda: settings_from(dict(params), logs=False)))
 
 
 @cli.command()
@@ -67,7 +68,7 @@ def daemon(roots: tuple[str, ...], **params: Any) -> None:
 
     settings = settings_from(dict(params))
     with _start_errors():
-        sys.exit(run_daemon(settings, [Path(r) for r in roots], reload=lambda: settings_from(dict(params))))
+        sys.exit(run_daemon(settings, [Path(r) for r in roots], reload=lambda: settings_from(dict(params), logs=False)))
 
 
 @cli.command()
@@ -82,7 +83,8 @@ def worker(name: str | None, burst: bool, **params: Any) -> None:
     if not settings.redis.url:
         raise click.ClickException("a worker needs --redis-url (or DUPWATCH_REDIS__URL)")
     with _start_errors():
-        run_worker(settings, settings.redis.url, name=name, burst=burst)
+        run_worker(settings, settings.redis.url, name=name, burst=burst,
+                   follow_symlinks=settings.watch.follow_symlinks)
 
 
 @cli.command()
@@ -103,7 +105,7 @@ def scan(roots: tuple[str, ...], files_from, **params: Any) -> None:
         raise click.UsageError("give ROOTS or --files-from")
     with _start_errors():
         counts = run_scan(settings, paths, total=len(paths), progress=True)
-    click.echo("scan: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "scan: nothing", err=True)
+    click.echo("scan: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing"), err=True)
 
 
 @cli.command()
@@ -141,7 +143,7 @@ def status(as_json: bool, **params: Any) -> None:
 
 @cli.command()
 @common
-@click.option("--kind", type=click.Choice(["exact-copy", "edited-copy", "similar", "error"]))
+@click.option("--kind", type=click.Choice(KINDS))
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def matches(kind: str | None, limit: int, as_json: bool, **params: Any) -> None:
@@ -164,6 +166,6 @@ cli.add_command(webhook)
 
 def main() -> None:
     # Before torch is first imported (OpenMP reads it once): spinning OpenMP threads would take the cores
-    # from the decode threads and from other processes between batches (ENVIRONMENT.md).
+    # from the decode threads and from other processes between batches (800x slower small ops, measured).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli()

@@ -9,9 +9,10 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from daemon import queue as q
 from daemon.catalog import read_only_connection
+from workers import queue as q
 from daemon.config import Settings
+from daemon.events import MATCH_KINDS
 from daemon.state import StateDir
 
 
@@ -92,7 +93,7 @@ def redis_status(conn_r, settings: Settings) -> dict[str, Any]:
 
 def render(data: dict[str, Any]) -> str:
     lines = [f"files      {data['files']}  (pending {data['pending']})",
-             "verdicts   " + ", ".join(f"{k} {v}" for k, v in sorted(data["verdicts"].items())) or "-"]
+             "verdicts   " + (", ".join(f"{k} {v}" for k, v in sorted(data["verdicts"].items())) or "-")]
     if data["errors"]:
         lines.append("errors     " + ", ".join(f"{k} {v}" for k, v in sorted(data["errors"].items())))
     lines.append("queues     " + (", ".join(f"{k} {v}" for k, v in data["queues"].items()) or data.get("redis", "")))
@@ -109,8 +110,8 @@ def recent(settings: Settings, kind: str | None, limit: int) -> list[dict[str, A
     conn = _read_only(settings)
     if conn is None:
         return []
-    where = "f.verdict = ?" if kind else "f.verdict IN ('exact-copy', 'edited-copy', 'similar')"
-    args: list[Any] = [kind] if kind else []
+    args: list[Any] = [kind] if kind else list(MATCH_KINDS)
+    where = f"f.verdict IN ({','.join('?' * len(args))})"
     rows = conn.execute(
         "SELECT f.id, f.path, f.verdict, f.score, f.hash_distance, f.signal, f.error, f.decided_at, m.path AS match "
         f"FROM files f LEFT JOIN files m ON m.id = f.match_id WHERE {where} ORDER BY f.decided_at DESC LIMIT ?",

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from daemon import defaults
-from daemon.config import MatchSettings, ModelSettings
+from daemon.config import MatchSettings
+from workers.settings import ModelSettings
 from daemon.hashindex import HashHit, HashRule
 
 

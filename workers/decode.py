@@ -68,7 +68,7 @@ def read_file(path: str, max_bytes: int, *, follow_symlinks: bool = False) -> by
         raise DecodeError("not-a-file", "is a directory") from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP and not follow_symlinks:
-            raise DecodeError("symlink", "a symbolic link; not followed (watch.follow_symlinks is off)") from exc
+            raise DecodeError("symlink", "a symbolic link; not followed (follow_symlinks is off)") from exc
         raise DecodeError("unreadable", exc.strerror or str(exc)) from exc
     try:
         if not follow_symlinks:
@@ -103,7 +103,7 @@ def _check_opened(fd: int, path: str) -> None:
     if opened.endswith(" (deleted)"):
         raise DecodeError("vanished", "file disappeared while it was being read")
     raise DecodeError("symlink", "reached through a symbolic link to a folder; not followed "
-                                 "(watch.follow_symlinks is off)")
+                                 "(follow_symlinks is off)")
 
 
 def decode_bytes(data: bytes, *, size: int, max_pixels: int) -> Decoded:

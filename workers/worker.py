@@ -16,17 +16,17 @@ import redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from daemon import queue as q
-from daemon.config import Settings
 from workers import jobs
+from workers import queue as q
 from workers.models.base import load_model
 from workers.pipeline import Pipeline
+from workers.settings import WorkerSettings
 
 log = logging.getLogger("dupwatch.worker")
 
 RQ_WORKER_TTL_S = 35
 """rq blocks in dequeue for worker_ttl - 15 s, which must stay under the connection's 30 s socket timeout
-(daemon.queue.connect). rq's default (420 s) made every idle wait end in a timeout error and a growing
+(workers.queue.connect). rq's default (420 s) made every idle wait end in a timeout error and a growing
 back-off sleep, and a job pushed as the client gave up was popped into rq's intermediate list unseen."""
 
 
@@ -62,9 +62,11 @@ def _clear_dead_namesake(conn, name: str) -> None:
         log.warning("worker %s: cleared the record of a namesake that died without unregistering", name)
 
 
-def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, burst: bool = False) -> None:
+def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = None, burst: bool = False,
+               follow_symlinks: bool = False) -> None:
+    """`follow_symlinks`: the daemon's watch.follow_symlinks (off: no file is read through a link)."""
     embedder, model_status = load_model(settings)
-    pipeline = Pipeline(settings.decode, embedder, follow_symlinks=settings.watch.follow_symlinks)
+    pipeline = Pipeline(settings.decode, embedder, follow_symlinks=follow_symlinks)
     jobs.install(pipeline)
     conn = q.connect(redis_url)
     name = name or f"dupwatch-{socket.gethostname()}-{os.getpid()}"
@@ -73,13 +75,12 @@ def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, b
     record = {**model_status, "host": socket.gethostname(), "pid": str(os.getpid()), "started": str(time.time())}
     stop = threading.Event()
     threading.Thread(target=_keep_record, args=(conn, key, record, stop), name="worker-record", daemon=True).start()
-    worker = SimpleWorker([q.ingest_queue(conn, settings.queue.job_timeout_s)], connection=conn,
-                          serializer=JSONSerializer, name=name, worker_ttl=RQ_WORKER_TTL_S)
     loaded = model_status["state"] == "loaded"
     log.info("worker %s ready: model %s", name, model_status["model"] if loaded else f"none ({model_status['state']})")
     try:
-        worker.work(burst=burst, logging_level="DEBUG" if settings.log_level.upper() == "DEBUG" else "WARNING",
-                    with_scheduler=False)
+        while not _work(conn, name, burst, settings.log_level):
+            log.warning("worker %s: lost Redis; taking jobs again in %.0f s", name, REDIS_RETRY_S)
+            time.sleep(REDIS_RETRY_S)
     finally:
         stop.set()
         try:
@@ -87,3 +88,25 @@ def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, b
         except Exception:  # Redis may be the thing that went away
             pass
         pipeline.close()
+
+
+REDIS_RETRY_S = 1.0
+"""Pause before a worker that lost Redis asks for jobs again (Redis restarting: AOF replay, or empty)."""
+
+
+def _work(conn: redis.Redis, name: str, burst: bool, log_level: str) -> bool:
+    """One rq work loop. True when it ended as asked (burst done, SIGTERM); False when Redis went away.
+
+    rq's loop ends on any error, and one during a job's bookkeeping (a Redis restart at that moment) would end
+    the worker for good: the model stays loaded and a fresh loop takes the next job instead."""
+    try:
+        worker = SimpleWorker([q.ingest_queue(conn)], connection=conn, serializer=JSONSerializer, name=name,
+                              worker_ttl=RQ_WORKER_TTL_S)
+    except redis.RedisError:  # rq talks to Redis as it builds a worker
+        return False
+    try:
+        worker.work(burst=burst, logging_level="DEBUG" if log_level.upper() == "DEBUG" else "WARNING",
+                    with_scheduler=False)
+    except redis.RedisError:  # rq's start or teardown could not reach Redis
+        pass
+    return burst or worker._stop_requested  # rq sets it on SIGTERM/SIGINT; no public accessor
