@@ -331,7 +331,7 @@ class Daemon:
                 self._rescan_wanted = False
             try:
                 self._scan("rescan after lost events", live=True)
-            except Exception:  # noqa: BLE001 - the next overflow tries again
+            except Exception:  # the next overflow tries again
                 log.exception("rescan failed")
 
     def _scan(self, what: str, live: bool) -> None:

@@ -118,7 +118,10 @@ class Watcher(FileSystemEventHandler):
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        logging.getLogger("watchdog.observers.inotify_c").addHandler(self._alarm)
+        source = logging.getLogger("watchdog.observers.inotify_c")
+        if source.getEffectiveLevel() > logging.WARNING:  # log_level = "ERROR" must not hide an overflow
+            source.setLevel(logging.WARNING)
+        source.addHandler(self._alarm)
         for root in self.filter.roots:
             root.mkdir(parents=True, exist_ok=True)
             if self.settings.poll:

@@ -84,7 +84,7 @@ def test_inotify_queue_overflow_is_rescanned_without_restart(tmp_path, services)
     port = free_port()
     svc = start_run(services, tmp_path, root, DUPWATCH_API__ENABLED="true", DUPWATCH_API__PORT=str(port),
                     DUPWATCH_QUEUE__BATCH_SIZE="256")
-    n = 20_000
+    n = int(os.environ.get("DUPWATCH_TEST_BURST_FILES", "20000"))  # fewer still overflow: ~4 events a file
     blobs = [image_bytes(i, 8) for i in range(64)]
     os.kill(svc.proc.pid, signal.SIGSTOP)
     try:
@@ -308,7 +308,7 @@ def test_bad_configuration_at_sighup_is_one_line_and_the_running_one_is_kept(tmp
     os.kill(svc.proc.pid, signal.SIGHUP)
     line = wait_for(lambda: next((x for x in svc.stderr().splitlines() if "reload failed" in x), None), 30,
                     what="the reload error")
-    assert "webhooks.0.kinds" in line and "unknown verdict kind" in line and "keeping the current" in line
+    assert "webhooks.0.kinds" in line and "'similar' or 'error'" in line and "keeping the current" in line
     assert "Traceback" not in svc.stderr()
     copy_into(photos["moon"], root / "moon.jpg")
     wait_for(lambda: [e for e in receiver.events() if e["kind"] == "new"], 60, what="a webhook, as configured")
@@ -389,6 +389,7 @@ def test_deletes_and_moves_from_the_watcher_thread_leave_the_indexes_to_the_deci
     from workers.pipeline import Pipeline
 
     settings = Settings(state_dir=tmp_path / "state", hash_only=True)
+    (tmp_path / "state").mkdir()
     catalog = Catalog(tmp_path / "state" / "catalog.sqlite3")
     owner = IndexOwner(settings, catalog)
     pipeline = Pipeline(settings.decode, None)
