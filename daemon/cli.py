@@ -20,6 +20,7 @@ from daemon import __version__
 from daemon.cli_options import common, settings_from
 from daemon.cli_webhook import webhook
 from daemon.events import KINDS
+from daemon.text import shown
 
 @contextmanager
 def _start_errors() -> Iterator[None]:
@@ -82,7 +83,8 @@ def worker(name: str | None, burst: bool, **params: Any) -> None:
     if not settings.redis.url:
         raise click.ClickException("a worker needs --redis-url (or DUPWATCH_REDIS__URL)")
     with _start_errors():
-        run_worker(settings, settings.redis.url, name=name, burst=burst)
+        run_worker(settings, settings.redis.url, name=name, burst=burst,
+                   follow_symlinks=settings.watch.follow_symlinks)
 
 
 @cli.command()
@@ -116,14 +118,15 @@ def query(image: str, top_k: int, as_json: bool, **params: Any) -> None:
     from daemon.search import search_image
 
     settings = settings_from(params)
-    results = search_image(settings, image, top_k)
+    with _start_errors():
+        results = search_image(settings, image, top_k)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     if not results:
         click.echo("no matches")
     for r in results:
-        click.echo(f"{r['score']:5.1f}  {r['kind']:<12} {r['path']}  ({r['signal']})")
+        click.echo(f"{r['score']:5.1f}  {r['kind']:<12} {shown(r['path'])}  ({r['signal']})")
 
 
 @cli.command()
@@ -154,7 +157,7 @@ def matches(kind: str | None, limit: int, as_json: bool, **params: Any) -> None:
             click.echo(json.dumps(r))
         return
     for r in rows:
-        click.echo(f"{r['kind']:<12} {r['path']}  {r.get('match') or r.get('reason') or ''}  "
+        click.echo(f"{r['kind']:<12} {shown(r['path'])}  {shown(r.get('match') or r.get('reason') or '')}  "
                    f"{'' if r.get('score') is None else round(r['score'])}")
 
 

@@ -59,7 +59,8 @@ class VerdictEvent:
 
     @property
     def event_id(self) -> str:
-        digest = hashlib.sha256(f"{self.file.id}:{self.file.path}:{self.file.sha256}".encode()).hexdigest()
+        digest = hashlib.sha256(f"{self.file.id}:{self.file.path}:{self.file.sha256}"
+                                .encode("utf-8", "surrogateescape")).hexdigest()  # any file name
         return f"evt_{digest[:24]}"
 
     @property

@@ -9,6 +9,12 @@ Geometric verification (workers.align, about 55 ms a pair) never runs on the wri
 evidence is not conclusive gets its verification submitted to a small thread pool and the writer goes on
 evaluating (and indexing) the rows after it; verdicts are committed strictly in arrival order as their
 verifications complete.
+
+Changes on disk (a file replaced, deleted, moved, or its folder moved out) arrive on the watcher's thread.
+Their catalog rows change there and then (the catalog serialises writers, and the order against new
+landings on the same path must hold), but the hash table and the usearch index take no locks and usearch
+may reallocate while adding, so the ids to forget are queued (`retire`) and dropped by the thread that
+decides (`decide_ready`), before its next verdict.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import queue
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -66,6 +73,7 @@ class IndexOwner:
         # of them): the catalog's exact lookups cannot see them, so exact copies are looked up here too
         self._uncommitted: dict[tuple[str, str], list[int]] = {}
         self.decided = 0  # verdicts decided by this process (status line, metrics)
+        self._retired: queue.SimpleQueue[int] = queue.SimpleQueue()  # ids to drop from the indexes
         self._load()
 
     # --- start-up ------------------------------------------------------------------------------------
@@ -121,7 +129,11 @@ class IndexOwner:
     # --- the flow ------------------------------------------------------------------------------------
 
     def register(self, path: str, size: int | None, mtime_ns: int | None) -> int | None:
-        return self.catalog.register(path, size, mtime_ns)
+        """Catalog a landed version of `path`; the version it replaces stops matching. Any thread."""
+        new_id, replaced = self.catalog.land(path, size, mtime_ns)
+        if replaced is not None:
+            self.retire(replaced)
+        return new_id
 
     def accept(self, features: Iterable[Features]) -> int:
         """Store worker results. Duplicates (a re-queued job finishing twice) are ignored."""
@@ -136,6 +148,7 @@ class IndexOwner:
         Each row is evaluated and indexed in order (so the next row sees it); a row that needs a geometric
         verification waits for it in a queue while later rows are evaluated, and verdicts commit in arrival
         order, each run of finished ones in one transaction."""
+        self._drop_retired()
         events: list[VerdictEvent] = []
         waiting: deque[tuple[Row, Evidence | None, Future | None]] = deque()
         seen: set[int] = set()
@@ -148,8 +161,8 @@ class IndexOwner:
                 for key in self._exact_keys(row):
                     self._uncommitted.setdefault(key, []).append(row.id)
                 waiting.append((row, evidence, self._verify(row, evidence) if evidence is not None else None))
-                if row.error is None:
-                    self._index(row)
+                if row.error is None and (self.settings.match.keep_deleted or self.catalog.is_live(row.id)):
+                    self._index(row)  # (content replaced or deleted before its verdict: never indexed)
                 if len(waiting) > MAX_WAITING:
                     events += self._commit(waiting, wait=True)
             events += self._commit(waiting, wait=False)
@@ -235,7 +248,8 @@ class IndexOwner:
     def evidence(self, row: Row, excluded: set[int] | None = None) -> Evidence:
         """Every signal for a featured row against everything decided before it (no writes)."""
         keep = self.settings.match.keep_deleted
-        excluded = excluded if excluded is not None else self._not_duplicates(row.id)
+        if excluded is None:  # never a copy of a pair marked "not a duplicate", nor of its own earlier version
+            excluded = self._not_duplicates(row.id) | self.catalog.versions_before(row.path, row.id)
         exact = None
         for column, signal in (("sha256", "sha256"), ("pixel_sha", "pixels")):
             value = getattr(row, column)
@@ -299,14 +313,37 @@ class IndexOwner:
     # --- changes on disk -----------------------------------------------------------------------------
 
     def deleted(self, path: str) -> None:
+        """A file was deleted (or moved out of the roots). Any thread."""
         file_id = self.catalog.deleted(path)
-        if file_id is not None and not self.settings.match.keep_deleted:
-            self.hashes.remove(file_id)
-            self.copies.remove(file_id)
-            self.vectors.remove(file_id)
+        if file_id is not None:
+            self.retire(file_id)
+
+    def deleted_under(self, folder: str) -> None:
+        """A folder was deleted or moved out of the roots: its files stop matching. Any thread."""
+        for file_id in self.catalog.deleted_under(folder):
+            self.retire(file_id)
 
     def moved(self, src: str, dest: str) -> bool:
-        return self.catalog.moved(src, dest)
+        """A file moved inside the roots; a file it was renamed over stops matching. Any thread."""
+        known, replaced = self.catalog.moved(src, dest)
+        if replaced is not None:
+            self.retire(replaced)
+        return known
+
+    def retire(self, file_id: int) -> None:
+        """Queue a file whose content is gone for removal from the indexes (see the module docstring)."""
+        self._retired.put(file_id)
+
+    def _drop_retired(self) -> None:
+        while True:
+            try:
+                file_id = self._retired.get_nowait()
+            except queue.Empty:
+                return
+            if not self.settings.match.keep_deleted:
+                self.hashes.remove(file_id)
+                self.copies.remove(file_id)
+                self.vectors.remove(file_id)
 
     def save(self) -> None:
         self.copies.save()

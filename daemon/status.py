@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from daemon.catalog import read_only_connection
 from daemon.config import Settings
 from daemon.events import MATCH_KINDS
 from daemon.state import StateDir
@@ -19,9 +20,7 @@ def _read_only(settings: Settings) -> sqlite3.Connection | None:
     path = StateDir(settings.state_dir).catalog
     if not path.exists():
         return None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    conn.row_factory = sqlite3.Row
-    return conn
+    return read_only_connection(path)
 
 
 def redis_url_for(settings: Settings) -> str | None:
