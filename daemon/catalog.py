@@ -9,6 +9,7 @@ cache of the decided rows' embeddings and is rebuilt from here when missing or s
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS files (
     score        REAL,
     hash_distance INTEGER,
     signal       TEXT,
+    edit         TEXT,                               -- JSON: the copy's edit explanation (workers.align)
     error        TEXT,
     decided_at   REAL,
     deleted_at   REAL
@@ -93,6 +95,7 @@ class Row:
     score: float | None = None
     hash_distance: int | None = None
     signal: str | None = None
+    edit: dict[str, Any] | None = None
     decided_at: float | None = None
     current: int = 1
     attempts: int = 0
@@ -108,6 +111,8 @@ class Row:
                 data[key] = np.frombuffer(data[key], dtype=np.int64)
         if data.get("embedding") is not None:
             data["embedding"] = np.frombuffer(data["embedding"], dtype=np.float32)
+        if data.get("edit") is not None:
+            data["edit"] = json.loads(data["edit"])
         return cls(**data)
 
 
@@ -121,6 +126,7 @@ class Catalog:
         self.conn = connect(self.path)
         with self._lock:
             self.conn.executescript(SCHEMA)  # executescript commits on its own
+            _add_missing_columns(self.conn)
 
     def close(self) -> None:
         with self._lock:
@@ -284,6 +290,18 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+ADDED_COLUMNS = {"edit": "TEXT"}
+"""Columns added after catalogs were first written: CREATE TABLE IF NOT EXISTS leaves an existing
+table as it was, so they are added in place when a catalog is opened."""
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    present = {r["name"] for r in conn.execute("PRAGMA table_info(files)")}
+    for name, kind in ADDED_COLUMNS.items():
+        if name not in present:
+            conn.execute(f"ALTER TABLE files ADD COLUMN {name} {kind}")
 
 
 def _to_sql(value: Any) -> Any:

@@ -8,10 +8,12 @@ embedding over the lower similar threshold (similar). "Similar" is never reporte
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from daemon import defaults
 from daemon.config import MatchSettings, ModelSettings
 from daemon.hashindex import HashHit, HashRule
+from workers.align import identity_edit
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Decision:
     score: float | None = None
     hash_distance: int | None = None
     signal: str | None = None
+    edit: dict[str, Any] | None = None  # the alignment's explanation (workers.align), when one ran
 
 
 def hash_score(distance: int) -> float:
@@ -55,7 +58,7 @@ def decide(exact: tuple[int, str] | None, hashed: HashHit | None, neighbours: li
     """exact: (id, 'sha256'|'pixels'); hashed: the file the hash rule accepted (already thresholded);
     neighbours: (id, embedding score), best first, all earlier."""
     if exact is not None:
-        return Decision("exact-copy", exact[0], 100.0, 0, exact[1])
+        return Decision("exact-copy", exact[0], 100.0, 0, exact[1], identity_edit())  # nothing to align
     copies: list[Decision] = []
     if hashed is not None:
         copies.append(Decision("edited-copy", hashed.id, hash_score(hashed.distance), hashed.distance,
