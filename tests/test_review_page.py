@@ -107,7 +107,7 @@ def test_review_page_draws_the_crop_box_and_the_altered_outline(tmp_path: Path, 
     edits = tmp_path / "edits"
     edits.mkdir()
     original = running.land(photos["coffee"], "coffee.jpg")
-    cropped = imaging.crop(photos["coffee"], edits / "crop.jpg", keep_area=0.8)
+    cropped = imaging.crop(photos["coffee"], edits / "crop.jpg", keep_area=0.9)
     copy = running.land(imaging.caption(cropped, edits / "crop-meme.jpg"), "coffee-crop-meme.jpg")
     copy_id = running.id_of(copy)
     alignment = align_files(str(copy), str(original))
