@@ -71,6 +71,9 @@ def test_mirror_is_reported(pictures: dict[str, Image.Image]) -> None:
     assert result.edit["flip"] == "horizontal" and abs(result.edit["rotation"]) < 2
     assert result.edit["crop"] is None and result.edit["altered_fraction"] <= 0.02
     assert "mirrored" in result.edit["summary"]
+    # SIFT is not flip-invariant: matched as is, a mirror gives only a weak reflected model (~30
+    # inliers); the retry on the mirrored copy finds the full one
+    assert result.inliers >= 100
     # the matrix maps the original's left edge to the copy's right edge
     m = np.array(result.matrix)
     left = m @ np.array([0.0, 0.5, 1.0])

@@ -116,8 +116,8 @@ def _find_model(c: np.ndarray, o: np.ndarray) -> tuple[int, np.ndarray] | None:
         return None
     best: tuple[int, np.ndarray] | None = None
     for mirrored in (False, True):
-        if mirrored and best is not None and best[0] >= CONFIDENT_INLIERS:
-            break  # a mirror leaves the plain model few inliers: only a weak plain model is worth the retry
+        if mirrored and best is not None and best[0] >= CONFIDENT_INLIERS and np.linalg.det(best[1][:2, :2]) > 0:
+            break  # a strong, unreflected plain model is no mirror: skip the third SIFT pass
         copy = c[:, ::-1].copy() if mirrored else c
         keys_c, desc_c = _features(copy)
         if desc_c is None or len(keys_c) < MIN_INLIERS:
