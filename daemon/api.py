@@ -50,6 +50,7 @@ from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from daemon import __version__, defaults
+from daemon import groups as duplicate_groups
 from daemon.metrics import Metrics
 from daemon.search import PROBE_ID, probe_row, rank
 from daemon.status import redis_status
@@ -375,6 +376,11 @@ def create_app(api: ApiServer) -> FastAPI:
                         "file": _file(r), "match": _file(match) if match is not None else None,
                         "edit": _edit(r), "not_duplicate": bool(r["dismissed"])})
         return {"matches": out}
+
+    @app.get("/api/v1/groups", dependencies=[Auth])
+    def get_groups(db: DB) -> dict[str, Any]:
+        """Duplicate groups (daemon.groups): each earliest file with its copies and their edit summaries."""
+        return {"groups": [g.to_dict() for g in duplicate_groups.collect(db)]}
 
     @app.post("/api/v1/search", dependencies=[Auth])
     async def search(request: Request, top_k: Annotated[int, Query(ge=1, le=100)] = 5) -> dict[str, Any]:

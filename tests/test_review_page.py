@@ -133,6 +133,12 @@ def test_review_page_draws_the_crop_box_and_the_altered_outline(tmp_path: Path, 
         page.screenshot(path=str(screenshot))
         earlier = card.locator("figure.earlier img").bounding_box()
         new = card.locator("figure.new img").bounding_box()
+        page.select_option("#kind", "groups")  # the groups view: the original leads, the copy has its summary
+        group = page.locator("section.group")
+        expect(group).to_have_count(1)
+        expect(group.locator("figure")).to_have_count(2)
+        expect(group.locator(".edit-summary")).to_have_text(edit["summary"])
+        expect(group.locator("figure img").first).to_have_attribute("alt", str(original))
         browser.close()
     print(f"review page screenshot: {screenshot}")
 
