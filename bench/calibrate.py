@@ -17,7 +17,8 @@ from pathlib import Path
 
 
 from bench import dataset
-from daemon.config import DecodeSettings, MatchSettings
+from daemon.config import MatchSettings
+from workers.settings import DecodeSettings
 from daemon.hashindex import HashIndex, HashRule
 from workers.hashing import WINDOWS
 from workers.pipeline import Pipeline

@@ -39,7 +39,7 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from importlib.resources import files as package_files
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import redis
 import uvicorn
@@ -51,6 +51,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from daemon import __version__, defaults
 from daemon import groups as duplicate_groups
+from daemon.events import MATCH_KINDS, Kind
 from daemon.metrics import Metrics
 from daemon.search import PROBE_ID, probe_row, rank
 from daemon.status import redis_status
@@ -72,9 +73,6 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 THUMBNAIL_CACHE = 512
 """Thumbnails kept in memory (about 10 KB each): a review page of 50 pairs is served from memory."""
-
-MATCH_KINDS = ("exact-copy", "edited-copy", "similar")
-
 
 class ShuttingDown(Exception):
     """The daemon is stopping: the main loop will run no more calls."""
@@ -352,7 +350,7 @@ def create_app(api: ApiServer) -> FastAPI:
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
 
     @app.get("/api/v1/matches", dependencies=[Auth])
-    def get_matches(db: DB, kind: Literal["exact-copy", "edited-copy", "similar", "error"] | None = None,
+    def get_matches(db: DB, kind: Kind | None = None,
                     since: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
                     include_dismissed: bool = False) -> dict[str, Any]:
         """Recent verdicts that found a match (or, with kind=error, failures), newest first."""

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from workers.features import FEATURE_FIELDS
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -63,10 +65,6 @@ CREATE TABLE IF NOT EXISTS not_duplicates (
     a INTEGER NOT NULL, b INTEGER NOT NULL, marked_at REAL NOT NULL, PRIMARY KEY (a, b)
 );
 """
-
-FEATURE_COLUMNS = ("sha256", "pixel_sha", "phash", "dhash", "windows", "dihedral", "width", "height",
-                   "format", "size", "embedding", "model", "error")
-
 
 @dataclass
 class Row:
@@ -192,7 +190,7 @@ class Catalog:
     def store_features(self, file_id: int, features: dict[str, Any]) -> bool:
         """Store a worker's result for a pending row. False when the row is no longer pending
         (a duplicate result from a re-queued job): results are idempotent."""
-        cols = [k for k in FEATURE_COLUMNS if k in features]
+        cols = [k for k in FEATURE_FIELDS if k in features]
         values = [_to_sql(features[k]) for k in cols]
         sets = ", ".join(f"{k} = ?" for k in cols)
         with self.transaction() as c:

@@ -19,6 +19,7 @@ import click
 from daemon import __version__
 from daemon.cli_options import common, settings_from
 from daemon.cli_webhook import webhook
+from daemon.events import KINDS
 
 
 @contextmanager
@@ -140,7 +141,7 @@ def status(as_json: bool, **params: Any) -> None:
 
 @cli.command()
 @common
-@click.option("--kind", type=click.Choice(["exact-copy", "edited-copy", "similar", "error"]))
+@click.option("--kind", type=click.Choice(KINDS))
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def matches(kind: str | None, limit: int, as_json: bool, **params: Any) -> None:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,31 +20,15 @@ from pydantic_settings import (
 )
 
 from daemon import defaults
+from daemon.events import MATCH_KINDS, Kind
+from workers.settings import Section, WorkerSettings
 
 
-class RedisSettings(BaseModel):
+class RedisSettings(Section):
     url: str | None = Field(None, description="Redis URL. Unset: `run` starts a private Redis in the state dir.")
 
 
-class ModelSettings(BaseModel):
-    backend: Literal["open_clip", "onnx"] = Field("open_clip", description="Which embedding backend.")
-    name: str = Field(defaults.MODEL_NAME, description="open_clip architecture name (a label for onnx).")
-    pretrained: str = Field(defaults.MODEL_PRETRAINED,
-                            description="open_clip pretrained tag or local checkpoint path; the .onnx file for onnx.")
-    device: str = Field(defaults.MODEL_DEVICE, description="auto, cpu, cuda, cuda:1, ...")
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(defaults.MODEL_PRECISION)
-    batch_size: int = Field(defaults.MODEL_BATCH_SIZE, ge=1)
-    cache_dir: str | None = Field(None, description="Where fetched weights are cached (open_clip/HF default if unset).")
-    threads: int = Field(0, ge=0, description="torch intra-op threads in a worker; 0 = one per core.")
-    input_size: int = Field(224, ge=16, description="onnx: input side in pixels.")
-    resize: Literal["short-side", "square"] = Field("short-side", description="onnx: resize policy.")
-    input_dtype: Literal["float32", "uint8"] = Field("float32", description="onnx: input tensor dtype.")
-    mean: list[float] = Field(default_factory=lambda: list(defaults.CLIP_MEAN), description="onnx: per-channel mean; [] = none.")
-    std: list[float] = Field(default_factory=lambda: list(defaults.CLIP_STD), description="onnx: per-channel std; [] = none.")
-    layout: Literal["nchw", "nhwc"] = Field("nchw", description="onnx: input layout.")
-
-
-class MatchSettings(BaseModel):
+class MatchSettings(Section):
     phash_max_distance: int = Field(defaults.PHASH_MAX_DISTANCE, ge=-1, le=64,
                                     description="pHash bits for an edited copy (full frame, flips, rotations).")
     window_max_distance: int = Field(defaults.WINDOW_MAX_DISTANCE, ge=-1, le=64,
@@ -58,7 +42,7 @@ class MatchSettings(BaseModel):
     keep_deleted: bool = Field(False, description="Deleted files still match new ones.")
 
 
-class WatchSettings(BaseModel):
+class WatchSettings(Section):
     roots: list[Path] = Field(default_factory=list, description="Folders the daemon watches (`run` takes them as arguments).")
     include: list[str] = Field(default_factory=lambda: ["*.jpg", "*.jpeg", "*.png", "*.gif", "*.webp", "*.bmp",
                                                         "*.tif", "*.tiff", "*.heic", "*.heif", "*.avif"])
@@ -69,7 +53,7 @@ class WatchSettings(BaseModel):
     settle_ms: int = Field(defaults.WATCH_SETTLE_MS, ge=0)
 
 
-class QueueSettings(BaseModel):
+class QueueSettings(Section):
     batch_size: int = Field(defaults.QUEUE_BATCH_SIZE, ge=1)
     batch_ms: int = Field(defaults.QUEUE_BATCH_MS, ge=0)
     job_timeout_s: int = Field(defaults.JOB_TIMEOUT_S, ge=1)
@@ -77,18 +61,11 @@ class QueueSettings(BaseModel):
     max_attempts: int = Field(defaults.MAX_ATTEMPTS, ge=1)
 
 
-class DecodeSettings(BaseModel):
-    max_pixels: int = Field(defaults.MAX_PIXELS, ge=1)
-    max_file_bytes: int = Field(defaults.MAX_FILE_BYTES, ge=1)
-    size: int = Field(defaults.DECODE_SIZE, ge=32)
-    threads: int = Field(defaults.DECODE_THREADS, ge=0, description="Decode threads per worker; 0 = one per core.")
-
-
-class IndexSettings(BaseModel):
+class IndexSettings(Section):
     dtype: Literal["f32", "f16", "i8"] = defaults.INDEX_DTYPE
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(Section):
     enabled: bool = True
     host: str = defaults.API_HOST
     port: int = defaults.API_PORT
@@ -96,10 +73,10 @@ class ApiSettings(BaseModel):
     max_upload_bytes: int = Field(defaults.API_MAX_UPLOAD_BYTES, ge=1, description="Largest search upload.")
 
 
-class Subscription(BaseModel):
+class Subscription(Section):
     """Which verdicts a sink wants: these kinds, and (for matches) a best score of at least min_score."""
 
-    kinds: list[str] = Field(default_factory=lambda: ["exact-copy", "edited-copy", "similar"])
+    kinds: list[Kind] = Field(default_factory=lambda: list(MATCH_KINDS))
     min_score: float = 0.0
 
 
@@ -116,23 +93,18 @@ class CommandSettings(Subscription):
     timeout_s: float = Field(defaults.COMMAND_TIMEOUT_S, gt=0)
 
 
-class Settings(BaseSettings):
-    """All of dupwatch's configuration."""
+class Settings(BaseSettings, WorkerSettings):
+    """All of dupwatch's configuration: the worker's settings (workers.settings) and the daemon's own."""
 
     model_config = SettingsConfigDict(env_prefix="DUPWATCH_", env_nested_delimiter="__", extra="forbid")
 
     state_dir: Path = Field(defaults.STATE_DIR)
-    hash_only: bool = Field(False, description="Skip the embedding model; verdicts from hashes only.")
-    require_model: bool = Field(False, description="Refuse to start when the model cannot be loaded.")
-    log_level: str = "INFO"
     log_format: Literal["human", "json"] = "human"
     workers: int = Field(1, ge=0, description="Worker processes `run` starts beside the daemon.")
     redis: RedisSettings = Field(default_factory=RedisSettings)
-    model: ModelSettings = Field(default_factory=ModelSettings)
     match: MatchSettings = Field(default_factory=MatchSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
-    decode: DecodeSettings = Field(default_factory=DecodeSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     webhooks: list[WebhookSettings] = Field(default_factory=list)

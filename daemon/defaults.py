@@ -1,6 +1,7 @@
-"""Every default dupwatch ships, named and explained in one place (after rq's `defaults.py`).
+"""Every default of the daemon side, named and explained in one place (after rq's `defaults.py`).
 
-Settings (daemon.config) refer to these names; the README's configuration reference is built from them.
+Settings (daemon.config) refer to these names. What a worker needs (decode, model) has its defaults in
+`workers.defaults`: a worker host needs nothing of the daemon.
 """
 
 from __future__ import annotations
@@ -13,26 +14,6 @@ STATE_DIR = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "stat
 
 CONFIG_PATHS = (Path("/etc/dupwatch/config.toml"), Path.home() / ".config" / "dupwatch" / "config.toml")
 """TOML files read when present (later wins) unless --config / DUPWATCH_CONFIG names one."""
-
-MODEL_NAME = "ViT-B-32"
-"""open_clip architecture. ViT-B-32: the best-known speed/quality point; ~22 images/s on 2 CPU cores."""
-
-MODEL_PRETRAINED = "laion2b_s34b_b79k"
-"""open_clip pretrained tag (fetched into the cache on first start) or a local checkpoint path."""
-
-MODEL_DEVICE = "auto"
-"""'auto' picks cuda when present, else cpu. Any torch device string is accepted."""
-
-MODEL_PRECISION = "auto"
-"""'auto': fp16 on CUDA, fp32 on CPU (bf16 on CPU is slower than fp32 on most CPUs without AMX)."""
-
-MODEL_BATCH_SIZE = 32
-"""Images per forward pass. Larger batches help GPUs; on CPU 16-32 is the flat part of the curve."""
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-"""The normalisation CLIP models were trained with: the ONNX backend's default (exports of CLIP's image
-tower need it; descriptors such as SSCD use ImageNet's (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225))."""
 
 QUEUE_BATCH_SIZE = 32
 """Up to this many files travel in one rq job (a worker processes one job as one model batch)."""
@@ -48,22 +29,6 @@ PENDING_RETRY_S = 120
 
 MAX_ATTEMPTS = 3
 """After this many attempts that produced no result (worker crashes), the file gets an error verdict."""
-
-MAX_PIXELS = 100_000_000
-"""Images declaring more pixels than this are refused before decoding (decompression bombs)."""
-
-MAX_FILE_BYTES = 512 * 1024 * 1024
-"""Files larger than this are refused unread."""
-
-DECODE_SIZE = 256
-"""JPEG draft decoding reduces big photos to no less than this on the short side: enough for a 224-px
-model input and 32-px hashes, at a fraction of the full decode cost."""
-
-DECODE_THREADS = 0
-"""Threads per worker that read, decode and cut the hash planes and model input of each file; 0 = one per
-usable core. Pillow releases the GIL while it decodes and resizes, so these run truly in parallel; the
-batched hashes and the model run on torch's own threads (model.threads) between batches, so the two
-take turns on the cores rather than fight over them. Lower it when several workers share one host."""
 
 # Hash thresholds, in bits of 64 (pHash distances are always even: each hash has 32 ones). Chosen with
 # bench/calibrate.py on the edited-copy benchmark (853 files, DISC21-style edits of real photos): the

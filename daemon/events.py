@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
-KINDS = ("new", "exact-copy", "edited-copy", "similar", "error")
-"""Verdict kinds: a stable contract (CLI, log, API, webhooks). Extend, never rename."""
+Kind = Literal["new", "exact-copy", "edited-copy", "similar", "error"]
+"""Verdict kinds: a stable contract (CLI, log, API, webhooks, settings). Extend, never rename."""
+
+KINDS: tuple[Kind, ...] = get_args(Kind)
+
+MATCH_KINDS: tuple[Kind, ...] = tuple(k for k in KINDS if k not in ("new", "error"))
+"""The kinds that point to an earlier file (what sinks are sent by default)."""
 
 SCHEMA_VERSION = 1
 

@@ -27,7 +27,7 @@ from daemon.vectors import VectorIndex
 from daemon.verdict import Decision, Thresholds, decide
 from workers.hashing import WINDOWS
 from workers.models.base import identity_of
-from workers.pipeline import Features
+from workers.features import Features
 
 log = logging.getLogger("dupwatch.owner")
 
@@ -91,10 +91,7 @@ class IndexOwner:
         """Store worker results. Duplicates (a re-queued job finishing twice) are ignored."""
         stored = 0
         for f in features:
-            data = {k: getattr(f, k) for k in ("sha256", "pixel_sha", "phash", "dhash", "windows", "dihedral",
-                                               "width", "height", "format", "size", "embedding", "model",
-                                               "error")}
-            stored += self.catalog.store_features(f.id, {k: v for k, v in data.items() if v is not None})
+            stored += self.catalog.store_features(f.id, f.stored())
         return stored
 
     def decide_ready(self, limit: int = 1000) -> list[VerdictEvent]:

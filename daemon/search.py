@@ -12,7 +12,8 @@ from daemon.owner import IndexOwner
 from daemon.state import StateDir
 from daemon.verdict import hash_score
 from workers.models.base import load_model
-from workers.pipeline import Features, Pipeline
+from workers.features import Features
+from workers.pipeline import Pipeline
 
 PROBE_ID = 1 << 62
 
@@ -34,9 +35,9 @@ def search_image(settings: Settings, image: str, top_k: int, owner: IndexOwner |
 
 def probe_row(feats: Features) -> Row:
     """A catalog-shaped row for a searched image: an id after every real one, so all files are 'earlier'."""
+    known = {k: v for k, v in feats.stored().items() if k in Row.__dataclass_fields__ and k != "size"}
     return Row(id=PROBE_ID, path=feats.path, size=feats.size, mtime_ns=None, state="featured", detected_at=0.0,
-               sha256=feats.sha256, pixel_sha=feats.pixel_sha, phash=feats.phash, dhash=feats.dhash,
-               windows=feats.windows, dihedral=feats.dihedral, embedding=feats.embedding, model=feats.model)
+               **known)
 
 
 def rank(owner: IndexOwner, probe: Row, top_k: int) -> list[dict]:

@@ -25,7 +25,7 @@ from rq.serializers import JSONSerializer
 from tqdm import tqdm
 
 from daemon import __version__, outbox, sdnotify
-from daemon import queue as q
+from workers import queue as q
 from daemon.api import ApiServer
 from daemon.catalog import Catalog
 from daemon.config import Settings
@@ -34,7 +34,7 @@ from daemon.sinks import CommandSink, ConsoleSink, EventLog
 from daemon.state import StateDir
 from daemon.walk import PathFilter
 from daemon.watcher import Watcher
-from workers.pipeline import Features
+from workers.features import Features
 
 log = logging.getLogger("dupwatch.daemon")
 

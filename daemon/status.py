@@ -10,7 +10,7 @@ import json
 import sqlite3
 from typing import Any
 
-from daemon import queue as q
+from workers import queue as q
 from daemon.config import Settings
 from daemon.state import StateDir
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon import defaults
-from daemon.config import MatchSettings, ModelSettings
+from daemon.config import MatchSettings
+from workers.settings import ModelSettings
 from daemon.hashindex import HashHit, HashRule
 from workers.align import identity_edit
 

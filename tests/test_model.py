@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from daemon.config import ModelSettings, Settings
+from daemon.config import Settings
+from workers.settings import ModelSettings
 from tests.conftest import TINY_MODEL, base_env, dupwatch_cmd
 from workers.models.base import ModelUnavailable, load_embedder, load_model
 

@@ -14,7 +14,7 @@ import redis
 from conftest import Service, base_env, catalog_rows, copy_into, wait_for
 from rq.registry import StartedJobRegistry
 
-from daemon import queue as q
+from workers import queue as q
 
 
 def _counts(state: Path) -> tuple[int, int]:

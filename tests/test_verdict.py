@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from daemon.config import MatchSettings, ModelSettings
+from daemon.config import MatchSettings
+from workers.settings import ModelSettings
 from daemon.hashindex import HashHit, HashIndex, HashRule
 from daemon.verdict import Thresholds, decide, hash_score
 

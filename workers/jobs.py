@@ -11,8 +11,8 @@ from typing import Any
 
 from rq import get_current_job
 
-from daemon.queue import RESULTS_STREAM
 from workers.pipeline import Pipeline
+from workers.queue import RESULTS_STREAM
 
 _pipeline: Pipeline | None = None
 
@@ -28,7 +28,9 @@ def process_batch(items: list[list[Any]]) -> int:
     if _pipeline is None:
         raise RuntimeError("worker pipeline not installed: start workers with `dupwatch worker`")
     job = get_current_job()
+    if job is None:
+        raise RuntimeError("process_batch runs only as an rq job: its results go to the job's Redis")
     features = _pipeline.run([(int(i), str(p)) for i, p in items])
     body = json.dumps([f.to_json() for f in features])
-    job.connection.xadd(RESULTS_STREAM, {"data": body, "job": job.id})
+    job.connection.xadd(RESULTS_STREAM, {"data": body})
     return len(features)

@@ -10,69 +10,25 @@ that batches is left with only the batched tensor math (hashes, model).
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from daemon.config import DecodeSettings
 from workers import hashing
 from workers.decode import DecodeError, decode_file
+from workers.features import Features
 from workers.models.base import ImageEmbedder
+from workers.settings import DecodeSettings
 
 if TYPE_CHECKING:  # torch is imported only with a model: hash-only never pays for it
     import torch
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Features:
-    """What a worker learns about one file. `error` set means nothing else is."""
-
-    id: int
-    path: str
-    sha256: str | None = None
-    pixel_sha: str | None = None
-    phash: int | None = None
-    dhash: int | None = None
-    windows: np.ndarray | None = None  # int64 pHashes of sub-windows; [0] is the full frame
-    dihedral: np.ndarray | None = None  # int64 pHashes of the 8 flips/rotations; [0] is identity
-    width: int | None = None
-    height: int | None = None
-    format: str | None = None
-    size: int | None = None
-    embedding: np.ndarray | None = None
-    model: str | None = None
-    error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-safe form for Redis (rq's JSON serializer world: nothing is ever unpickled)."""
-        out = {k: v for k, v in self.__dict__.items()
-               if k not in ("windows", "dihedral", "embedding", "extra") and v is not None}
-        for key in ("windows", "dihedral"):
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = [int(x) for x in value]
-        if self.embedding is not None:
-            out["embedding"] = base64.b64encode(self.embedding.astype(np.float32).tobytes()).decode()
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Features:
-        data = dict(data)
-        for key in ("windows", "dihedral"):
-            if key in data:
-                data[key] = np.asarray(data[key], dtype=np.int64)
-        if "embedding" in data:
-            data["embedding"] = np.frombuffer(base64.b64decode(data["embedding"]), dtype=np.float32)
-        return cls(**data)
 
 
 @dataclass

@@ -16,17 +16,17 @@ import redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from daemon import queue as q
-from daemon.config import Settings
 from workers import jobs
+from workers import queue as q
 from workers.models.base import load_model
 from workers.pipeline import Pipeline
+from workers.settings import WorkerSettings
 
 log = logging.getLogger("dupwatch.worker")
 
 RQ_WORKER_TTL_S = 35
 """rq blocks in dequeue for worker_ttl - 15 s, which must stay under the connection's 30 s socket timeout
-(daemon.queue.connect). rq's default (420 s) made every idle wait end in a timeout error and a growing
+(workers.queue.connect). rq's default (420 s) made every idle wait end in a timeout error and a growing
 back-off sleep, and a job pushed as the client gave up was popped into rq's intermediate list unseen."""
 
 
@@ -62,7 +62,7 @@ def _clear_dead_namesake(conn, name: str) -> None:
         log.warning("worker %s: cleared the record of a namesake that died without unregistering", name)
 
 
-def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, burst: bool = False) -> None:
+def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = None, burst: bool = False) -> None:
     embedder, model_status = load_model(settings)
     pipeline = Pipeline(settings.decode, embedder)
     jobs.install(pipeline)
@@ -73,7 +73,7 @@ def run_worker(settings: Settings, redis_url: str, *, name: str | None = None, b
     record = {**model_status, "host": socket.gethostname(), "pid": str(os.getpid()), "started": str(time.time())}
     stop = threading.Event()
     threading.Thread(target=_keep_record, args=(conn, key, record, stop), name="worker-record", daemon=True).start()
-    worker = SimpleWorker([q.ingest_queue(conn, settings.queue.job_timeout_s)], connection=conn,
+    worker = SimpleWorker([q.ingest_queue(conn)], connection=conn,
                           serializer=JSONSerializer, name=name, worker_ttl=RQ_WORKER_TTL_S)
     loaded = model_status["state"] == "loaded"
     log.info("worker %s ready: model %s", name, model_status["model"] if loaded else f"none ({model_status['state']})")

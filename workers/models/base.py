@@ -15,7 +15,7 @@ from PIL import Image
 if TYPE_CHECKING:  # torch is imported only when a model is loaded: hash-only never pays for it
     import torch
 
-from daemon.config import ModelSettings
+from workers.settings import ModelSettings, WorkerSettings
 
 
 class ModelUnavailable(RuntimeError):
@@ -88,7 +88,7 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
-def load_model(settings) -> tuple[ImageEmbedder | None, dict[str, str]]:
+def load_model(settings: WorkerSettings) -> tuple[ImageEmbedder | None, dict[str, str]]:
     """The model a process will use, or None (hash-only), with a status record for `status`/readyz.
 
     Hash-only by choice (`hash_only`) is quiet. Hash-only because the weights cannot be had is loud, names

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from daemon.config import ModelSettings
+from workers.settings import ModelSettings
 from workers.models.base import ModelUnavailable, identity_of
 
 

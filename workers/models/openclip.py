@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from daemon.config import ModelSettings
+from workers.settings import ModelSettings
 from workers.models.base import ModelUnavailable, identity_of, is_checkpoint_path, resolve_device, resolve_dtype
 from workers.torch_guard import ensure_torchvision_importable
 

@@ -42,7 +42,8 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10, health_check_interval=15)
 
 
-def ingest_queue(conn: redis.Redis, job_timeout: int) -> Queue:
+def ingest_queue(conn: redis.Redis, job_timeout: int | None = None) -> Queue:
+    """The ingest queue. `job_timeout` matters only to the enqueuer (the daemon): a job carries its own."""
     return Queue(INGEST_QUEUE, connection=conn, serializer=JSONSerializer, default_timeout=job_timeout)
 
 

@@ -1,0 +1,42 @@
+"""Every default a worker needs (decode, model), named and explained in one place (after rq's `defaults.py`).
+
+The daemon composes these settings into its own (daemon.config); a worker host needs nothing else.
+"""
+
+from __future__ import annotations
+
+MODEL_NAME = "ViT-B-32"
+"""open_clip architecture. ViT-B-32: the best-known speed/quality point; ~22 images/s on 2 CPU cores."""
+
+MODEL_PRETRAINED = "laion2b_s34b_b79k"
+"""open_clip pretrained tag (fetched into the cache on first start) or a local checkpoint path."""
+
+MODEL_DEVICE = "auto"
+"""'auto' picks cuda when present, else cpu. Any torch device string is accepted."""
+
+MODEL_PRECISION = "auto"
+"""'auto': fp16 on CUDA, fp32 on CPU (bf16 on CPU is slower than fp32 on most CPUs without AMX)."""
+
+MODEL_BATCH_SIZE = 32
+"""Images per forward pass. Larger batches help GPUs; on CPU 16-32 is the flat part of the curve."""
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+"""The normalisation CLIP models were trained with: the ONNX backend's default (exports of CLIP's image
+tower need it; descriptors such as SSCD use ImageNet's (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225))."""
+
+MAX_PIXELS = 100_000_000
+"""Images declaring more pixels than this are refused before decoding (decompression bombs)."""
+
+MAX_FILE_BYTES = 512 * 1024 * 1024
+"""Files larger than this are refused unread."""
+
+DECODE_SIZE = 256
+"""JPEG draft decoding reduces big photos to no less than this on the short side: enough for a 224-px
+model input and 32-px hashes, at a fraction of the full decode cost."""
+
+DECODE_THREADS = 0
+"""Threads per worker that read, decode and cut the hash planes and model input of each file; 0 = one per
+usable core. Pillow releases the GIL while it decodes and resizes, so these run truly in parallel; the
+batched hashes and the model run on torch's own threads (model.threads) between batches, so the two
+take turns on the cores rather than fight over them. Lower it when several workers share one host."""
