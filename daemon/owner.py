@@ -25,9 +25,9 @@ from daemon.events import FileInfo, Match, VerdictEvent
 from daemon.hashindex import HashIndex
 from daemon.vectors import VectorIndex
 from daemon.verdict import Decision, Thresholds, decide
+from workers.features import Features
 from workers.hashing import WINDOWS
 from workers.models.base import identity_of
-from workers.features import Features
 
 log = logging.getLogger("dupwatch.owner")
 

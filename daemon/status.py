@@ -10,9 +10,9 @@ import json
 import sqlite3
 from typing import Any
 
-from workers import queue as q
 from daemon.config import Settings
 from daemon.state import StateDir
+from workers import queue as q
 
 
 def read_only_catalog(settings: Settings) -> sqlite3.Connection | None:

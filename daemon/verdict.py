@@ -12,9 +12,9 @@ from typing import Any
 
 from daemon import defaults
 from daemon.config import MatchSettings
-from workers.settings import ModelSettings
 from daemon.hashindex import HashHit, HashRule
 from workers.align import identity_edit
+from workers.settings import ModelSettings
 
 
 @dataclass(frozen=True)

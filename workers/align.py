@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from workers import defaults
 from workers.decode import DecodeError, decode_file
 
 MIN_INLIERS = 15
@@ -64,8 +65,8 @@ def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512) -> A
     return Alignment(inliers, matrix.tolist(), edit)
 
 
-def align_files(copy_path: str, original_path: str, *, max_side: int = 512, max_pixels: int = 100_000_000,
-                max_bytes: int = 512 * 1024 * 1024) -> Alignment | None:
+def align_files(copy_path: str, original_path: str, *, max_side: int = 512,
+                max_pixels: int = defaults.MAX_PIXELS, max_bytes: int = defaults.MAX_FILE_BYTES) -> Alignment | None:
     """Re-read both files with the workers' safe decoder and align them; None if either is a symlink,
     gone or unreadable (the caller decides without verification then, issue 11 point 4)."""
     images = []
@@ -101,7 +102,7 @@ def _prepare(image: Image.Image, max_side: int) -> np.ndarray:
 
 def _features(rgb: np.ndarray) -> tuple[Any, np.ndarray | None]:
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    return cv2.SIFT_create(nfeatures=SIFT_FEATURES).detectAndCompute(gray, None)
+    return cv2.SIFT.create(nfeatures=SIFT_FEATURES).detectAndCompute(gray, None)
 
 
 def _scale_matrix(shape: tuple[int, ...]) -> np.ndarray:
@@ -126,8 +127,8 @@ def _find_model(c: np.ndarray, o: np.ndarray) -> tuple[int, np.ndarray] | None:
         good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
         if len(good) < MIN_INLIERS:
             continue
-        src = np.float32([keys_o[m.queryIdx].pt for m in good])
-        dst = np.float32([keys_c[m.trainIdx].pt for m in good])
+        src = np.array([keys_o[m.queryIdx].pt for m in good], np.float32)
+        dst = np.array([keys_c[m.trainIdx].pt for m in good], np.float32)
         homography, mask = cv2.findHomography(src, dst, cv2.RANSAC, RANSAC_PX, maxIters=2000)
         if homography is None:
             continue
