@@ -105,7 +105,9 @@ def run(data: Path, limit: int | None = None) -> dict[str, Any]:
         entries = entries[:limit]
     outcomes: dict[str, list[bool]] = {name: [] for name in TARGETS}
     seconds, aligned, failures = [], 0, []
-    for entry in entries:
+    for done, entry in enumerate(entries):
+        if done and done % 100 == 0:
+            print(f"explain: {done}/{len(entries)} pairs", file=sys.stderr, flush=True)
         copy, original = data / entry.file, data / str(entry.source)
         start = time.perf_counter()
         result = align_files(str(copy), str(original))
