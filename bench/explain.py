@@ -6,7 +6,7 @@
 Each edited copy in the manifest is aligned with its original exactly as the service does it
 (`align_files`: both files re-read from disk, 512 px). Single-op edits are scored against the
 parameters bench/edits.py recorded; a copy that gets no alignment counts as a failure of every
-criterion it is in. Combos count only for "no flip reported on copies that were not mirrored".
+criterion it is in, except "no false flip" (it reported none). Combos count only for "no false flip".
 
 | criterion | edits | pass when |
 |---|---|---|
@@ -78,7 +78,7 @@ def score(entry: dataset.Entry, result: Alignment | None, original_size: tuple[i
     names = [op["op"] for op in ops]
     out: dict[str, list[bool]] = {}
     if "hflip" not in names:
-        out["no false flip"] = [edit is not None and edit["flip"] is None]
+        out["no false flip"] = [edit is None or edit["flip"] is None]  # no alignment reports no flip
     if entry.family == "combo" or len(ops) != 1:
         return out
     op = ops[0]
