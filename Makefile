@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DIR ?= ./incoming
 
-.PHONY: install run test test-system-deps clean
+.PHONY: install run test lint test-system-deps clean
 
 # Debian packages some tests use (systemd-analyze, shellcheck, headless Chromium). Installed when we are
 # root on a Debian-like host; elsewhere those tests skip and say which package is missing.
@@ -14,7 +14,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench,lint]'
 	touch $@
 
 run: install
@@ -23,6 +23,11 @@ run: install
 
 test: install test-system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The checks `make test` will run before pytest once the tree is clean of findings (both configured in pyproject.toml).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test-system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

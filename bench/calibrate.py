@@ -1,6 +1,6 @@
 """Calibrate the hash rule (daemon.hashindex.HashRule) on the edited-copy benchmark.
 
-    python -m bench.calibrate --data bench/data/acc
+    python -m bench.calibrate --data bench/data/acc              # the calibration half (default)
 
 Computes every file's features once with the workers' own pipeline (hash-only), then replays the stream:
 each file against every EARLIER file with the daemon's own HashIndex, for each rule in a grid. Prints the
@@ -15,13 +15,12 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from bench import dataset
 from daemon.config import MatchSettings
-from workers.settings import DecodeSettings
 from daemon.hashindex import HashIndex, HashRule
 from workers.hashing import WINDOWS
 from workers.pipeline import Pipeline
+from workers.settings import DecodeSettings
 
 GRID = {"phash": (6, 8, 10), "window": (4, 6, 8), "dhash": (-1, 4, 6, 8), "confirm_phash": (-1, 12, 14, 16, 18),
         "confirm_dhash": (8, 10, 12)}
@@ -67,12 +66,14 @@ def replay(entries: list[dataset.Entry], feats, rules: list[HashRule]) -> list[O
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("bench/data/acc"))
+    ap.add_argument("--split", choices=(*dataset.SPLITS, "all"), default="calibration",
+                    help="which stream to calibrate on; bench.accuracy measures the test half")
     ap.add_argument("--precision", type=float, default=0.99)
     ap.add_argument("--top", type=int, default=10)
     args = ap.parse_args(argv)
     if not (args.data / "manifest.jsonl").exists():
         raise SystemExit(f"no benchmark at {args.data}: build it with python -m bench.dataset --out {args.data}")
-    entries = dataset.load_manifest(args.data)
+    entries = dataset.load_manifest(args.data, None if args.split == "all" else args.split)
     feats = features(args.data, entries)
     m = MatchSettings()
     shipped = HashRule(m.phash_max_distance, m.window_max_distance, m.dhash_max_distance, m.confirm_phash_distance,

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
+from bench import templates
+
 Params = dict[str, Any]
 Op = Callable[[Image.Image, np.random.Generator], tuple[Image.Image, Params]]
 
@@ -261,6 +263,13 @@ def screenshot(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Imag
     return canvas, {"canvas": [canvas_w, canvas_h], "photo_scale": round(scale, 3), "at": [left, top]}
 
 
+def template_paste(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Params]:
+    """The photo pasted into one of the fixed frames of bench/templates.py: a true copy, in the very
+    frames the distractors use for DIFFERENT photos (so matching the frame scores nothing)."""
+    name = str(rng.choice(list(templates.BUILDERS)))
+    return templates.paste(image, name), {"template": name}
+
+
 # ---- colour -----------------------------------------------------------------------------------
 
 def grayscale(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Params]:
@@ -286,7 +295,7 @@ FAMILIES: dict[str, dict[str, Op]] = {
     "mild": {"jpeg30": jpeg, "resize0.5": resize_half, "brightness": brightness, "blur": blur},
     "geometric": {"crop": crop, "rotate": rotate, "hflip": hflip, "pad": pad, "perspective": perspective},
     "overlay": {"text": text, "emoji": emoji, "meme": meme, "watermark": watermark,
-                "screenshot": screenshot},
+                "screenshot": screenshot, "template": template_paste},
     "colour": {"grayscale": grayscale, "hue": hue, "saturation": saturation},
 }
 # Families a combo draws from: an exact re-save adds nothing to a combo.

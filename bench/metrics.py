@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import combinations
 
 
 @dataclass(frozen=True)
@@ -101,3 +102,37 @@ def precision_recall_at(predictions: Iterable[Prediction], groups: dict[str, str
     correct = sum(accepted)
     precision = correct / len(accepted) if accepted else 1.0
     return precision, correct / positives if positives else 0.0
+
+
+def merge_groups(groups: Iterable[Iterable[str]]) -> list[list[str]]:
+    """Connected components of groups that share members (union-find), each sorted, singletons
+    dropped: matches chain (a~b, b~c), and a user sees a, b and c as one duplicate group."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for group in groups:
+        members = list(group)
+        for member in members:
+            parent[find(member)] = find(members[0])
+    components: dict[str, list[str]] = {}
+    for member in parent:
+        components.setdefault(find(member), []).append(member)
+    return sorted(sorted(c) for c in components.values() if len(c) > 1)
+
+
+def group_pairs(groups: Iterable[Iterable[str]]) -> set[frozenset[str]]:
+    """Every unordered pair of files inside each group."""
+    return {frozenset(pair) for group in groups for pair in combinations(sorted(group), 2)}
+
+
+def pair_precision_recall(predicted: set[frozenset[str]], truth: set[frozenset[str]]) -> tuple[float, float]:
+    """Pair precision and recall of duplicate groups: of the pairs a method puts in one group, the
+    share that derive from one original; of those true pairs, the share it grouped. An empty
+    prediction has precision 1 (it claimed nothing wrong)."""
+    correct = len(predicted & truth)
+    return (correct / len(predicted) if predicted else 1.0, correct / len(truth) if truth else 0.0)

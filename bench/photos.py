@@ -16,6 +16,7 @@ sees, or near-duplicates of another entry that would silently corrupt the ground
 from __future__ import annotations
 
 import fnmatch
+import io
 import re
 import shutil
 import subprocess
@@ -79,6 +80,21 @@ DEBIAN_PHOTOS: dict[str, list[str]] = {
         )
     ],
 }
+
+# gcompris-qt keeps its activity images inside Qt resource bundles (.rcc) as WebP; these activities
+# hold photographs (animals, monuments, landscapes, musicians, everyday objects). Left out on purpose:
+# `details` (paintings), `babyshapes` (drawings), `photo_hunter` (pairs of nearly identical pictures,
+# which would be unlabelled near-duplicates), and any image with transparency (cut-outs).
+GCOMPRIS_PACKAGE = "gcompris-qt-data"
+GCOMPRIS_BUNDLES = ("categorization", "clickgame", "erase", "explore_farm_animals", "explore_monuments",
+                    "explore_world_animals", "explore_world_music")
+GCOMPRIS_MIN_SIDE = 300
+# palapeli-data's puzzle collection: five photographs (its `backgrounds` are textures, not photos).
+PALAPELI_PACKAGE = "palapeli-data"
+PALAPELI_PHOTOS = tuple(f"usr/share/palapeli/collection/{name}.jpg" for name in (
+    "castle-maintenon", "cincinnati-bridge", "citrus-fruits", "european-honey-bee", "panther-chameleon-female"))
+DEBIAN_PHOTOS[PALAPELI_PACKAGE] = list(PALAPELI_PHOTOS)
+
 
 @dataclass(frozen=True)
 class Photo:
@@ -154,7 +170,7 @@ def fetch_debian(cache: Path) -> dict[str, Path]:
     """
     cache.mkdir(parents=True, exist_ok=True)
     debs: dict[str, Path] = {}
-    for package in DEBIAN_PHOTOS:
+    for package in (*DEBIAN_PHOTOS, GCOMPRIS_PACKAGE):
         found = sorted(cache.glob(f"{package}_*.deb"))
         if not found:
             subprocess.run(["apt-get", "download", package], cwd=cache, check=True,
@@ -219,14 +235,73 @@ def licence_of(copyright_text: str, path: str) -> tuple[str, str]:
     return licence, holder
 
 
+def _webp_loader(bundle: Path, offset: int, length: int) -> Callable[[], Image.Image]:
+    """Decode one WebP stored at `offset` inside a Qt resource bundle."""
+
+    def load() -> Image.Image:
+        with open(bundle, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image
+
+    return load
+
+
+def _bundle_photos(bundle: Path) -> list[tuple[int, int]]:
+    """(offset, length) of every opaque WebP of at least GCOMPRIS_MIN_SIDE pixels in a .rcc file.
+
+    The bundle format is not needed: a WebP is a RIFF chunk whose header gives its length, so the
+    images are found by their signature and decoded from exactly their bytes.
+    """
+    data = bundle.read_bytes()
+    found = []
+    for match in re.finditer(rb"RIFF(....)WEBP", data, re.DOTALL):
+        length = int.from_bytes(match.group(1), "little") + 8
+        try:
+            with Image.open(io.BytesIO(data[match.start():match.start() + length])) as image:
+                opaque = image.mode == "RGB"
+                big = min(image.size) >= GCOMPRIS_MIN_SIDE
+        except (OSError, ValueError):
+            continue
+        if opaque and big:
+            found.append((match.start(), length))
+    return found
+
+
+def gcompris_photos(root: Path, version: str, copyright_text: str) -> list[Photo]:
+    """The photographs of the listed gcompris activities, each image once (activities share some)."""
+    photos: list[Photo] = []
+    seen: set[bytes] = set()
+    for name in GCOMPRIS_BUNDLES:
+        relative = f"usr/share/gcompris-qt/rcc/{name}.rcc"
+        licence, holder = licence_of(copyright_text, relative)
+        for offset, length in _bundle_photos(root / relative):
+            loader = _webp_loader(root / relative, offset, length)
+            fingerprint = loader().convert("RGB").resize((16, 16)).tobytes()
+            if fingerprint in seen:
+                continue
+            seen.add(fingerprint)
+            photos.append(Photo(
+                id=f"debian:{GCOMPRIS_PACKAGE}:{relative}@{offset}", loader=loader,
+                provenance={"source": "debian", "package": GCOMPRIS_PACKAGE, "version": version,
+                            "file": f"/{relative} (WebP at byte {offset})", "licence": licence,
+                            "copyright": holder}))
+    return photos
+
+
 def debian_photos(cache: Path) -> list[Photo]:
-    """The curated Debian wallpaper photographs, fetched into `cache` when missing."""
+    """The curated Debian photographs, fetched into `cache` when missing."""
     photos: list[Photo] = []
     for package, deb in fetch_debian(cache).items():
         root = cache / "root" / package
         version = _deb_field(deb, "Version")
         copyright_file = root / "usr/share/doc" / package / "copyright"
         copyright_text = copyright_file.read_text(errors="replace") if copyright_file.exists() else ""
+        if package == GCOMPRIS_PACKAGE:
+            photos += gcompris_photos(root, version, copyright_text)
+            continue
         for relative in DEBIAN_PHOTOS[package]:
             licence, holder = licence_of(copyright_text, relative)
             photos.append(Photo(

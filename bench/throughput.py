@@ -1,24 +1,33 @@
-"""Throughput of `dupwatch scan` against imagehash and imagededup on the same camera-sized JPEGs, in one run.
+"""Throughput of `dupwatch scan` against imagehash, imagededup and Immaculate, on two folders, in one run.
 
-    python -m bench.throughput                                  # 200 files, 1-12 MP, 3 rounds
-    python -m bench.throughput --n 400 --sizes 12 --out bench/out/tp.md --json bench/out/tp.json
+    python -m bench.throughput                                  # both folders, methods a c f g, 3 rounds
+    python -m bench.throughput --n 388 --sizes 12 --small-n 3735 --methods acfg \
+        --mode 'sscd=' --out bench/out/tp.md --json bench/out/tp.json   # issue 14's table
 
-Files: real photos (scikit-image's bundled ones and the Debian wallpaper photographs of bench.photos)
-scaled and cropped to camera frame sizes (4:3, the `--sizes` megapixels in turn), given a faint sensor-like
-grain so the JPEGs carry a camera's entropy rather than an upscaler's smoothness, saved at quality 90-95
-with the EXIF a camera writes (make, model, time; every fourth frame stored landscape with orientation 6,
-as phones shoot portraits). Built once into `--work` and reused while the parameters match.
+Folders (built once into `--work` and reused while their parameters match):
+  camera: real photos (scikit-image's and the Debian photographs of bench.photos) scaled and cropped to
+    camera frame sizes (4:3, the `--sizes` megapixels in turn), given a faint sensor-like grain so the
+    JPEGs carry a camera's entropy rather than an upscaler's smoothness, saved at quality 90-95 with the
+    EXIF a camera writes (make, model, time; every fourth frame stored landscape with orientation 6).
+  small: `--small-n` web-sized JPEGs (median about 640 x 460) cut from the same photos by random crops
+    and resizes, quality 75-95, no EXIF: a downloads or chat-export folder, where per-file overhead
+    (process start, Python per file, thread hand-offs) weighs more than decoding.
 
-Methods, each a separate process run over all N files (numbers are the whole process: start, imports,
-model load, decode, hashing, for dupwatch also the catalog and index):
+Methods, each a separate process run over all files of a folder (numbers are the whole process: start,
+imports, model load, decode, hashing, for dupwatch also the catalog and index):
   a. imagehash: `imagehash.phash(Image.open(p))` in a plain loop, the usual anchor;
   b. imagededup: `PHash().encode_images(image_dir=...)` with its default worker processes;
   c. `dupwatch scan --hash-only`;
   d. `dupwatch scan` with ViT-B-32 (the default architecture; random weights, same cost);
-  e. `dupwatch scan` with ViT-S-32, the fastest architecture open_clip ships (ENVIRONMENT.md).
-Rounds interleave the methods (a b c d e a b c ...) so a noisy neighbour hits all of them alike; the
+  e. `dupwatch scan` with ViT-S-32, the fastest architecture open_clip ships (ENVIRONMENT.md);
+  f. Immaculate `--method pdq` (bench/anchors.py: its own Python 3.12 venv, a Rust core);
+  g. Immaculate `--method sscd` (Meta's SSCD through onnxruntime);
+  plus one method per `--mode NAME=FLAGS`: `dupwatch scan FLAGS` (e.g. the SSCD modes of issue 11).
+Rounds interleave the methods (a b c ... a b c ...) so a noisy neighbour hits all of them alike; the
 table gives the median per method of images/s (N / wall), CPU-seconds per image (user + sys of the
-process and its children, from wait4) and peak RSS (the largest process), and each method's ratio to (a).
+process and its children, from wait4) and peak RSS (the largest process), and each method's speed ratio
+to a, f and g and its memory ratio to f and g (the anchors dupwatch is measured against: hash-only
+against pdq, SSCD against sscd).
 """
 
 from __future__ import annotations
@@ -43,13 +52,19 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/throughput.py` as well as `python -m bench.throughput`
     sys.path.insert(0, str(REPO))
 
-from bench.accuracy import _table, machine  # noqa: E402
+from bench import anchors, measure  # noqa: E402
+from bench.accuracy import _table, machine, parse_mode  # noqa: E402
 from bench.dataset import DEFAULT_DEBIAN_CACHE  # noqa: E402
 from bench.photos import Photo, debian_photos, skimage_photos  # noqa: E402
 
 DEFAULT_WORK = Path("/tmp/dupwatch-bench-throughput")
-TIME = Path("/usr/bin/time")
+FOLDERS = ("camera", "small")
+# Long sides of the small folder, drawn uniformly: with the aspect ratios below the median file is
+# about 640 x 460, like the folder of issue 14.
+SMALL_LONG_SIDE = (480, 900)
+SMALL_ASPECTS = (4 / 3, 3 / 2, 16 / 9, 1.0, 3 / 4)
 MODELS = {"d": "ViT-B-32", "e": "ViT-S-32"}
+IMMACULATE = {"f": "pdq", "g": "sscd"}
 ORIENTATION_TAG, MAKE_TAG, MODEL_TAG, DATETIME_TAG = 0x0112, 0x010F, 0x0110, 0x0132
 
 
@@ -142,6 +157,41 @@ def build_files(folder: Path, n: int, sizes: list[float], *, debian: bool = True
     return files
 
 
+def small_frame(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A random crop (35-100 % of the side) at a random aspect, resized to a web size."""
+    aspect = float(rng.choice(SMALL_ASPECTS))
+    long_side = int(rng.integers(*SMALL_LONG_SIDE))
+    w, h = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
+    share = float(rng.uniform(0.35, 1.0))
+    scale = min(photo.width / w, photo.height / h) * share
+    cw, ch = max(1, round(w * scale)), max(1, round(h * scale))
+    left, top = int(rng.integers(0, photo.width - cw + 1)), int(rng.integers(0, photo.height - ch + 1))
+    return photo.crop((left, top, left + cw, top + ch)).resize((w, h), Image.Resampling.BILINEAR)
+
+
+def build_small_files(folder: Path, n: int, *, debian: bool = True, seed: int = 0) -> list[Path]:
+    """N small JPEGs in `folder` (reused when built with the same parameters). Returns them in order."""
+    params = {"n": n, "debian": debian, "seed": seed, "kind": "small", "version": 1}
+    stamp = folder / "params.json"
+    files = [folder / "files" / f"img_{i:05d}.jpg" for i in range(n)]
+    if stamp.exists() and json.loads(stamp.read_text()) == params and all(f.exists() for f in files):
+        return files
+    (folder / "files").mkdir(parents=True, exist_ok=True)
+    for old in (folder / "files").glob("*"):
+        old.unlink()
+    photos = load_photos(debian)
+    # Photo by photo (file i comes from photo i mod len), so only one decoded photo is held at a time.
+    for j, photo in enumerate(photos):
+        image = photo.load()
+        for i in range(j, n, len(photos)):
+            rng = np.random.default_rng([seed, 1, i])
+            small_frame(image, rng).save(files[i], quality=int(rng.integers(75, 96)))
+        print(f"\rbuilding small files: photo {j + 1}/{len(photos)}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    stamp.write_text(json.dumps(params))
+    return files
+
+
 # ---- methods ------------------------------------------------------------------------------------
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -164,7 +214,8 @@ def checkpoint(work: Path, name: str) -> Path:
     return path
 
 
-def methods(dupwatch: list[str], files_from: Path, image_dir: Path, work: Path, keys: str) -> list[Method]:
+def methods(dupwatch: list[str], files_from: Path, image_dir: Path, work: Path, keys: str,
+            modes: list[tuple[str, list[str]]]) -> list[Method]:
     me = [sys.executable, str(Path(__file__).resolve())]
     scan = dupwatch + ["scan", "--files-from", str(files_from)]
     out = []
@@ -178,42 +229,37 @@ def methods(dupwatch: list[str], files_from: Path, image_dir: Path, work: Path, 
         if key in keys:
             out.append(Method(key, f"dupwatch scan {model}", scan, {
                 "DUPWATCH_MODEL__NAME": model, "DUPWATCH_MODEL__PRETRAINED": str(checkpoint(work, model))}))
+    for key, method in IMMACULATE.items():
+        if key in keys:
+            out.append(Method(key, f"Immaculate {method}", anchors.argv(image_dir, method)))
+    for i, (name, flags) in enumerate(modes, 1):
+        out.append(Method(f"m{i}", f"dupwatch scan {name}" + (f" ({' '.join(flags)})" if flags else ""),
+                          scan + flags))
     return out
 
 
 def run_once(method: Method, n: int) -> Sample:
-    """Run a method in a fresh state dir and account for it the way the kernel does.
-
-    CPU time comes from wait4 (the process and every child it waited for, so imagededup's worker pool
-    counts). Peak RSS comes from /usr/bin/time's report when it is there: a child's own wait4 figure
-    starts from the RSS of the process that forked it, which for this script (holding decoded photos)
-    would hide the method's real peak.
-    """
+    """Run a method in a fresh state dir (bench/measure.py accounts for it) and check it did the work."""
     with tempfile.TemporaryDirectory(prefix="dupwatch-tp-") as tmp:
         env = child_env(DUPWATCH_STATE_DIR=str(Path(tmp) / "state"), **method.env)
-        err_path, rss_path = Path(tmp) / "stderr", Path(tmp) / "maxrss"
-        argv = (["/usr/bin/time", "-f", "%M", "-o", str(rss_path)] if TIME.exists() else []) + method.argv
-        with open(err_path, "wb") as err, open(Path(tmp) / "stdout", "wb+") as out:
-            start = time.perf_counter()
-            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
-            _pid, status, usage = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - start
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            out.seek(0)
-            lines = out.read().decode(errors="replace").splitlines()
-        rss_kib = int(rss_path.read_text().split()[-1]) if rss_path.exists() else usage.ru_maxrss
-        sample = Sample(wall, usage.ru_utime + usage.ru_stime, rss_kib / 1024, proc.returncode)
-        if proc.returncode != 0:
-            tail = [ln for ln in err_path.read_text(errors="replace").splitlines() if ln.strip()]
-            sample.error = f"exit {proc.returncode}: {tail[-1] if tail else 'no output'}"
-        elif method.key in "ab":
-            if lines[-1:] != [str(n)]:
-                sample.error = f"hashed {lines[-1:] or 'nothing'} of {n} files"
-        else:
-            bad = [ln for ln in lines if '"verdict": "error"' in ln]
-            if len(lines) != n or bad:
-                sample.error = f"{len(lines)} records for {n} files, {len(bad)} errors"
-        return sample
+        done = measure.run(method.argv, env=env)
+    sample = Sample(done.wall_s, done.cpu_s, done.max_rss_mib, done.rc)
+    lines = done.stdout.splitlines()
+    if done.rc != 0:
+        tail = done.stderr_tail.splitlines()
+        sample.error = f"exit {done.rc}: {tail[-1] if tail else 'no output'}"
+    elif method.key in "ab":
+        if lines[-1:] != [str(n)]:
+            sample.error = f"hashed {lines[-1:] or 'nothing'} of {n} files"
+    elif method.key in IMMACULATE:
+        skipped = json.loads(done.stdout or "{}").get("skipped", [])
+        if not done.stdout or skipped:
+            sample.error = f"Immaculate skipped {len(skipped)} of {n} files" if skipped else "no JSON"
+    else:
+        bad = [ln for ln in lines if '"verdict": "error"' in ln]
+        if len(lines) != n or bad:
+            sample.error = f"{len(lines)} records for {n} files, {len(bad)} errors"
+    return sample
 
 
 def anchor(kind: str, target: str) -> None:
@@ -253,24 +299,35 @@ def summarise(method: Method, samples: list[Sample], n: int) -> dict[str, Any]:
     return row
 
 
+def _ratio(row: dict[str, Any], base: dict[str, Any] | None, key: str, invert: bool = False) -> float | None:
+    """row / base for `key` (base / row when `invert`, so that > 1 always means "row is better")."""
+    if base is None or key not in row or key not in base or not row[key] or not base[key]:
+        return None
+    return base[key] / row[key] if invert else row[key] / base[key]
+
+
 def report(rows: list[dict[str, Any]], env: dict[str, Any], info: dict[str, Any]) -> str:
-    base = next((r for r in rows if r["key"] == "a" and "images_per_s" in r), None)
+    """One table: speed as images/s and as ratios to a, f and g (> 1: faster than the anchor), memory
+    as MiB and as the anchors' peak over the method's (> 1: the method needs less)."""
+    bases = {key: next((r for r in rows if r["key"] == key and "images_per_s" in r), None) for key in "afg"}
     table = []
     for r in rows:
         if "images_per_s" not in r:
-            table.append([f"{r['key']}. {r['method']}", None, None, None, None, None, f"FAILED: {r['error']}"])
+            table.append([f"{r['key']}. {r['method']}"] + [None] * 8 + [f"FAILED: {r['error']}"])
             continue
-        speed = r["images_per_s"] / base["images_per_s"] if base else None
-        cpu = r["cpu_s_per_image"] / base["cpu_s_per_image"] if base else None
         table.append([f"{r['key']}. {r['method']}", r["images_per_s"], r["cpu_s_per_image"] * 1000,
-                      r["peak_rss_mib"], speed, cpu, r.get("error", "")])
-    head = (f"# dupwatch throughput, {env['date']}\n"
+                      r["peak_rss_mib"], *(_ratio(r, bases[k], "images_per_s") for k in "afg"),
+                      *(_ratio(r, bases[k], "peak_rss_mib", invert=True) for k in "fg"), r.get("error", "")])
+    head = (f"## {info['folder']} folder: {info['n']} JPEGs, {info['describe']}, {info['mean_mb']:.2f} MB on average\n")
+    return head + "\n" + _table(["method", "images/s", "CPU-ms/image", "peak RSS MiB", "speed × a", "speed × pdq",
+                                 "speed × sscd", "RSS pdq/x", "RSS sscd/x", "note"], table)
+
+
+def header(env: dict[str, Any], repeat: int) -> str:
+    return (f"# dupwatch throughput, {env['date']}\n"
             f"machine: {env['cpu']}, {env['cpus_usable']} of {env['cpus_total']} CPUs usable, "
             f"Python {env['python']}, torch {env.get('torch', '?')}, Pillow {env['pillow']}\n"
-            f"files: {info['n']} JPEGs, {info['sizes']} MP in turn, {info['mean_mb']:.2f} MB on average; "
-            f"median of {info['repeat']} interleaved rounds, whole processes (start and model load included)\n")
-    return head + "\n" + _table(["method", "images/s", "CPU-ms/image", "peak RSS MiB", "speed vs a",
-                                 "CPU vs a", "note"], table)
+            f"median of {repeat} interleaved rounds, whole processes (start and model load included)\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,7 +335,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=200, help="number of files")
     parser.add_argument("--sizes", default="1,3,6,12", help="frame sizes in megapixels, used in turn")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the median is reported")
-    parser.add_argument("--methods", default="abcde", help="which of a-e to run")
+    parser.add_argument("--methods", default="acfg", help="which of a-g to run")
+    parser.add_argument("--mode", action="append", type=parse_mode, default=[], metavar="NAME=FLAGS",
+                        help="also run `dupwatch scan FLAGS` as a method (repeatable)")
+    parser.add_argument("--folders", default=",".join(FOLDERS), help="camera, small or both")
+    parser.add_argument("--small-n", type=int, default=3735, help="number of files in the small folder")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="where files and checkpoints are kept")
     parser.add_argument("--no-debian", action="store_true", help="scikit-image photos only")
     parser.add_argument("--dupwatch", default=f"{shlex.quote(sys.executable)} -c 'from daemon.cli import main; main()'",
@@ -290,31 +351,55 @@ def main(argv: list[str] | None = None) -> None:
     if args.anchor:
         anchor(*args.anchor)
         return
+    if any(k in args.methods for k in IMMACULATE):
+        anchors.ensure_venv()
 
     sizes = [float(s) for s in args.sizes.split(",")]
-    files = build_files(args.work / "data", args.n, sizes, debian=not args.no_debian)
-    files_from = args.work / "files.txt"
-    files_from.write_text("".join(f"{f}\n" for f in files))
-    todo = methods(shlex.split(args.dupwatch), files_from, files[0].parent, args.work, args.methods)
-    samples: dict[str, list[Sample]] = {m.key: [] for m in todo}
-    for round_no in range(args.repeat):
-        for m in todo:
-            s = run_once(m, len(files))
-            samples[m.key].append(s)
-            print(f"round {round_no + 1}/{args.repeat} {m.name}: {s.wall_s:.1f}s {s.error or ''}", file=sys.stderr)
-    rows = [summarise(m, samples[m.key], len(files)) for m in todo]
+    folders = [f for f in args.folders.split(",") if f]
     env = machine()
     env["torch"] = _torch_version()
-    info = {"n": len(files), "sizes": sizes, "repeat": args.repeat,
-            "mean_mb": sum(f.stat().st_size for f in files) / len(files) / 1e6}
-    text = report(rows, env, info)
+    texts, payload = [header(env, args.repeat)], {"machine": env, "folders": []}
+    for folder in folders:
+        if folder == "camera":
+            files = build_files(args.work / "data", args.n, sizes, debian=not args.no_debian)
+            describe = f"{sizes} MP in turn"
+        elif folder == "small":
+            files = build_small_files(args.work / "small", args.small_n, debian=not args.no_debian)
+            describe = _median_size(files)
+        else:
+            parser.error(f"unknown folder {folder!r} (camera, small)")
+        files_from = args.work / f"files-{folder}.txt"
+        files_from.write_text("".join(f"{f}\n" for f in files))
+        todo = methods(shlex.split(args.dupwatch), files_from, files[0].parent, args.work, args.methods, args.mode)
+        samples: dict[str, list[Sample]] = {m.key: [] for m in todo}
+        for round_no in range(args.repeat):
+            for m in todo:
+                s = run_once(m, len(files))
+                samples[m.key].append(s)
+                print(f"{folder} round {round_no + 1}/{args.repeat} {m.name}: {s.wall_s:.1f}s {s.error or ''}",
+                      file=sys.stderr)
+        rows = [summarise(m, samples[m.key], len(files)) for m in todo]
+        info = {"folder": folder, "n": len(files), "describe": describe, "sizes": sizes, "repeat": args.repeat,
+                "mean_mb": sum(f.stat().st_size for f in files) / len(files) / 1e6}
+        texts.append(report(rows, env, info))
+        payload["folders"].append({"files": info, "results": rows})
+    text = "\n\n".join(texts)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": env, "files": info, "results": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def _median_size(files: list[Path]) -> str:
+    """Median width x height of a folder, read from the headers only."""
+    sizes = []
+    for f in files:
+        with Image.open(f) as image:
+            sizes.append(image.size)
+    return f"median {int(np.median([w for w, _ in sizes]))} x {int(np.median([h for _, h in sizes]))}"
 
 
 def _torch_version() -> str:

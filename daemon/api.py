@@ -17,7 +17,7 @@ Who touches what:
 
 Nothing is ever read from a path the request names: files are addressed by catalog id only, and a
 thumbnail is served only for a current, undeleted catalog row inside a watched root whose bytes still
-hash to the catalogued sha256 (DESIGN §3.5).
+hash to the catalogued sha256 (README, Guarantees: nothing is read outside the watched roots).
 """
 
 from __future__ import annotations
@@ -51,14 +51,14 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from daemon import __version__, defaults
 from daemon import groups as duplicate_groups
+from daemon.api_port import DaemonPort
 from daemon.events import MATCH_KINDS, Kind
 from daemon.metrics import Metrics
-from daemon.search import PROBE_ID, probe_row, rank
+from daemon.search import PROBE_ID, probe_row
 from daemon.status import redis_status
 from workers.decode import DecodeError, decode_bytes, read_file
 
 if TYPE_CHECKING:
-    from daemon.service import Daemon
     from workers.pipeline import Pipeline
 
 log = logging.getLogger("dupwatch.api")
@@ -133,15 +133,15 @@ class NotDuplicate(BaseModel):
 class ApiServer:
     """uvicorn on its own thread, bound before start() returns so a taken port fails the daemon's start."""
 
-    def __init__(self, daemon: Daemon):
+    def __init__(self, daemon: DaemonPort):
         self.daemon = daemon
         self.calls = LoopCalls()
-        self.catalog_uri = f"file:{daemon.state.catalog}?mode=ro"
+        self.catalog_uri = f"file:{daemon.catalog_path}?mode=ro"
         settings = daemon.settings.api
         # Its own client with short timeouts: /readyz must answer "Redis down" quickly, not after 30 s.
         self.redis = redis.Redis.from_url(daemon.redis_url, socket_timeout=2, socket_connect_timeout=2)
         self.metrics = Metrics(daemon, self.read_catalog, self.redis)
-        daemon.owner.sinks.append(self.metrics.observe)
+        daemon.add_sink(self.metrics.observe)
         self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
         self._thumbs_lock = threading.Lock()
         self._search_lock = threading.Lock()
@@ -206,7 +206,7 @@ class ApiServer:
             raise HTTPException(404, "no image for this file (not decided yet, or an error verdict)")
         if not row["current"] or row["deleted_at"] is not None:
             raise HTTPException(404, "this file was deleted or replaced since it was catalogued")
-        if self.daemon.filter.root_of(row["path"]) is None:
+        if not self.daemon.in_watched_root(row["path"]):
             raise HTTPException(404, "this file is no longer inside a watched root")
         key = (row["id"], px, row["sha256"])
         with self._thumbs_lock:
@@ -242,10 +242,9 @@ class ApiServer:
         if feats.error:
             raise HTTPException(422, f"not a usable image: {feats.error}")
         probe = probe_row(feats)
-        owner = self.daemon.owner
-        if probe.model != owner.model_identity:  # e.g. the model loads in the workers but not here
+        if probe.model != self.daemon.model_identity:  # e.g. the model loads in the workers but not here
             probe.embedding = None
-        results = self.on_loop(lambda: rank(owner, probe, top_k))
+        results = self.on_loop(lambda: self.daemon.rank(probe, top_k))
         for r in results:
             r["thumbnail"] = f"/api/v1/files/{r['id']}/thumbnail"
         return {"results": results, "signals": "hashes and embedding" if probe.embedding is not None else
@@ -300,8 +299,11 @@ def create_app(api: ApiServer) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        """The process is alive and serving HTTP."""
-        return {"status": "ok", "version": __version__, "uptime_s": round(time.time() - daemon.started_at, 1)}
+        """The process is alive and serving HTTP; "degraded" (still 200: it is waiting, and recovers by
+        itself, so a liveness probe must not restart it) while Redis is down or the disk is full."""
+        degraded = daemon.degraded()
+        return {"status": "degraded" if degraded else "ok", "degraded": degraded, "version": __version__,
+                "uptime_s": round(time.time() - daemon.started_at, 1)}
 
     @app.get("/", response_class=HTMLResponse)
     def review() -> HTMLResponse:
@@ -321,11 +323,13 @@ def create_app(api: ApiServer) -> FastAPI:
             checks["redis"] = {"ok": False, "detail": f"unreachable: {exc}"}
             checks["model"] = {"ok": False, "detail": "unknown: workers report through Redis"}
         pending = db.execute("SELECT count(*) FROM files WHERE state != 'decided'").fetchone()[0]
-        owner = daemon.owner
-        vectors = len(owner.vectors) if owner.vectors is not None else 0
-        checks["index"] = ({"ok": False, "detail": "stopping"} if daemon.stopping.is_set() else
-                           {"ok": True, "detail": f"{len(owner.hashes)} hashed, {vectors} vectors, {pending} "
-                                                  f"pending{'' if daemon.catchup_done.is_set() else ', catch-up scan running'}"})
+        index = daemon.index_state()
+        checks["index"] = ({"ok": False, "detail": "stopping"} if index.stopping else
+                           {"ok": True, "detail": f"{index.hashed} hashed, {index.vectors} vectors, {pending} "
+                                                  f"pending{'' if index.catchup_done else ', catch-up scan running'}"})
+        degraded = daemon.degraded()
+        checks["degraded"] = {"ok": not degraded, "detail": "; ".join(f"{k}: {v}" for k, v in degraded.items())
+                              or "no"}
         ready = all(c["ok"] for c in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
 
@@ -396,12 +400,7 @@ def create_app(api: ApiServer) -> FastAPI:
         later, earlier = max(pair.file, pair.match), min(pair.file, pair.match)
         now = time.time()
 
-        def write() -> None:
-            with daemon.catalog.transaction() as conn:
-                conn.execute("INSERT OR IGNORE INTO not_duplicates (a, b, marked_at) VALUES (?, ?, ?)",
-                             (later, earlier, now))
-
-        api.on_loop(write)
+        api.on_loop(lambda: daemon.mark_not_duplicate(later, earlier, now))
         log.info("marked files %d and %d as not duplicates", later, earlier)
         return {"file": pair.file, "match": pair.match, "marked_at": now}
 
@@ -421,7 +420,13 @@ def _model_check(live: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "detail": "no worker has registered yet (start `dupwatch worker`, or wait)"}
 
 
+SQLITE_MAX_ID = (1 << 63) - 1
+"""The largest id SQLite can hold: a bigger one in a URL or body names no file (and would overflow the driver)."""
+
+
 def _row(db: sqlite3.Connection, file_id: int) -> sqlite3.Row:
+    if not 0 <= file_id <= SQLITE_MAX_ID:
+        raise HTTPException(404, f"no file {file_id} in the catalog")
     row = db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
     if row is None:
         raise HTTPException(404, f"no file {file_id} in the catalog")

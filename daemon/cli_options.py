@@ -42,8 +42,9 @@ def common(fn):
     return fn
 
 
-def settings_from(params: dict[str, Any]) -> config.Settings:
-    """Settings from flags (highest), env, TOML. Consumes the flag entries of `params`."""
+def settings_from(params: dict[str, Any], *, logs: bool = True) -> config.Settings:
+    """Settings from flags (highest), env, TOML. Consumes the flag entries of `params`. `logs=False` for a
+    SIGHUP reload: the daemon applies the log settings only once the whole new configuration is valid."""
     config_file = params.pop("config_file", None)
     if config_file:
         os.environ["DUPWATCH_CONFIG"] = str(Path(config_file).resolve())
@@ -52,7 +53,8 @@ def settings_from(params: dict[str, Any]) -> config.Settings:
         settings = config.load(config.flag_overrides(flags))
     except Exception as exc:
         raise click.ClickException(f"bad configuration: {exc}") from exc
-    setup_logging(settings)
+    if logs:
+        setup_logging(settings)
     return settings
 
 

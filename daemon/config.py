@@ -1,4 +1,4 @@
-"""Settings: one name per setting in three forms (DESIGN §6).
+"""Settings: one name per setting in three forms (README, Configuration).
 
 TOML key `section.key`, environment `DUPWATCH_SECTION__KEY`, CLI flag `--section-key`. Precedence,
 highest first: flags, environment, TOML file, defaults (daemon.defaults). Webhooks are `[[webhooks]]`
@@ -48,7 +48,7 @@ class WatchSettings(Section):
                                                         "*.tif", "*.tiff", "*.heic", "*.heif", "*.avif"])
     exclude: list[str] = Field(default_factory=list, description="Globs of files or folders never read.")
     poll: bool = Field(False, description="Poll instead of inotify (network mounts).")
-    poll_interval_s: float = Field(2.0, gt=0)
+    poll_interval_s: float = Field(defaults.WATCH_POLL_INTERVAL_S, gt=0)
     follow_symlinks: bool = False
     settle_ms: int = Field(defaults.WATCH_SETTLE_MS, ge=0)
 
@@ -100,7 +100,7 @@ class Settings(BaseSettings, WorkerSettings):
 
     state_dir: Path = Field(defaults.STATE_DIR)
     log_format: Literal["human", "json"] = "human"
-    workers: int = Field(1, ge=0, description="Worker processes `run` starts beside the daemon.")
+    workers: int = Field(defaults.RUN_WORKERS, ge=0, description="Worker processes `run` starts beside the daemon.")
     redis: RedisSettings = Field(default_factory=RedisSettings)
     match: MatchSettings = Field(default_factory=MatchSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
@@ -113,7 +113,9 @@ class Settings(BaseSettings, WorkerSettings):
     @field_validator("state_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
+        """Absolute once, here: the private Redis runs in the state dir and would resolve a relative
+        path against it again (`relstate/relstate/redis.log`)."""
+        return Path(os.path.abspath(value.expanduser()))
 
     @classmethod
     def settings_customise_sources(

@@ -15,6 +15,9 @@ STATE_DIR = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "stat
 CONFIG_PATHS = (Path("/etc/dupwatch/config.toml"), Path.home() / ".config" / "dupwatch" / "config.toml")
 """TOML files read when present (later wins) unless --config / DUPWATCH_CONFIG names one."""
 
+RUN_WORKERS = 1
+"""Worker processes `dupwatch run` starts beside the daemon: one already uses every core for decoding."""
+
 QUEUE_BATCH_SIZE = 32
 """Up to this many files travel in one rq job (a worker processes one job as one model batch)."""
 
@@ -73,6 +76,9 @@ INDEX_DTYPE = "f16"
 WATCH_SETTLE_MS = 1000
 """A file seen only as 'created' (no close event, e.g. polling or a move) is taken once its size and
 mtime have been stable this long."""
+
+WATCH_POLL_INTERVAL_S = 2.0
+"""watch.poll: seconds between two snapshots of a root (each one walks the whole tree)."""
 
 API_HOST = "127.0.0.1"
 """The HTTP API listens on loopback unless told otherwise."""

@@ -1,17 +1,42 @@
-"""In-memory table of the perceptual hashes of decided files, searched exhaustively.
+"""In-memory table of the perceptual hashes of decided files: an exact, sublinear search and its reference.
 
-Exhaustive Hamming search over packed 64-bit hashes is exact and, with numpy's popcount, costs a few ns
-per comparison; the table is rebuilt from the catalog at start. Three pHash comparisons catch three kinds
-of edit: the copy's 8 flips/rotations against each original's full frame (mirrors, 90-degree turns),
-the copy's full frame against each original's sub-windows (crops), and the copy's sub-windows against
-each original's full frame (padding, pasting onto a bigger canvas). dHash is a second, partly
-independent opinion: two hashes that agree at moderate distances are as safe as one hash that is close.
+Three pHash comparisons catch three kinds of edit: the copy's 8 flips/rotations against each original's
+full frame (mirrors, 90-degree turns), the copy's full frame against each original's sub-windows (crops),
+and the copy's sub-windows against each original's full frame (padding, pasting onto a bigger canvas).
+dHash is a second, partly independent opinion: two hashes that agree at moderate distances are as safe as
+one hash that is close.
+
+`ExhaustiveHashIndex` compares the query with every stored row (about 190 ns per row per verdict: 1.9 s
+at 10 M). It stays as the reference the tests and bench/scale.py hold `HashIndex` to, and `nearest()`
+(ranking for `query`, whatever the distance) still scans: it has no radius to index by.
+
+`HashIndex` answers `best()` by multi-index hashing: a hash within r bits of the query, split into m
+chunks, has at least one chunk within floor(r/m) bits of the query's chunk. Each stored hash is filed
+under each of its chunks (a counting sort into buckets); a query enumerates the buckets within
+floor(r/m) of its own chunks, keeps the entries whose whole hash is within r, and verifies every such
+candidate exactly with the same rule and the same order (2*pHash + dHash, earliest among equals) as the
+exhaustive search. So the answer is the exhaustive one, not an approximation. Every clause is indexed:
+full frame vs the query's 8 flips/rotations (radius `phash`) and vs the query's pad windows (`window`),
+stored crop windows vs the query's full frame (`window`), dHash (`dhash`), and the agreement clause via
+dHash at `confirm_dhash` (then pHash checked exactly). Radii are read from the rule at each query, so a
+SIGHUP that changes them needs no rebuild; where a radius is so large that probing a segment would cost
+more than scanning it, that segment is scanned (exact either way).
+
+Rows arrive one at a time (in id order), so the index is a stack of segments built like an LSM tree: new
+rows sit in a small tail that is scanned; a full tail becomes a segment, and segments of similar size
+merge into one rebuilt with chunks re-tuned to its size (about log2(entries) bits, so a bucket holds about
+one entry). Sizes double like a binary counter: about log2(N / TAIL_ROWS) segments, each row rebuilt that
+many times over the catalog's life. The probe, verify and build loops are compiled with numba.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from workers.hashing import hamming
@@ -36,34 +61,79 @@ class HashHit:
     signal: str  # "phash", "phash-crop", "phash-pad", "dhash", "phash+dhash"
 
 
-class HashIndex:
+SIGNALS = ("phash", "phash-crop", "phash-pad", "dhash", "phash+dhash")
+"""The rule's clauses in the order that names the signal of a match accepted by several."""
+
+
+def _hit(file_id: int, phash: int, crop: int, pad: int, dhash: int, rule: HashRule) -> HashHit:
+    """The hit for one accepted row from its exact distances: the first clause that accepts it decides."""
+    p = min(phash, crop, pad)
+    ok = (phash <= rule.phash, crop <= rule.window, pad <= rule.window, dhash <= rule.dhash,
+          p <= rule.confirm_phash and dhash <= rule.confirm_dhash)
+    signal = SIGNALS[ok.index(True)]
+    distance = {"phash": phash, "phash-crop": crop, "phash-pad": pad, "dhash": dhash, "phash+dhash": p}[signal]
+    return HashHit(file_id, distance, dhash, signal)
+
+
+class ExhaustiveHashIndex:
+    """Every stored row compared on every query: exact and simple, linear in the catalog.
+
+    Rows are added in increasing id order (the owner decides in id order), so a row's position is found
+    by binary search on the ids: no per-row dict (which cost ~100 B per row, 1 GB at 10 M).
+    """
+
     def __init__(self, windows: int):
         self._n = 0
         self._ids = np.zeros(1024, dtype=np.int64)
         self._windows = np.zeros((1024, windows), dtype=np.int64)
         self._dhash = np.zeros(1024, dtype=np.int64)
         self._live = np.zeros(1024, dtype=bool)
-        self._pos: dict[int, int] = {}
 
     def __len__(self) -> int:
         return int(self._live[: self._n].sum())
 
-    def add(self, file_id: int, windows: np.ndarray, dhash: int) -> None:
-        if file_id in self._pos or windows.shape[0] != self._windows.shape[1]:
+    def _position(self, file_id: int) -> int | None:
+        i = int(np.searchsorted(self._ids[: self._n], file_id))
+        return i if i < self._n and self._ids[i] == file_id else None
+
+    def _reserve(self, extra: int) -> None:
+        need = self._n + extra
+        if need <= len(self._ids):
             return
-        if self._n == len(self._ids):
-            grow = len(self._ids)
-            self._ids = np.concatenate([self._ids, np.zeros(grow, np.int64)])
-            self._windows = np.concatenate([self._windows, np.zeros((grow, self._windows.shape[1]), np.int64)])
-            self._dhash = np.concatenate([self._dhash, np.zeros(grow, np.int64)])
-            self._live = np.concatenate([self._live, np.zeros(grow, bool)])
-        i = self._n
-        self._ids[i], self._windows[i], self._dhash[i], self._live[i] = file_id, windows, dhash, True
-        self._pos[file_id] = i
-        self._n += 1
+        size = max(need, 2 * len(self._ids))
+        grow = size - len(self._ids)
+        self._ids = np.concatenate([self._ids, np.zeros(grow, np.int64)])
+        self._windows = np.concatenate([self._windows, np.zeros((grow, self._windows.shape[1]), np.int64)])
+        self._dhash = np.concatenate([self._dhash, np.zeros(grow, np.int64)])
+        self._live = np.concatenate([self._live, np.zeros(grow, bool)])
+
+    def add(self, file_id: int, windows: np.ndarray, dhash: int) -> None:
+        """Add a row; a row already present (or with another window count) is ignored."""
+        if windows.shape[0] != self._windows.shape[1]:
+            return
+        if self._n and file_id <= self._ids[self._n - 1]:
+            if self._position(file_id) is not None:
+                return
+            raise ValueError(f"hash index rows must arrive in id order: {file_id} after {self._ids[self._n - 1]}")
+        self.add_many(np.array([file_id], np.int64), windows[None, :], np.array([dhash], np.int64))
+
+    def add_many(self, ids: np.ndarray, windows: np.ndarray, dhash: np.ndarray) -> None:
+        """Bulk add (start-up): new rows in increasing id order after every stored one, windows [n, W]."""
+        n = len(ids)
+        if n == 0:
+            return
+        if windows.shape != (n, self._windows.shape[1]):
+            raise ValueError(f"add_many takes windows shaped [n, {self._windows.shape[1]}]")
+        if (self._n and ids[0] <= self._ids[self._n - 1]) or (n > 1 and np.any(np.diff(ids) <= 0)):
+            raise ValueError("hash index rows must arrive in increasing id order")
+        self._reserve(n)
+        lo = self._n
+        self._ids[lo:lo + n], self._windows[lo:lo + n], self._dhash[lo:lo + n] = ids, windows, dhash
+        self._live[lo:lo + n] = True
+        self._n += n
 
     def remove(self, file_id: int) -> None:
-        i = self._pos.get(file_id)
+        i = self._position(file_id)
         if i is not None:
             self._live[i] = False
 
@@ -105,15 +175,301 @@ class HashIndex:
             return None
         idx = np.flatnonzero(accepted)
         j = int(idx[np.argmin(2 * p[idx] + d["dhash"][idx])])  # argmin keeps the earliest among equals
-        signal = next(name for name, ok in clauses.items() if ok[j])
-        distance = int(d["dhash"][j]) if signal == "dhash" else int(d[signal][j] if signal in d else p[j])
-        return HashHit(int(d["id"][j]), distance, int(d["dhash"][j]), signal)
+        return _hit(int(d["id"][j]), int(d["phash"][j]), int(d["phash-crop"][j]), int(d["phash-pad"][j]),
+                    int(d["dhash"][j]), rule)
 
     def nearest(self, windows: np.ndarray, dihedral: np.ndarray, dhash: int, before_id: int, k: int) -> list[HashHit]:
-        """The k closest earlier files by pHash (any variant), whatever the distance: for ranking queries."""
+        """The k closest earlier files by pHash (any variant), whatever the distance: for ranking queries.
+        Exhaustive in both classes: with no radius there is nothing to index by."""
         d = self.distances(windows, dihedral, dhash, before_id)
         if d is None:
             return []
         p = np.minimum(np.minimum(d["phash"], d["phash-crop"]), d["phash-pad"])
         order = np.argsort(2 * p + d["dhash"], kind="stable")[:k]
         return [HashHit(int(d["id"][j]), int(p[j]), int(d["dhash"][j]), "phash") for j in order]
+
+
+# --- compiled kernels ------------------------------------------------------------------------------------
+
+_M1 = np.uint64(0x5555555555555555)
+_M2 = np.uint64(0x3333333333333333)
+_M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
+_H01 = np.uint64(0x0101010101010101)
+
+
+@numba.njit(cache=True, inline="always")
+def _popcount(x: np.uint64) -> int:
+    x = x - ((x >> np.uint64(1)) & _M1)
+    x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
+    x = (x + (x >> np.uint64(4))) & _M4
+    return int((x * _H01) >> np.uint64(56))
+
+
+@numba.njit(cache=True)
+def _build_table(values, per_row, lo, shifts, widths, off_base, offsets, ent_val, ent_pos):  # pragma: no cover
+    """Counting sort of `values` (uint64, `per_row` per stored row) into each chunk's buckets."""
+    n = values.shape[0]
+    for c in range(shifts.shape[0]):
+        mask = (np.uint64(1) << np.uint64(widths[c])) - np.uint64(1)
+        shift = np.uint64(shifts[c])
+        base = off_base[c]
+        buckets = 1 << widths[c]
+        for e in range(n):
+            offsets[base + np.int64((values[e] >> shift) & mask) + 1] += 1
+        for k in range(buckets):
+            offsets[base + k + 1] += offsets[base + k]
+        fill = offsets[base:base + buckets].copy()
+        for e in range(n):
+            k = np.int64((values[e] >> shift) & mask)
+            i = fill[k]
+            fill[k] += 1
+            ent_val[c, i] = values[e]
+            ent_pos[c, i] = lo + e // per_row
+
+
+@numba.njit(cache=True)
+def _probe(queries, radii, shifts, widths, off_base, offsets, ent_val, ent_pos, seen, stamp, out, n_out):  # pragma: no cover
+    """Add to `out` every stored position with an entry within its query's radius; returns the new count.
+    Buckets are enumerated per chunk at floor(r/m) bits with Gosper's hack (masks of j set bits)."""
+    m = shifts.shape[0]
+    for qi in range(queries.shape[0]):
+        r = radii[qi]
+        if r < 0:
+            continue
+        q = queries[qi]
+        per_chunk = r // m
+        for c in range(m):
+            w = widths[c]
+            shift = np.uint64(shifts[c])
+            limit = np.int64(1) << w
+            qk = np.int64((q >> shift) & np.uint64(limit - 1))
+            base = off_base[c]
+            for j in range(min(per_chunk, w) + 1):
+                v = (np.int64(1) << j) - 1
+                while v < limit:
+                    key = qk ^ v
+                    for i in range(offsets[base + key], offsets[base + key + 1]):
+                        if _popcount(ent_val[c, i] ^ q) <= r:
+                            p = ent_pos[c, i]
+                            if seen[p] != stamp:
+                                seen[p] = stamp
+                                out[n_out] = p
+                                n_out += 1
+                    if v == 0:
+                        break
+                    low = v & -v
+                    ripple = v + low
+                    v = (((ripple ^ v) >> 2) // low) | ripple
+    return n_out
+
+
+@numba.njit(cache=True)
+def _add_range(lo, hi, seen, stamp, out, n_out):  # pragma: no cover
+    """Candidates by scanning: every position in [lo, hi) (segments where probing costs more)."""
+    for p in range(lo, hi):
+        if seen[p] != stamp:
+            seen[p] = stamp
+            out[n_out] = p
+            n_out += 1
+    return n_out
+
+
+@numba.njit(cache=True)
+def _verify(cands, ids, windows, dhash, live, before_id, excluded, qwin, qdih, qd, rule):  # pragma: no cover
+    """Exact distances of each candidate; the accepted one with the least 2p + d, earliest among equals.
+    Returns [position or -1, phash, crop, pad, dhash]."""
+    best = np.array([-1, 0, 0, 0, 0], dtype=np.int64)
+    best_score = 1 << 30
+    nw = windows.shape[1]
+    for t in range(cands.shape[0]):
+        p = cands[t]
+        if not live[p] or ids[p] >= before_id:
+            continue
+        if excluded.shape[0]:
+            k = np.searchsorted(excluded, ids[p])
+            if k < excluded.shape[0] and excluded[k] == ids[p]:
+                continue
+        full = windows[p, 0]
+        ph = 64
+        for k in range(qdih.shape[0]):
+            ph = min(ph, _popcount(full ^ qdih[k]))
+        crop = 64
+        for k in range(nw):
+            crop = min(crop, _popcount(windows[p, k] ^ qwin[0]))
+        pad = 64
+        for k in range(qwin.shape[0]):
+            pad = min(pad, _popcount(full ^ qwin[k]))
+        d = _popcount(dhash[p] ^ qd)
+        pmin = min(ph, crop, pad)
+        if not (ph <= rule[0] or crop <= rule[1] or pad <= rule[1] or d <= rule[2]
+                or (pmin <= rule[3] and d <= rule[4])):
+            continue
+        score = 2 * pmin + d
+        if score < best_score or (score == best_score and p < best[0]):
+            best_score = score
+            best[0], best[1], best[2], best[3], best[4] = p, ph, crop, pad, d
+    return best
+
+
+# --- the index -------------------------------------------------------------------------------------------
+
+MAX_CHUNK_BITS = 22
+"""Widest chunk: 4 M buckets (32 MiB of offsets) per chunk; wider would make offsets outweigh entries."""
+TAIL_ROWS = 2048
+"""Rows kept unindexed (scanned) before they become a segment: a scan of 2 k rows costs ~20 us."""
+
+
+def chunk_widths(entries: int) -> list[int]:
+    """Chunk widths summing to 64, each about log2(entries) bits (so a bucket holds about one entry)."""
+    target = max(4.0, math.log2(max(entries, 2)))
+    m = max(math.ceil(64 / MAX_CHUNK_BITS), round(64 / target))
+    return [64 // m + (1 if c < 64 % m else 0) for c in range(m)]
+
+
+def _probe_cost(widths: list[int], radius: int) -> int:
+    """Buckets a query visits in one table at this radius."""
+    if radius < 0:
+        return 0
+    per_chunk = radius // len(widths)
+    return sum(math.comb(w, j) for w in widths for j in range(min(per_chunk, w) + 1))
+
+
+class _Table:
+    """One multi-index table: each stored hash filed under each of its chunks, in bucket order."""
+
+    def __init__(self, values: np.ndarray, per_row: int, lo: int):
+        self.widths = chunk_widths(len(values))
+        self.shifts = np.array([64 - sum(self.widths[: c + 1]) for c in range(len(self.widths))], np.int64)
+        widths = np.array(self.widths, np.int64)
+        self.off_base = np.concatenate([[0], np.cumsum((1 << widths) + 1)[:-1]]).astype(np.int64)
+        self.offsets = np.zeros(int(((1 << widths) + 1).sum()), np.int64)
+        self.ent_val = np.empty((len(widths), len(values)), np.uint64)
+        self.ent_pos = np.empty((len(widths), len(values)), np.uint32)
+        self.widths_arr = widths
+        _build_table(values.view(np.uint64), per_row, lo, self.shifts, widths, self.off_base, self.offsets,
+                     self.ent_val, self.ent_pos)
+
+    def nbytes(self) -> int:
+        return self.offsets.nbytes + self.ent_val.nbytes + self.ent_pos.nbytes
+
+    def probe(self, queries: np.ndarray, radii: np.ndarray, seen: np.ndarray, stamp: int, out: np.ndarray,
+              n_out: int) -> int:
+        return _probe(queries, radii, self.shifts, self.widths_arr, self.off_base, self.offsets, self.ent_val,
+                      self.ent_pos, seen, stamp, out, n_out)
+
+
+class _Segment:
+    """Stored positions [lo, hi) indexed three ways: full frames, crop windows, dHashes."""
+
+    def __init__(self, lo: int, hi: int, windows: np.ndarray, dhash: np.ndarray):
+        self.lo, self.hi = lo, hi
+        self.full = _Table(np.ascontiguousarray(windows[lo:hi, 0]), 1, lo)
+        crops = windows.shape[1] - 1
+        self.crops = _Table(np.ascontiguousarray(windows[lo:hi, 1:]).reshape(-1), crops, lo) if crops else None
+        self.dhash = _Table(np.ascontiguousarray(dhash[lo:hi]), 1, lo)
+        self._cost: dict[tuple[tuple[int, ...], int, int], int] = {}
+
+    def nbytes(self) -> int:
+        return sum(t.nbytes() for t in (self.full, self.crops, self.dhash) if t is not None)
+
+    def probe_cost(self, full_radii: tuple[int, ...], crop_radius: int, dhash_radius: int) -> int:
+        """Buckets one query visits at these radii (cached per radii)."""
+        key = (full_radii, crop_radius, dhash_radius)
+        if key not in self._cost:
+            cost = sum(_probe_cost(self.full.widths, r) for r in full_radii)
+            cost += _probe_cost(self.crops.widths, crop_radius) if self.crops else 0
+            self._cost[key] = cost + _probe_cost(self.dhash.widths, dhash_radius)
+        return self._cost[key]
+
+
+class HashIndex(ExhaustiveHashIndex):
+    """The exhaustive search's answers, through multi-index hashing (see the module docstring)."""
+
+    def __init__(self, windows: int, tail_rows: int = TAIL_ROWS, scan_factor: float = 1.0):
+        super().__init__(windows)
+        self._tail_rows = tail_rows  # tests lower it, so that small tables are built of many segments
+        self._scan_factor = scan_factor  # a segment is scanned when probing visits more buckets than this
+        # times its rows; tests set it to infinity so that even their small segments are probed
+        self._segments: list[_Segment] = []
+        self._indexed = 0  # positions below this are in segments; the rest is the scanned tail
+        self._seen = np.zeros(1024, np.int32)
+        self._cands = np.zeros(1024, np.int64)
+        self._stamp = 0
+
+    def add_many(self, ids: np.ndarray, windows: np.ndarray, dhash: np.ndarray) -> None:
+        super().add_many(ids, windows, dhash)
+        if self._n - self._indexed >= self._tail_rows:
+            self._seal()
+
+    def load(self, chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """Bulk load at start-up: (ids, windows, dhash) chunks in id order, then one segment built for all."""
+        tail, self._tail_rows = self._tail_rows, 1 << 62
+        try:
+            for ids, windows, dhash in chunks:
+                self.add_many(ids, windows, dhash)
+        finally:
+            self._tail_rows = tail
+        if self._n - self._indexed >= self._tail_rows:
+            self._seal()
+
+    def _seal(self) -> None:
+        """Turn the tail into a segment, then merge segments of similar size (rebuilt, chunks re-tuned)."""
+        lo = self._indexed
+        while self._segments and self._segments[-1].hi - self._segments[-1].lo <= self._n - lo:  # binary counter
+            lo = self._segments.pop().lo
+        self._segments.append(_Segment(lo, self._n, self._windows, self._dhash))
+        self._indexed = self._n
+
+    def nbytes(self) -> int:
+        """Memory held: stored rows, segments, and the per-query scratch arrays."""
+        n = len(self._ids)
+        rows = self._ids.nbytes + self._windows.nbytes + self._dhash.nbytes + self._live.nbytes
+        return rows + sum(s.nbytes() for s in self._segments) + 12 * n
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019 - a few rules per process (settings, SIGHUP reloads)
+    def _radii(self, rule: HashRule, dihedral: int, windows: int) -> tuple:
+        """Per table, each query hash's radius: flips at `phash`, pad windows at `window` (full-frame
+        table); the full frame at `window` (crop table); dHash at the larger of `dhash` and, when the
+        agreement clause is on, `confirm_dhash` (candidates then checked against the whole rule)."""
+        full_r = np.array([rule.phash] * dihedral + [rule.window] * windows, np.int64)
+        agree = rule.confirm_dhash if rule.confirm_phash >= 0 else -1
+        return (tuple(full_r.tolist()), full_r, np.array([rule.window], np.int64),
+                np.array([max(rule.dhash, agree)], np.int64),
+                np.array([rule.phash, rule.window, rule.dhash, rule.confirm_phash, rule.confirm_dhash], np.int64))
+
+    def best(self, windows: np.ndarray, dihedral: np.ndarray, dhash: int, before_id: int, rule: HashRule,
+             excluded: set[int] = frozenset()) -> HashHit | None:
+        """The closest earlier file that the rule accepts as an edited copy, or None (exact)."""
+        n = self._n
+        if n == 0:
+            return None
+        if len(self._seen) < n:
+            self._seen = np.zeros(len(self._ids), np.int32)
+            self._cands = np.zeros(len(self._ids), np.int64)
+            self._stamp = 0
+        self._stamp += 1
+        if self._stamp == np.iinfo(np.int32).max:
+            self._seen[:] = 0
+            self._stamp = 1
+        qwin = np.array(windows, np.int64).view(np.uint64)  # copies: writable, contiguous, so one compiled
+        qdih = np.array(dihedral, np.int64).view(np.uint64)  # signature serves every caller (numba types differ)
+        qd = np.array([dhash], np.int64).view(np.uint64)
+        full_q = np.concatenate([qdih, qwin])
+        radii, full_r, crop_r, dhash_r, rule_arr = self._radii(rule, len(qdih), len(qwin))
+        stamp, cands, seen, count = self._stamp, self._cands, self._seen, 0
+        for seg in self._segments:
+            if seg.probe_cost(radii, int(crop_r[0]), int(dhash_r[0])) >= self._scan_factor * (seg.hi - seg.lo):
+                count = _add_range(seg.lo, seg.hi, seen, stamp, cands, count)
+                continue
+            count = seg.full.probe(full_q, full_r, seen, stamp, cands, count)
+            if seg.crops is not None:
+                count = seg.crops.probe(qwin[:1], crop_r, seen, stamp, cands, count)
+            count = seg.dhash.probe(qd, dhash_r, seen, stamp, cands, count)
+        count = _add_range(self._indexed, n, seen, stamp, cands, count)
+        skip = np.sort(np.fromiter(excluded, np.int64)) if excluded else np.zeros(0, np.int64)
+        pos, ph, crop, pad, d = _verify(cands[:count], self._ids, self._windows.view(np.uint64),
+                                        self._dhash.view(np.uint64), self._live, before_id, skip, qwin, qdih, qd[0],
+                                        rule_arr).tolist()
+        if pos < 0:
+            return None
+        return _hit(int(self._ids[pos]), ph, crop, pad, d, rule)

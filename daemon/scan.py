@@ -2,7 +2,7 @@
 
 Runs the worker pipeline in-process (no Redis needed) against the same catalog and index the daemon
 uses, so a scan is also a backfill. Output is one JSON object per input file, in input order, on stdout
-(the contract in DESIGN §6); progress goes to stderr.
+(the contract in the README's Commands section); progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
+from daemon import __version__, outbox
 from daemon.catalog import Catalog
 from daemon.config import Settings
 from daemon.events import VerdictEvent
 from daemon.owner import IndexOwner, event_for
+from daemon.sinks import CommandSink, EventLog
 from daemon.state import StateDir
 from workers.models.base import load_model
 from workers.pipeline import Pipeline
@@ -35,16 +37,16 @@ def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout,
     state = StateDir(settings.state_dir)
     state.acquire()
     catalog = Catalog(state.catalog)
+    with catalog.checked():
+        catalog.conn.executescript(outbox.SCHEMA)
+        owner = IndexOwner(settings, catalog)
     embedder, _status = load_model(settings)
     pipeline = Pipeline(settings.decode, embedder)
-    owner = IndexOwner(settings, catalog)
     counts: dict[str, int] = {}
     bar = _progress(total) if progress else None
+    commands = CommandSink(settings.commands)
     try:
-        leftover = [(r.id, r.path) for r in catalog.pending()]  # from a daemon that stopped mid-way
-        for start in range(0, len(leftover), settings.model.batch_size):
-            owner.accept(pipeline.run(leftover[start:start + settings.model.batch_size]))
-        owner.decide_ready(limit=len(leftover) + 1)
+        _finish_leftovers(settings, catalog, owner, pipeline, [EventLog(state.events), commands])
         for batch in _batches(paths, settings.model.batch_size):
             ids: list[int] = []
             todo: list[tuple[int, str]] = []
@@ -71,10 +73,34 @@ def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout,
     finally:
         if bar is not None:
             bar.close()
+        commands.close()
         pipeline.close()
         catalog.close()
         state.release()
     return counts
+
+
+def _finish_leftovers(settings: Settings, catalog: Catalog, owner: IndexOwner, pipeline: Pipeline,
+                      sinks: list) -> None:
+    """Decide the files a stopped daemon left undecided, as the daemon would have: their verdicts go to
+    the event log, the commands and the webhook outbox (sent at the daemon's next start), since whoever dropped them in a watched root expects those alerts. The scan's own
+    files are a backfill and only print their lines."""
+    undecided = catalog.query("SELECT count(*) AS n FROM files WHERE state != 'decided'")[0]["n"]
+    if not undecided:
+        return
+    leftover = [(r.id, r.path) for r in catalog.pending()]
+    for start in range(0, len(leftover), settings.model.batch_size):
+        owner.accept(pipeline.run(leftover[start:start + settings.model.batch_size]))
+    owner.sinks, owner.on_commit = sinks, _outbox_hook(settings)
+    try:
+        owner.decide_ready(limit=undecided)
+    finally:
+        owner.sinks, owner.on_commit = [], None
+
+
+def _outbox_hook(settings: Settings):
+    """The daemon's outbox hook (Daemon._outbox): the verdict's webhook rows commit with the verdict."""
+    return lambda conn, event: outbox.enqueue(conn, settings.webhooks, event, __version__)
 
 
 def _stat(path: str) -> tuple[int | None, int | None]:

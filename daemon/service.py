@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 from rq.exceptions import NoSuchJobError
@@ -24,11 +25,14 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 from tqdm import tqdm
 
-from daemon import __version__, outbox, sdnotify
+from daemon import __version__, outbox, sdnotify, search
 from workers import queue as q
 from daemon.api import ApiServer
-from daemon.catalog import Catalog
+from daemon.api_port import IndexState
+from daemon.catalog import Catalog, Row
 from daemon.config import Settings
+from daemon.events import VerdictEvent
+from daemon.health import Health, disk_full
 from daemon.owner import IndexOwner
 from daemon.sinks import CommandSink, ConsoleSink, EventLog
 from daemon.state import StateDir
@@ -57,16 +61,18 @@ class Daemon:
         self.started_at = time.time()
         self.reload_with: Callable[[], Settings] | None = None  # set by SIGHUP
         self.api: ApiServer | None = None  # the HTTP API's thread, when api.enabled
+        self.health = Health()
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def open(self) -> None:
         self.state.acquire()
         self.catalog = Catalog(self.state.catalog)
-        self.catalog.conn.executescript(outbox.SCHEMA)
         self.commands = CommandSink(self.settings.commands)
         sinks = [EventLog(self.state.events), self.commands] + ([ConsoleSink()] if self.console else [])
-        self.owner = IndexOwner(self.settings, self.catalog, sinks, on_commit=self._outbox)
+        with self.catalog.checked():  # a corrupt page shows up while the index is rebuilt from it
+            self.catalog.conn.executescript(outbox.SCHEMA)
+            self.owner = IndexOwner(self.settings, self.catalog, sinks, on_commit=self._outbox)
         self.deliverer = outbox.Deliverer(self.state.catalog, self.settings.webhooks)
         self.redis = q.connect(self.redis_url)
         self.queue = q.ingest_queue(self.redis, self.settings.queue.job_timeout_s)
@@ -85,76 +91,165 @@ class Daemon:
 
     def _apply_reload(self) -> None:
         load, self.reload_with = self.reload_with, None
+        sdnotify.reloading()
         try:
             self.reload(load())
-        except Exception:  # a bad edit keeps the running configuration
-            log.exception("configuration reload failed; keeping the current configuration")
+        except Exception as exc:  # noqa: BLE001 - a bad edit, of any kind, keeps the running configuration
+            log.error("configuration reload failed, keeping the current configuration: %s", _one_line(exc))
+        finally:
+            sdnotify.ready()  # running again either way: systemd's reload job must end
 
     def reload(self, settings: Settings) -> None:
-        """SIGHUP: new thresholds, webhook endpoints and log level, without a restart."""
-        from daemon.logs import configure
+        """SIGHUP: new thresholds, webhook endpoints and log level, without a restart.
+
+        Everything is validated before anything is swapped, so an error leaves the running
+        configuration exactly as it was (set_endpoints validates before it changes the list)."""
+        from daemon.logs import configure, level_number
         from daemon.verdict import Thresholds
 
-        sdnotify.reloading()
+        thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model)
+        level_number(settings.log_level)
         self.deliverer.set_endpoints(settings.webhooks)
         self.commands.commands = settings.commands
         self.owner.settings = self.settings = settings
-        self.owner.thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model)
+        self.owner.thresholds = thresholds
         configure(settings.log_level, settings.log_format)
         log.info("configuration reloaded: thresholds %s, %d webhook endpoints", self.owner.thresholds,
                  len(settings.webhooks))
-        sdnotify.ready()
 
-    def serve(self, heartbeat=None) -> None:
-        """Run until `stopping` is set. Live events are taken before the catch-up scan starts: no gap."""
+    def serve(self, heartbeat: Callable[[Daemon], None] | None = None) -> None:
+        """Run until `stopping` is set. Live events are taken before the catch-up scan starts: no gap.
+
+        Redis down or a full disk never end the loop: the state is recorded in `health` (health
+        checks, metrics), logged once, and left by itself; `heartbeat` (worker and Redis supervision)
+        runs every turn, also while the rest is failing, since it is what brings Redis back."""
         self.watcher.start()
         self.deliverer.start()
-        self._requeue(self.catalog.pending(), "left pending by the last run")
+        self._guarded(lambda: self._requeue(self.catalog.pending(), "left pending by the last run"))
         sdnotify.ready()
         beat = sdnotify.Heartbeat()
-        threading.Thread(target=self._catch_up, name="catch-up", daemon=True).start()
-        last_reconcile = last_save = time.monotonic()
+        self._start_catch_up()
+        self._last_reconcile = self._last_save = time.monotonic()
         while not self.stopping.is_set():
-            try:
-                if self.api is not None:
-                    self.api.calls.run_pending()  # searches and "not a duplicate" marks from the API
-                self._drain_results(block_ms=100)
-                self._flush_batch(force=False)
-                if self.owner.decide_ready() and self.settings.webhooks:
-                    self.deliverer.wake()
-                now = time.monotonic()
-                if now - last_reconcile >= RECONCILE_EVERY_S:
-                    self._reconcile()
-                    last_reconcile = now
-                if now - last_save >= SAVE_EVERY_S:
-                    self.owner.save()
-                    last_save = now
-                if self.reload_with is not None:
-                    self._apply_reload()
-                if heartbeat is not None:
-                    heartbeat(self)
-                beat.beat(self.status_line())
-            except redis.ConnectionError as exc:
-                log.warning("Redis unreachable (%s); retrying", exc)
-                self.stopping.wait(1.0)
+            step = self._probe_disk if self.health.is_degraded("disk-full") else self._step
+            if self._guarded(step) and self.health.recover("redis"):
+                log.warning("Redis answers again: re-queueing what its outage lost")
+                self._guarded(lambda: self._recover_lost("Redis was down"))
+            if heartbeat is not None:
+                self._guarded(lambda: heartbeat(self))
+            beat.beat(self.status_line())
+
+    def _step(self) -> None:
+        if self.api is not None:
+            self.api.calls.run_pending()  # searches and "not a duplicate" marks from the API
+        self._drain_results(block_ms=100)
+        self._flush_batch(force=False)
+        if self.owner.decide_ready() and self.settings.webhooks:
+            self.deliverer.wake()
+        now = time.monotonic()
+        if now - self._last_reconcile >= RECONCILE_EVERY_S:
+            self._reconcile()
+            self._last_reconcile = now
+        if now - self._last_save >= SAVE_EVERY_S:
+            self.owner.save()
+            self._last_save = now
+        if self.reload_with is not None:
+            self._apply_reload()
+
+    def _guarded(self, fn: Callable[[], object]) -> bool:
+        """Run one piece of the loop; turn Redis outages and a full disk into degraded states. True if
+        it ran through."""
+        try:
+            fn()
+            return True
+        except redis.ConnectionError as exc:
+            if self.health.degrade("redis", f"unreachable: {exc}"):
+                log.warning("Redis unreachable (%s); files wait, retrying", exc)
+        except Exception as exc:
+            if not disk_full(exc):
+                raise
+            self._disk_full(exc)
+        self.stopping.wait(1.0)
+        return False
+
+    def _disk_full(self, exc: BaseException) -> None:
+        """Enter the disk-full state (from the main loop or the watcher thread); say so once."""
+        if self.health.degrade("disk-full", f"{self.state.root}: {_one_line(exc)}"):
+            log.error("disk full: the state dir %s cannot be written (%s); files wait, and work resumes by "
+                      "itself when space frees", self.state.root, _one_line(exc))
+
+    def _probe_disk(self) -> None:
+        """While the disk is full: try the writes that failed (Redis's AOF, the catalog). When both go
+        through, resume: re-queue what the outage lost and rescan the roots for files whose landing
+        could not be recorded meanwhile."""
+        self.redis.set(q.EPOCH_KEY, self.epoch)
+        self.catalog.meta_set("disk_probe", str(time.time()))
+        self.health.recover("disk-full")
+        log.warning("disk space is available again: resuming")
+        self._recover_lost("the disk was full")
+        self._start_catch_up()
+
+    def _start_catch_up(self) -> None:
+        threading.Thread(target=self._catch_up, name="catch-up", daemon=True).start()
 
     def status_line(self) -> str:
         return f"{self.owner.decided} verdicts, queue {len(self.queue)}, watching {len(self.filter.roots)} roots"
 
     def close(self) -> None:
+        """Stop what open() started, also when it stopped half-way (a corrupt catalog, a taken port)."""
         sdnotify.stopping()
         if self.api is not None:
             self.api.stop()
-        self.watcher.stop()
-        self.deliverer.stop()
-        self.commands.close()
-        try:
-            self._flush_batch(force=True)
-        except redis.RedisError:
-            pass  # still pending in the catalog: re-queued at the next start
-        self.owner.save()
-        self.catalog.close()
+        if hasattr(self, "watcher"):
+            self.watcher.stop()
+            self.deliverer.stop()
+        if hasattr(self, "commands"):
+            self.commands.close()
+        if hasattr(self, "queue"):
+            try:
+                self._flush_batch(force=True)
+            except redis.RedisError:
+                pass  # still pending in the catalog: re-queued at the next start
+        if hasattr(self, "owner"):
+            self.owner.save()
+        if hasattr(self, "catalog"):
+            self.catalog.close()
         self.state.release()
+
+    # --- what the API sees (daemon.api_port.DaemonPort) ---------------------------------------------
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.state.catalog
+
+    @property
+    def model_identity(self) -> str | None:
+        return self.owner.model_identity
+
+    def in_watched_root(self, path: str) -> bool:
+        return self.filter.root_of(path) is not None
+
+    def index_state(self) -> IndexState:
+        vectors = self.owner.vectors
+        return IndexState(hashed=len(self.owner.hashes), vectors=len(vectors) if vectors is not None else 0,
+                          catchup_done=self.catchup_done.is_set(), stopping=self.stopping.is_set())
+
+    def webhook_stats(self) -> dict[str, Any]:
+        return self.deliverer.stats_snapshot()
+
+    def degraded(self) -> dict[str, str]:
+        return self.health.degraded()
+
+    def add_sink(self, sink: Callable[[VerdictEvent], None]) -> None:
+        self.owner.sinks.append(sink)
+
+    def rank(self, probe: Row, top_k: int) -> list[dict[str, Any]]:
+        return search.rank(self.owner, probe, top_k)
+
+    def mark_not_duplicate(self, later: int, earlier: int, marked_at: float) -> None:
+        with self.catalog.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO not_duplicates (a, b, marked_at) VALUES (?, ?, ?)",
+                         (later, earlier, marked_at))
 
     # --- ingest --------------------------------------------------------------------------------------
 
@@ -165,7 +260,13 @@ class Daemon:
             size, mtime = st.st_size, st.st_mtime_ns
         except OSError:
             size = mtime = None  # vanished or unreadable: the worker records the reason as an error verdict
-        file_id = self.owner.register(path, size, mtime)
+        try:
+            file_id = self.owner.register(path, size, mtime)
+        except Exception as exc:
+            if not disk_full(exc):
+                raise
+            self._disk_full(exc)  # not lost: the rescan that ends the disk-full state finds it
+            return
         if file_id is None:
             return
         with self._batch_lock:
@@ -174,7 +275,12 @@ class Daemon:
             self._batch.append((file_id, path, size, mtime))
             full = len(self._batch) >= self.settings.queue.batch_size
         if full:
-            self._flush_batch(force=True)
+            try:
+                self._flush_batch(force=True)
+            except redis.ConnectionError as exc:
+                # Not lost: the batch's files are pending in the catalog, and are re-queued when Redis
+                # answers again (serve's recovery).
+                self.health.degrade("redis", f"unreachable: {exc}")
 
     def _flush_batch(self, force: bool) -> None:
         with self._batch_lock:
@@ -276,16 +382,50 @@ class Daemon:
 
     def worker_died(self, name: str) -> None:
         """A supervised worker process died: re-queue its job now instead of waiting for rq's expiry."""
+        self.release_jobs(lambda worker: worker == name, f"worker {name} died")
+
+    def release_jobs(self, dead: Callable[[str], bool], why: str, *, parked: bool = False,
+                     requeue: bool = True) -> int:
+        """Free the started jobs of workers for which `dead(name)` holds: delete each job (which takes
+        it out of rq's registries and frees its deterministic id) and re-queue its files that are still
+        pending. rq itself would free them only when the job timeout expires. Returns how many.
+
+        `parked` (only when no worker of this Redis runs: at start, at stop): also free jobs parked in rq's
+        intermediate list, popped by a worker that died before it started them. Without `requeue` their
+        files stay pending in the catalog, and serve() re-queues every pending file when it starts."""
         started = StartedJobRegistry(q.INGEST_QUEUE, connection=self.redis, serializer=JSONSerializer)
-        for job_id in started.get_job_ids(cleanup=False):
+        ids: set[int] = set()
+        released = 0
+        started_ids = started.get_job_ids(cleanup=False)
+        if parked:
+            for job_id in self.queue.intermediate_queue.get_job_ids():
+                if job_id not in started_ids:
+                    self.queue.intermediate_queue.remove(job_id)
+                    job = self.queue.fetch_job(job_id)
+                    if job is not None:
+                        job.delete()
+                        released += 1
+        for job_id in started_ids:
             try:
                 job = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
             except NoSuchJobError:
                 continue
-            if job.worker_name == name:
-                started.remove(job, delete_job=True)
-                ids = {int(item[0]) for item in job.args[0]}
-                self._requeue([r for r in self.catalog.pending() if r.id in ids], f"worker {name} died")
+            if job.worker_name and dead(job.worker_name):
+                ids.update(int(item[0]) for item in job.args[0])
+                job.delete()
+                released += 1
+        if released:
+            log.warning("released %d jobs (%s)", released, why)
+        if ids and requeue:
+            self._requeue([r for r in self.catalog.pending() if r.id in ids], why)
+        return released
+
+    def _recover_lost(self, why: str) -> None:
+        """After an outage (Redis restarted, disk full): re-queue now every pending file whose job is
+        gone, instead of after queue.pending_retry_s."""
+        lost = [r for r in self.catalog.pending() if not self._job_alive(r.job_id)]
+        if lost:
+            self._requeue(lost, why)
 
     def _requeue(self, rows, why: str) -> None:
         retry = []
@@ -297,3 +437,8 @@ class Daemon:
         if retry:
             log.info("re-queueing %d pending files (%s)", len(retry), why)
             self._enqueue(retry)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one log line: pydantic and click messages span several."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -30,7 +30,12 @@ class StateDir:
         return self.root / "redis.pid"
 
     def acquire(self) -> None:
-        """Take the owner lock or fail with who holds it: the index must have exactly one writer."""
+        """Take the owner lock or fail with who holds it: the index must have exactly one writer.
+
+        `run` takes it before anything else (before its private Redis, which a second instance would
+        otherwise stop); taking it again in the same process is a no-op."""
+        if self._lock_fh is not None:
+            return
         fh = open(self.root / "owner.lock", "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -38,7 +43,8 @@ class StateDir:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
-            raise RuntimeError(f"{self.root} is owned by {holder}: one daemon or scan per state dir") from None
+            raise RuntimeError(f"state dir {self.root} is in use by {holder} (one daemon or scan per state "
+                               "dir); nothing was started or changed") from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()}")

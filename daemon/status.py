@@ -11,6 +11,7 @@ import sqlite3
 from typing import Any
 
 from daemon.config import Settings
+from daemon.events import MATCH_KINDS
 from daemon.state import StateDir
 from workers import queue as q
 
@@ -94,7 +95,7 @@ def redis_status(conn_r, settings: Settings) -> dict[str, Any]:
 
 def render(data: dict[str, Any]) -> str:
     lines = [f"files      {data['files']}  (pending {data['pending']})",
-             "verdicts   " + ", ".join(f"{k} {v}" for k, v in sorted(data["verdicts"].items())) or "-"]
+             "verdicts   " + (", ".join(f"{k} {v}" for k, v in sorted(data["verdicts"].items())) or "-")]
     if data["errors"]:
         lines.append("errors     " + ", ".join(f"{k} {v}" for k, v in sorted(data["errors"].items())))
     lines.append("queues     " + (", ".join(f"{k} {v}" for k, v in data["queues"].items()) or data.get("redis", "")))
@@ -111,8 +112,8 @@ def recent(settings: Settings, kind: str | None, limit: int) -> list[dict[str, A
     conn = read_only_catalog(settings)
     if conn is None:
         return []
-    where = "f.verdict = ?" if kind else "f.verdict IN ('exact-copy', 'edited-copy', 'similar')"
-    args: list[Any] = [kind] if kind else []
+    args: list[Any] = [kind] if kind else list(MATCH_KINDS)
+    where = f"f.verdict IN ({','.join('?' * len(args))})"
     rows = conn.execute(
         "SELECT f.id, f.path, f.verdict, f.score, f.hash_distance, f.signal, f.error, f.decided_at, f.edit, "
         "m.path AS match, EXISTS (SELECT 1 FROM not_duplicates n WHERE (n.a = f.id AND n.b = f.match_id)"

@@ -146,9 +146,6 @@ class Watcher(FileSystemEventHandler):
         if self._ticker.is_alive():
             self._ticker.join(5)
 
-    def alive(self) -> bool:
-        return all(o.is_alive() for o in self.observers)
-
     # --- events --------------------------------------------------------------------------------------
 
     def dispatch(self, event: FileSystemEvent) -> None:
@@ -261,10 +258,6 @@ class Watcher(FileSystemEventHandler):
                     del self._tracked[path]
         for path in ready:
             self._land(path)
-
-    def tracked(self) -> int:
-        with self._lock:
-            return len(self._tracked)
 
 
 def inotify_watches() -> set[tuple[int, int, int]] | None:

@@ -201,10 +201,10 @@ def base_env(state_dir: Path, **extra: str) -> dict[str, str]:
 class Service:
     """`dupwatch run|daemon|worker` as a subprocess whose stdout lines are collected as they come."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None):
         self.log = log
         self.lines: list[str] = []
-        self.proc = subprocess.Popen(dupwatch_cmd() + args, env=env, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(dupwatch_cmd() + args, env=env, stdout=subprocess.PIPE, cwd=cwd,
                                      stderr=open(log, "ab"), text=True, start_new_session=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()

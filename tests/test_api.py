@@ -174,6 +174,19 @@ def test_file_by_id(api: Running) -> None:
             assert c.get(missing).status_code == 404, missing
 
 
+def test_an_id_past_sqlites_range_is_404_not_500(api: Running) -> None:
+    """Starlette's int path convertor takes any digits; SQLite holds ids up to 2**63 - 1."""
+    crop = api.id_of(api.root / "astronaut-crop.jpg")
+    huge = 99999999999999999999
+    with api.client() as c:
+        for path in (f"/api/v1/files/{huge}", f"/api/v1/files/{huge}/thumbnail", f"/api/v1/files/{2 ** 63}"):
+            r = c.get(path)
+            assert r.status_code == 404, (path, r.status_code, r.text)
+        r = c.post("/api/v1/not-duplicates", json={"file": crop, "match": huge})
+        assert r.status_code == 404, r.text
+        assert c.get("/healthz").status_code == 200
+
+
 def test_matches_by_kind_and_since(api: Running) -> None:
     before = datetime.fromtimestamp(time.time() - 3600, tz=timezone.utc).isoformat()
     with api.client() as c:
@@ -199,14 +212,21 @@ def test_thumbnails_only_for_current_catalogued_files(api: Running) -> None:
         assert max(Image.open(io.BytesIO(small.content)).size) == 64
         assert c.get("/api/v1/files/999999/thumbnail").status_code == 404
 
-        rocket = api.root / "rocket.jpg"
-        rocket_id = api.id_of(rocket)
+
+def test_no_thumbnail_for_a_deleted_file(tmp_path: Path, services: list, photos) -> None:
+    """Its own service: deleting a file from the shared one would change the counts other tests read."""
+    running = start_api(tmp_path, ["--hash-only"])
+    services.append(running.service)
+    rocket = running.land(photos["rocket"], "rocket.jpg")
+    rocket_id = running.id_of(rocket)
+    with running.client() as c:
         assert c.get(f"/api/v1/files/{rocket_id}/thumbnail").status_code == 200
         os.remove(rocket)
         wait_for(lambda: c.get(f"/api/v1/files/{rocket_id}").json()["deleted_at"] is not None, 30,
                  what="the deletion to reach the catalog")
         gone = c.get(f"/api/v1/files/{rocket_id}/thumbnail")
     assert gone.status_code == 404 and "deleted" in gone.json()["detail"]
+    assert running.service.stop() == 0
 
 
 def test_search_by_upload(api: Running, photos) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` is a plain folder, not a package
 
@@ -16,16 +17,22 @@ from bench import latency, throughput  # noqa: E402
 
 def test_throughput_bench_prints_positive_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tp.json"
-    throughput.main(["--n", "4", "--sizes", "0.3,1", "--repeat", "1", "--methods", "ac", "--no-debian",
-                     "--work", str(tmp_path / "work"), "--json", str(out), "--out", str(tmp_path / "tp.md")])
+    throughput.main(["--n", "4", "--sizes", "0.3,1", "--small-n", "5", "--repeat", "1", "--methods", "ac",
+                     "--no-debian", "--work", str(tmp_path / "work"), "--json", str(out), "--out", str(tmp_path / "tp.md")])
     text = capsys.readouterr().out
     assert "a. imagehash.phash loop" in text and "c. dupwatch scan --hash-only" in text and "FAILED" not in text
-    rows = json.loads(out.read_text())["results"]
-    assert [r["key"] for r in rows] == ["a", "c"]
-    for r in rows:
-        assert r["images_per_s"] > 0 and r["cpu_s_per_image"] > 0 and r["peak_rss_mib"] > 0
+    assert "## camera folder: 4 JPEGs" in text and "## small folder: 5 JPEGs" in text
+    folders = json.loads(out.read_text())["folders"]
+    assert [f["files"]["folder"] for f in folders] == ["camera", "small"]
+    for folder in folders:
+        rows = folder["results"]
+        assert [r["key"] for r in rows] == ["a", "c"]
+        for r in rows:
+            assert r["images_per_s"] > 0 and r["cpu_s_per_image"] > 0 and r["peak_rss_mib"] > 0
     files = sorted((tmp_path / "work" / "data" / "files").glob("*.jpg"))
     assert len(files) == 4 and (tmp_path / "tp.md").read_text().startswith("# dupwatch throughput")
+    small = sorted((tmp_path / "work" / "small" / "files").glob("*.jpg"))
+    assert len(small) == 5 and all(max(Image.open(f).size) <= throughput.SMALL_LONG_SIDE[1] for f in small)
 
 
 def test_latency_bench_prints_positive_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -77,13 +77,28 @@ def test_scan_again_keeps_verdicts_and_adds_no_rows(edited_set, tmp_path):
 
 
 def test_scan_a_folder_walks_it_in_order(edited_set, tmp_path):
+    """A folder's files by name, then its subfolders by name (depth first), whatever order the disk lists."""
     folder = edited_set["original"].parent
+    (folder / "0-sub").mkdir()
+    nested = folder / "0-sub" / "z.jpg"
+    nested.write_bytes(edited_set["unrelated"].read_bytes())
     listing_free = subprocess.run(dupwatch_cmd() + ["scan", str(folder)], capture_output=True, text=True,
                                   env=base_env(tmp_path / "state", DUPWATCH_HASH_ONLY="true"), timeout=300)
     assert listing_free.returncode == 0, listing_free.stderr
     records = [json.loads(line) for line in listing_free.stdout.splitlines()]
-    assert sorted(r["path"] for r in records) == sorted(str(p) for p in edited_set.values())
-    assert "scan:" in listing_free.stderr  # the summary goes to stderr, never stdout
+    assert [Path(r["path"]).relative_to(folder).as_posix() for r in records] == [
+        "a.jpg", "broken.jpg", "cat.jpg", "crop20.jpg", "exact copy.jpg", "meme.jpg", "mirror.jpg",
+        "reencoded.jpg", "rot90.jpg", "small.jpg", "0-sub/z.jpg"]
+    assert "scan: 6 edited-copy, 1 error, 2 exact-copy, 2 new" in listing_free.stderr  # stderr, never stdout
+
+
+def test_scan_of_an_empty_folder_says_nothing_was_scanned(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run(dupwatch_cmd() + ["scan", str(tmp_path / "empty")], capture_output=True, text=True,
+                          env=base_env(tmp_path / "state", DUPWATCH_HASH_ONLY="true"), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert "scan: nothing" in proc.stderr
 
 
 def test_a_second_owner_of_the_state_dir_is_refused(tmp_path, edited_set):

@@ -230,8 +230,14 @@ def test_enqueue_is_idempotent_and_filters_kinds_and_min_score(catalog: Catalog)
     assert [(r["endpoint"], r["file_id"]) for r in rows] == [
         ("http://a.invalid/", 1), ("http://a.invalid/", 3), ("http://b.invalid/", 5), ("http://b.invalid/", 6)]
     assert {(r["state"], r["attempts"]) for r in rows} == {("pending", 0)}
-    payload = json.loads(rows[0]["payload"])
-    assert payload == {**event(1).to_dict(), "dupwatch_version": "9.9.9"}
+    # The README's documented schema, held to a literal: a renamed or dropped key breaks receivers.
+    assert json.loads(rows[0]["payload"]) == {
+        "schema": 1, "id": "evt_39f47daa2f5c85059748cda0", "type": "file.exact-copy", "kind": "exact-copy",
+        "detected_at": 1001.0, "decided_at": 2001.0,
+        "file": {"id": 1, "path": "/in/1.jpg", "size": 1000, "sha256": f"{1:064x}", "width": None, "height": None},
+        "matches": [{"id": 0, "path": "/in/0.jpg", "size": None, "sha256": None, "width": None, "height": None,
+                     "kind": "exact-copy", "score": 100.0, "hash_distance": 0, "signal": "sha256"}],
+        "reason": None, "dupwatch_version": "9.9.9"}
 
 
 def test_enqueue_rolls_back_with_the_verdict(catalog: Catalog) -> None:

@@ -20,6 +20,12 @@ MODEL_PRECISION = "auto"
 MODEL_BATCH_SIZE = 32
 """Images per forward pass. Larger batches help GPUs; on CPU 16-32 is the flat part of the curve."""
 
+MODEL_THREADS = 0
+"""torch (or onnxruntime) intra-op threads in a worker; 0 = one per usable core."""
+
+ONNX_INPUT_SIZE = 224
+"""The ONNX backend's input side in pixels when the settings do not say: what CLIP exports take."""
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 """The normalisation CLIP models were trained with: the ONNX backend's default (exports of CLIP's image

@@ -73,13 +73,12 @@ def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = N
     record = {**model_status, "host": socket.gethostname(), "pid": str(os.getpid()), "started": str(time.time())}
     stop = threading.Event()
     threading.Thread(target=_keep_record, args=(conn, key, record, stop), name="worker-record", daemon=True).start()
-    worker = SimpleWorker([q.ingest_queue(conn)], connection=conn,
-                          serializer=JSONSerializer, name=name, worker_ttl=RQ_WORKER_TTL_S)
     loaded = model_status["state"] == "loaded"
     log.info("worker %s ready: model %s", name, model_status["model"] if loaded else f"none ({model_status['state']})")
     try:
-        worker.work(burst=burst, logging_level="DEBUG" if settings.log_level.upper() == "DEBUG" else "WARNING",
-                    with_scheduler=False)
+        while not _work(conn, name, burst, settings.log_level):
+            log.warning("worker %s: lost Redis; taking jobs again in %.0f s", name, REDIS_RETRY_S)
+            time.sleep(REDIS_RETRY_S)
     finally:
         stop.set()
         try:
@@ -87,3 +86,25 @@ def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = N
         except Exception:  # Redis may be the thing that went away
             pass
         pipeline.close()
+
+
+REDIS_RETRY_S = 1.0
+"""Pause before a worker that lost Redis asks for jobs again (Redis restarting: AOF replay, or empty)."""
+
+
+def _work(conn: redis.Redis, name: str, burst: bool, log_level: str) -> bool:
+    """One rq work loop. True when it ended as asked (burst done, SIGTERM); False when Redis went away.
+
+    rq's loop ends on any error, and one during a job's bookkeeping (a Redis restart at that moment) would end
+    the worker for good: the model stays loaded and a fresh loop takes the next job instead."""
+    try:
+        worker = SimpleWorker([q.ingest_queue(conn)], connection=conn, serializer=JSONSerializer, name=name,
+                              worker_ttl=RQ_WORKER_TTL_S)
+    except redis.RedisError:  # rq talks to Redis as it builds a worker
+        return False
+    try:
+        worker.work(burst=burst, logging_level="DEBUG" if log_level.upper() == "DEBUG" else "WARNING",
+                    with_scheduler=False)
+    except redis.RedisError:  # rq's start or teardown could not reach Redis
+        pass
+    return burst or worker._stop_requested  # rq sets it on SIGTERM/SIGINT; no public accessor

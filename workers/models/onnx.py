@@ -29,9 +29,11 @@ class OnnxEmbedder:
         if not path.is_file():
             raise ModelUnavailable(f"ONNX model {path} does not exist",
                                    "set model.pretrained to the exported .onnx file")
-        providers = ["CPUExecutionProvider"]
-        if settings.device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+        providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
+        wants_gpu = settings.device == "auto" or settings.device.startswith("cuda")  # as model.device documents
+        if wants_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
+            _, _, index = settings.device.partition(":")
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(index) if index.isdigit() else 0}))
         options = ort.SessionOptions()
         if settings.threads:
             options.intra_op_num_threads = settings.threads

@@ -1,0 +1,219 @@
+"""Verdicts as the catalog grows: real photos scanned against catalogs of N synthetic images.
+
+    python bench/scale.py                                   # 100k and 1M, 300 photos
+    python bench/scale.py --sizes 100000,1000000,10000000 --out bench/results/scale-DATE.txt
+
+For each N, in a fresh child process (so peak RSS is that N's alone):
+  1. N synthetic decided rows are written into a new catalog with the catalog's own schema (migrations
+     included) in id order, in transactions of 100k rows: uniformly random 64-bit pHashes (9 windows, 8
+     flips/rotations) and dHashes, random sha256 and pixel sha. Hash-only (no embeddings): this bench
+     measures the hash index and the catalog; bench/index_bench.py measures the vector index.
+  2. Start-up: `IndexOwner(...)` on that catalog (streams the decided rows, builds the hash index).
+  3. The photos (crops of scikit-image's bundled photographs at random places and scales, as JPEGs)
+     go through the worker's own pipeline (decode, hashes), are registered and stored as features, and
+     the owner decides them all: owner verdicts/s is photos / the wall time of `decide_ready`.
+  4. Per photo, the hash search alone, `HashIndex.best` and `ExhaustiveHashIndex.best` over the same rows,
+     timed: p50 / p99. Their answers must be equal (the run fails otherwise).
+  5. Chance matches: a verdict that points to a synthetic row is a false match (no synthetic row is a
+     copy of anything). Counted on the photos, and on --probes random hash sets (more verdicts, so the
+     rate is measurable where the photos alone would show none), as matches per verdict.
+Printed as a table (with the machine and load), and written to --out when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/scale.py` as well as `python -m bench.scale`
+    sys.path.insert(0, str(REPO))
+
+from bench.machine import cpu_model
+
+
+def _random_hashes(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=shape, dtype=np.int64, endpoint=True)
+
+
+def make_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    """n distinct real-photo JPEGs: crops (35-80 % of the side, random place) of the bundled photographs."""
+    from bench.photos import skimage_photos
+
+    rng = np.random.default_rng(seed)
+    sources = [p.load() for p in skimage_photos()]
+    paths = []
+    for i in range(n):
+        img = sources[i % len(sources)]
+        side = rng.uniform(0.35, 0.8)
+        w, h = int(img.width * side), int(img.height * side)
+        x, y = int(rng.integers(0, img.width - w + 1)), int(rng.integers(0, img.height - h + 1))
+        path = folder / f"photo{i:04d}.jpg"
+        img.crop((x, y, x + w, y + h)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def fill_catalog(catalog, n: int, seed: int) -> float:
+    """N decided synthetic rows in id order, 100k per transaction; returns rows/s."""
+    from workers.hashing import WINDOWS
+
+    rng = np.random.default_rng(seed)
+    started = time.monotonic()
+    now = time.time()
+    for lo in range(0, n, 100_000):
+        k = min(100_000, n - lo)
+        windows, dihedral, dhash = _random_hashes(rng, k, len(WINDOWS)), _random_hashes(rng, k, 8), _random_hashes(rng, k)
+        dihedral[:, 0] = windows[:, 0]
+        digests = rng.integers(0, 256, (k, 64), dtype=np.uint8)
+        rows = [(f"/archive/{lo + i:08d}.jpg", 200_000, lo + i, now, digests[i, :32].tobytes().hex(),
+                 digests[i, 32:].tobytes().hex(), int(windows[i, 0]), int(dhash[i]), windows[i].tobytes(),
+                 dihedral[i].tobytes(), now) for i in range(k)]
+        with catalog.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO files (path, size, mtime_ns, detected_at, sha256, pixel_sha, phash, dhash, windows,"
+                " dihedral, width, height, format, state, verdict, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                " ?, 1024, 768, 'JPEG', 'decided', 'new', ?)", rows)
+    return n / (time.monotonic() - started)
+
+
+def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int) -> dict:
+    """One N: build, start, scan, time, count. Returns the row of the table as a dict."""
+    from daemon.catalog import Catalog
+    from daemon.config import Settings
+    from daemon.hashindex import ExhaustiveHashIndex, HashIndex
+    from daemon.owner import IndexOwner
+    from workers.pipeline import Pipeline
+    from workers.settings import DecodeSettings
+
+    warm = HashIndex(9, tail_rows=1)  # compile (or load) the numba kernels outside the timings
+    warm.add(1, np.zeros(9, np.int64), 0)
+    warm.best(np.zeros(9, np.int64), np.zeros(8, np.int64), 0, 2, _default_rule())
+    out: dict = {"n": n}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("SCALE_TMP")) as tmp:
+        state = Path(tmp)
+        catalog = Catalog(state / "catalog.sqlite3")
+        out["fill_rows_s"] = fill_catalog(catalog, n, seed) if n else 0.0
+        catalog.close()
+        started = time.monotonic()
+        catalog = Catalog(state / "catalog.sqlite3")
+        owner = IndexOwner(Settings(state_dir=state, hash_only=True), catalog)
+        out["startup_s"] = time.monotonic() - started
+        out["segments"] = len(owner.hashes._segments)
+        pipeline = Pipeline(DecodeSettings(), None)
+        ids = [owner.register(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in photos]
+        feats = pipeline.run(list(zip(ids, map(str, photos), strict=True)))
+        pipeline.close()
+        owner.accept(feats)
+        started = time.monotonic()
+        events = owner.decide_ready(limit=len(photos) + 1)
+        out["verdicts_s"] = len(events) / (time.monotonic() - started)
+        assert len(events) == len(photos), (len(events), len(photos))
+        out["photo_chance"] = sum(1 for e in events if e.matches and e.matches[0].file.id <= n)
+        out["photo_copies"] = sum(1 for e in events if e.kind in ("edited-copy", "exact-copy"))
+        # the hash search alone, new index and exhaustive over the same rows, same queries
+        reference = ExhaustiveHashIndex(9)
+        hashes = owner.hashes
+        reference._n, reference._ids, reference._windows, reference._dhash, reference._live = (
+            hashes._n, hashes._ids, hashes._windows, hashes._dhash, hashes._live)
+        rule = owner.thresholds.hashes
+        fast, slow = [], []
+        for k, f in enumerate(feats):
+            t0 = time.perf_counter()
+            got = hashes.best(f.windows, f.dihedral, f.dhash, f.id, rule)
+            fast.append(time.perf_counter() - t0)
+            if k < exhaustive:
+                t0 = time.perf_counter()
+                want = reference.best(f.windows, f.dihedral, f.dhash, f.id, rule)
+                slow.append(time.perf_counter() - t0)
+                assert got == want, (n, f.path, got, want)
+        out["hash_p50_ms"], out["hash_p99_ms"] = (float(np.percentile(fast, q)) * 1e3 for q in (50, 99))
+        out["exh_p50_ms"], out["exh_p99_ms"] = (float(np.percentile(slow, q)) * 1e3 for q in (50, 99))
+        out["exh_queries"] = len(slow)
+        rng = np.random.default_rng(seed + 1)
+        hits = 0
+        before = 1 << 62
+        for _ in range(probes):
+            windows = _random_hashes(rng, 9)
+            dihedral = _random_hashes(rng, 8)
+            dihedral[0] = windows[0]
+            hits += hashes.best(windows, dihedral, int(_random_hashes(rng, 1)[0]), before, rule) is not None
+        out["probe_chance"], out["probes"] = hits, probes
+        out["index_b_per_row"] = hashes.nbytes() / max(n, 1)
+        disk = sum(p.stat().st_size for p in state.glob("catalog.sqlite3*"))
+        out["disk_b_per_row"] = disk / max(n + len(photos), 1)
+        out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        catalog.close()
+    return out
+
+
+def _default_rule():
+    from daemon.config import Settings
+    from daemon.verdict import Thresholds
+
+    return Thresholds.resolve(Settings(hash_only=True).match, None).hashes
+
+
+def table(rows: list[dict]) -> str:
+    head = ("catalogued", "start-up s", "verdicts/s", "hash p50/p99 ms", "exhaustive p50/p99 ms", "chance: photos",
+            "chance: random probes", "index B/row", "disk B/row", "peak RSS MiB")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join((
+            f"{r['n']:,}", f"{r['startup_s']:.1f}", f"{r['verdicts_s']:,.0f}",
+            f"{r['hash_p50_ms']:.2f} / {r['hash_p99_ms']:.2f}",
+            f"{r['exh_p50_ms']:.1f} / {r['exh_p99_ms']:.1f} ({r['exh_queries']} q)",
+            f"{r['photo_chance']} of {r['photo_copies']} copies",
+            f"{r['probe_chance']} / {r['probes']:,} = {r['probe_chance'] / max(r['probes'], 1):.2%}",
+            f"{r['index_b_per_row']:,.0f}", f"{r['disk_b_per_row']:,.0f}", f"{r['peak_rss_mib']:,.0f}")) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--photos", type=int, default=300)
+    ap.add_argument("--probes", type=int, default=20_000, help="random hash sets for the chance-match rate")
+    ap.add_argument("--exhaustive", type=int, default=100, help="photos also searched exhaustively")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--photo-dir", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child is not None:
+        photos = sorted(args.photo_dir.glob("*.jpg"))
+        print(json.dumps(child(args.child, photos, args.probes, args.exhaustive, args.seed)))
+        return
+    header = (f"# bench/scale.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
+              f"{os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f} at start\n"
+              f"# $ python bench/scale.py {' '.join(argv if argv is not None else sys.argv[1:])}\n"
+              f"# hash-only; {args.photos} real photos scanned per N; synthetic rows uniformly random")
+    print(header, flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        make_photos(Path(tmp), args.photos, args.seed)
+        for n in (int(s) for s in args.sizes.split(",")):
+            done = subprocess.run([sys.executable, __file__, "--child", str(n), "--photo-dir", tmp, "--probes",
+                                   str(args.probes), "--exhaustive", str(args.exhaustive), "--seed",
+                                   str(args.seed)], capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                sys.exit(f"N={n} failed:\n{done.stderr[-3000:]}")
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    text = f"{header}\n{table(rows)}\n# load avg at end {os.getloadavg()[0]:.1f}"
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

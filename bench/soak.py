@@ -1,0 +1,347 @@
+"""Soak: `dupwatch run` under a mixed stream of files while a worker, Redis and the daemon are SIGKILLed at
+random moments; then check that nothing was lost, repeated or leaked.
+
+    python bench/soak.py --minutes 30 [--seed N] [--workdir DIR]
+
+The stream: bursts of small JPEGs, slow writers, files renamed into place from a temporary name, overwrites
+and deletes of files already decided, bad files, names that are not valid UTF-8, and symlinks to files
+outside the roots. The kills: a worker process, the private redis-server, or the whole `run` process group
+(then started again), at random moments drawn from the printed seed.
+
+Checks, printed as a table (exit status 1 if any fails):
+- every landed version of every path has exactly one verdict (a version "landed" once its file was closed
+  or renamed into place; overwrites and deletes hit only versions the daemon already decided, so each
+  version is one the daemon could see);
+- every webhook event id in the outbox reached the real HTTP receiver on 127.0.0.1, and exactly once;
+- no file outside the watched root was opened (inotify on the outside folder, via watchdog).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import http.server
+import io
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image
+from watchdog.events import FileOpenedEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def jpeg(rng: np.random.Generator, side: int = 48) -> bytes:
+    """A small JPEG of random blocks: distinct from every other one (its hash differs)."""
+    blocks = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    img = Image.fromarray(blocks).resize((side, side), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 counting deliveries per event id (the `webhook-id` header)."""
+
+    def __init__(self) -> None:
+        self.ids: collections.Counter[str] = collections.Counter()
+        lock = threading.Lock()
+        ids = self.ids
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                with lock:
+                    ids[self.headers["webhook-id"]] += 1
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class OpenWatch(FileSystemEventHandler):
+    """Records every open of a file in the outside folder (inotify IN_OPEN)."""
+
+    def __init__(self) -> None:
+        self.opened: list[str] = []
+
+    def on_opened(self, event: FileOpenedEvent) -> None:
+        self.opened.append(os.fsdecode(event.src_path))
+
+
+@dataclass
+class Ledger:
+    """What the stream put on disk: every landed version, by path."""
+
+    versions: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: collections.defaultdict(list))
+    odd_names: list[str] = field(default_factory=list)  # tokens of non-UTF-8 names
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def landed(self, path: Path) -> None:
+        st = path.stat()
+        self.versions[str(path)].append((st.st_size, st.st_mtime_ns))
+
+
+class Run:
+    """`dupwatch run --hash-only ROOT` in its own process group, restartable."""
+
+    def __init__(self, root: Path, state: Path, env: dict[str, str], log: Path):
+        self.args = [sys.executable, "-c", "from daemon.cli import main; main()", "run", "--hash-only", str(root)]
+        self.env, self.log, self.state = env, log, state
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        with open(self.log, "ab") as err:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=err,
+                                         start_new_session=True)
+
+    def children(self, marker: str) -> list[psutil.Process]:
+        try:
+            return [p for p in psutil.Process(self.proc.pid).children(recursive=True)
+                    if marker in " ".join(p.cmdline())]
+        except psutil.Error:
+            return []
+
+    def kill_all(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.kill_all()
+            return -9
+
+
+def catalog(state: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"file:{state / 'catalog.sqlite3'}?mode=ro", uri=True, timeout=30)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def decided_versions(state: Path) -> set[tuple[str, int, int]]:
+    try:
+        conn = catalog(state)
+        try:
+            return {(r["path"], r["size"], r["mtime_ns"]) for r in
+                    conn.execute("SELECT path, size, mtime_ns FROM files WHERE state = 'decided'")}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return set()
+
+
+ACTIONS = {"burst": 1, "slow": 4, "rename": 6, "overwrite": 4, "delete": 3, "bad": 2, "odd-name": 2, "symlink": 1,
+           "pause": 6}
+"""What the stream does, with its relative frequency."""
+
+
+def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, pick: random.Random,
+           deadline: float, burst: int, state: Path, actions: dict[str, int]) -> None:
+    """Write the mixed stream into `root` until `deadline`."""
+    n = 0
+    tmp = root.parent / "staging"
+    tmp.mkdir(exist_ok=True)
+
+    def name() -> Path:
+        nonlocal n
+        n += 1
+        return root / f"d{n % 7}" / f"f{n:07d}.jpg"
+
+    for d in range(7):
+        (root / f"d{d}").mkdir(parents=True, exist_ok=True)
+    while time.monotonic() < deadline:
+        action = pick.choices(list(actions), list(actions.values()))[0]
+        ledger.counts[action] += 1
+        if action == "burst":
+            for _ in range(burst):
+                path = name()
+                path.write_bytes(jpeg(rng))
+                ledger.landed(path)
+        elif action == "slow":
+            path, data = name(), jpeg(rng, 96)
+            with open(path, "wb") as fh:
+                for i in range(0, len(data), 512):
+                    fh.write(data[i:i + 512])
+                    fh.flush()
+                    time.sleep(0.02)
+            ledger.landed(path)
+        elif action == "rename":
+            path, part = name(), tmp / f"{n}.part"
+            part.write_bytes(jpeg(rng))
+            os.rename(part, path)
+            ledger.landed(path)
+        elif action in ("overwrite", "delete"):
+            done = [p for p, size, mtime in decided_versions(state)
+                    if ledger.versions.get(p) and ledger.versions[p][-1] == (size, mtime) and Path(p).exists()]
+            if done:
+                path = Path(pick.choice(sorted(done)))
+                if action == "delete":
+                    path.unlink()
+                else:
+                    path.write_bytes(jpeg(rng))
+                    ledger.landed(path)
+        elif action == "bad":
+            path = name()
+            path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" + rng.bytes(100))
+            ledger.landed(path)
+        elif action == "odd-name":
+            n += 1
+            token = f"nu8-{n:07d}-"
+            raw = os.fsencode(root / "d0") + b"/" + token.encode() + b"\xff\xfe.jpg"
+            with open(raw, "wb") as fh:
+                fh.write(jpeg(rng))
+            ledger.odd_names.append(token)
+        elif action == "symlink":
+            target = pick.choice(sorted(outside.iterdir()))
+            link = name()
+            os.symlink(target, link)  # never to be read: outside the root
+        else:
+            time.sleep(pick.uniform(0.1, 1.0))
+
+
+def killer(run: Run, pick: random.Random, deadline: float, kills: collections.Counter, mean_s: float,
+           stop: threading.Event) -> None:
+    """SIGKILL a worker, the redis-server or the whole run, at random moments."""
+    while not stop.wait(pick.expovariate(1 / mean_s)) and time.monotonic() < deadline:
+        what = pick.choice(["worker", "redis", "daemon"])
+        if what == "daemon":
+            run.kill_all()
+            run.start()
+            kills["daemon"] += 1
+            continue
+        victims = run.children("spawn_main" if what == "worker" else "redis-server")
+        if victims:
+            victims[0].kill()
+            kills[what] += 1
+
+
+def settle(state: Path, receiver: Receiver, timeout: float) -> None:
+    """Wait until nothing is undecided and every outbox row was sent."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = catalog(state)
+            try:
+                open_rows = conn.execute("SELECT count(*) FROM files WHERE state != 'decided'").fetchone()[0]
+                unsent = conn.execute("SELECT count(*) FROM deliveries WHERE state = 'pending'").fetchone()[0]
+            finally:
+                conn.close()
+            if open_rows == 0 and unsent == 0:
+                return
+        except sqlite3.Error:
+            pass
+        time.sleep(1)
+
+
+def check(state: Path, ledger: Ledger, receiver: Receiver, opened: list[str]) -> list[tuple[str, str, bool]]:
+    conn = catalog(state)
+    rows = conn.execute("SELECT path, size, mtime_ns, state FROM files").fetchall()
+    outbox = [r[0] for r in conn.execute("SELECT event_id FROM deliveries")]
+    conn.close()
+    per_version = collections.Counter((r["path"], r["size"], r["mtime_ns"]) for r in rows if r["state"] == "decided")
+    landed = [(p, s, m) for p, versions in ledger.versions.items() for s, m in versions]
+    missing = [v for v in landed if per_version[v] == 0]
+    repeated = [v for v in landed if per_version[v] > 1]
+    undecided = sum(r["state"] != "decided" for r in rows)
+    odd_rows = sum(any(tok in r["path"] for r in rows) for tok in ledger.odd_names)
+    sent_twice = [i for i in outbox if receiver.ids[i] > 1]
+    never_sent = [i for i in outbox if receiver.ids[i] == 0]
+    return [
+        ("landed versions", f"{len(landed)} (+{len(ledger.odd_names)} non-UTF-8 names)", True),
+        ("versions with no verdict", f"{len(missing)} {missing[:3]}", not missing),
+        ("versions with 2+ verdicts", f"{len(repeated)} {repeated[:3]}", not repeated),
+        ("rows still undecided", str(undecided), undecided == 0),
+        ("non-UTF-8 names decided", f"{odd_rows} of {len(ledger.odd_names)}", odd_rows == len(ledger.odd_names)),
+        ("webhook events in the outbox", str(len(outbox)), True),
+        ("events never delivered", str(len(never_sent)), not never_sent),
+        ("events delivered twice or more", str(len(sent_twice)), not sent_twice),
+        ("files outside the root opened", f"{len(opened)} {opened[:3]}", not opened),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--burst", type=int, default=None, help="Files per burst (default 20,000; 300 under 10 min).")
+    ap.add_argument("--kill-every-s", type=float, default=None, help="Mean seconds between kills.")
+    ap.add_argument("--without", action="append", default=[], choices=sorted(ACTIONS),
+                    help="Leave this action out of the stream (repeatable), to isolate a failure.")
+    args = ap.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    short = args.minutes < 10
+    burst = args.burst or (300 if short else 20_000)
+    mean_kill = args.kill_every_s or (20.0 if short else 60.0)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="dupwatch-soak-"))
+    root, outside, state = work / "root", work / "outside", work / "state"
+    for d in (root, outside):
+        d.mkdir(parents=True, exist_ok=True)
+    print(f"soak: seed {seed}, {args.minutes:g} min, bursts of {burst}, a kill every ~{mean_kill:.0f}s, in {work}"
+          + (f", without {', '.join(args.without)}" if args.without else ""), flush=True)
+    rng, pick = np.random.default_rng(seed), random.Random(seed)
+    for i in range(5):
+        (outside / f"secret{i}.jpg").write_bytes(jpeg(rng))
+    watch = OpenWatch()
+    observer = Observer()
+    observer.schedule(watch, str(outside))
+    observer.start()
+
+    receiver = Receiver()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DUPWATCH_")}
+    env.update({"PYTHONPATH": str(REPO), "DUPWATCH_STATE_DIR": str(state), "DUPWATCH_API__ENABLED": "false",
+                "DUPWATCH_WEBHOOKS": json.dumps([{"url": receiver.url, "kinds": ["new", "exact-copy", "edited-copy",
+                                                                                 "similar", "error"]}]),
+                "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    run = Run(root, state, env, work / "run.log")
+    ledger, kills, stop = Ledger(), collections.Counter(), threading.Event()
+    started = time.monotonic()
+    deadline = started + args.minutes * 60
+    chaos = threading.Thread(target=killer, args=(run, pick, deadline, kills, mean_kill, stop), daemon=True)
+    time.sleep(5)  # the first start
+    chaos.start()
+    try:
+        stream(root, outside, ledger, rng, pick, deadline, burst, state,
+               {k: w for k, w in ACTIONS.items() if k not in args.without})
+        stop.set()
+        chaos.join()
+        settle(state, receiver, timeout=300)
+        code = run.stop()
+    finally:
+        if run.proc.poll() is None:
+            run.kill_all()
+        observer.stop()
+    results = check(state, ledger, receiver, watch.opened)
+    elapsed = time.monotonic() - started
+    print(f"\nsoak (seed {seed}): {elapsed / 60:.1f} min; actions {dict(ledger.counts)}; kills {dict(kills)}; "
+          f"final SIGTERM exit {code}")
+    print(f"{'check':<34} {'value':<44} ok")
+    for what, value, ok in results:
+        print(f"{what:<34} {value[:44]:<44} {'yes' if ok else 'NO'}")
+    return 0 if all(ok for *_, ok in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The catalog at scale: every per-file lookup of the owner plans as an index lookup, old catalogs are
+migrated to the current schema, and start-up streams the decided rows instead of fetching them whole."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+import numpy as np
+import pytest
+
+from daemon.catalog import SCHEMA_VERSION, Catalog
+from daemon.config import Settings
+from daemon.owner import IndexOwner
+from workers.hashing import WINDOWS
+
+FULL_SCAN = re.compile(r"\bSCAN (files|not_duplicates)\b(?! USING (COVERING )?INDEX files_undecided)")
+"""A plan step that walks a whole table. Scanning the partial index of undecided rows is fine: it holds
+only the files still waiting for a verdict, however big the catalog grows."""
+
+
+def _features(rng: np.random.Generator, n: int) -> dict:
+    windows = rng.integers(-(2**62), 2**62, len(WINDOWS), dtype=np.int64)
+    return {"sha256": f"{n % 7:064x}", "pixel_sha": f"{n % 5:064x}", "phash": int(windows[0]),
+            "dhash": int(rng.integers(-(2**62), 2**62)), "windows": windows,
+            "dihedral": rng.integers(-(2**62), 2**62, 8, dtype=np.int64), "width": 10, "height": 10}
+
+
+def test_every_per_file_query_of_the_owner_is_an_index_lookup(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    owner = IndexOwner(Settings(state_dir=tmp_path, hash_only=True), catalog)
+    rng = np.random.default_rng(0)
+    ids = [owner.register(f"/w/{n}.jpg", 100 + n, n) for n in range(40)]
+    catalog.conn.execute("INSERT INTO not_duplicates (a, b, marked_at) VALUES (?, ?, 0)", (ids[0], ids[7]))
+    statements: list[str] = []
+    catalog.conn.set_trace_callback(statements.append)
+    owner.register("/w/late.jpg", 1, 1)
+    for n, file_id in enumerate(ids):
+        catalog.store_features(file_id, _features(rng, n))
+    owner.decide_ready()
+    catalog.by_path("/w/3.jpg")
+    owner.moved("/w/3.jpg", "/w/3b.jpg")
+    owner.deleted("/w/4.jpg")
+    catalog.conn.set_trace_callback(None)
+    verdicts = {r.verdict for r in map(catalog.get, ids)}
+    assert {"exact-copy", "new"} <= verdicts  # the sha256 and pixel_sha lookups ran
+    plans = {}
+    for sql in {s for s in statements if s.split()[0].upper() in ("SELECT", "UPDATE", "INSERT", "DELETE")}:
+        plans[sql] = [row[3] for row in catalog.conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    assert any("files_pixel_sha" in " ".join(p) for p in plans.values())
+    assert any("files_undecided" in " ".join(p) for p in plans.values())
+    scans = {sql: plan for sql, plan in plans.items() if any(FULL_SCAN.search(step) for step in plan)}
+    assert not scans, scans
+
+
+OLD_SCHEMA = """
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, size INTEGER, mtime_ns INTEGER,
+    state TEXT NOT NULL DEFAULT 'pending', current INTEGER NOT NULL DEFAULT 1, detected_at REAL NOT NULL,
+    queued_at REAL, job_id TEXT, attempts INTEGER NOT NULL DEFAULT 0, sha256 TEXT, pixel_sha TEXT,
+    phash INTEGER, dhash INTEGER, windows BLOB, dihedral BLOB, width INTEGER, height INTEGER, format TEXT,
+    embedding BLOB, model TEXT, verdict TEXT, match_id INTEGER REFERENCES files(id), score REAL,
+    hash_distance INTEGER, signal TEXT, error TEXT, decided_at REAL, deleted_at REAL
+);
+CREATE UNIQUE INDEX files_current_path ON files(path) WHERE current = 1;
+CREATE INDEX files_sha256 ON files(sha256);
+CREATE INDEX files_open ON files(state) WHERE state != 'decided';
+CREATE INDEX files_decided_at ON files(decided_at);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE not_duplicates (a INTEGER NOT NULL, b INTEGER NOT NULL, marked_at REAL NOT NULL, PRIMARY KEY (a, b));
+INSERT INTO files (path, state, detected_at, pixel_sha, verdict) VALUES ('/w/a.png', 'decided', 1.0, 'ff', 'new');
+"""
+"""The catalog as dupwatch 0.1 wrote it: no schema version, no pixel_sha or undecided-row index."""
+
+
+def test_a_v0_1_catalog_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "catalog.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(OLD_SCHEMA)
+    old.close()
+    catalog = Catalog(path)
+    assert catalog.schema_version == SCHEMA_VERSION == 2
+    assert catalog.meta_get("schema_version") == "2"
+    indexes = {r["name"] for r in catalog.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"files_pixel_sha", "files_undecided", "not_duplicates_b"} <= indexes
+    assert catalog.decided_with("pixel_sha", "ff", 10, include_deleted=False).path == "/w/a.png"
+    catalog.close()
+    assert Catalog(path).schema_version == 2  # opening again changes nothing
+
+
+def test_a_catalog_from_a_newer_dupwatch_is_refused(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    catalog.meta_set("schema_version", "99")
+    catalog.close()
+    with pytest.raises(RuntimeError, match="schema 99"):
+        Catalog(tmp_path / "catalog.sqlite3")
+
+
+def test_decided_features_streams_every_row_in_id_order(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    ids = [catalog.register(f"/w/{n}.jpg", n, n) for n in range(7)]
+    with catalog.transaction() as conn:
+        conn.execute("UPDATE files SET state = 'decided', dhash = id")
+    assert [r["id"] for r in catalog.decided_features(include_deleted=False, chunk=3)] == ids
+
+
+def _featured_owner(tmp_path, n: int, on_commit=None) -> tuple[Catalog, IndexOwner, list[int]]:
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    owner = IndexOwner(Settings(state_dir=tmp_path, hash_only=True), catalog, on_commit=on_commit)
+    rng = np.random.default_rng(1)
+    ids = [owner.register(f"/w/{k}.jpg", 100 + k, k) for k in range(n)]
+    for k, file_id in enumerate(ids):
+        catalog.store_features(file_id, _features(rng, k))
+    return catalog, owner, ids
+
+
+def test_a_batch_of_verdicts_commits_once(tmp_path):
+    catalog, owner, ids = _featured_owner(tmp_path, 30)
+    statements: list[str] = []
+    catalog.conn.set_trace_callback(statements.append)
+    assert len(owner.decide_ready()) == 30
+    catalog.conn.set_trace_callback(None)
+    assert sum(s.strip().upper() == "COMMIT" for s in statements) == 1
+    assert {catalog.get(i).state for i in ids} == {"decided"}
+
+
+def test_a_failed_batch_commits_nothing_and_leaves_no_trace_in_the_index(tmp_path):
+    calls = []
+
+    def outbox(conn, event):  # the webhook outbox row fails on the 3rd verdict (say, disk full)
+        calls.append(event.file.id)
+        if len(calls) == 3:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    catalog, owner, ids = _featured_owner(tmp_path, 10, on_commit=outbox)
+    with pytest.raises(sqlite3.OperationalError):
+        owner.decide_ready()
+    assert {catalog.get(i).state for i in ids} == {"featured"}  # rolled back as a whole
+    assert len(owner.hashes) == 0  # the two rows decided in memory before the failure were dropped
+    assert [e.file.id for e in owner.decide_ready()] == ids  # and the next pass decides them all
+    assert len(owner.hashes) == 10
+
+
+def test_start_up_rebuilds_a_missing_vector_snapshot_from_the_catalog(tmp_path):
+    from workers.models.base import identity_of
+
+    settings = Settings(state_dir=tmp_path)
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    owner = IndexOwner(settings, catalog)
+    rng = np.random.default_rng(2)
+    ids = [owner.register(f"/w/{k}.jpg", 100 + k, k) for k in range(12)]
+    for k, file_id in enumerate(ids):
+        vector = rng.normal(size=64).astype(np.float32)
+        catalog.store_features(file_id, {**_features(rng, k), "embedding": vector / np.linalg.norm(vector),
+                                         "model": identity_of(settings.model)})
+    owner.decide_ready()
+    assert owner.vectors is not None and len(owner.vectors) == 12
+    owner.save()
+    snapshot = owner.vectors.path
+    assert len(IndexOwner(settings, catalog).vectors) == 12  # from the snapshot
+    snapshot.unlink()
+    rebuilt = IndexOwner(settings, catalog)  # start-up reads only the blobs' lengths, then fetches the vectors
+    assert rebuilt.vectors is not None and len(rebuilt.vectors) == 12 and rebuilt.vectors.ndim == 64
+    assert rebuilt.vectors.search(catalog.get(ids[5]).embedding, 1)[0][0] == ids[5]

@@ -1,0 +1,80 @@
+"""The usearch file is only a snapshot of the catalog: at start the owner tops it up and prunes it.
+
+Real catalog (SQLite), real usearch index on disk, the owner's own ingest path; vectors are random unit
+vectors, which is all the index sees of a model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.catalog import Catalog
+from daemon.config import Settings
+from daemon.owner import IndexOwner
+from daemon.vectors import VectorIndex
+from workers.features import Features
+
+DIM = 32
+
+
+def unit(rng: np.random.Generator) -> np.ndarray:
+    v = rng.standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture
+def catalogued(tmp_path: Path) -> tuple[Settings, dict[int, np.ndarray], Path]:
+    """Three decided files with embeddings, and the snapshot the owner saved of them."""
+    settings = Settings(state_dir=tmp_path / "state", model={"name": "ViT-S-32", "pretrained": "/x/tiny.pt"})
+    settings.state_dir.mkdir()
+    catalog = Catalog(settings.state_dir / "catalog.sqlite3")
+    owner = IndexOwner(settings, catalog)
+    rng = np.random.default_rng(7)
+    vectors = {}
+    for i in range(3):
+        file_id = owner.register(f"/in/{i}.jpg", 1000 + i, i)
+        assert file_id is not None
+        vectors[file_id] = unit(rng)
+        owner.accept([Features(id=file_id, path=f"/in/{i}.jpg", sha256=f"{i:064x}", size=1000 + i,
+                               embedding=vectors[file_id], model=owner.model_identity)])
+    assert len(owner.decide_ready()) == 3
+    owner.save()
+    assert owner.vectors is not None
+    snapshot = owner.vectors.path
+    catalog.close()
+    return settings, vectors, snapshot
+
+
+def reopened(settings: Settings) -> IndexOwner:
+    return IndexOwner(settings, Catalog(settings.state_dir / "catalog.sqlite3"))
+
+
+def test_vectors_the_snapshot_lacks_are_added_from_the_catalog(catalogued) -> None:
+    settings, vectors, snapshot = catalogued
+    lost = max(vectors)
+    old = VectorIndex(snapshot, DIM, settings.index.dtype)
+    old.remove(lost)  # e.g. the daemon died after this verdict and before its next save
+    old.save()
+    assert len(VectorIndex(snapshot, DIM, settings.index.dtype)) == 2
+
+    owner = reopened(settings)
+    assert owner.vectors is not None and len(owner.vectors) == 3
+    assert owner.vectors.search(vectors[lost], 1)[0][0] == lost
+    owner.catalog.close()
+
+
+def test_vectors_the_catalog_does_not_have_are_dropped(catalogued) -> None:
+    settings, vectors, snapshot = catalogued
+    stray = 10_000  # e.g. a snapshot saved by a catalog that was since restored from an older backup
+    old = VectorIndex(snapshot, DIM, settings.index.dtype)
+    old.add(stray, unit(np.random.default_rng(8)))
+    old.save()
+
+    owner = reopened(settings)
+    assert owner.vectors is not None and len(owner.vectors) == 3
+    assert not owner.vectors.index.contains(stray)
+    assert {i for i, _ in owner.vectors.search(unit(np.random.default_rng(8)), 10)} == set(vectors)
+    owner.catalog.close()
