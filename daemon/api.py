@@ -242,23 +242,20 @@ class ApiServer:
         if feats.error:
             raise HTTPException(422, f"not a usable image: {feats.error}")
         probe = probe_row(feats)
-        if probe.model != self.daemon.model_identity:  # e.g. the model loads in the workers but not here
-            probe.embedding = None
         results = self.on_loop(lambda: self.daemon.rank(probe, top_k))
         for r in results:
             r["thumbnail"] = f"/api/v1/files/{r['id']}/thumbnail"
-        return {"results": results, "signals": "hashes and embedding" if probe.embedding is not None else
-                "hashes only"}
+        return {"results": results, "signals": self.on_loop(lambda: self.daemon.signals(probe))}
 
     def _search_pipeline(self) -> Pipeline:
         """Load the model on the first search, not at start: most daemons are never searched."""
         if self._pipeline is None:
-            from workers.models.base import load_model
+            from workers.models.base import load_models
             from workers.pipeline import Pipeline
 
-            embedder, _status = load_model(self.daemon.settings)
+            embedder, copier, _status = load_models(self.daemon.settings)
             one_thread = self.daemon.settings.decode.model_copy(update={"threads": 1})
-            self._pipeline = Pipeline(one_thread, embedder)
+            self._pipeline = Pipeline(one_thread, embedder, copier)
         return self._pipeline
 
 
@@ -318,18 +315,22 @@ def create_app(api: ApiServer) -> FastAPI:
         try:
             live = redis_status(api.redis, daemon.settings)
             checks["redis"] = {"ok": True, "detail": "ok, " + ", ".join(f"{k} {v}" for k, v in live["queues"].items())}
+            checks["copy_model"] = _copy_model_check(live)
             checks["model"] = _model_check(live)
         except redis.RedisError as exc:
             checks["redis"] = {"ok": False, "detail": f"unreachable: {exc}"}
+            checks["copy_model"] = {"ok": False, "detail": "unknown: workers report through Redis"}
             checks["model"] = {"ok": False, "detail": "unknown: workers report through Redis"}
         pending = db.execute("SELECT count(*) FROM files WHERE state != 'decided'").fetchone()[0]
         index = daemon.index_state()
         checks["index"] = ({"ok": False, "detail": "stopping"} if index.stopping else
-                           {"ok": True, "detail": f"{index.hashed} hashed, {index.vectors} vectors, {pending} "
+                           {"ok": True, "detail": f"{index.hashed} hashed, {index.copy_vectors} copy vectors, "
+                                                  f"{index.vectors} semantic vectors, {pending} "
                                                   f"pending{'' if index.catchup_done else ', catch-up scan running'}"})
         degraded = daemon.degraded()
-        checks["degraded"] = {"ok": not degraded, "detail": "; ".join(f"{k}: {v}" for k, v in degraded.items())
-                              or "no"}
+        if degraded:  # waiting (Redis down, disk full): not ready, and why
+            waits = "; ".join(f"{reason}: {detail}" for reason, detail in degraded.items())
+            checks["index"] = {"ok": False, "detail": f"degraded: {waits}"}
         ready = all(c["ok"] for c in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
 
@@ -408,15 +409,31 @@ def create_app(api: ApiServer) -> FastAPI:
 
 
 def _model_check(live: dict[str, Any]) -> dict[str, Any]:
+    """The semantic model. Missing weights do not make the service unready (copies are still found), but
+    the detail says plainly that there are no `similar` verdicts, and how to get them."""
     model = live["model"]
     loaded = sorted({w.get("model", "") for w in live["workers"] if w.get("state") == "loaded"})
     if model["state"] == "loaded":
         return {"ok": True, "detail": f"model {', '.join(loaded)} loaded in {len(live['workers'])} worker(s)"}
-    if model["state"] == "hash-only":
-        return {"ok": True, "detail": "hash-only by choice (hash_only is set)"}
+    if model["state"] in ("hash-only", "off"):
+        return {"ok": True, "detail": f"no 'similar' verdicts by choice ({model['state']})"}
     if model["state"] == "unavailable":
-        return {"ok": False, "detail": f"model unavailable, running HASH-ONLY: {model.get('reason')}. "
-                                       f"Fix: {model.get('fix')}", "fix": model.get("fix")}
+        return {"ok": True, "detail": f"NO 'similar' VERDICTS: semantic model unavailable: {model.get('reason')}. "
+                                      f"Fix: {model.get('fix')}", "fix": model.get("fix")}
+    return {"ok": False, "detail": "no worker has registered yet (start `dupwatch worker`, or wait)"}
+
+
+def _copy_model_check(live: dict[str, Any]) -> dict[str, Any]:
+    """The copy descriptor: missing means hash-only copy detection against the configuration: not ready."""
+    copy = live["copy_model"]
+    loaded = sorted({w.get("copy_model", "") for w in live["workers"] if w.get("copy_state") == "loaded"})
+    if copy["state"] == "loaded":
+        return {"ok": True, "detail": f"copy descriptor {', '.join(loaded)} loaded"}
+    if copy["state"] == "off":
+        return {"ok": True, "detail": "hash-only copies by choice"}
+    if copy["state"] == "unavailable":
+        return {"ok": False, "detail": f"copy descriptor unavailable, copies by HASH-ONLY: {copy.get('reason')}. "
+                                       f"Fix: {copy.get('fix')}", "fix": copy.get("fix")}
     return {"ok": False, "detail": "no worker has registered yet (start `dupwatch worker`, or wait)"}
 
 

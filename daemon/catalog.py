@@ -44,8 +44,11 @@ CREATE TABLE IF NOT EXISTS files (
     width        INTEGER,
     height       INTEGER,
     format       TEXT,
-    embedding    BLOB,                               -- float32[dim], L2-normalised
+    embedding    BLOB,                               -- float32[dim], L2-normalised (semantic: similar)
     model        TEXT,
+    copy_embedding BLOB,                             -- float32[dim], L2-normalised (copy descriptor)
+    copy_model   TEXT,
+    copy_inner   BLOB,                               -- float32[dim]: the picture inside a frame (query only)
     verdict      TEXT,
     match_id     INTEGER REFERENCES files(id),
     score        REAL,
@@ -65,7 +68,11 @@ CREATE TABLE IF NOT EXISTS not_duplicates (
 );
 """
 
-SCHEMA_VERSION = 3
+ADDED_COLUMNS = {"copy_embedding": "BLOB", "copy_model": "TEXT", "copy_inner": "BLOB", "edit": "TEXT"}
+"""Columns newer than the first schema: added in place to a catalog made before them (`edit`: the copy's
+edit object as JSON, workers.align)."""
+
+SCHEMA_VERSION = 2
 """Recorded in `meta` as `schema_version`. A catalog from dupwatch 0.1 has none: it is version 1."""
 
 MIGRATIONS: dict[int, str] = {
@@ -75,11 +82,6 @@ MIGRATIONS: dict[int, str] = {
 CREATE INDEX IF NOT EXISTS files_pixel_sha ON files(pixel_sha);
 CREATE INDEX IF NOT EXISTS files_undecided ON files(id) WHERE state != 'decided';
 CREATE INDEX IF NOT EXISTS not_duplicates_b ON not_duplicates(b);
-""",
-    3: """
--- The copy's edit explanation (workers.align), JSON. ALTER is not idempotent, but it commits with its
--- version stamp, so it never runs twice.
-ALTER TABLE files ADD COLUMN edit TEXT;
 """,
 }
 """Version -> the script that upgrades a catalog from the version before it (each idempotent)."""
@@ -106,6 +108,9 @@ class Row:
     format: str | None = None
     embedding: np.ndarray | None = None
     model: str | None = None
+    copy_embedding: np.ndarray | None = None
+    copy_model: str | None = None
+    copy_inner: np.ndarray | None = None
     error: str | None = None
     verdict: str | None = None
     match_id: int | None = None
@@ -114,6 +119,7 @@ class Row:
     signal: str | None = None
     edit: dict[str, Any] | None = None
     decided_at: float | None = None
+    deleted_at: float | None = None
     current: int = 1
     attempts: int = 0
     queued_at: float | None = None
@@ -126,8 +132,9 @@ class Row:
         for key in ("windows", "dihedral"):
             if data.get(key) is not None:
                 data[key] = np.frombuffer(data[key], dtype=np.int64)
-        if data.get("embedding") is not None:
-            data["embedding"] = np.frombuffer(data["embedding"], dtype=np.float32)
+        for key in ("embedding", "copy_embedding", "copy_inner"):
+            if data.get(key) is not None:
+                data[key] = np.frombuffer(data[key], dtype=np.float32)
         if data.get("edit") is not None:
             data["edit"] = json.loads(data["edit"])
         return cls(**data)
@@ -181,6 +188,10 @@ class Catalog:
             self.conn = connect(self.path)
             with self._lock:
                 self.conn.executescript(SCHEMA)  # executescript commits on its own
+                have = {r["name"] for r in self.conn.execute("PRAGMA table_info(files)")}
+                for column, kind in ADDED_COLUMNS.items():  # idempotent, unlike a migration step
+                    if column not in have:
+                        self.conn.execute(f"ALTER TABLE files ADD COLUMN {column} {kind}")
                 self.schema_version = self._migrate()
 
     def _migrate(self) -> int:
@@ -305,13 +316,21 @@ class Catalog:
         rows = self.query("SELECT * FROM files WHERE id = ?", (file_id,))
         return Row.from_sql(rows[0]) if rows else None
 
+    def rows(self, ids: Sequence[int]) -> list[Row]:
+        """The rows of these ids, in id order (the owner scores a file's candidates from their vectors)."""
+        if not ids:
+            return []
+        return [Row.from_sql(r) for r in self.query(
+            f"SELECT * FROM files WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", list(ids))]
+
     def by_path(self, path: str) -> Row | None:
         rows = self.query("SELECT * FROM files WHERE path = ? AND current = 1", (path,))
         return Row.from_sql(rows[0]) if rows else None
 
     def decided_features(self, include_deleted: bool, chunk: int = 50_000) -> Iterator[sqlite3.Row]:
-        """(id, dhash, windows, embedding_bytes, model) of every decided, error-free row, in id order: what
-        the in-memory hash table is rebuilt from and the vector snapshot reconciled against. Embeddings
+        """(id, dhash, windows, embedding_bytes, model, copy_embedding_bytes, copy_model) of every decided,
+        error-free row, in id order: what the in-memory hash table is rebuilt from and the vector snapshots
+        reconciled against. Embeddings
         are only measured here (SQLite reads a blob's length without its pages): the few vectors a
         snapshot lacks are fetched by id afterwards."""
         live = "" if include_deleted else " AND deleted_at IS NULL"
@@ -319,7 +338,8 @@ class Catalog:
         while True:  # in id ranges, so start-up memory does not grow with the catalog
             with self._lock:
                 rows = self.conn.execute(
-                    "SELECT id, dhash, windows, length(embedding) AS embedding_bytes, model FROM files "
+                    "SELECT id, dhash, windows, length(embedding) AS embedding_bytes, model, "
+                    "length(copy_embedding) AS copy_embedding_bytes, copy_model FROM files "
                     "WHERE id > ? AND state = 'decided' "
                     f"AND error IS NULL{live} ORDER BY id LIMIT ?", (after, chunk)).fetchall()
             if not rows:

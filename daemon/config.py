@@ -36,8 +36,14 @@ class MatchSettings(Section):
     dhash_max_distance: int = Field(defaults.DHASH_MAX_DISTANCE, ge=-1, le=64)
     confirm_phash_distance: int = Field(defaults.CONFIRM_PHASH_DISTANCE, ge=-1, le=64)
     confirm_dhash_distance: int = Field(defaults.CONFIRM_DHASH_DISTANCE, ge=-1, le=64)
-    copy_score: float | None = Field(defaults.COPY_SCORE, description="Embedding score (0-100) for edited-copy.")
-    similar_score: float | None = Field(defaults.SIMILAR_SCORE, description="Embedding score (0-100) for similar.")
+    copy_score: float | None = Field(defaults.COPY_SCORE, description="Copy-descriptor score (0-100) for "
+                                     "edited-copy on its own; unset: the copy model's calibrated value.")
+    verify_score: float | None = Field(defaults.VERIFY_SCORE, description="Borderline copy-descriptor score "
+                                       "that geometric verification can confirm; unset: calibrated.")
+    veto_score: float | None = Field(defaults.VETO_SCORE, description="A hash match the copy descriptor scores "
+                                     "under this is not a copy; unset: calibrated.")
+    min_inliers: int = Field(defaults.MIN_INLIERS, ge=1, description="RANSAC inliers a verification needs.")
+    similar_score: float | None = Field(defaults.SIMILAR_SCORE, description="Semantic score (0-100) for similar.")
     top_k: int = Field(defaults.TOP_K, ge=1)
     keep_deleted: bool = Field(False, description="Deleted files still match new ones.")
 

@@ -20,7 +20,7 @@ from daemon.events import VerdictEvent
 from daemon.owner import IndexOwner, event_for
 from daemon.sinks import CommandSink, EventLog
 from daemon.state import StateDir
-from workers.models.base import load_model
+from workers.models.base import load_models
 from workers.pipeline import Pipeline
 
 
@@ -40,8 +40,8 @@ def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout,
     with catalog.checked():
         catalog.conn.executescript(outbox.SCHEMA)
         owner = IndexOwner(settings, catalog)
-    embedder, _status = load_model(settings)
-    pipeline = Pipeline(settings.decode, embedder)
+    embedder, copier, _status = load_models(settings)
+    pipeline = Pipeline(settings.decode, embedder, copier)
     counts: dict[str, int] = {}
     bar = _progress(total) if progress else None
     commands = CommandSink(settings.commands)

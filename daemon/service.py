@@ -26,7 +26,6 @@ from rq.serializers import JSONSerializer
 from tqdm import tqdm
 
 from daemon import __version__, outbox, sdnotify, search
-from workers import queue as q
 from daemon.api import ApiServer
 from daemon.api_port import IndexState
 from daemon.catalog import Catalog, Row
@@ -38,6 +37,7 @@ from daemon.sinks import CommandSink, ConsoleSink, EventLog
 from daemon.state import StateDir
 from daemon.walk import PathFilter
 from daemon.watcher import Watcher
+from workers import queue as q
 from workers.features import Features
 
 log = logging.getLogger("dupwatch.daemon")
@@ -107,7 +107,8 @@ class Daemon:
         from daemon.logs import configure, level_number
         from daemon.verdict import Thresholds
 
-        thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model)
+        thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model,
+                                        None if settings.hash_only else settings.copy_model)
         level_number(settings.log_level)
         self.deliverer.set_endpoints(settings.webhooks)
         self.commands.commands = settings.commands
@@ -193,7 +194,11 @@ class Daemon:
         threading.Thread(target=self._catch_up, name="catch-up", daemon=True).start()
 
     def status_line(self) -> str:
-        return f"{self.owner.decided} verdicts, queue {len(self.queue)}, watching {len(self.filter.roots)} roots"
+        try:
+            queued = str(len(self.queue))
+        except redis.RedisError:
+            queued = "unknown (Redis down)"  # the heartbeat goes on: systemd's watchdog must not fire
+        return f"{self.owner.decided} verdicts, queue {queued}, watching {len(self.filter.roots)} roots"
 
     def close(self) -> None:
         """Stop what open() started, also when it stopped half-way (a corrupt catalog, a taken port)."""
@@ -230,9 +235,9 @@ class Daemon:
         return self.filter.root_of(path) is not None
 
     def index_state(self) -> IndexState:
-        vectors = self.owner.vectors
-        return IndexState(hashed=len(self.owner.hashes), vectors=len(vectors) if vectors is not None else 0,
-                          catchup_done=self.catchup_done.is_set(), stopping=self.stopping.is_set())
+        return IndexState(hashed=len(self.owner.hashes), copy_vectors=len(self.owner.copies),
+                          vectors=len(self.owner.vectors), catchup_done=self.catchup_done.is_set(),
+                          stopping=self.stopping.is_set())
 
     def webhook_stats(self) -> dict[str, Any]:
         return self.deliverer.stats_snapshot()
@@ -240,8 +245,14 @@ class Daemon:
     def degraded(self) -> dict[str, str]:
         return self.health.degraded()
 
+    def health_counters(self) -> dict[str, Any]:
+        return {"episodes": dict(self.health.episodes), "redis_restarts": self.health.redis_restarts}
+
     def add_sink(self, sink: Callable[[VerdictEvent], None]) -> None:
         self.owner.sinks.append(sink)
+
+    def signals(self, probe: Row) -> str:
+        return search.signals_used(self.owner, probe)
 
     def rank(self, probe: Row, top_k: int) -> list[dict[str, Any]]:
         return search.rank(self.owner, probe, top_k)

@@ -43,7 +43,7 @@ class StateDir:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
-            raise RuntimeError(f"state dir {self.root} is in use by {holder} (one daemon or scan per state "
+            raise RuntimeError(f"state dir {self.root} is owned by {holder} (one daemon or scan per state "
                                "dir); nothing was started or changed") from None
         fh.seek(0)
         fh.truncate()

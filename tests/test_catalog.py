@@ -79,14 +79,14 @@ def test_a_v0_1_catalog_is_upgraded_in_place(tmp_path):
     old.executescript(OLD_SCHEMA)
     old.close()
     catalog = Catalog(path)
-    assert catalog.schema_version == SCHEMA_VERSION == 3
-    assert catalog.meta_get("schema_version") == "3"
+    assert catalog.schema_version == SCHEMA_VERSION == 2
+    assert catalog.meta_get("schema_version") == "2"
     indexes = {r["name"] for r in catalog.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"files_pixel_sha", "files_undecided", "not_duplicates_b"} <= indexes
     assert catalog.decided_with("pixel_sha", "ff", 10, include_deleted=False).path == "/w/a.png"
-    assert catalog.get(1).edit is None  # version 3 added the edit column to the old rows
+    assert catalog.get(1).edit is None  # the edit column was added in place
     catalog.close()
-    assert Catalog(path).schema_version == 3  # opening again changes nothing
+    assert Catalog(path).schema_version == 2  # opening again changes nothing
 
 
 def test_a_catalog_from_a_newer_dupwatch_is_refused(tmp_path):

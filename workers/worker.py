@@ -18,7 +18,7 @@ from rq.serializers import JSONSerializer
 
 from workers import jobs
 from workers import queue as q
-from workers.models.base import load_model
+from workers.models.base import load_models
 from workers.pipeline import Pipeline
 from workers.settings import WorkerSettings
 
@@ -63,8 +63,8 @@ def _clear_dead_namesake(conn, name: str) -> None:
 
 
 def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = None, burst: bool = False) -> None:
-    embedder, model_status = load_model(settings)
-    pipeline = Pipeline(settings.decode, embedder)
+    embedder, copier, model_status = load_models(settings)
+    pipeline = Pipeline(settings.decode, embedder, copier)
     jobs.install(pipeline)
     conn = q.connect(redis_url)
     name = name or f"dupwatch-{socket.gethostname()}-{os.getpid()}"
