@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import io
+import json
 import logging
 import queue
 import secrets
@@ -50,6 +51,7 @@ from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from daemon import __version__, defaults
+from daemon import groups as duplicate_groups
 from daemon.api_port import DaemonPort
 from daemon.catalog import read_only_connection
 from daemon.events import MATCH_KINDS, Kind
@@ -372,7 +374,7 @@ def create_app(api: ApiServer) -> FastAPI:
         row = _row(db, file_id)
         match = _row(db, row["match_id"]) if row["match_id"] is not None else None
         dismissed = db.execute("SELECT a, b FROM not_duplicates WHERE a = ? OR b = ?", (file_id, file_id))
-        return {**_file(row), "match": _file(match) if match is not None else None,
+        return {**_file(row), "match": _file(match) if match is not None else None, "edit": _edit(row),
                 "not_duplicate_of": sorted(r["b"] if r["a"] == file_id else r["a"] for r in dismissed)}
 
     @app.get("/api/v1/files/{file_id:int}/thumbnail", dependencies=[Auth])
@@ -404,8 +406,13 @@ def create_app(api: ApiServer) -> FastAPI:
                         "hash_distance": r["hash_distance"], "signal": r["signal"], "reason": r["error"],
                         "detected_at": r["detected_at"], "decided_at": r["decided_at"],
                         "file": _file(r), "match": _file(match) if match is not None else None,
-                        "not_duplicate": bool(r["dismissed"])})
+                        "edit": _edit(r), "not_duplicate": bool(r["dismissed"])})
         return {"matches": out}
+
+    @app.get("/api/v1/groups", dependencies=[Auth])
+    def get_groups(db: DB) -> dict[str, Any]:
+        """Duplicate groups (daemon.groups): each earliest file with its copies and their edit summaries."""
+        return {"groups": [g.to_dict() for g in duplicate_groups.collect(db)]}
 
     @app.post("/api/v1/search", dependencies=[Auth])
     async def search(request: Request, top_k: Annotated[int, Query(ge=1, le=100)] = 5) -> dict[str, Any]:
@@ -487,6 +494,11 @@ def _file(row: sqlite3.Row) -> dict[str, Any]:
             "signal": row["signal"], "reason": row["error"], "detected_at": row["detected_at"],
             "decided_at": row["decided_at"], "current": bool(row["current"]), "deleted_at": row["deleted_at"],
             "thumbnail": f"/api/v1/files/{row['id']}/thumbnail"}
+
+
+def _edit(row: sqlite3.Row) -> dict[str, Any] | None:
+    """The copy's edit explanation as stored by the index owner (JSON text in the catalog)."""
+    return json.loads(row["edit"]) if row["edit"] else None
 
 
 async def _upload(request: Request, limit: int) -> bytes:

@@ -9,6 +9,7 @@ cache of the decided rows' embeddings and is rebuilt from here when missing or s
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -69,8 +70,9 @@ CREATE TABLE IF NOT EXISTS not_duplicates (
 );
 """
 
-ADDED_COLUMNS = {"copy_embedding": "BLOB", "copy_model": "TEXT", "copy_inner": "BLOB"}
-"""Columns newer than the first schema: added in place to a catalog made before them."""
+ADDED_COLUMNS = {"copy_embedding": "BLOB", "copy_model": "TEXT", "copy_inner": "BLOB", "edit": "TEXT"}
+"""Columns newer than the first schema: added in place to a catalog made before them (`edit`: the copy's
+edit object as JSON, workers.align)."""
 
 SCHEMA_VERSION = 2
 """Recorded in `meta` as `schema_version`. A catalog from dupwatch 0.1 has none: it is version 1."""
@@ -117,6 +119,7 @@ class Row:
     score: float | None = None
     hash_distance: int | None = None
     signal: str | None = None
+    edit: dict[str, Any] | None = None
     decided_at: float | None = None
     deleted_at: float | None = None
     current: int = 1
@@ -134,6 +137,8 @@ class Row:
         for key in ("embedding", "copy_embedding", "copy_inner"):
             if data.get(key) is not None:
                 data[key] = np.frombuffer(data[key], dtype=np.float32)
+        if data.get("edit") is not None:
+            data["edit"] = json.loads(data["edit"])
         return cls(**data)
 
 

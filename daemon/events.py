@@ -43,6 +43,7 @@ class Match:
     score: float
     hash_distance: int | None = None
     signal: str = ""  # e.g. "sha256", "phash", "dhash", "clip"
+    edit: dict[str, Any] | None = None  # what was done to the earlier file (workers.align), for copies
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class VerdictEvent:
             "file": asdict(self.file),
             "matches": [
                 {**asdict(m.file), "kind": m.kind, "score": m.score, "hash_distance": m.hash_distance,
-                 "signal": m.signal}
+                 "signal": m.signal, "edit": m.edit}
                 for m in self.matches
             ],
             "reason": self.reason,

@@ -20,6 +20,7 @@ decides (`decide_ready`), before its next verdict.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import queue
@@ -27,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -224,12 +226,15 @@ class IndexOwner:
         try:
             with self.catalog.transaction() as conn:
                 for row, decision in batch:
+                    if decision.edit is None and decision.alignment is not None:  # the verification's alignment
+                        decision = replace(decision, edit=decision.alignment.edit)
                     now = time.time()
                     cur = conn.execute(
                         "UPDATE files SET state = 'decided', verdict = ?, match_id = ?, score = ?,"
-                        " hash_distance = ?, signal = ?, decided_at = ? WHERE id = ? AND state = 'featured'",
+                        " hash_distance = ?, signal = ?, edit = ?, decided_at = ? WHERE id = ? AND state = 'featured'",
                         (decision.kind, decision.match_id, decision.score, decision.hash_distance,
-                         decision.signal, now, row.id))
+                         decision.signal, None if decision.edit is None else json.dumps(decision.edit), now,
+                         row.id))
                     event = self._event(row, decision, now)
                     if cur.rowcount == 1 and self.on_commit is not None:
                         self.on_commit(conn, event)
@@ -306,7 +311,8 @@ class IndexOwner:
             m = self.catalog.get(decision.match_id)
             assert m is not None
             matches = (Match(file=_info(m), kind=decision.kind, score=decision.score or 0.0,
-                             hash_distance=decision.hash_distance, signal=decision.signal or ""),)
+                             hash_distance=decision.hash_distance, signal=decision.signal or "",
+                             edit=decision.edit),)
         return VerdictEvent(kind=decision.kind, file=_info(row), detected_at=row.detected_at, decided_at=now,
                             matches=matches, reason=row.error, version=__version__)
 
@@ -375,13 +381,14 @@ def _compile_hash_kernels(rule: HashRule) -> None:
 
 def event_for(row: Row, catalog: Catalog) -> VerdictEvent:
     """The event of an already decided row (for `scan` re-runs and the API)."""
-    decision = Decision(row.verdict or "error", row.match_id, row.score, row.hash_distance, row.signal)
+    decision = Decision(row.verdict or "error", row.match_id, row.score, row.hash_distance, row.signal,
+                        edit=row.edit)
     matches: tuple[Match, ...] = ()
     if row.match_id is not None:
         m = catalog.get(row.match_id)
         if m is not None:
             matches = (Match(_info(m), decision.kind, decision.score or 0.0, decision.hash_distance,
-                             decision.signal or ""),)
+                             decision.signal or "", decision.edit),)
     return VerdictEvent(kind=decision.kind, file=_info(row), detected_at=row.detected_at,
                         decided_at=row.decided_at or 0.0, matches=matches, reason=row.error, version=__version__)
 

@@ -28,7 +28,7 @@ def scan_record(event: VerdictEvent) -> dict:
     best = event.best
     return {"path": event.file.path, "verdict": event.kind, "match": best.file.path if best else None,
             "score": best.score if best else None, "hash_distance": best.hash_distance if best else None,
-            "reason": event.reason}
+            "reason": event.reason, "edit": best.edit if best else None}
 
 
 def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout, total: int | None = None,
