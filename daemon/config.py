@@ -47,6 +47,8 @@ class MatchSettings(Section):
     similar_score: float | None = Field(defaults.SIMILAR_SCORE, description="Semantic score (0-100) for similar.")
     top_k: int = Field(defaults.TOP_K, ge=1)
     keep_deleted: bool = Field(False, description="Deleted files still match new ones.")
+    explain_edits: bool = Field(defaults.EXPLAIN_EDITS, description="Align every edited copy with its match "
+                                "to say what was edited (crop, flip, altered regions), not only uncertain ones.")
 
 
 class WatchSettings(Section):

@@ -152,7 +152,7 @@ class IndexOwner:
         order, each run of finished ones in one transaction."""
         self._drop_retired()
         events: list[VerdictEvent] = []
-        waiting: deque[tuple[Row, Evidence | None, Future | None]] = deque()
+        waiting: deque[tuple[Row, Evidence | None, Future | None, Future | None]] = deque()
         seen: set[int] = set()
         while (room := limit - len(events) - len(waiting)) > 0:
             head = [r for r in self.catalog.head(min(256, room) + len(waiting)) if r.id not in seen]
@@ -162,7 +162,9 @@ class IndexOwner:
                 evidence = self.evidence(row) if row.error is None else None
                 for key in self._exact_keys(row):
                     self._uncommitted.setdefault(key, []).append(row.id)
-                waiting.append((row, evidence, self._verify(row, evidence) if evidence is not None else None))
+                verification = self._verify(row, evidence) if evidence is not None else None
+                explanation = self._explain(row, evidence) if evidence is not None and verification is None else None
+                waiting.append((row, evidence, verification, explanation))
                 if row.error is None and (self.settings.match.keep_deleted or self.catalog.is_live(row.id)):
                     self._index(row)  # (content replaced or deleted before its verdict: never indexed)
                 if len(waiting) > MAX_WAITING:
@@ -185,8 +187,19 @@ class IndexOwner:
     def _verify(self, row: Row, evidence: Evidence) -> Future | None:
         """Submit the verifications this row's evidence asks for, or None when it is conclusive."""
         candidates = to_verify(evidence, self.thresholds) if self.verifier is not None else []
-        if not candidates:
+        return self._align_later(row, candidates) if candidates else None
+
+    def _explain(self, row: Row, evidence: Evidence) -> Future | None:
+        """The alignment of a copy that its scores decided without a verification, so that every edited copy
+        carries its `edit` (issue 12). It explains the verdict and never changes it."""
+        if self.verifier is None or not self.settings.match.explain_edits:
             return None
+        decision = decide(evidence, self.thresholds)
+        if decision.kind != "edited-copy" or decision.match_id is None:
+            return None
+        return self._align_later(row, [decision.match_id])
+
+    def _align_later(self, row: Row, candidates: list[int]) -> Future:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
                                             thread_name_prefix="verify")
@@ -212,14 +225,19 @@ class IndexOwner:
         them when `wait`). If the batch fails, nothing of it is committed, and the in-memory indexes are
         rebuilt from the catalog so they hold no verdict the catalog lacks."""
         batch = []
-        while waiting and (wait or waiting[0][2] is None or waiting[0][2].done()):
-            row, evidence, verification = waiting.popleft()
+        while waiting and (wait or all(f is None or f.done() for f in waiting[0][2:])):
+            row, evidence, verification, explanation = waiting.popleft()
             for key in self._exact_keys(row):
                 self._uncommitted[key].remove(row.id)
                 if not self._uncommitted[key]:
                     del self._uncommitted[key]
-            batch.append((row, Decision("error") if evidence is None else
-                          decide(evidence, self.thresholds, verification.result() if verification else None)))
+            if evidence is None:
+                batch.append((row, Decision("error")))
+                continue
+            decision = decide(evidence, self.thresholds, verification.result() if verification else None)
+            if explanation is not None and decision.alignment is None and decision.match_id is not None:
+                decision = replace(decision, alignment=explanation.result().get(decision.match_id))
+            batch.append((row, decision))
         if not batch:
             return []
         events: list[VerdictEvent] = []

@@ -60,6 +60,9 @@ def test_scan_flags_edited_copies_of_a_real_photo(edited_set, tmp_path, model_en
         assert record["verdict"] == "edited-copy", (role, record)
         assert record["match"] == str(edited_set["original"]), (role, record)
         assert 80 <= record["score"] <= 100, (role, record)
+        assert record["edit"] is not None and record["edit"]["summary"], (role, record)  # explained, however decided
+    assert by_role["mirror"]["edit"]["flip"] == "horizontal"
+    assert by_role["crop"]["edit"]["crop"] is not None
     assert by_role["unrelated"]["verdict"] == "new"
     assert by_role["unrelated"]["match"] is None
     assert by_role["broken"]["verdict"] == "error"
