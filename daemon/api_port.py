@@ -25,9 +25,12 @@ class IndexState:
     """The in-memory index as /readyz and /metrics report it."""
 
     hashed: int
-    vectors: int
+    copy_vectors: int  # the copy descriptor's index (SSCD)
+    vectors: int  # the semantic model's index
     catchup_done: bool
     stopping: bool
+    watch_overflows: int = 0
+    """inotify event-queue overflows the watcher has seen (each lost events and started a rescan)."""
 
 
 class DaemonPort(Protocol):
@@ -64,11 +67,17 @@ class DaemonPort(Protocol):
     def degraded(self) -> dict[str, str]:
         """What is wrong but not fatal (Redis down, disk full...), by part: /healthz and /readyz report it."""
 
+    def health_counters(self) -> dict[str, Any]:
+        """{"episodes": {reason: times entered}, "redis_restarts": n}: the metrics' counters of degraded states."""
+
     def webhook_stats(self) -> dict[str, Any]:
         """The webhook sender's counters and histograms (Deliverer.stats_snapshot)."""
 
     def add_sink(self, sink: Callable[[VerdictEvent], None]) -> None:
         """Be told of every committed verdict (the API's latency histogram)."""
+
+    def signals(self, probe: Row) -> str:
+        """Main loop. Which signals a search for `probe` could use ("hashes only", "hashes and ...")."""
 
     def rank(self, probe: Row, top_k: int) -> list[dict[str, Any]]:
         """Main loop: the catalogued files closest to an uploaded image's features."""

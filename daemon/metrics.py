@@ -26,8 +26,8 @@ from daemon.status import catalog_counts, redis_status
 if TYPE_CHECKING:
     from daemon.api_port import DaemonPort
 
-MODEL_STATES = ("loaded", "hash-only", "unavailable", "no workers")
-"""What the workers report about the embedding model (daemon.status.redis_status)."""
+MODEL_STATES = ("loaded", "hash-only", "off", "unavailable", "no workers")
+"""What the workers report about each model (daemon.status.redis_status)."""
 
 
 class Metrics:
@@ -91,33 +91,40 @@ class _Collector:
                                   "workers, result batches not yet read by the index owner.", labels=["queue"])
         for name, n in live["queues"].items():
             depth.add_metric([name], n)
-        model = GaugeMetricFamily("dupwatch_model_state", "1 for the embedding model's state as the workers "
-                                  "report it ('unavailable' means hash-only against the configuration).",
+        model = GaugeMetricFamily("dupwatch_model_state", "1 for the semantic model's state as the workers "
+                                  "report it ('unavailable': no 'similar' verdicts against the configuration).",
                                   labels=["state"])
+        copy = GaugeMetricFamily("dupwatch_copy_model_state", "1 for the copy descriptor's state as the workers "
+                                 "report it ('unavailable': edited copies by hashes only against the "
+                                 "configuration).", labels=["state"])
         for state in MODEL_STATES:
             model.add_metric([state], int(live["model"]["state"] == state))
-        return [up, depth, model, _gauge("dupwatch_workers", "Workers registered in Redis.", len(live["workers"]))]
+            copy.add_metric([state], int(live["copy_model"]["state"] == state))
+        return [up, depth, model, copy, _gauge("dupwatch_workers", "Workers registered in Redis.", len(live["workers"]))]
 
     def _index(self) -> list[Metric]:
         index = self.daemon.index_state()
         size = GaugeMetricFamily("dupwatch_index_entries", "Files searchable in the in-memory indexes.",
                                  labels=["index"])
         size.add_metric(["hash"], index.hashed)
+        size.add_metric(["copy_vector"], index.copy_vectors)
         size.add_metric(["vector"], index.vectors)
-        return [size]
+        overflows = CounterMetricFamily(
+            "dupwatch_watch_overflows", "inotify event-queue overflows (events lost; each starts a rescan).",
+            value=index.watch_overflows)
+        return [size, overflows]
 
     def _health(self) -> list[Metric]:
-        health = self.daemon.health
-        now = health.degraded()
+        now, counters = self.daemon.degraded(), self.daemon.health_counters()
         degraded = GaugeMetricFamily("dupwatch_degraded", "1 while the daemon waits on this (files wait, "
                                      "work resumes by itself).", labels=["reason"])
         episodes = CounterMetricFamily("dupwatch_degraded_episodes", "Times the daemon entered this degraded "
                                        "state.", labels=["reason"])
         for reason in REASONS:
             degraded.add_metric([reason], int(reason in now))
-            episodes.add_metric([reason], health.episodes[reason])
+            episodes.add_metric([reason], counters["episodes"][reason])
         return [degraded, episodes, CounterMetricFamily("dupwatch_redis_restarts", "Times the private Redis "
-                                                        "died and was started again.", value=health.redis_restarts)]
+                                                        "died and was started again.", value=counters["redis_restarts"])]
 
     def _webhooks(self) -> list[Metric]:
         stats = self.daemon.webhook_stats()

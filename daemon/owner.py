@@ -3,17 +3,32 @@
 Verdicts are decided strictly in catalog-id (arrival) order: a file waits until every earlier file has
 its features, so a verdict can only point to an earlier file and never has to be revised. The verdicts of
 a batch of consecutive files, their state changes and their webhook outbox rows commit in one SQLite
-transaction; the hash table and vector index are caches that can always be rebuilt from the catalog.
+transaction; the hash table and vector indexes are caches that can always be rebuilt from the catalog.
+
+Geometric verification (workers.align, about 55 ms a pair) never runs on the writer's thread: a row whose
+evidence is not conclusive gets its verification submitted to a small thread pool and the writer goes on
+evaluating (and indexing) the rows after it; verdicts are committed strictly in arrival order as their
+verifications complete.
+
+Changes on disk (a file replaced, deleted, moved, or its folder moved out) arrive on the watcher's thread.
+Their catalog rows change there and then (the catalog serialises writers, and the order against new
+landings on the same path must hold), but the hash table and the usearch index take no locks and usearch
+may reallocate while adding, so the ids to forget are queued (`retire`) and dropped by the thread that
+decides (`decide_ready`), before its next verdict.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
+import json
 import logging
+import os
+import queue
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,16 +37,20 @@ from daemon import __version__
 from daemon.catalog import Catalog, Row
 from daemon.config import Settings
 from daemon.events import FileInfo, Match, VerdictEvent
-from daemon.hashindex import HashIndex
-from daemon.vectors import VectorIndex
-from daemon.verdict import Decision, Thresholds, decide
+from daemon.hashindex import HashIndex, HashRule
+from daemon.vectors import ModelVectors
+from daemon.verdict import Decision, Evidence, Thresholds, decide, pair_score, to_verify
 from workers.features import Features
 from workers.hashing import WINDOWS
 from workers.models.base import identity_of
+from workers.models.copy import copy_identity
 
 log = logging.getLogger("dupwatch.owner")
 
 Sink = Callable[[VerdictEvent], None]
+
+MAX_WAITING = 64
+"""Rows evaluated ahead of the oldest unfinished verification; past this the writer waits for it."""
 
 
 class IndexOwner:
@@ -42,11 +61,21 @@ class IndexOwner:
         self.sinks = list(sinks)
         self.on_commit = on_commit  # called inside the verdict's transaction (webhook outbox)
         self.model_identity = None if settings.hash_only else identity_of(settings.model)
-        self.thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model)
+        self.copy_identity = None if settings.hash_only else copy_identity(settings.copy_model)
+        self.thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model,
+                                             None if settings.hash_only else settings.copy_model)
         self.hashes = HashIndex(len(WINDOWS))
-        self.vectors: VectorIndex | None = None
-        self._foreign_models: set[str] = set()
+        self.copies = ModelVectors("copy", "copy_embedding", "copy_model", self.copy_identity,
+                                   settings.state_dir, settings.index.dtype)
+        self.vectors = ModelVectors("semantic", "embedding", "model", self.model_identity, settings.state_dir,
+                                    settings.index.dtype)
+        self.verifier = _verifier(settings)
+        self._pool: ThreadPoolExecutor | None = None
+        # (column, value) -> ids of rows evaluated but not yet committed (waiting on a verification ahead
+        # of them): the catalog's exact lookups cannot see them, so exact copies are looked up here too
+        self._uncommitted: dict[tuple[str, str], list[int]] = {}
         self.decided = 0  # verdicts decided by this process (status line, metrics)
+        self._retired: queue.SimpleQueue[int] = queue.SimpleQueue()  # ids to drop from the indexes
         self._load()
 
     # --- start-up ------------------------------------------------------------------------------------
@@ -57,34 +86,31 @@ class IndexOwner:
         The hash table is built once from arrays (one segment), not row by row: at 10 M rows that is one
         counting sort instead of a merge per 2 k rows."""
         started = time.monotonic()
+        _compile_hash_kernels(self.thresholds.hashes)
         keep = self.settings.match.keep_deleted
         width = len(WINDOWS) * 8
         hashed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        vec_ids: list[np.ndarray] = []
+        have: dict[str, list[tuple[int, int]]] = {"copy": [], "semantic": []}  # (id, vector bytes) per role
         batch: list[Any] = []
         for r in self.catalog.decided_features(include_deleted=keep):
             batch.append(r)
             if len(batch) == 50_000:
                 hashed.append(self._hash_arrays(batch, width))
-                vec_ids.append(self._vector_ids(batch))
+                self._vector_ids(batch, have)
                 batch = []
         if batch:
             hashed.append(self._hash_arrays(batch, width))
-            vec_ids.append(self._vector_ids(batch))
+            self._vector_ids(batch, have)
         self.hashes.load(hashed)
-        if self.vectors is not None:
-            missing = self.vectors.reconcile(np.concatenate(vec_ids) if vec_ids else np.zeros(0, np.int64))
-            for start in range(0, len(missing), 10_000):
-                chunk = missing[start:start + 10_000]
-                rows = self.catalog.query(
-                    f"SELECT id, embedding FROM files WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id",
-                    [int(i) for i in chunk])
-                self.vectors.add_many(np.asarray([r["id"] for r in rows], np.int64),
-                                      np.stack([np.frombuffer(r["embedding"], np.float32) for r in rows]))
-            if len(missing):
-                log.info("vector index: added %d vectors the snapshot lacked", len(missing))
-        log.info("index loaded: %d hashed, %d vectors in %.2fs", len(self.hashes),
-                 len(self.vectors) if self.vectors else 0, time.monotonic() - started)
+        for role in (self.copies, self.vectors):
+            def fetch(ids: list[int], column: str = role.column) -> list[tuple[int, bytes]]:
+                got = self.catalog.query(f"SELECT id, {column} FROM files WHERE id IN ({','.join('?' * len(ids))})"
+                                         " ORDER BY id", ids)
+                return [(r["id"], r[column]) for r in got]
+
+            role.load(have[role.role], fetch)
+        log.info("index loaded: %d hashed, %d copy vectors, %d semantic vectors in %.2fs", len(self.hashes),
+                 len(self.copies), len(self.vectors), time.monotonic() - started)
 
     @staticmethod
     def _hash_arrays(rows: list[Any], width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,23 +121,21 @@ class IndexOwner:
         windows = np.frombuffer(b"".join(r["windows"] for r in rows), np.int64).reshape(len(rows), width // 8)
         return ids, windows, np.fromiter((r["dhash"] for r in rows), np.int64, len(rows))
 
-    def _vector_ids(self, rows: list[Any]) -> np.ndarray:
-        """Ids of the rows embedded by this index's model; opens the vector index at the first one."""
-        ids = [r["id"] for r in rows if r["embedding_bytes"] is not None and r["model"] == self.model_identity]
-        if ids and self.vectors is None:
-            first = next(r for r in rows if r["id"] == ids[0])
-            self._open_vectors(first["embedding_bytes"] // 4)
-        return np.asarray(ids, np.int64)
-
-    def _open_vectors(self, ndim: int) -> None:
-        tag = hashlib.sha1((self.model_identity or "").encode()).hexdigest()[:10]
-        path = Path(self.settings.state_dir) / f"vectors-{tag}.usearch"
-        self.vectors = VectorIndex(path, ndim, self.settings.index.dtype)
+    def _vector_ids(self, rows: list[Any], have: dict[str, list[tuple[int, int]]]) -> None:
+        """Collect (id, vector bytes) of the rows each model's index holds (vectors of another identity are
+        never indexed)."""
+        for role, size, model in ((self.copies, "copy_embedding_bytes", "copy_model"),
+                                  (self.vectors, "embedding_bytes", "model")):
+            have[role.role] += [(r["id"], r[size]) for r in rows if r[size] is not None and r[model] == role.identity]
 
     # --- the flow ------------------------------------------------------------------------------------
 
     def register(self, path: str, size: int | None, mtime_ns: int | None) -> int | None:
-        return self.catalog.register(path, size, mtime_ns)
+        """Catalog a landed version of `path`; the version it replaces stops matching. Any thread."""
+        new_id, replaced = self.catalog.land(path, size, mtime_ns)
+        if replaced is not None:
+            self.retire(replaced)
+        return new_id
 
     def accept(self, features: Iterable[Features]) -> int:
         """Store worker results. Duplicates (a re-queued job finishing twice) are ignored."""
@@ -121,15 +145,34 @@ class IndexOwner:
         return stored
 
     def decide_ready(self, limit: int = 1000) -> list[VerdictEvent]:
-        """Decide every featured file at the head of the arrival order, up to the first pending one."""
+        """Decide every featured file at the head of the arrival order, up to the first pending one.
+
+        Each row is evaluated and indexed in order (so the next row sees it); a row that needs a geometric
+        verification waits for it in a queue while later rows are evaluated, and verdicts commit in arrival
+        order, each run of finished ones in one transaction."""
+        self._drop_retired()
         events: list[VerdictEvent] = []
-        while len(events) < limit:
-            head = self.catalog.head(min(256, limit - len(events)))
+        waiting: deque[tuple[Row, Evidence | None, Future | None, Future | None]] = deque()
+        seen: set[int] = set()
+        while (room := limit - len(events) - len(waiting)) > 0:
+            head = [r for r in self.catalog.head(min(256, room) + len(waiting)) if r.id not in seen]
             ready = list(itertools.takewhile(lambda row: row.state != "pending", head))
-            if ready:
-                events += self._decide_batch(ready)
+            for row in ready:
+                seen.add(row.id)
+                evidence = self.evidence(row) if row.error is None else None
+                for key in self._exact_keys(row):
+                    self._uncommitted.setdefault(key, []).append(row.id)
+                verification = self._verify(row, evidence) if evidence is not None else None
+                explanation = self._explain(row, evidence) if evidence is not None and verification is None else None
+                waiting.append((row, evidence, verification, explanation))
+                if row.error is None and (self.settings.match.keep_deleted or self.catalog.is_live(row.id)):
+                    self._index(row)  # (content replaced or deleted before its verdict: never indexed)
+                if len(waiting) > MAX_WAITING:
+                    events += self._commit(waiting, wait=True)
+            events += self._commit(waiting, wait=False)
             if not ready or len(ready) < len(head):
                 break
+        events += self._commit(waiting, wait=True)  # the writer waits for the pool here; it computes nothing
         return self._emit(events)
 
     def _emit(self, events: list[VerdictEvent]) -> list[VerdictEvent]:
@@ -141,57 +184,134 @@ class IndexOwner:
                     log.exception("sink %r failed", sink)
         return events
 
-    def _decide_batch(self, rows: list[Row]) -> list[VerdictEvent]:
-        """Verdicts, state changes and outbox rows of consecutive rows in one transaction: one commit (one
-        WAL sync) per batch instead of per file. Each row is indexed in memory as soon as it is decided,
-        so the next row of the batch can match it; the catalog reads of the batch see its own uncommitted
-        verdicts (same connection). If the batch fails, nothing of it is committed, and the in-memory
-        indexes are rebuilt from the catalog so they hold no verdict the catalog lacks."""
+    def _verify(self, row: Row, evidence: Evidence) -> Future | None:
+        """Submit the verifications this row's evidence asks for, or None when it is conclusive."""
+        candidates = to_verify(evidence, self.thresholds) if self.verifier is not None else []
+        return self._align_later(row, candidates) if candidates else None
+
+    def _explain(self, row: Row, evidence: Evidence) -> Future | None:
+        """The alignment of a copy that its scores decided without a verification, so that every edited copy
+        carries its `edit` (issue 12). It explains the verdict and never changes it."""
+        if self.verifier is None or not self.settings.match.explain_edits:
+            return None
+        decision = decide(evidence, self.thresholds)
+        if decision.kind != "edited-copy" or decision.match_id is None:
+            return None
+        return self._align_later(row, [decision.match_id])
+
+    def _align_later(self, row: Row, candidates: list[int]) -> Future:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
+                                            thread_name_prefix="verify")
+        return self._pool.submit(self._align_all, row.path, [(r.id, r.path) for r in self.catalog.rows(candidates)])
+
+    def _align_all(self, path: str, candidates: list[tuple[int, str]]) -> dict[int, Any]:
+        """Alignments per candidate (None: none found). A pair whose file is gone is left out, so the
+        decision is made without a verification rather than against one (issue 11: decide without it)."""
+        assert self.verifier is not None
+        out: dict[int, Any] = {}
+        s = self.settings.decode
+        for file_id, other in candidates:
+            if not (os.path.isfile(path) and os.path.isfile(other)):
+                continue
+            try:
+                out[file_id] = self.verifier(path, other, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes)
+            except Exception as exc:  # noqa: BLE001 - a decoder or OpenCV error costs this pair its verification
+                log.warning("verification of %s against %s failed: %s", path, other, exc)
+        return out
+
+    def _commit(self, waiting: deque, wait: bool) -> list[VerdictEvent]:
+        """Commit the head of `waiting` in one transaction: every row whose verification is done (all of
+        them when `wait`). If the batch fails, nothing of it is committed, and the in-memory indexes are
+        rebuilt from the catalog so they hold no verdict the catalog lacks."""
+        batch = []
+        while waiting and (wait or all(f is None or f.done() for f in waiting[0][2:])):
+            row, evidence, verification, explanation = waiting.popleft()
+            for key in self._exact_keys(row):
+                self._uncommitted[key].remove(row.id)
+                if not self._uncommitted[key]:
+                    del self._uncommitted[key]
+            if evidence is None:
+                batch.append((row, Decision("error")))
+                continue
+            decision = decide(evidence, self.thresholds, verification.result() if verification else None)
+            if explanation is not None and decision.alignment is None and decision.match_id is not None:
+                decision = replace(decision, alignment=explanation.result().get(decision.match_id))
+            batch.append((row, decision))
+        if not batch:
+            return []
         events: list[VerdictEvent] = []
         try:
             with self.catalog.transaction() as conn:
-                for row in rows:
-                    decision = self.evaluate(row) if row.error is None else Decision("error")
+                for row, decision in batch:
+                    if decision.edit is None and decision.alignment is not None:  # the verification's alignment
+                        decision = replace(decision, edit=decision.alignment.edit)
                     now = time.time()
                     cur = conn.execute(
                         "UPDATE files SET state = 'decided', verdict = ?, match_id = ?, score = ?,"
-                        " hash_distance = ?, signal = ?, decided_at = ? WHERE id = ? AND state = 'featured'",
+                        " hash_distance = ?, signal = ?, edit = ?, decided_at = ? WHERE id = ? AND state = 'featured'",
                         (decision.kind, decision.match_id, decision.score, decision.hash_distance,
-                         decision.signal, now, row.id))
+                         decision.signal, None if decision.edit is None else json.dumps(decision.edit), now,
+                         row.id))
                     event = self._event(row, decision, now)
                     if cur.rowcount == 1 and self.on_commit is not None:
                         self.on_commit(conn, event)
-                    if row.error is None:
-                        self._index(row)
                     events.append(event)
         except BaseException:
-            log.error("a batch of %d verdicts was rolled back; rebuilding the in-memory index", len(rows))
+            log.error("a batch of %d verdicts was rolled back; rebuilding the in-memory index", len(batch))
+            waiting.clear()
+            self._uncommitted.clear()
             self.hashes = HashIndex(len(WINDOWS))
+            self.copies.index = self.vectors.index = None
             self._load()
             raise
         self.decided += len(events)
         return events
 
-    def evaluate(self, row: Row, excluded: set[int] | None = None) -> Decision:
-        """The verdict for a featured row against everything decided before it (no writes)."""
+    def evidence(self, row: Row, excluded: set[int] | None = None) -> Evidence:
+        """Every signal for a featured row against everything decided before it (no writes)."""
         keep = self.settings.match.keep_deleted
-        excluded = excluded if excluded is not None else self._not_duplicates(row.id)
+        if excluded is None:  # never a copy of a pair marked "not a duplicate", nor of its own earlier version
+            excluded = self._not_duplicates(row.id) | self.catalog.versions_before(row.path, row.id)
         exact = None
         for column, signal in (("sha256", "sha256"), ("pixel_sha", "pixels")):
             value = getattr(row, column)
             if value is not None:
                 hit = self.catalog.decided_with(column, value, row.id, include_deleted=keep, excluded=excluded)
-                if hit is not None:
-                    exact = (hit.id, signal)
+                ahead = [i for i in self._uncommitted.get((column, value), ()) if i < row.id and i not in excluded]
+                if hit is not None or ahead:
+                    exact = (hit.id if hit is not None else ahead[0], signal)
                     break
+        if exact is not None:
+            return Evidence(exact=exact)
         hashed = None
         if row.windows is not None and row.dihedral is not None and row.dhash is not None:
             hashed = self.hashes.best(row.windows, row.dihedral, row.dhash, row.id, self.thresholds.hashes, excluded)
-        neighbours: list[tuple[int, float]] = []
-        if row.embedding is not None and self.vectors is not None and row.model == self.model_identity:
-            neighbours = [(i, s) for i, s in self.vectors.search(row.embedding, self.settings.match.top_k)
-                          if i < row.id and i not in excluded]
-        return decide(exact, hashed, neighbours, self.thresholds)
+        k = self.settings.match.top_k
+        mine = self.copies.vector(row)
+        inner = row.copy_inner if mine is not None else None
+        candidates = {i for q in (mine, inner) if q is not None
+                      for i, _ in self.copies.search_vector(q, row.id, k, excluded)}
+        if hashed is not None and mine is not None:
+            candidates.add(hashed.id)
+        scores = {}
+        for other in self.catalog.rows(sorted(candidates)):
+            theirs = self.copies.vector(other)
+            if theirs is not None and mine is not None:  # no candidates without `mine`
+                scores[other.id] = pair_score(mine, inner, theirs, other.copy_inner)
+        copies = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+        hashed_score = scores.get(hashed.id) if hashed is not None else None
+        return Evidence(None, hashed, hashed_score, copies, self.vectors.search(row, k, excluded))
+
+    def evaluate(self, row: Row, excluded: set[int] | None = None) -> Decision:
+        """The verdict for a featured row without verification (queries and what-ifs: no writes)."""
+        return decide(self.evidence(row, excluded), self.thresholds)
+
+    @staticmethod
+    def _exact_keys(row: Row) -> list[tuple[str, str]]:
+        if row.error is not None:
+            return []
+        return [(c, v) for c in ("sha256", "pixel_sha") if (v := getattr(row, c)) is not None]
 
     def _not_duplicates(self, file_id: int) -> set[int]:
         rows = self.catalog.query("SELECT a, b FROM not_duplicates WHERE a = ? OR b = ?", (file_id, file_id))
@@ -200,18 +320,8 @@ class IndexOwner:
     def _index(self, row: Row) -> None:
         if row.windows is not None and row.dhash is not None:
             self.hashes.add(row.id, row.windows, row.dhash)
-        if row.embedding is None:
-            return
-        if row.model != self.model_identity:
-            if row.model not in self._foreign_models:
-                self._foreign_models.add(row.model or "")
-                log.warning("a worker embeds with %s but this index uses %s: those vectors are not indexed",
-                            row.model, self.model_identity)
-            return
-        if self.vectors is None:
-            self._open_vectors(len(row.embedding))
-        assert self.vectors is not None
-        self.vectors.add(row.id, row.embedding)
+        self.copies.add(row)
+        self.vectors.add(row)
 
     def _event(self, row: Row, decision: Decision, now: float) -> VerdictEvent:
         matches: tuple[Match, ...] = ()
@@ -219,36 +329,84 @@ class IndexOwner:
             m = self.catalog.get(decision.match_id)
             assert m is not None
             matches = (Match(file=_info(m), kind=decision.kind, score=decision.score or 0.0,
-                             hash_distance=decision.hash_distance, signal=decision.signal or ""),)
+                             hash_distance=decision.hash_distance, signal=decision.signal or "",
+                             edit=decision.edit),)
         return VerdictEvent(kind=decision.kind, file=_info(row), detected_at=row.detected_at, decided_at=now,
                             matches=matches, reason=row.error, version=__version__)
 
     # --- changes on disk -----------------------------------------------------------------------------
 
     def deleted(self, path: str) -> None:
+        """A file was deleted (or moved out of the roots). Any thread."""
         file_id = self.catalog.deleted(path)
-        if file_id is not None and not self.settings.match.keep_deleted:
-            self.hashes.remove(file_id)
-            if self.vectors is not None:
-                self.vectors.remove(file_id)
+        if file_id is not None:
+            self.retire(file_id)
+
+    def deleted_under(self, folder: str) -> None:
+        """A folder was deleted or moved out of the roots: its files stop matching. Any thread."""
+        for file_id in self.catalog.deleted_under(folder):
+            self.retire(file_id)
 
     def moved(self, src: str, dest: str) -> bool:
-        return self.catalog.moved(src, dest)
+        """A file moved inside the roots; a file it was renamed over stops matching. Any thread."""
+        known, replaced = self.catalog.moved(src, dest)
+        if replaced is not None:
+            self.retire(replaced)
+        return known
+
+    def retire(self, file_id: int) -> None:
+        """Queue a file whose content is gone for removal from the indexes (see the module docstring)."""
+        self._retired.put(file_id)
+
+    def _drop_retired(self) -> None:
+        while True:
+            try:
+                file_id = self._retired.get_nowait()
+            except queue.Empty:
+                return
+            if not self.settings.match.keep_deleted:
+                self.hashes.remove(file_id)
+                self.copies.remove(file_id)
+                self.vectors.remove(file_id)
 
     def save(self) -> None:
-        if self.vectors is not None:
-            self.vectors.save()
+        self.copies.save()
+        self.vectors.save()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _verifier(settings: Settings) -> Callable[..., Any] | None:
+    """workers.align.align_files, imported lazily: verification is part of the decision where it is installed
+    (it needs OpenCV); without it, inconclusive evidence is decided without a verification."""
+    try:
+        from workers.align import align_files
+    except ImportError as exc:
+        log.info("geometric verification unavailable (%s): inconclusive evidence is decided without it", exc)
+        return None
+    return align_files
+
+
+def _compile_hash_kernels(rule: HashRule) -> None:
+    """Compile (first start: seconds) or load from numba's cache the hash index's kernels now, at start-up,
+    rather than inside the first verdict, where it would stall the first files behind it."""
+    warm = HashIndex(len(WINDOWS), tail_rows=1)
+    warm.add(1, np.zeros(len(WINDOWS), np.int64), 0)
+    warm.best(np.zeros(len(WINDOWS), np.int64), np.zeros(8, np.int64), 0, 2, rule)
 
 
 def event_for(row: Row, catalog: Catalog) -> VerdictEvent:
     """The event of an already decided row (for `scan` re-runs and the API)."""
-    decision = Decision(row.verdict or "error", row.match_id, row.score, row.hash_distance, row.signal)
+    decision = Decision(row.verdict or "error", row.match_id, row.score, row.hash_distance, row.signal,
+                        edit=row.edit)
     matches: tuple[Match, ...] = ()
     if row.match_id is not None:
         m = catalog.get(row.match_id)
         if m is not None:
             matches = (Match(_info(m), decision.kind, decision.score or 0.0, decision.hash_distance,
-                             decision.signal or ""),)
+                             decision.signal or "", decision.edit),)
     return VerdictEvent(kind=decision.kind, file=_info(row), detected_at=row.detected_at,
                         decided_at=row.decided_at or 0.0, matches=matches, reason=row.error, version=__version__)
 

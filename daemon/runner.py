@@ -37,7 +37,7 @@ def _worker_main(settings: Settings, redis_url: str, name: str) -> None:
 
     configure(settings.log_level, settings.log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
-    run_worker(settings, redis_url, name=name)
+    run_worker(settings, redis_url, name=name, follow_symlinks=settings.watch.follow_symlinks)
 
 
 class WorkerPool:
@@ -122,6 +122,13 @@ def _from_an_earlier_run(worker: str) -> bool:
 
 def run_all(settings: Settings, roots: list[Path], reload: Callable[[], Settings] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads starve the daemon
+    if not settings.hash_only and settings.model.name != "none":
+        from workers.models.hub import offline_reason
+
+        # one hub decision for the host: offline, the spawned workers inherit HF_HUB_OFFLINE and never wait
+        reason = offline_reason()
+        if reason:
+            log.info("model hub not used (%s): models load from local files and the cache only", reason)
     daemon = Daemon(settings, roots or settings.watch.roots, settings.redis.url or "")
     daemon.state.acquire()  # first: a second `run` must not touch the first one's Redis or files
     embedded = None if settings.redis.url else EmbeddedRedis(settings.state_dir)

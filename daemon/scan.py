@@ -7,7 +7,6 @@ uses, so a scan is also a backfill. Output is one JSON object per input file, in
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -20,7 +19,8 @@ from daemon.events import VerdictEvent
 from daemon.owner import IndexOwner, event_for
 from daemon.sinks import CommandSink, EventLog
 from daemon.state import StateDir
-from workers.models.base import load_model
+from daemon.text import dumps
+from workers.models.base import load_models
 from workers.pipeline import Pipeline
 
 
@@ -28,7 +28,7 @@ def scan_record(event: VerdictEvent) -> dict:
     best = event.best
     return {"path": event.file.path, "verdict": event.kind, "match": best.file.path if best else None,
             "score": best.score if best else None, "hash_distance": best.hash_distance if best else None,
-            "reason": event.reason}
+            "reason": event.reason, "edit": best.edit if best else None}
 
 
 def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout, total: int | None = None,
@@ -40,8 +40,8 @@ def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout,
     with catalog.checked():
         catalog.conn.executescript(outbox.SCHEMA)
         owner = IndexOwner(settings, catalog)
-    embedder, _status = load_model(settings)
-    pipeline = Pipeline(settings.decode, embedder)
+    embedder, copier, _status = load_models(settings)
+    pipeline = Pipeline(settings.decode, embedder, copier, follow_symlinks=settings.watch.follow_symlinks)
     counts: dict[str, int] = {}
     bar = _progress(total) if progress else None
     commands = CommandSink(settings.commands)
@@ -70,7 +70,7 @@ def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout,
                     assert row is not None  # registered above, and rows are never removed
                     event = event_for(row, catalog)
                 counts[event.kind] = counts.get(event.kind, 0) + 1
-                out.write(json.dumps(scan_record(event), ensure_ascii=False) + "\n")
+                out.write(dumps(scan_record(event)) + "\n")
             out.flush()
             if bar is not None:
                 bar.update(len(batch))

@@ -12,7 +12,7 @@ from daemon.owner import IndexOwner
 from daemon.state import StateDir
 from daemon.verdict import hash_score
 from workers.features import Features
-from workers.models.base import load_model
+from workers.models.base import load_models
 from workers.pipeline import Pipeline
 
 PROBE_ID = 1 << 62
@@ -20,10 +20,10 @@ PROBE_ID = 1 << 62
 
 def search_image(settings: Settings, image: str, top_k: int, owner: IndexOwner | None = None) -> list[dict]:
     """Top-k catalogued files for `image`, best first, with the kind each would be judged."""
-    catalog = owner.catalog if owner else Catalog(StateDir(settings.state_dir).catalog)
+    catalog = owner.catalog if owner else Catalog(StateDir(settings.state_dir, create=False).catalog, read_only=True)
     owner = owner or IndexOwner(settings, catalog)
-    embedder, _ = load_model(settings)
-    pipeline = Pipeline(settings.decode, embedder)
+    embedder, copier, _ = load_models(settings)
+    pipeline = Pipeline(settings.decode, embedder, copier, follow_symlinks=True)  # the image the user named
     try:
         feats = pipeline.run([(PROBE_ID, image)])[0]
     finally:
@@ -38,6 +38,16 @@ def probe_row(feats: Features) -> Row:
     known = {k: v for k, v in feats.stored().items() if k in Row.__dataclass_fields__ and k != "size"}
     return Row(id=PROBE_ID, path=feats.path, size=feats.size, mtime_ns=None, state="featured", detected_at=0.0,
                **known)
+
+
+def signals_used(owner: IndexOwner, probe: Row) -> str:
+    """Which signals a search could use: a vector only counts when this index holds that model's vectors."""
+    used = ["hashes"]
+    if owner.copies.vector(probe) is not None:
+        used.append("copy descriptor")
+    if owner.vectors.vector(probe) is not None:
+        used.append("embedding")
+    return " and ".join(used) if len(used) > 1 else "hashes only"
 
 
 def rank(owner: IndexOwner, probe: Row, top_k: int) -> list[dict]:
@@ -55,9 +65,10 @@ def rank(owner: IndexOwner, probe: Row, top_k: int) -> list[dict]:
     if probe.windows is not None and probe.dihedral is not None:
         for hit in owner.hashes.nearest(probe.windows, probe.dihedral, probe.dhash or 0, probe.id, top_k):
             offer(hit.id, hash_score(hit.distance), "phash", hit.distance)
-    if probe.embedding is not None and owner.vectors is not None:
-        for file_id, score in owner.vectors.search(probe.embedding, top_k):
-            offer(file_id, score, "clip", None)
+    for file_id, score in owner.copies.search(probe, top_k, set()):
+        offer(file_id, score, "sscd", None)
+    for file_id, score in owner.vectors.search(probe, top_k, set()):
+        offer(file_id, score, "clip", None)
     out = []
     for item in sorted(scores.values(), key=lambda d: (-d["score"], d["id"]))[:top_k]:
         row = owner.catalog.get(item["id"])

@@ -9,9 +9,11 @@ from typing import TextIO
 
 
 class StateDir:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, create: bool = True):
+        """`create=False` for readers (`query`), which must leave no trace where there is no state."""
         self.root = Path(root).expanduser()
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock_fh: TextIO | None = None
 
     @property
@@ -44,7 +46,7 @@ class StateDir:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
-            raise RuntimeError(f"state dir {self.root} is in use by {holder} (one daemon or scan per state "
+            raise RuntimeError(f"state dir {self.root} is owned by {holder} (one daemon or scan per state "
                                "dir); nothing was started or changed") from None
         fh.seek(0)
         fh.truncate()

@@ -6,22 +6,22 @@ writes.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
+from daemon.catalog import read_only_connection
 from daemon.config import Settings
 from daemon.events import MATCH_KINDS
 from daemon.state import StateDir
 from workers import queue as q
 
 
-def _read_only(settings: Settings) -> sqlite3.Connection | None:
+def read_only_catalog(settings: Settings) -> sqlite3.Connection | None:
     path = StateDir(settings.state_dir).catalog
     if not path.exists():
         return None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    conn.row_factory = sqlite3.Row
-    return conn
+    return read_only_connection(path)
 
 
 def redis_url_for(settings: Settings) -> str | None:
@@ -33,12 +33,14 @@ def redis_url_for(settings: Settings) -> str | None:
 
 
 def collect(settings: Settings) -> dict[str, Any]:
-    """The `status --json` contract: files, verdicts, pending, errors, queues, workers, model."""
+    """The `status --json` contract: files, verdicts, pending, errors, queues, workers, model (the semantic
+    one: `similar` verdicts), and copy_model (the copy descriptor: edited copies)."""
     out: dict[str, Any] = {"files": 0, "verdicts": {}, "pending": 0, "errors": {}, "queues": {},
                            "workers": [], "model": {"configured": settings.model.name,
                                                     "pretrained": settings.model.pretrained,
-                                                    "hash_only": settings.hash_only}}
-    conn = _read_only(settings)
+                                                    "hash_only": settings.hash_only},
+                           "copy_model": {"configured": settings.copy_model.name, "hash_only": settings.hash_only}}
+    conn = read_only_catalog(settings)
     if conn is not None:
         with conn:
             out.update(catalog_counts(conn))
@@ -53,6 +55,7 @@ def collect(settings: Settings) -> dict[str, Any]:
         out["redis"] = f"unreachable: {exc}"
         return out
     out["model"].update(live.pop("model"))
+    out["copy_model"].update(live.pop("copy_model"))
     out.update(live)
     return out
 
@@ -80,15 +83,22 @@ def redis_status(conn_r, settings: Settings) -> dict[str, Any]:
         info = {k.decode(): v.decode() for k, v in conn_r.hgetall(key).items()}
         info["name"] = key.decode().split(":", 2)[2]
         out["workers"].append(info)
-    states = {w.get("state") for w in out["workers"]}
-    out["model"]["state"] = ("loaded" if "loaded" in states else
-                             "unavailable" if "unavailable" in states else
-                             "hash-only" if states else "no workers")
-    unavailable = [w for w in out["workers"] if w.get("state") == "unavailable"]
-    if unavailable:
-        out["model"]["reason"] = unavailable[0].get("reason")
-        out["model"]["fix"] = unavailable[0].get("fix")
+    out["model"] = _role_state(out["workers"], "")
+    out["copy_model"] = _role_state(out["workers"], "copy_")
     out["redis"] = "ok"
+    return out
+
+
+def _role_state(workers: list[dict[str, str]], prefix: str) -> dict[str, Any]:
+    """One model's state across the workers' records (prefix '' = semantic, 'copy_' = copy descriptor):
+    loaded if any worker loaded it, else unavailable (with the reason and fix) if any lacks it."""
+    states = {w.get(prefix + "state") for w in workers}
+    out: dict[str, Any] = {"state": "loaded" if "loaded" in states else "unavailable" if "unavailable" in states
+                           else next(iter(sorted(s for s in states if s)), "no workers")}
+    unavailable = [w for w in workers if w.get(prefix + "state") == "unavailable"]
+    if unavailable:
+        out["reason"] = unavailable[0].get(prefix + "reason")
+        out["fix"] = unavailable[0].get(prefix + "fix")
     return out
 
 
@@ -99,25 +109,33 @@ def render(data: dict[str, Any]) -> str:
         lines.append("errors     " + ", ".join(f"{k} {v}" for k, v in sorted(data["errors"].items())))
     lines.append("queues     " + (", ".join(f"{k} {v}" for k, v in data["queues"].items()) or data.get("redis", "")))
     lines.append(f"workers    {len(data['workers'])}")
+    copy = data.get("copy_model", {})
+    lines.append(f"copies     {copy.get('configured')}: {copy.get('state', '?')}")
+    if copy.get("state") == "unavailable":
+        lines.append(f"           HASH-ONLY copies (crops, rotations, overlays missed) because: {copy.get('reason')}")
+        lines.append(f"           fix: {copy.get('fix')}")
     model = data["model"]
-    lines.append(f"model      {model.get('configured')} ({model.get('pretrained')}): {model.get('state', '?')}")
+    lines.append(f"similar    {model.get('configured')} ({model.get('pretrained')}): {model.get('state', '?')}")
     if model.get("state") == "unavailable":
-        lines.append(f"           HASH-ONLY because: {model.get('reason')}")
+        lines.append(f"           NO 'similar' VERDICTS because: {model.get('reason')}")
         lines.append(f"           fix: {model.get('fix')}")
     return "\n".join(lines)
 
 
 def recent(settings: Settings, kind: str | None, limit: int) -> list[dict[str, Any]]:
-    conn = _read_only(settings)
+    conn = read_only_catalog(settings)
     if conn is None:
         return []
     args: list[Any] = [kind] if kind else list(MATCH_KINDS)
     where = f"f.verdict IN ({','.join('?' * len(args))})"
     rows = conn.execute(
-        "SELECT f.id, f.path, f.verdict, f.score, f.hash_distance, f.signal, f.error, f.decided_at, m.path AS match "
+        "SELECT f.id, f.path, f.verdict, f.score, f.hash_distance, f.signal, f.error, f.decided_at, f.edit, "
+        "m.path AS match, EXISTS (SELECT 1 FROM not_duplicates n WHERE (n.a = f.id AND n.b = f.match_id)"
+        " OR (n.a = f.match_id AND n.b = f.id)) AS not_duplicate "
         f"FROM files f LEFT JOIN files m ON m.id = f.match_id WHERE {where} ORDER BY f.decided_at DESC LIMIT ?",
         [*args, limit]).fetchall()
     conn.close()
     return [{"id": r["id"], "path": r["path"], "kind": r["verdict"], "match": r["match"], "score": r["score"],
              "hash_distance": r["hash_distance"], "signal": r["signal"], "reason": r["error"],
-             "decided_at": r["decided_at"]} for r in rows]
+             "decided_at": r["decided_at"], "edit": json.loads(r["edit"]) if r["edit"] else None,
+             "not_duplicate": bool(r["not_duplicate"])} for r in rows]

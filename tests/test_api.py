@@ -124,8 +124,9 @@ def test_readyz_hash_only_by_choice(api: Running) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["ready"] is True
-    assert set(body["checks"]) == {"redis", "model", "index"}
-    assert "hash-only by choice" in body["checks"]["model"]["detail"]
+    assert set(body["checks"]) == {"redis", "copy_model", "model", "index", "degraded"}
+    assert "hash-only copies by choice" in body["checks"]["copy_model"]["detail"]
+    assert "no 'similar' verdicts by choice" in body["checks"]["model"]["detail"]
     assert "5 hashed" in body["checks"]["index"]["detail"]
 
 
@@ -292,11 +293,13 @@ def test_readyz_names_the_fix_when_the_model_is_unavailable(tmp_path: Path, serv
     with running.client() as c:  # no token configured: every route is open
         r = c.get("/readyz")
         metrics = c.get("/metrics").text
-    assert r.status_code == 503
+    assert r.status_code == 200  # copies are still found (SSCD): ready, but it says what is missing
     model = r.json()["checks"]["model"]
-    assert model["ok"] is False and "HASH-ONLY" in model["detail"] and str(missing) in model["detail"]
+    assert "NO 'similar' VERDICTS" in model["detail"] and str(missing) in model["detail"]
     assert model["fix"] and model["fix"] in model["detail"]
+    assert r.json()["checks"]["copy_model"]["ok"] is True
     assert 'dupwatch_model_state{state="unavailable"} 1.0' in metrics
+    assert 'dupwatch_copy_model_state{state="loaded"} 1.0' in metrics
     assert running.service.stop() == 0
 
 
@@ -314,7 +317,7 @@ def test_model_mode_search_uses_the_embedding(tmp_path: Path, services: list, mo
         metrics = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
     assert ready.status_code == 200 and "loaded" in ready.json()["checks"]["model"]["detail"]
     assert found.status_code == 200, found.text
-    assert found.json()["signals"] == "hashes and embedding"
+    assert found.json()["signals"] == "hashes and copy descriptor and embedding"
     results = found.json()["results"]
     assert {r["path"] for r in results} == {str(running.root / "cat.jpg"), str(running.root / "rocket.jpg")}
     assert results[0]["path"] == str(running.root / "cat.jpg")

@@ -84,6 +84,7 @@ def test_a_v0_1_catalog_is_upgraded_in_place(tmp_path):
     indexes = {r["name"] for r in catalog.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"files_pixel_sha", "files_undecided", "not_duplicates_b"} <= indexes
     assert catalog.decided_with("pixel_sha", "ff", 10, include_deleted=False).path == "/w/a.png"
+    assert catalog.get(1).edit is None  # the edit column was added in place
     catalog.close()
     assert Catalog(path).schema_version == 2  # opening again changes nothing
 
@@ -160,9 +161,9 @@ def test_start_up_rebuilds_a_missing_vector_snapshot_from_the_catalog(tmp_path):
     owner.decide_ready()
     assert owner.vectors is not None and len(owner.vectors) == 12
     owner.save()
-    snapshot = owner.vectors.path
+    snapshot = owner.vectors.index.path
     assert len(IndexOwner(settings, catalog).vectors) == 12  # from the snapshot
     snapshot.unlink()
     rebuilt = IndexOwner(settings, catalog)  # start-up reads only the blobs' lengths, then fetches the vectors
-    assert rebuilt.vectors is not None and len(rebuilt.vectors) == 12 and rebuilt.vectors.ndim == 64
-    assert rebuilt.vectors.search(catalog.get(ids[5]).embedding, 1)[0][0] == ids[5]
+    assert rebuilt.vectors is not None and len(rebuilt.vectors) == 12 and rebuilt.vectors.index.ndim == 64
+    assert rebuilt.vectors.index.search(catalog.get(ids[5]).embedding, 1)[0][0] == ids[5]

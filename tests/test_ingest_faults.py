@@ -166,7 +166,9 @@ def test_daemon_sigkilled_and_restarted(fleet: Fleet, receiver: Receiver) -> Non
     fleet.start_daemon()
     fleet.start_worker("w1")
     wait_ready(fleet)
-    rng = random.Random(os.environ.get("DUPWATCH_TEST_SEED") or time.time_ns())
+    seed = int(os.environ.get("DUPWATCH_TEST_SEED") or time.time_ns())
+    print(f"rerun this exact fault with DUPWATCH_TEST_SEED={seed}")  # pytest shows it when the test fails
+    rng = random.Random(seed)
     kill_at = rng.randrange(250, 650)
 
     def fault() -> None:

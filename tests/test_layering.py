@@ -30,7 +30,9 @@ def test_the_wire_record_round_trips_every_feature_field():
 
     f = Features(id=7, path="/x/a.jpg", sha256="s", pixel_sha="p", phash=1, dhash=2,
                  windows=np.arange(9, dtype=np.int64), dihedral=np.arange(8, dtype=np.int64), width=3, height=4,
-                 format="JPEG", size=5, embedding=np.ones(4, np.float32) / 2, model="m", error=None)
+                 format="JPEG", size=5, embedding=np.ones(4, np.float32) / 2, model="m",
+                 copy_embedding=np.full(4, 0.5, np.float32), copy_model="c", copy_inner=np.ones(4, np.float32),
+                 error=None)
     wire = f.to_json()
     back = Features.from_json({**wire, "from_the_future": 1})
     assert set(back.stored()) == set(FEATURE_FIELDS) - {"error"}

@@ -43,9 +43,9 @@ def test_a_missing_checkpoint_names_the_fix(tmp_path):
     assert "does not exist" in str(err.value) and "model.pretrained" in err.value.fix
 
 
-def test_unreachable_weights_fall_back_to_hash_only_loudly(tmp_path, photos):
+def test_unreachable_weights_mean_no_similar_verdicts_said_loudly(tmp_path, photos):
     """The default pretrained tag on a host that cannot fetch it (HF_HUB_OFFLINE, set from the start as
-    an air-gapped host would): scan still works, in hash-only mode, and says so with the fix."""
+    an air-gapped host would): scan still works, copies by SSCD, no `similar`, and says so with the fix."""
     listing = tmp_path / "files.txt"
     listing.write_text(f"{photos['coffee']}\n")
     env = base_env(tmp_path / "state")
@@ -53,11 +53,28 @@ def test_unreachable_weights_fall_back_to_hash_only_loudly(tmp_path, photos):
                           text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["verdict"] == "new"
-    assert "HASH-ONLY" in proc.stderr and "DUPWATCH_MODEL__PRETRAINED" in proc.stderr
+    assert "SEMANTIC MODEL UNAVAILABLE" in proc.stderr and "no 'similar' verdicts" in proc.stderr
+    assert "DUPWATCH_MODEL__PRETRAINED" in proc.stderr
     strict = subprocess.run(dupwatch_cmd() + ["scan", "--require-model", "--files-from", str(listing)],
                             env=base_env(tmp_path / "state2"), capture_output=True, text=True, timeout=300, check=False)
     assert strict.returncode != 0 and strict.stdout == ""
-    assert "could not load weights" in strict.stderr
+    assert "not in the cache" in strict.stderr
+
+
+def test_an_offline_host_decides_once_from_a_quick_probe(tmp_path, photos):
+    """No HF_HUB_OFFLINE set and no route to the hub: the one probe decides (its reason is what the banner
+    gives), instead of huggingface_hub's retries in every process."""
+    from workers.models.hub import HUB_HOST, _decide
+
+    if _decide() == "":
+        pytest.skip(f"{HUB_HOST} is reachable from this host: nothing to decide offline")
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"{photos['coffee']}\n")
+    env = {k: v for k, v in base_env(tmp_path / "state").items() if k != "HF_HUB_OFFLINE"}
+    proc = subprocess.run(dupwatch_cmd() + ["scan", "--files-from", str(listing)], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{HUB_HOST} unreachable" in proc.stderr and "not in the cache" in proc.stderr
 
 
 def test_hash_only_by_choice_loads_nothing():

@@ -42,8 +42,8 @@ def catalogued(tmp_path: Path) -> tuple[Settings, dict[int, np.ndarray], Path]:
                                embedding=vectors[file_id], model=owner.model_identity)])
     assert len(owner.decide_ready()) == 3
     owner.save()
-    assert owner.vectors is not None
-    snapshot = owner.vectors.path
+    assert owner.vectors.index is not None  # opened by the first vector
+    snapshot = owner.vectors.index.path
     catalog.close()
     return settings, vectors, snapshot
 
@@ -61,8 +61,8 @@ def test_vectors_the_snapshot_lacks_are_added_from_the_catalog(catalogued) -> No
     assert len(VectorIndex(snapshot, DIM, settings.index.dtype)) == 2
 
     owner = reopened(settings)
-    assert owner.vectors is not None and len(owner.vectors) == 3
-    assert owner.vectors.search(vectors[lost], 1)[0][0] == lost
+    assert owner.vectors.index is not None and len(owner.vectors) == 3
+    assert owner.vectors.index.search(vectors[lost], 1)[0][0] == lost
     owner.catalog.close()
 
 
@@ -74,7 +74,7 @@ def test_vectors_the_catalog_does_not_have_are_dropped(catalogued) -> None:
     old.save()
 
     owner = reopened(settings)
-    assert owner.vectors is not None and len(owner.vectors) == 3
-    assert not owner.vectors.index.contains(stray)
-    assert {i for i, _ in owner.vectors.search(unit(np.random.default_rng(8)), 10)} == set(vectors)
+    assert owner.vectors.index is not None and len(owner.vectors) == 3
+    assert not owner.vectors.index.index.contains(stray)
+    assert {i for i, _ in owner.vectors.index.search(unit(np.random.default_rng(8)), 10)} == set(vectors)
     owner.catalog.close()

@@ -2,52 +2,109 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from daemon.config import MatchSettings
 from daemon.hashindex import HashHit, HashIndex, HashRule
-from daemon.verdict import Thresholds, decide, hash_score
-from workers.settings import ModelSettings
+from daemon.verdict import Evidence, Thresholds, decide, hash_score, to_verify
+from workers.settings import CopyModelSettings, ModelSettings
 
 RULE = HashRule(phash=8, window=6, dhash=6, confirm_phash=14, confirm_dhash=10)
-TH = Thresholds(RULE, copy_score=92.0, similar_score=85.0)
+TH = Thresholds(RULE, copy_score=75.0, similar_score=85.0, verify_score=45.0, veto_score=25.0, min_inliers=15)
+HASH_ONLY = Thresholds(RULE, copy_score=None, similar_score=None)
+
+
+@dataclass(frozen=True)
+class Found:
+    """What workers.align returns, reduced to what the decision reads."""
+
+    inliers: int
 
 
 def test_exact_beats_everything():
-    d = decide((3, "sha256"), HashHit(5, 0, 0, "phash"), [(7, 99.0)], TH)
+    d = decide(Evidence(exact=(3, "sha256"), hashed=HashHit(5, 0, 0, "phash"), copies=[(7, 99.0)]), TH)
     assert (d.kind, d.match_id, d.score, d.signal) == ("exact-copy", 3, 100.0, "sha256")
 
 
-def test_a_hash_hit_is_an_edited_copy_scored_on_0_100():
-    d = decide(None, HashHit(4, 6, 20, "phash-crop"), [], TH)
-    assert (d.kind, d.match_id, d.hash_distance, d.signal) == ("edited-copy", 4, 6, "phash-crop")
+def test_a_tight_hash_hit_is_an_edited_copy_scored_on_0_100():
+    d = decide(Evidence(hashed=HashHit(4, 6, 20, "phash")), HASH_ONLY)
+    assert (d.kind, d.match_id, d.hash_distance, d.signal) == ("edited-copy", 4, 6, "phash")
     assert d.score == hash_score(6) == 90.6
 
 
-def test_the_closer_signal_wins_between_hash_and_embedding():
-    d = decide(None, HashHit(4, 8, 9, "phash"), [(9, 97.5)], TH)
-    assert (d.match_id, d.signal, d.score) == (9, "clip", 97.5)
+def test_the_closer_signal_wins_between_hash_and_copy_descriptor():
+    d = decide(Evidence(hashed=HashHit(4, 8, 9, "phash"), hashed_copy_score=60.0, copies=[(9, 97.5)]), TH)
+    assert (d.match_id, d.signal, d.score) == (9, "sscd", 97.5)
 
 
-def test_similar_is_never_reported_as_a_copy():
-    d = decide(None, None, [(9, 88.0)], TH)
-    assert (d.kind, d.match_id, d.score) == ("similar", 9, 88.0)
-    assert decide(None, None, [(9, 80.0)], TH).kind == "new"
+def test_the_copy_descriptor_alone_makes_a_copy_at_its_threshold():
+    assert decide(Evidence(copies=[(9, 75.0)]), TH).kind == "edited-copy"
+    assert decide(Evidence(copies=[(9, 74.9)]), TH).kind == "new"  # borderline, and nothing verified it
 
 
-def test_an_uncalibrated_embedding_makes_no_verdicts():
-    off = Thresholds(RULE, copy_score=None, similar_score=None)
-    assert decide(None, None, [(1, 100.0)], off).kind == "new"
+def test_a_hash_match_the_copy_descriptor_scores_far_below_a_copy_is_vetoed():
+    star = Evidence(hashed=HashHit(4, 2, 3, "phash"), hashed_copy_score=12.0, copies=[(4, 12.0)])
+    assert decide(star, TH).kind == "new"
+    assert to_verify(star, TH) == []  # vetoed: nothing to verify either
+    kept = Evidence(hashed=HashHit(4, 2, 3, "phash"), hashed_copy_score=30.0, copies=[(4, 30.0)])
+    assert decide(kept, TH).kind == "edited-copy"
+
+
+def test_a_loose_hash_match_needs_a_second_signal():
+    loose = HashHit(4, 5, 5, "dhash")
+    assert to_verify(Evidence(hashed=loose, hashed_copy_score=35.0), TH) == [4]
+    assert decide(Evidence(hashed=loose, hashed_copy_score=35.0), TH).kind == "new"
+    confirmed = decide(Evidence(hashed=loose, hashed_copy_score=35.0), TH, {4: Found(40)})
+    assert (confirmed.kind, confirmed.signal, confirmed.alignment) == ("edited-copy", "dhash+geometry", Found(40))
+    assert decide(Evidence(hashed=loose, hashed_copy_score=35.0), TH, {4: Found(5)}).kind == "new"
+    assert decide(Evidence(hashed=loose, hashed_copy_score=50.0), TH).signal == "dhash+sscd"
+    # hash-only: a verification that fails rejects it; with no verifier at all the rule stands alone
+    assert decide(Evidence(hashed=loose), HASH_ONLY, {4: None}).kind == "new"
+    assert decide(Evidence(hashed=loose), HASH_ONLY).kind == "edited-copy"
+
+
+def test_a_hash_match_the_geometry_rejects_is_not_a_copy():
+    """Two star fields: hashes and SSCD agree on them (under the copy score), the geometry does not."""
+    stars = Evidence(hashed=HashHit(4, 2, 3, "phash"), hashed_copy_score=70.0, copies=[(4, 70.0)])
+    assert to_verify(stars, TH) == [4]
+    assert decide(stars, TH, {4: None}).kind == "new"
+    assert decide(stars, TH, {4: Found(3)}).kind == "new"  # a few chance inliers are not a model
+    assert decide(stars, TH).kind == "edited-copy"  # no verifier installed: the tight hash stands
+
+
+def test_a_borderline_copy_score_confirmed_by_verification_is_accepted():
+    ev = Evidence(copies=[(9, 60.0), (3, 20.0)])
+    assert to_verify(ev, TH) == [9]
+    d = decide(ev, TH, {9: Found(80)})
+    assert (d.kind, d.match_id, d.signal, d.alignment) == ("edited-copy", 9, "sscd+geometry", Found(80))
+    assert decide(ev, TH, {9: None}).kind == "new"
+    assert to_verify(Evidence(copies=[(9, 80.0)]), TH) == []  # conclusive: no verification spent
+
+
+def test_similar_comes_only_from_the_semantic_model_and_is_never_a_copy():
+    d = decide(Evidence(similar=[(9, 88.0)]), TH)
+    assert (d.kind, d.match_id, d.score, d.signal) == ("similar", 9, 88.0, "clip")
+    assert decide(Evidence(similar=[(9, 80.0)]), TH).kind == "new"
+    assert decide(Evidence(similar=[(9, 99.0)]), TH).kind == "similar"  # a high semantic score is no copy
+
+
+def test_an_uncalibrated_model_makes_no_verdicts():
+    assert decide(Evidence(copies=[(1, 100.0)], similar=[(1, 100.0)]), HASH_ONLY).kind == "new"
 
 
 def test_thresholds_come_from_settings_then_calibration_then_nothing():
-    calibrated = Thresholds.resolve(MatchSettings(), ModelSettings())
-    assert (calibrated.copy_score, calibrated.similar_score) == (92.0, 85.0)
-    custom = Thresholds.resolve(MatchSettings(), ModelSettings(pretrained="/models/mine.pt"))
-    assert custom.copy_score is None and custom.similar_score is None  # uncalibrated: no embedding verdicts
-    explicit = Thresholds.resolve(MatchSettings(copy_score=95, similar_score=90), ModelSettings(pretrained="/m.pt"))
+    calibrated = Thresholds.resolve(MatchSettings(), ModelSettings(), CopyModelSettings())
+    assert calibrated.similar_score == 85.0 and calibrated.copy_score is not None
+    assert calibrated.veto_score < calibrated.verify_score < calibrated.copy_score
+    custom = Thresholds.resolve(MatchSettings(), ModelSettings(pretrained="/models/mine.pt"),
+                                CopyModelSettings(name="/models/mine.onnx"))
+    assert custom.copy_score is None and custom.similar_score is None  # uncalibrated: no vector verdicts
+    explicit = Thresholds.resolve(MatchSettings(copy_score=95, similar_score=90), ModelSettings(pretrained="/m.pt"),
+                                  CopyModelSettings(name="/m.onnx"))
     assert (explicit.copy_score, explicit.similar_score) == (95, 90)
-    assert Thresholds.resolve(MatchSettings(), None).copy_score is None  # hash-only
+    assert Thresholds.resolve(MatchSettings(), None, None).copy_score is None  # hash-only
 
 
 def bits(n: int) -> int:

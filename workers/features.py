@@ -29,8 +29,11 @@ class Features:
     height: int | None = None
     format: str | None = None
     size: int | None = None
-    embedding: np.ndarray | None = None
+    embedding: np.ndarray | None = None  # the semantic model's vector (open_clip): `similar`
     model: str | None = None
+    copy_embedding: np.ndarray | None = None  # the copy descriptor's vector (SSCD): edited-copy
+    copy_model: str | None = None
+    copy_inner: np.ndarray | None = None  # the same, of the picture inside a frame (workers.content)
     error: str | None = None
 
     def stored(self) -> dict[str, Any]:
@@ -43,8 +46,9 @@ class Features:
         for key in _HASH_ARRAYS:
             if key in out:
                 out[key] = [int(x) for x in out[key]]
-        if self.embedding is not None:
-            out["embedding"] = base64.b64encode(self.embedding.astype(np.float32).tobytes()).decode()
+        for key in _VECTORS:
+            if key in out:
+                out[key] = base64.b64encode(out[key].astype(np.float32).tobytes()).decode()
         return out
 
     @classmethod
@@ -54,13 +58,15 @@ class Features:
         for key in _HASH_ARRAYS:
             if key in known:
                 known[key] = np.asarray(known[key], dtype=np.int64)
-        if "embedding" in known:
-            known["embedding"] = np.frombuffer(base64.b64decode(known["embedding"]), dtype=np.float32)
+        for key in _VECTORS:
+            if key in known:
+                known[key] = np.frombuffer(base64.b64decode(known[key]), dtype=np.float32)
         return cls(**known)
 
 
 _ALL_FIELDS = frozenset(f.name for f in fields(Features))
 _HASH_ARRAYS = ("windows", "dihedral")
+_VECTORS = ("embedding", "copy_embedding", "copy_inner")  # float32, base64 on the wire
 
 FEATURE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Features) if f.name not in ("id", "path"))
 """Every per-file feature a worker reports (all but the file's identity)."""

@@ -15,20 +15,32 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from workers import hashing
+from workers.content import picture_box
 from workers.decode import DecodeError, decode_file
 from workers.features import Features
 from workers.models.base import ImageEmbedder
+from workers.models.copy import CopyDescriptor
 from workers.settings import DecodeSettings
 
 if TYPE_CHECKING:  # torch is imported only with a model: hash-only never pays for it
     import torch
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _inputs(batch: list[T | None]) -> list[T]:
+    """A model's inputs for a batch: prepared for every file whenever the model is loaded (an error if not,
+    raised inside the caller's try so that the batch degrades to hashes rather than fail)."""
+    if any(x is None for x in batch):
+        raise ValueError("a file was prepared without this model's input")
+    return [x for x in batch if x is not None]
 
 
 @dataclass
@@ -37,7 +49,9 @@ class Prepared:
 
     windows: np.ndarray  # uint8 [len(WINDOWS),32,32] pHash planes
     g98: np.ndarray  # uint8 [8,9] dHash plane
-    pixels: torch.Tensor | None  # the model's input [3,H,W], None in hash-only mode
+    pixels: torch.Tensor | None  # the semantic model's input [3,H,W], None without one
+    copy_pixels: np.ndarray | None  # the copy descriptor's uint8 [H,W,3], None without one
+    inner_pixels: np.ndarray | None = None  # the same for the picture inside a frame, when there is one
 
 
 def decode_threads(setting: int) -> int:
@@ -48,11 +62,14 @@ def decode_threads(setting: int) -> int:
 
 
 class Pipeline:
-    """Holds the embedder (or none, in hash-only mode) and a decode pool for the process's life."""
+    """Holds the models (either may be None) and a decode pool for the process's life."""
 
-    def __init__(self, decode: DecodeSettings, embedder: ImageEmbedder | None):
+    def __init__(self, decode: DecodeSettings, embedder: ImageEmbedder | None, copier: CopyDescriptor | None = None,
+                 *, follow_symlinks: bool = False):
         self.decode_settings = decode
+        self.follow_symlinks = follow_symlinks  # off: no file is read through a symbolic link
         self.embedder = embedder
+        self.copier = copier
         self.pool = ThreadPoolExecutor(max_workers=decode_threads(decode.threads), thread_name_prefix="decode")
 
     def close(self) -> None:
@@ -64,6 +81,8 @@ class Pipeline:
         good = [(f, p) for f, p in results if p is not None]
         if good:
             self._hash([f for f, _ in good], [p for _, p in good])
+            if self.copier is not None:
+                self._copy_embed([f for f, _ in good], [p for _, p in good])
             if self.embedder is not None:
                 self._embed([f for f, _ in good], [p for _, p in good])
         return [f for f, _ in results]
@@ -74,9 +93,18 @@ class Pipeline:
         feats = Features(id=file_id, path=path)
         try:
             s = self.decode_settings
-            decoded = decode_file(path, size=s.size, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes)
+            decoded = decode_file(path, size=s.size, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes,
+                                  follow_symlinks=self.follow_symlinks)
             windows, g98 = hashing.hash_planes(decoded.image)
             pixels = self.embedder.preprocess(decoded.image) if self.embedder is not None else None
+            copy_pixels = inner_pixels = None
+            if self.copier is not None:
+                copy_pixels = self.copier.preprocess(decoded.image)
+                box = picture_box(decoded.image)
+                if box is not None:
+                    w, h = decoded.image.size
+                    inner_pixels = self.copier.preprocess(decoded.image.crop(
+                        (round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h))))
         except DecodeError as exc:
             feats.error = f"{exc.reason}: {exc.detail}"
             return feats, None
@@ -87,7 +115,7 @@ class Pipeline:
         feats.sha256, feats.pixel_sha = decoded.sha256, decoded.pixel_sha
         feats.width, feats.height, feats.format, feats.size = (decoded.width, decoded.height,
                                                                decoded.format, decoded.size)
-        return feats, Prepared(windows, g98, pixels)
+        return feats, Prepared(windows, g98, pixels, copy_pixels, inner_pixels)
 
     def _hash(self, feats: list[Features], prepared: list[Prepared]) -> None:
         """Batched hashes: numpy on the CPU; on the model's GPU when there is one (same results)."""
@@ -114,10 +142,7 @@ class Pipeline:
 
         assert self.embedder is not None
         try:
-            pixels = [p.pixels for p in prepared if p.pixels is not None]
-            if len(pixels) != len(prepared):
-                raise ValueError("an image was prepared without the model's input")
-            batch = torch.stack(pixels)
+            batch = torch.stack(_inputs([p.pixels for p in prepared]))
             if self.embedder.device.type == "cuda":  # page-locked: the copy to the GPU runs asynchronously
                 batch = batch.pin_memory()
             vectors = self.embedder.embed(batch)
@@ -127,3 +152,19 @@ class Pipeline:
         for f, v in zip(feats, vectors, strict=True):
             f.embedding = v
             f.model = self.embedder.identity
+
+    def _copy_embed(self, feats: list[Features], prepared: list[Prepared]) -> None:
+        """The copy descriptor over the batch: numpy straight into the model (no torch for ONNX)."""
+        assert self.copier is not None
+        inner = [i for i, p in enumerate(prepared) if p.inner_pixels is not None]
+        try:
+            vectors = self.copier.embed(_inputs([p.copy_pixels for p in prepared] +
+                                                [prepared[i].inner_pixels for i in inner]))
+        except Exception:  # as in _embed: hashes stay usable, verdicts degrade rather than fail
+            log.exception("copy descriptor failed for a batch of %d; continuing without it", len(feats))
+            return
+        for f, v in zip(feats, vectors, strict=False):
+            f.copy_embedding = v
+            f.copy_model = self.copier.identity
+        for i, v in zip(inner, vectors[len(feats):], strict=True):
+            feats[i].copy_inner = v

