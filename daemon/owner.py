@@ -259,7 +259,8 @@ class IndexOwner:
             waiting.clear()
             self._uncommitted.clear()
             self.hashes = HashIndex(len(WINDOWS))
-            self.copies.index = self.vectors.index = None
+            self.copies.close()
+            self.vectors.close()
             self._load()
             raise
         self.decided += len(events)

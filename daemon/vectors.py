@@ -172,6 +172,12 @@ class ModelVectors:
                 log.info("%s vector index: added %d vectors the snapshot lacked, dropped %d the catalog does not "
                          "have", self.role, done.added, done.removed)
 
+    def close(self) -> None:
+        """Forget the index and any reconcile under way (unsaved changes too): the next start-up stream
+        reopens the snapshot and reconciles it from the first range, even after one that failed midway."""
+        self.index = None
+        self._reconciler = None
+
     def add(self, row) -> None:
         value = getattr(row, self.column)
         if value is None:

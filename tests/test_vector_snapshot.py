@@ -17,7 +17,7 @@ import daemon.owner
 from daemon.catalog import Catalog
 from daemon.config import Settings
 from daemon.owner import IndexOwner
-from daemon.vectors import VectorIndex
+from daemon.vectors import ModelVectors, VectorIndex
 from workers.features import Features
 
 DIM = 32
@@ -129,3 +129,22 @@ def test_start_up_reconciles_the_snapshot_range_by_range(tmp_path: Path, monkeyp
     for file_id in lost:
         assert index.search(vectors[file_id], 1)[0][0] == file_id
     owner.catalog.close()
+
+
+def test_a_reload_after_one_that_failed_midway_starts_from_the_first_range(tmp_path: Path) -> None:
+    """A batch rolled back reloads the indexes from the catalog: a stream that broke after its first
+    range must not leave the next one resuming where it stopped."""
+    rng = np.random.default_rng(11)
+    vectors = {i: unit(rng) for i in range(1, 9)}
+    rows = [{"id": i, "embedding_bytes": DIM * 4, "model": "m"} for i in sorted(vectors)]
+
+    def fetch(ids: list[int]) -> list[tuple[int, bytes]]:
+        return [(i, vectors[i].tobytes()) for i in ids]
+
+    role = ModelVectors("semantic", "embedding", "model", "m", tmp_path, "f16")
+    role.load_range(rows[:4], 4, fetch)  # ... and the stream fails here
+    role.close()
+    role.load_range(rows[:4], 4, fetch)
+    role.load_range(rows[4:], None, fetch)
+    assert role.index is not None
+    assert sorted(int(k) for k in role.index.index.keys) == sorted(vectors)
