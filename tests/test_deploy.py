@@ -114,8 +114,8 @@ def test_install_dry_run_plans_and_changes_nothing(tmp_path, flags, enabled):
     watched = [Path(p) for p in ("/opt/dupwatch", "/etc/dupwatch", "/etc/systemd/system/dupwatch-daemon.service")]
     before = [p.exists() for p in watched]
     result = subprocess.run(
-        ["bash", str(INSTALL), "--dry-run", "--prefix", str(prefix), *flags], capture_output=True, text=True, timeout=60,
-        check=False,
+        ["bash", str(INSTALL), "--dry-run", "--prefix", str(prefix), *flags], capture_output=True, text=True,
+        timeout=60, check=False,
     )
     assert result.returncode == 0, result.stderr
     plan = result.stdout
