@@ -44,6 +44,10 @@ from watchdog.events import FileOpenedEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/soak.py` as well as `python -m bench.soak`
+    sys.path.insert(0, str(REPO))
+
+from daemon.catalog import read_only_connection
 
 
 def jpeg(rng: np.random.Generator, side: int = 48) -> bytes:
@@ -139,9 +143,9 @@ class Run:
 
 
 def catalog(state: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{state / 'catalog.sqlite3'}?mode=ro", uri=True, timeout=30)
-    conn.row_factory = sqlite3.Row
-    return conn
+    """Read-only, with the catalog's own text decoding: names that are not UTF-8 come back as the same
+    surrogate-escaped strings the ledger holds."""
+    return read_only_connection(state / "catalog.sqlite3")
 
 
 def decided_versions(state: Path) -> set[tuple[str, int, int]]:

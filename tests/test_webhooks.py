@@ -236,7 +236,7 @@ def test_enqueue_is_idempotent_and_filters_kinds_and_min_score(catalog: Catalog)
         "detected_at": 1001.0, "decided_at": 2001.0,
         "file": {"id": 1, "path": "/in/1.jpg", "size": 1000, "sha256": f"{1:064x}", "width": None, "height": None},
         "matches": [{"id": 0, "path": "/in/0.jpg", "size": None, "sha256": None, "width": None, "height": None,
-                     "kind": "exact-copy", "score": 100.0, "hash_distance": 0, "signal": "sha256"}],
+                     "kind": "exact-copy", "score": 100.0, "hash_distance": 0, "signal": "sha256", "edit": None}],
         "reason": None, "dupwatch_version": "9.9.9"}
 
 

@@ -109,4 +109,6 @@ def _work(conn: redis.Redis, name: str, burst: bool, log_level: str) -> bool:
                     with_scheduler=False)
     except redis.RedisError:  # rq's start or teardown could not reach Redis
         pass
-    return burst or worker._stop_requested  # rq sets it on SIGTERM/SIGINT; no public accessor
+    # rq records every SIGTERM/SIGINT here (an idle worker stops by an exception, without `_stop_requested`);
+    # it has no public accessor
+    return burst or worker._shutdown_requested_date is not None
