@@ -141,8 +141,16 @@ def text(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Par
     words = _caption(rng)
     xy = (int(rng.uniform(0, 0.5) * image.width), int(rng.uniform(0, 0.85) * image.height))
     stroke = int(rng.integers(0, 2)) * max(1, size // 15)
-    draw.text(xy, words, font=_font(size), fill=_colour(rng), stroke_width=stroke, stroke_fill=(0, 0, 0))
-    return out, {"text": words, "size": size, "xy": list(xy)}
+    font = _font(size)
+    draw.text(xy, words, font=font, fill=_colour(rng), stroke_width=stroke, stroke_fill=(0, 0, 0))
+    box = draw.textbbox(xy, words, font=font, stroke_width=stroke)  # where it landed: the bench's truth
+    return out, {"text": words, "size": size, "xy": list(xy), "box": _clip_box(box, out.size)}
+
+
+def _clip_box(box: tuple[float, ...], size: tuple[int, int]) -> list[int]:
+    """A pixel box clipped to the image: what of an overlay is actually visible."""
+    x0, y0, x1, y1 = (round(v) for v in box)
+    return [max(0, x0), max(0, y0), min(size[0], x1), min(size[1], y1)]
 
 
 def _draw_face(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int]) -> None:
@@ -214,7 +222,8 @@ def meme(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Par
             words = _caption(rng, 2, 4)
             _centered_text(draw, (0, y0, image.width, y0 + height), words, font, (0, 0, 0))
             captions.append(words)
-    return canvas, {"where": where, "band": band, "captions": captions}
+    bands = [[0, y0, image.width, y0 + height] for y0, height in ((0, top), (top + image.height, bottom)) if height]
+    return canvas, {"where": where, "band": band, "captions": captions, "bands": bands}
 
 
 def watermark(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Params]:
@@ -271,7 +280,7 @@ def hue(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Para
     """Rotate hue by 30-180 degrees in HSV."""
     shift = _signed(rng, 30, 180)
     h, s, v = image.convert("HSV").split()
-    offset = int(round(shift / 360 * 256))
+    offset = round(shift / 360 * 256)
     h = h.point(lambda value: (value + offset) % 256)
     return Image.merge("HSV", (h, s, v)).convert("RGB"), {"degrees": round(shift, 1)}
 

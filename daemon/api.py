@@ -22,8 +22,10 @@ hash to the catalogued sha256 (README, Guarantees: nothing is read outside the w
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
+import json
 import logging
 import queue
 import secrets
@@ -49,11 +51,14 @@ from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from daemon import __version__, defaults
+from daemon import groups as duplicate_groups
 from daemon.api_port import DaemonPort
+from daemon.catalog import read_only_connection
 from daemon.events import MATCH_KINDS, Kind
 from daemon.metrics import Metrics
 from daemon.search import PROBE_ID, probe_row
 from daemon.status import redis_status
+from daemon.text import dumps
 from workers.decode import DecodeError, decode_bytes, read_file
 
 if TYPE_CHECKING:
@@ -71,6 +76,12 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 THUMBNAIL_CACHE = 512
 """Thumbnails kept in memory (about 10 KB each): a review page of 50 pairs is served from memory."""
+
+SEARCHES_AT_ONCE = 4
+"""Searches admitted at a time, upload included; more get 503 and Retry-After. Each holds its upload
+(up to api.max_upload_bytes, and copies of it while a form is parsed) until it is answered, so 50
+parallel uploads would otherwise hold 50 bodies while they queue for the one search thread."""
+
 
 class ShuttingDown(Exception):
     """The daemon is stopping: the main loop will run no more calls."""
@@ -121,6 +132,14 @@ class LoopCalls:
             future.cancel()
 
 
+class NameSafeJSON(JSONResponse):
+    """JSON that carries any file name: Starlette's encoder fails on the surrogate escapes of a name that
+    is not UTF-8 (daemon.text), which would turn a listing that includes one such file into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
 class NotDuplicate(BaseModel):
     """A pair the reviewer says is not a duplicate: `file` was flagged as a copy of `match`."""
 
@@ -134,7 +153,6 @@ class ApiServer:
     def __init__(self, daemon: DaemonPort):
         self.daemon = daemon
         self.calls = LoopCalls()
-        self.catalog_uri = f"file:{daemon.catalog_path}?mode=ro"
         settings = daemon.settings.api
         # Its own client with short timeouts: /readyz must answer "Redis down" quickly, not after 30 s.
         self.redis = redis.Redis.from_url(daemon.redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -143,6 +161,7 @@ class ApiServer:
         self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
         self._thumbs_lock = threading.Lock()
         self._search_lock = threading.Lock()
+        self.search_slots = threading.BoundedSemaphore(SEARCHES_AT_ONCE)
         self._pipeline: Pipeline | None = None
         self.app = create_app(self)
         self.server = uvicorn.Server(uvicorn.Config(
@@ -186,9 +205,7 @@ class ApiServer:
 
     def read_catalog(self) -> sqlite3.Connection:
         """A read-only connection: the API can never write the catalog by accident."""
-        conn = sqlite3.connect(self.catalog_uri, uri=True, timeout=10, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        return conn
+        return read_only_connection(self.daemon.catalog_path)
 
     def on_loop(self, fn: Callable[[], T]) -> T:
         try:
@@ -213,7 +230,8 @@ class ApiServer:
                 return self._thumbs[key]
         decode = self.daemon.settings.decode
         try:
-            data = read_file(row["path"], decode.max_file_bytes)
+            data = read_file(row["path"], decode.max_file_bytes,
+                             follow_symlinks=self.daemon.settings.watch.follow_symlinks)
             if hashlib.sha256(data).hexdigest() != row["sha256"]:
                 raise HTTPException(404, "the file changed on disk since it was catalogued")
             image = decode_bytes(data, size=px, max_pixels=decode.max_pixels).image
@@ -233,10 +251,13 @@ class ApiServer:
         """Features here (decode, hashes, embedding: the slow part), ranking on the main loop."""
         with self._search_lock:  # one search at a time: each is CPU-bound, and the pipeline is shared
             pipeline = self._search_pipeline()
-            with tempfile.NamedTemporaryFile(prefix="dupwatch-search-") as tmp:
-                tmp.write(data)
-                tmp.flush()
-                feats = pipeline.run([(PROBE_ID, tmp.name)])[0]
+            try:
+                with tempfile.NamedTemporaryFile(prefix="dupwatch-search-") as tmp:
+                    tmp.write(data)
+                    tmp.flush()
+                    feats = pipeline.run([(PROBE_ID, tmp.name)])[0]  # the decode files get (JPEG draft)
+            finally:
+                release_memory()
         if feats.error:
             raise HTTPException(422, f"not a usable image: {feats.error}")
         probe = probe_row(feats)
@@ -253,8 +274,18 @@ class ApiServer:
 
             embedder, copier, _status = load_models(self.daemon.settings)
             one_thread = self.daemon.settings.decode.model_copy(update={"threads": 1})
-            self._pipeline = Pipeline(one_thread, embedder, copier)
+            self._pipeline = Pipeline(one_thread, embedder, copier, follow_symlinks=True)  # only its own temp files
         return self._pipeline
+
+
+def release_memory() -> None:
+    """Hand the memory a search freed back to the OS. A big upload's decode frees hundreds of MB, but
+    glibc keeps freed blocks in its heaps (the daemon's RSS stayed at its peak for good); malloc_trim
+    returns them. Elsewhere than glibc: nothing to do."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _authorised(request: Request) -> None:
@@ -283,7 +314,7 @@ DB = Annotated[sqlite3.Connection, Depends(_catalog)]
 def create_app(api: ApiServer) -> FastAPI:
     daemon = api.daemon
     app = FastAPI(title="dupwatch", version=__version__, docs_url=None, redoc_url=None,
-                  openapi_url="/api/v1/openapi.json")
+                  openapi_url="/api/v1/openapi.json", default_response_class=NameSafeJSON)
     if daemon.settings.api.host in LOOPBACK_HOSTS:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
     review_page = package_files("daemon").joinpath("review.html").read_text(encoding="utf-8")
@@ -343,7 +374,7 @@ def create_app(api: ApiServer) -> FastAPI:
         row = _row(db, file_id)
         match = _row(db, row["match_id"]) if row["match_id"] is not None else None
         dismissed = db.execute("SELECT a, b FROM not_duplicates WHERE a = ? OR b = ?", (file_id, file_id))
-        return {**_file(row), "match": _file(match) if match is not None else None,
+        return {**_file(row), "match": _file(match) if match is not None else None, "edit": _edit(row),
                 "not_duplicate_of": sorted(r["b"] if r["a"] == file_id else r["a"] for r in dismissed)}
 
     @app.get("/api/v1/files/{file_id:int}/thumbnail", dependencies=[Auth])
@@ -375,14 +406,26 @@ def create_app(api: ApiServer) -> FastAPI:
                         "hash_distance": r["hash_distance"], "signal": r["signal"], "reason": r["error"],
                         "detected_at": r["detected_at"], "decided_at": r["decided_at"],
                         "file": _file(r), "match": _file(match) if match is not None else None,
-                        "not_duplicate": bool(r["dismissed"])})
+                        "edit": _edit(r), "not_duplicate": bool(r["dismissed"])})
         return {"matches": out}
+
+    @app.get("/api/v1/groups", dependencies=[Auth])
+    def get_groups(db: DB) -> dict[str, Any]:
+        """Duplicate groups (daemon.groups): each earliest file with its copies and their edit summaries."""
+        return {"groups": [g.to_dict() for g in duplicate_groups.collect(db)]}
 
     @app.post("/api/v1/search", dependencies=[Auth])
     async def search(request: Request, top_k: Annotated[int, Query(ge=1, le=100)] = 5) -> dict[str, Any]:
         """Upload an image (multipart field `file`, or the raw bytes as the body); nothing is stored."""
-        data = await _upload(request, daemon.settings.api.max_upload_bytes)
-        return await run_in_threadpool(api.search, data, top_k)
+        if not api.search_slots.acquire(blocking=False):
+            await _discard(request, daemon.settings.api.max_upload_bytes)
+            raise HTTPException(503, f"{SEARCHES_AT_ONCE} searches are running; try again",
+                                headers={"Retry-After": "1"})
+        try:
+            data = await _upload(request, daemon.settings.api.max_upload_bytes)
+            return await run_in_threadpool(api.search, data, top_k)
+        finally:
+            api.search_slots.release()
 
     @app.post("/api/v1/not-duplicates", dependencies=[Auth])
     def not_duplicate(pair: NotDuplicate, db: DB) -> dict[str, Any]:
@@ -453,6 +496,11 @@ def _file(row: sqlite3.Row) -> dict[str, Any]:
             "thumbnail": f"/api/v1/files/{row['id']}/thumbnail"}
 
 
+def _edit(row: sqlite3.Row) -> dict[str, Any] | None:
+    """The copy's edit explanation as stored by the index owner (JSON text in the catalog)."""
+    return json.loads(row["edit"]) if row["edit"] else None
+
+
 async def _upload(request: Request, limit: int) -> bytes:
     """The uploaded image, refusing (413) a request body over `limit` bytes before it is all read."""
     declared = request.headers.get("content-length", "")
@@ -472,6 +520,16 @@ async def _upload(request: Request, limit: int) -> bytes:
     if not body:
         raise HTTPException(422, "send an image: multipart field 'file', or the raw bytes as the body")
     return bytes(body)
+
+
+async def _discard(request: Request, limit: int) -> None:
+    """Read and drop an upload that will not be served: answering before the body is read makes the
+    server close the connection under a client still sending, which sees a reset instead of the 503."""
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            return
 
 
 def _replay(body: bytes) -> Callable[[], Any]:

@@ -28,6 +28,8 @@ class IndexState:
     vectors: int  # the semantic model's index
     catchup_done: bool
     stopping: bool
+    watch_overflows: int = 0
+    """inotify event-queue overflows the watcher has seen (each lost events and started a rescan)."""
 
 
 class DaemonPort(Protocol):

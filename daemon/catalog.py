@@ -9,6 +9,8 @@ cache of the decided rows' embeddings and is rebuilt from here when missing or s
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import threading
 import time
@@ -58,6 +60,7 @@ CREATE TABLE IF NOT EXISTS files (
     deleted_at   REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS files_current_path ON files(path) WHERE current = 1;
+CREATE INDEX IF NOT EXISTS files_path ON files(path);              -- earlier versions of a path
 CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
 CREATE INDEX IF NOT EXISTS files_open ON files(state) WHERE state != 'decided';
 CREATE INDEX IF NOT EXISTS files_decided_at ON files(decided_at);
@@ -67,8 +70,9 @@ CREATE TABLE IF NOT EXISTS not_duplicates (
 );
 """
 
-ADDED_COLUMNS = {"copy_embedding": "BLOB", "copy_model": "TEXT", "copy_inner": "BLOB"}
-"""Columns newer than the first schema: added in place to a catalog made before them."""
+ADDED_COLUMNS = {"copy_embedding": "BLOB", "copy_model": "TEXT", "copy_inner": "BLOB", "edit": "TEXT"}
+"""Columns newer than the first schema: added in place to a catalog made before them (`edit`: the copy's
+edit object as JSON, workers.align)."""
 
 SCHEMA_VERSION = 2
 """Recorded in `meta` as `schema_version`. A catalog from dupwatch 0.1 has none: it is version 1."""
@@ -115,6 +119,7 @@ class Row:
     score: float | None = None
     hash_distance: int | None = None
     signal: str | None = None
+    edit: dict[str, Any] | None = None
     decided_at: float | None = None
     deleted_at: float | None = None
     current: int = 1
@@ -132,6 +137,8 @@ class Row:
         for key in ("embedding", "copy_embedding", "copy_inner"):
             if data.get(key) is not None:
                 data[key] = np.frombuffer(data[key], dtype=np.float32)
+        if data.get("edit") is not None:
+            data["edit"] = json.loads(data["edit"])
         return cls(**data)
 
 
@@ -174,11 +181,17 @@ def check_file(path: Path) -> None:
 class Catalog:
     """Thread-safe access to the catalog database. Writers serialise on one lock (single writer)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, read_only: bool = False):
+        """`read_only`: open an existing catalog for reading only (`query`); never create one."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         check_file(self.path)
+        if read_only:
+            if not self.path.is_file():
+                raise RuntimeError(f"no catalog at {self.path}: nothing has been catalogued there yet "
+                                   "(set --state-dir to the daemon's)")
+            self.conn = read_only_connection(self.path)
+            return
         with self.checked():
             self.conn = connect(self.path)
             with self._lock:
@@ -236,22 +249,40 @@ class Catalog:
 
     # --- landing -----------------------------------------------------------------------------------
 
-    def register(self, path: str, size: int, mtime_ns: int) -> int | None:
-        """Record a landed file; return its new id, or None when this exact version is already known.
+    def register(self, path: str, size: int | None, mtime_ns: int | None) -> int | None:
+        """Record a landed file; return its new id, or None when this exact version is already known."""
+        return self.land(path, size, mtime_ns)[0]
 
-        A path whose size or mtime changed is a new landing: the old row stops being current.
+    def land(self, path: str, size: int | None, mtime_ns: int | None) -> tuple[int | None, int | None]:
+        """Record a landed file: (its new id or None when this exact version is already known, the id of
+        the version it replaced or None).
+
+        A path whose size or mtime changed is a new landing: the old row stops being current and counts
+        as deleted, since its content is gone from disk (it must stop matching new files).
         """
         now = time.time()
         with self.transaction() as c:
-            old = c.execute("SELECT id, size, mtime_ns FROM files WHERE path = ? AND current = 1",
-                            (path,)).fetchone()
+            old = c.execute("SELECT id, size, mtime_ns FROM files WHERE path = CAST(? AS TEXT) AND current = 1",
+                            (sql_path(path),)).fetchone()
+            replaced = None
             if old is not None:
                 if old["size"] == size and old["mtime_ns"] == mtime_ns:
-                    return None
-                c.execute("UPDATE files SET current = 0 WHERE id = ?", (old["id"],))
-            cur = c.execute("INSERT INTO files (path, size, mtime_ns, detected_at) VALUES (?, ?, ?, ?)",
-                            (path, size, mtime_ns, now))
-            return int(cur.lastrowid)
+                    return None, None
+                c.execute("UPDATE files SET current = 0, deleted_at = ? WHERE id = ?", (now, old["id"]))
+                replaced = int(old["id"])
+            cur = c.execute("INSERT INTO files (path, size, mtime_ns, detected_at) VALUES (CAST(? AS TEXT), ?, ?, ?)",
+                            (sql_path(path), size, mtime_ns, now))
+            return int(cur.lastrowid), replaced
+
+    def versions_before(self, path: str, file_id: int) -> set[int]:
+        """Ids of the earlier versions of `path`: a file is never a copy of what it was before."""
+        return {r["id"] for r in self.query("SELECT id FROM files WHERE path = CAST(? AS TEXT) AND id < ?",
+                                            (sql_path(path), file_id))}
+
+    def is_live(self, file_id: int) -> bool:
+        """Current and not deleted: content that still exists on disk."""
+        rows = self.query("SELECT 1 FROM files WHERE id = ? AND current = 1 AND deleted_at IS NULL", (file_id,))
+        return bool(rows)
 
     def known_versions(self) -> dict[str, tuple[int, int]]:
         """path -> (size, mtime_ns) of every current row: what the catch-up scan compares against."""
@@ -319,7 +350,7 @@ class Catalog:
             f"SELECT * FROM files WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", list(ids))]
 
     def by_path(self, path: str) -> Row | None:
-        rows = self.query("SELECT * FROM files WHERE path = ? AND current = 1", (path,))
+        rows = self.query("SELECT * FROM files WHERE path = CAST(? AS TEXT) AND current = 1", (sql_path(path),))
         return Row.from_sql(rows[0]) if rows else None
 
     def decided_features(self, include_deleted: bool, chunk: int = 50_000) -> Iterator[sqlite3.Row]:
@@ -344,25 +375,43 @@ class Catalog:
 
     # --- moves and deletions -----------------------------------------------------------------------
 
-    def moved(self, src: str, dest: str) -> bool:
-        """Follow a move inside the roots: same content, new path. True if src was known."""
+    def moved(self, src: str, dest: str) -> tuple[bool, int | None]:
+        """Follow a move inside the roots: same content, new path. (whether src was known, the id of the
+        file the move replaced at dest or None)."""
         with self.transaction() as c:
-            row = c.execute("SELECT id FROM files WHERE path = ? AND current = 1", (src,)).fetchone()
+            row = c.execute("SELECT id FROM files WHERE path = CAST(? AS TEXT) AND current = 1",
+                            (sql_path(src),)).fetchone()
             if row is None:
-                return False
-            c.execute("UPDATE files SET current = 0, deleted_at = ? WHERE path = ? AND current = 1",
-                      (time.time(), dest))
-            c.execute("UPDATE files SET path = ? WHERE id = ?", (dest, row["id"]))
-            return True
+                return False, None
+            old = c.execute("SELECT id FROM files WHERE path = CAST(? AS TEXT) AND current = 1",
+                            (sql_path(dest),)).fetchone()
+            if old is not None:
+                c.execute("UPDATE files SET current = 0, deleted_at = ? WHERE id = ?", (time.time(), old["id"]))
+            c.execute("UPDATE files SET path = CAST(? AS TEXT) WHERE id = ?", (sql_path(dest), row["id"]))
+            return True, None if old is None else int(old["id"])
 
     def deleted(self, path: str) -> int | None:
         """Mark a file deleted; return its id (so the index can stop matching it)."""
         with self.transaction() as c:
-            row = c.execute("SELECT id FROM files WHERE path = ? AND current = 1", (path,)).fetchone()
+            row = c.execute("SELECT id FROM files WHERE path = CAST(? AS TEXT) AND current = 1",
+                            (sql_path(path),)).fetchone()
             if row is None:
                 return None
             c.execute("UPDATE files SET current = 0, deleted_at = ? WHERE id = ?", (time.time(), row["id"]))
             return int(row["id"])
+
+    def deleted_under(self, folder: str) -> list[int]:
+        """Mark every current file below `folder` deleted (a folder removed, or moved out of the roots);
+        return their ids."""
+        prefix = folder.rstrip("/") + "/"
+        upper = prefix[:-1] + "0"  # '0' follows '/': the range holds exactly the paths starting with prefix
+        with self.transaction() as c:
+            ids = [int(r["id"]) for r in c.execute(
+                "SELECT id FROM files WHERE current = 1 AND path >= CAST(? AS TEXT) AND path < CAST(? AS TEXT)",
+                (sql_path(prefix), sql_path(upper)))]
+            c.executemany("UPDATE files SET current = 0, deleted_at = ? WHERE id = ?",
+                          [(time.time(), i) for i in ids])
+        return ids
 
     # --- reporting ---------------------------------------------------------------------------------
 
@@ -380,10 +429,37 @@ def connect(path: Path) -> sqlite3.Connection:
     """A connection in WAL mode with a busy timeout, for the owner or a read-only helper."""
     conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
+    conn.text_factory = _text
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def read_only_connection(path: Path) -> sqlite3.Connection:
+    """A read-only connection (the API, `status`, `query`): it can neither write the catalog nor create
+    one where none exists (sqlite3.OperationalError then)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.text_factory = _text
+    return conn
+
+
+def sql_path(path: str) -> str | bytes:
+    """A path as an SQL parameter, always bound through `CAST(? AS TEXT)`. A name that is not valid
+    UTF-8 arrives with surrogate escapes (PEP 383), which sqlite3 refuses to bind as text: it goes as
+    its original bytes instead, which the cast stores as TEXT holding those very bytes, so the catalog
+    keeps the exact name and `_text` gives it back unchanged."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def _text(data: bytes) -> str:
+    """TEXT columns as str; bytes that are not UTF-8 (file names, see `sql_path`) as surrogate escapes."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _to_sql(value: Any) -> Any:

@@ -20,6 +20,8 @@ from daemon import __version__
 from daemon.cli_options import common, settings_from
 from daemon.cli_webhook import webhook
 from daemon.events import KINDS
+from daemon.text import dumps, shown
+
 
 @contextmanager
 def _start_errors() -> Iterator[None]:
@@ -82,7 +84,8 @@ def worker(name: str | None, burst: bool, **params: Any) -> None:
     if not settings.redis.url:
         raise click.ClickException("a worker needs --redis-url (or DUPWATCH_REDIS__URL)")
     with _start_errors():
-        run_worker(settings, settings.redis.url, name=name, burst=burst)
+        run_worker(settings, settings.redis.url, name=name, burst=burst,
+                   follow_symlinks=settings.watch.follow_symlinks)
 
 
 @cli.command()
@@ -116,14 +119,15 @@ def query(image: str, top_k: int, as_json: bool, **params: Any) -> None:
     from daemon.search import search_image
 
     settings = settings_from(params)
-    results = search_image(settings, image, top_k)
+    with _start_errors():
+        results = search_image(settings, image, top_k)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     if not results:
         click.echo("no matches")
     for r in results:
-        click.echo(f"{r['score']:5.1f}  {r['kind']:<12} {r['path']}  ({r['signal']})")
+        click.echo(f"{r['score']:5.1f}  {r['kind']:<12} {shown(r['path'])}  ({r['signal']})")
 
 
 @cli.command()
@@ -154,8 +158,36 @@ def matches(kind: str | None, limit: int, as_json: bool, **params: Any) -> None:
             click.echo(json.dumps(r))
         return
     for r in rows:
-        click.echo(f"{r['kind']:<12} {r['path']}  {r.get('match') or r.get('reason') or ''}  "
-                   f"{'' if r.get('score') is None else round(r['score'])}")
+        mark = "  [marked: not a duplicate]" if r["not_duplicate"] else ""
+        summary = f"  ({shown(r['edit']['summary'])})" if r["edit"] else ""
+        click.echo(f"{r['kind']:<12} {shown(r['path'])}  {shown(r.get('match') or r.get('reason') or '')}  "
+                   f"{'' if r.get('score') is None else round(r['score'])}{summary}{mark}")
+
+
+@cli.command()
+@common
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: {\"groups\": [...]}.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True),
+              help="Write an offline contact sheet (thumbnails embedded) to this file.")
+def groups(as_json: bool, html_file: str | None, **params: Any) -> None:
+    """Duplicate groups: each original (earliest file) with its copies and what was edited."""
+    from daemon import groups as duplicate_groups
+    from daemon.status import read_only_catalog
+
+    settings = settings_from(params)
+    conn = read_only_catalog(settings)
+    found = duplicate_groups.collect(conn) if conn is not None else []
+    if conn is not None:
+        conn.close()
+    if html_file:
+        page = duplicate_groups.render_html(found, max_pixels=settings.decode.max_pixels,
+                                            max_bytes=settings.decode.max_file_bytes)
+        Path(html_file).write_text(page, encoding="utf-8")
+        click.echo(f"wrote {html_file}: {len(found)} groups", err=True)
+    if as_json:
+        click.echo(dumps({"groups": [g.to_dict() for g in found]}, indent=2))
+    elif not html_file:
+        click.echo(duplicate_groups.render_text(found))
 
 
 cli.add_command(webhook)

@@ -52,7 +52,7 @@ def settings_from(params: dict[str, Any], *, logs: bool = True) -> config.Settin
     try:
         settings = config.load(config.flag_overrides(flags))
     except Exception as exc:
-        raise click.ClickException(f"bad configuration: {exc}") from exc
+        raise click.ClickException(f"bad configuration: {config.describe(exc)}") from exc
     if logs:
         setup_logging(settings)
     return settings

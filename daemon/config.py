@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from daemon import defaults
 from daemon.events import MATCH_KINDS, Kind
+from daemon.webhooks import secret_key
 from workers.settings import Section, WorkerSettings
 
 
@@ -46,6 +47,8 @@ class MatchSettings(Section):
     similar_score: float | None = Field(defaults.SIMILAR_SCORE, description="Semantic score (0-100) for similar.")
     top_k: int = Field(defaults.TOP_K, ge=1)
     keep_deleted: bool = Field(False, description="Deleted files still match new ones.")
+    explain_edits: bool = Field(defaults.EXPLAIN_EDITS, description="Align every edited copy with its match "
+                                "to say what was edited (crop, flip, altered regions), not only uncertain ones.")
 
 
 class WatchSettings(Section):
@@ -74,7 +77,7 @@ class IndexSettings(Section):
 class ApiSettings(Section):
     enabled: bool = True
     host: str = defaults.API_HOST
-    port: int = defaults.API_PORT
+    port: int = Field(defaults.API_PORT, ge=1, le=65535)
     token: str | None = Field(None, description="Bearer token required by the API when set.")
     max_upload_bytes: int = Field(defaults.API_MAX_UPLOAD_BYTES, ge=1, description="Largest search upload.")
 
@@ -89,7 +92,29 @@ class Subscription(Section):
 class WebhookSettings(Subscription):
     url: str
     secret: str | None = Field(None, description="whsec_<base64> signing secret (Standard Webhooks).")
-    timeout_s: float = defaults.WEBHOOK_TIMEOUT_S
+    timeout_s: float = Field(defaults.WEBHOOK_TIMEOUT_S, gt=0,
+                             description="Bound on one whole attempt: connect, send, and the response body.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        """Only http(s): a `file://` URL would turn the sender into a file reader."""
+        import httpx
+
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"not a URL ({exc})") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _signing_secret(cls, value: str | None) -> str | None:
+        if value is not None:
+            secret_key(value)  # ValueError saying what is wrong with it
+        return value
 
 
 class CommandSettings(Subscription):
@@ -145,6 +170,21 @@ def config_files() -> list[Path]:
             raise FileNotFoundError(f"DUPWATCH_CONFIG names {path}, which is not a file")
         return [path]
     return [p for p in defaults.CONFIG_PATHS if p.is_file()]
+
+
+def describe(exc: Exception) -> str:
+    """One line for a bad configuration: each wrong setting by its dotted name and what is wrong
+    (pydantic's own text spans several lines and ends in a link)."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
 
 
 def load(overrides: dict[str, Any] | None = None) -> Settings:

@@ -43,6 +43,7 @@ class Match:
     score: float
     hash_distance: int | None = None
     signal: str = ""  # e.g. "sha256", "phash", "dhash", "clip"
+    edit: dict[str, Any] | None = None  # what was done to the earlier file (workers.align), for copies
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class VerdictEvent:
 
     @property
     def event_id(self) -> str:
-        digest = hashlib.sha256(f"{self.file.id}:{self.file.path}:{self.file.sha256}".encode()).hexdigest()
+        digest = hashlib.sha256(f"{self.file.id}:{self.file.path}:{self.file.sha256}"
+                                .encode("utf-8", "surrogateescape")).hexdigest()  # any file name
         return f"evt_{digest[:24]}"
 
     @property
@@ -78,7 +80,7 @@ class VerdictEvent:
             "file": asdict(self.file),
             "matches": [
                 {**asdict(m.file), "kind": m.kind, "score": m.score, "hash_distance": m.hash_distance,
-                 "signal": m.signal}
+                 "signal": m.signal, "edit": m.edit}
                 for m in self.matches
             ],
             "reason": self.reason,

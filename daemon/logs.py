@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
+
+from daemon.text import dumps, shown
 
 
 class JsonFormatter(logging.Formatter):
@@ -14,7 +15,16 @@ class JsonFormatter(logging.Formatter):
                "msg": record.getMessage()}
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return dumps(out)
+
+
+class LineFormatter(logging.Formatter):
+    """Human log lines whose message cannot break the line: a file name holding a newline would
+    otherwise forge a log line (tracebacks, appended after the message, keep their own lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = shown(record.message)
+        return super().formatMessage(record)
 
 
 def level_number(level: str) -> int:
@@ -31,7 +41,7 @@ def configure(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        formatter = LineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         formatter.converter = time.localtime
         handler.setFormatter(formatter)
     root = logging.getLogger()

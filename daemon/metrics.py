@@ -109,7 +109,10 @@ class _Collector:
         size.add_metric(["hash"], index.hashed)
         size.add_metric(["copy_vector"], index.copy_vectors)
         size.add_metric(["vector"], index.vectors)
-        return [size]
+        overflows = CounterMetricFamily(
+            "dupwatch_watch_overflows", "inotify event-queue overflows (events lost; each starts a rescan).",
+            value=index.watch_overflows)
+        return [size, overflows]
 
     def _health(self) -> list[Metric]:
         now, counters = self.daemon.degraded(), self.daemon.health_counters()

@@ -33,6 +33,7 @@ from daemon import __version__, defaults
 from daemon.catalog import connect
 from daemon.config import Subscription, WebhookSettings
 from daemon.events import SCHEMA_VERSION, VerdictEvent
+from daemon.text import dumps
 from daemon.webhooks import secret_key, signed_headers
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 """Upper bounds of the latency histograms in Deliverer.stats (Prometheus-style, cumulative): from a
 fast local receiver to a delivery that waited out an outage."""
 
+RESPONSE_CAP_BYTES = 4096
+"""How much of a receiver's response body is read (into error messages and `webhook test`)."""
+
 _HEAD_SQL = ("SELECT * FROM deliveries WHERE endpoint = ? AND state = 'pending' "
              "ORDER BY detected_at, id LIMIT 1")
 
@@ -86,7 +90,7 @@ def enqueue(conn: sqlite3.Connection, endpoints: Sequence[WebhookSettings], even
     the verdict and its deliveries commit or vanish together. An event already queued for an endpoint
     is ignored: re-processing a file never sends a second alert.
     """
-    payload = json.dumps(replace(event, version=version).to_dict(), separators=(",", ":"), ensure_ascii=False)
+    payload = dumps(replace(event, version=version).to_dict(), separators=(",", ":"))
     now = time.time()
     inserted = 0
     for endpoint in endpoints:
@@ -175,9 +179,30 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
 
 
 def _post(client: httpx.Client, endpoint: WebhookSettings, msg_id: str, body: bytes) -> httpx.Response:
-    """One signed attempt: a fresh timestamp and signature, the same id."""
-    return client.post(endpoint.url, content=body, headers=signed_headers(endpoint.secret, msg_id, body),
-                       timeout=endpoint.timeout_s)
+    """One signed attempt: a fresh timestamp and signature, the same id.
+
+    httpx's timeouts bound each network operation, not the request: a receiver that drips its body a
+    byte at a time would hold the endpoint's lane (and every delivery behind it) for ever, and one that
+    answers with a huge body would be read into memory whole. So the body is streamed against a deadline
+    of `timeout_s` from the start of the attempt (raising httpx.ReadTimeout past it), and only its first
+    RESPONSE_CAP_BYTES are kept: the status is what counts, the body only feeds the error message."""
+    deadline = time.monotonic() + endpoint.timeout_s
+    request = client.build_request("POST", endpoint.url, content=body, timeout=endpoint.timeout_s,
+                                   headers=signed_headers(endpoint.secret, msg_id, body))
+    response = client.send(request, stream=True)
+    kept = bytearray()
+    try:
+        for chunk in response.iter_raw():
+            kept += chunk[:RESPONSE_CAP_BYTES - len(kept)]
+            if len(kept) >= RESPONSE_CAP_BYTES:
+                break  # the rest is dropped with the connection
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout(f"response not complete within {endpoint.timeout_s:g} s", request=request)
+    finally:
+        response.close()
+    headers = [(k, v) for k, v in response.headers.multi_items()  # kept raw: the framing no longer applies
+               if k not in ("content-encoding", "content-length", "transfer-encoding")]
+    return httpx.Response(response.status_code, headers=headers, content=bytes(kept), request=request)
 
 
 def _histogram() -> dict[str, Any]:

@@ -9,17 +9,26 @@ Geometric verification (workers.align, about 55 ms a pair) never runs on the wri
 evidence is not conclusive gets its verification submitted to a small thread pool and the writer goes on
 evaluating (and indexing) the rows after it; verdicts are committed strictly in arrival order as their
 verifications complete.
+
+Changes on disk (a file replaced, deleted, moved, or its folder moved out) arrive on the watcher's thread.
+Their catalog rows change there and then (the catalog serialises writers, and the order against new
+landings on the same path must hold), but the hash table and the usearch index take no locks and usearch
+may reallocate while adding, so the ids to forget are queued (`retire`) and dropped by the thread that
+decides (`decide_ready`), before its next verdict.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
+import queue
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -66,6 +75,7 @@ class IndexOwner:
         # of them): the catalog's exact lookups cannot see them, so exact copies are looked up here too
         self._uncommitted: dict[tuple[str, str], list[int]] = {}
         self.decided = 0  # verdicts decided by this process (status line, metrics)
+        self._retired: queue.SimpleQueue[int] = queue.SimpleQueue()  # ids to drop from the indexes
         self._load()
 
     # --- start-up ------------------------------------------------------------------------------------
@@ -121,7 +131,11 @@ class IndexOwner:
     # --- the flow ------------------------------------------------------------------------------------
 
     def register(self, path: str, size: int | None, mtime_ns: int | None) -> int | None:
-        return self.catalog.register(path, size, mtime_ns)
+        """Catalog a landed version of `path`; the version it replaces stops matching. Any thread."""
+        new_id, replaced = self.catalog.land(path, size, mtime_ns)
+        if replaced is not None:
+            self.retire(replaced)
+        return new_id
 
     def accept(self, features: Iterable[Features]) -> int:
         """Store worker results. Duplicates (a re-queued job finishing twice) are ignored."""
@@ -136,8 +150,9 @@ class IndexOwner:
         Each row is evaluated and indexed in order (so the next row sees it); a row that needs a geometric
         verification waits for it in a queue while later rows are evaluated, and verdicts commit in arrival
         order, each run of finished ones in one transaction."""
+        self._drop_retired()
         events: list[VerdictEvent] = []
-        waiting: deque[tuple[Row, Evidence | None, Future | None]] = deque()
+        waiting: deque[tuple[Row, Evidence | None, Future | None, Future | None]] = deque()
         seen: set[int] = set()
         while (room := limit - len(events) - len(waiting)) > 0:
             head = [r for r in self.catalog.head(min(256, room) + len(waiting)) if r.id not in seen]
@@ -147,9 +162,11 @@ class IndexOwner:
                 evidence = self.evidence(row) if row.error is None else None
                 for key in self._exact_keys(row):
                     self._uncommitted.setdefault(key, []).append(row.id)
-                waiting.append((row, evidence, self._verify(row, evidence) if evidence is not None else None))
-                if row.error is None:
-                    self._index(row)
+                verification = self._verify(row, evidence) if evidence is not None else None
+                explanation = self._explain(row, evidence) if evidence is not None and verification is None else None
+                waiting.append((row, evidence, verification, explanation))
+                if row.error is None and (self.settings.match.keep_deleted or self.catalog.is_live(row.id)):
+                    self._index(row)  # (content replaced or deleted before its verdict: never indexed)
                 if len(waiting) > MAX_WAITING:
                     events += self._commit(waiting, wait=True)
             events += self._commit(waiting, wait=False)
@@ -170,8 +187,19 @@ class IndexOwner:
     def _verify(self, row: Row, evidence: Evidence) -> Future | None:
         """Submit the verifications this row's evidence asks for, or None when it is conclusive."""
         candidates = to_verify(evidence, self.thresholds) if self.verifier is not None else []
-        if not candidates:
+        return self._align_later(row, candidates) if candidates else None
+
+    def _explain(self, row: Row, evidence: Evidence) -> Future | None:
+        """The alignment of a copy that its scores decided without a verification, so that every edited copy
+        carries its `edit` (issue 12). It explains the verdict and never changes it."""
+        if self.verifier is None or not self.settings.match.explain_edits:
             return None
+        decision = decide(evidence, self.thresholds)
+        if decision.kind != "edited-copy" or decision.match_id is None:
+            return None
+        return self._align_later(row, [decision.match_id])
+
+    def _align_later(self, row: Row, candidates: list[int]) -> Future:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
                                             thread_name_prefix="verify")
@@ -197,26 +225,34 @@ class IndexOwner:
         them when `wait`). If the batch fails, nothing of it is committed, and the in-memory indexes are
         rebuilt from the catalog so they hold no verdict the catalog lacks."""
         batch = []
-        while waiting and (wait or waiting[0][2] is None or waiting[0][2].done()):
-            row, evidence, verification = waiting.popleft()
+        while waiting and (wait or all(f is None or f.done() for f in waiting[0][2:])):
+            row, evidence, verification, explanation = waiting.popleft()
             for key in self._exact_keys(row):
                 self._uncommitted[key].remove(row.id)
                 if not self._uncommitted[key]:
                     del self._uncommitted[key]
-            batch.append((row, Decision("error") if evidence is None else
-                          decide(evidence, self.thresholds, verification.result() if verification else None)))
+            if evidence is None:
+                batch.append((row, Decision("error")))
+                continue
+            decision = decide(evidence, self.thresholds, verification.result() if verification else None)
+            if explanation is not None and decision.alignment is None and decision.match_id is not None:
+                decision = replace(decision, alignment=explanation.result().get(decision.match_id))
+            batch.append((row, decision))
         if not batch:
             return []
         events: list[VerdictEvent] = []
         try:
             with self.catalog.transaction() as conn:
                 for row, decision in batch:
+                    if decision.edit is None and decision.alignment is not None:  # the verification's alignment
+                        decision = replace(decision, edit=decision.alignment.edit)
                     now = time.time()
                     cur = conn.execute(
                         "UPDATE files SET state = 'decided', verdict = ?, match_id = ?, score = ?,"
-                        " hash_distance = ?, signal = ?, decided_at = ? WHERE id = ? AND state = 'featured'",
+                        " hash_distance = ?, signal = ?, edit = ?, decided_at = ? WHERE id = ? AND state = 'featured'",
                         (decision.kind, decision.match_id, decision.score, decision.hash_distance,
-                         decision.signal, now, row.id))
+                         decision.signal, None if decision.edit is None else json.dumps(decision.edit), now,
+                         row.id))
                     event = self._event(row, decision, now)
                     if cur.rowcount == 1 and self.on_commit is not None:
                         self.on_commit(conn, event)
@@ -235,7 +271,8 @@ class IndexOwner:
     def evidence(self, row: Row, excluded: set[int] | None = None) -> Evidence:
         """Every signal for a featured row against everything decided before it (no writes)."""
         keep = self.settings.match.keep_deleted
-        excluded = excluded if excluded is not None else self._not_duplicates(row.id)
+        if excluded is None:  # never a copy of a pair marked "not a duplicate", nor of its own earlier version
+            excluded = self._not_duplicates(row.id) | self.catalog.versions_before(row.path, row.id)
         exact = None
         for column, signal in (("sha256", "sha256"), ("pixel_sha", "pixels")):
             value = getattr(row, column)
@@ -292,21 +329,45 @@ class IndexOwner:
             m = self.catalog.get(decision.match_id)
             assert m is not None
             matches = (Match(file=_info(m), kind=decision.kind, score=decision.score or 0.0,
-                             hash_distance=decision.hash_distance, signal=decision.signal or ""),)
+                             hash_distance=decision.hash_distance, signal=decision.signal or "",
+                             edit=decision.edit),)
         return VerdictEvent(kind=decision.kind, file=_info(row), detected_at=row.detected_at, decided_at=now,
                             matches=matches, reason=row.error, version=__version__)
 
     # --- changes on disk -----------------------------------------------------------------------------
 
     def deleted(self, path: str) -> None:
+        """A file was deleted (or moved out of the roots). Any thread."""
         file_id = self.catalog.deleted(path)
-        if file_id is not None and not self.settings.match.keep_deleted:
-            self.hashes.remove(file_id)
-            self.copies.remove(file_id)
-            self.vectors.remove(file_id)
+        if file_id is not None:
+            self.retire(file_id)
+
+    def deleted_under(self, folder: str) -> None:
+        """A folder was deleted or moved out of the roots: its files stop matching. Any thread."""
+        for file_id in self.catalog.deleted_under(folder):
+            self.retire(file_id)
 
     def moved(self, src: str, dest: str) -> bool:
-        return self.catalog.moved(src, dest)
+        """A file moved inside the roots; a file it was renamed over stops matching. Any thread."""
+        known, replaced = self.catalog.moved(src, dest)
+        if replaced is not None:
+            self.retire(replaced)
+        return known
+
+    def retire(self, file_id: int) -> None:
+        """Queue a file whose content is gone for removal from the indexes (see the module docstring)."""
+        self._retired.put(file_id)
+
+    def _drop_retired(self) -> None:
+        while True:
+            try:
+                file_id = self._retired.get_nowait()
+            except queue.Empty:
+                return
+            if not self.settings.match.keep_deleted:
+                self.hashes.remove(file_id)
+                self.copies.remove(file_id)
+                self.vectors.remove(file_id)
 
     def save(self) -> None:
         self.copies.save()
@@ -338,13 +399,14 @@ def _compile_hash_kernels(rule: HashRule) -> None:
 
 def event_for(row: Row, catalog: Catalog) -> VerdictEvent:
     """The event of an already decided row (for `scan` re-runs and the API)."""
-    decision = Decision(row.verdict or "error", row.match_id, row.score, row.hash_distance, row.signal)
+    decision = Decision(row.verdict or "error", row.match_id, row.score, row.hash_distance, row.signal,
+                        edit=row.edit)
     matches: tuple[Match, ...] = ()
     if row.match_id is not None:
         m = catalog.get(row.match_id)
         if m is not None:
             matches = (Match(_info(m), decision.kind, decision.score or 0.0, decision.hash_distance,
-                             decision.signal or ""),)
+                             decision.signal or "", decision.edit),)
     return VerdictEvent(kind=decision.kind, file=_info(row), detected_at=row.detected_at,
                         decided_at=row.decided_at or 0.0, matches=matches, reason=row.error, version=__version__)
 

@@ -37,7 +37,7 @@ def _worker_main(settings: Settings, redis_url: str, name: str) -> None:
 
     configure(settings.log_level, settings.log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
-    run_worker(settings, redis_url, name=name)
+    run_worker(settings, redis_url, name=name, follow_symlinks=settings.watch.follow_symlinks)
 
 
 class WorkerPool:

@@ -7,7 +7,6 @@ uses, so a scan is also a backfill. Output is one JSON object per input file, in
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -20,6 +19,7 @@ from daemon.events import VerdictEvent
 from daemon.owner import IndexOwner, event_for
 from daemon.sinks import CommandSink, EventLog
 from daemon.state import StateDir
+from daemon.text import dumps
 from workers.models.base import load_models
 from workers.pipeline import Pipeline
 
@@ -28,7 +28,7 @@ def scan_record(event: VerdictEvent) -> dict:
     best = event.best
     return {"path": event.file.path, "verdict": event.kind, "match": best.file.path if best else None,
             "score": best.score if best else None, "hash_distance": best.hash_distance if best else None,
-            "reason": event.reason}
+            "reason": event.reason, "edit": best.edit if best else None}
 
 
 def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout, total: int | None = None,
@@ -41,7 +41,7 @@ def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout,
         catalog.conn.executescript(outbox.SCHEMA)
         owner = IndexOwner(settings, catalog)
     embedder, copier, _status = load_models(settings)
-    pipeline = Pipeline(settings.decode, embedder, copier)
+    pipeline = Pipeline(settings.decode, embedder, copier, follow_symlinks=settings.watch.follow_symlinks)
     counts: dict[str, int] = {}
     bar = _progress(total) if progress else None
     commands = CommandSink(settings.commands)
@@ -65,7 +65,7 @@ def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout,
             for file_id in ids:
                 event = decided.get(file_id) or event_for(catalog.get(file_id), catalog)
                 counts[event.kind] = counts.get(event.kind, 0) + 1
-                out.write(json.dumps(scan_record(event), ensure_ascii=False) + "\n")
+                out.write(dumps(scan_record(event)) + "\n")
             out.flush()
             if bar is not None:
                 bar.update(len(batch))

@@ -20,10 +20,10 @@ PROBE_ID = 1 << 62
 
 def search_image(settings: Settings, image: str, top_k: int, owner: IndexOwner | None = None) -> list[dict]:
     """Top-k catalogued files for `image`, best first, with the kind each would be judged."""
-    catalog = owner.catalog if owner else Catalog(StateDir(settings.state_dir).catalog)
+    catalog = owner.catalog if owner else Catalog(StateDir(settings.state_dir, create=False).catalog, read_only=True)
     owner = owner or IndexOwner(settings, catalog)
     embedder, copier, _ = load_models(settings)
-    pipeline = Pipeline(settings.decode, embedder, copier)
+    pipeline = Pipeline(settings.decode, embedder, copier, follow_symlinks=True)  # the image the user named
     try:
         feats = pipeline.run([(PROBE_ID, image)])[0]
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -35,6 +36,7 @@ from daemon.health import Health, disk_full
 from daemon.owner import IndexOwner
 from daemon.sinks import CommandSink, ConsoleSink, EventLog
 from daemon.state import StateDir
+from daemon.text import shown
 from daemon.walk import PathFilter
 from daemon.watcher import Watcher
 from workers import queue as q
@@ -62,6 +64,8 @@ class Daemon:
         self.reload_with: Callable[[], Settings] | None = None  # set by SIGHUP
         self.api: ApiServer | None = None  # the HTTP API's thread, when api.enabled
         self.health = Health()
+        self._rescan_lock = threading.Lock()
+        self._rescan_wanted = self._rescanning = False
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -81,7 +85,8 @@ class Daemon:
         self.redis.set(q.EPOCH_KEY, self.epoch)
         self.consumer = f"daemon-{self.epoch[:8]}"
         self.watcher = Watcher(self.filter, self.settings.watch, landed=self.landed, moved=self.owner.moved,
-                               deleted=self.owner.deleted)
+                               deleted=self.owner.deleted, deleted_tree=self.owner.deleted_under,
+                               overflowed=self.rescan)
         if self.settings.api.enabled:
             self.api = ApiServer(self)
             self.api.start()
@@ -130,6 +135,7 @@ class Daemon:
         sdnotify.ready()
         beat = sdnotify.Heartbeat()
         self._start_catch_up()
+        self._rescan_wanted = False  # the catch-up scan covers whatever the watcher lost so far
         self._last_reconcile = self._last_save = time.monotonic()
         while not self.stopping.is_set():
             step = self._probe_disk if self.health.is_degraded("disk-full") else self._step
@@ -237,7 +243,7 @@ class Daemon:
     def index_state(self) -> IndexState:
         return IndexState(hashed=len(self.owner.hashes), copy_vectors=len(self.owner.copies),
                           vectors=len(self.owner.vectors), catchup_done=self.catchup_done.is_set(),
-                          stopping=self.stopping.is_set())
+                          stopping=self.stopping.is_set(), watch_overflows=self.watcher.overflows)
 
     def webhook_stats(self) -> dict[str, Any]:
         return self.deliverer.stats_snapshot()
@@ -313,10 +319,40 @@ class Daemon:
 
     def _catch_up(self) -> None:
         """Enqueue what landed while the daemon was down: files the catalog lacks or that changed."""
+        self._scan("catch-up scan", live=False)
+        self.catchup_done.set()
+
+    def rescan(self) -> None:
+        """The watcher lost events (inotify's queue overflowed): scan the roots again now, on a thread of
+        its own. Overflows during a rescan make one more rescan after it, not one each."""
+        with self._rescan_lock:
+            self._rescan_wanted = True
+            if self._rescanning or self.stopping.is_set():
+                return
+            self._rescanning = True
+        threading.Thread(target=self._rescan_loop, name="rescan", daemon=True).start()
+
+    def _rescan_loop(self) -> None:
+        while True:
+            with self._rescan_lock:
+                if not self._rescan_wanted or self.stopping.is_set():
+                    self._rescanning = False
+                    return
+                self._rescan_wanted = False
+            try:
+                self._scan("rescan after lost events", live=True)
+            except Exception:  # the next overflow tries again
+                log.exception("rescan failed")
+
+    def _scan(self, what: str, live: bool) -> None:
+        """Land every file the catalog lacks or holds another version of. `live`: while the watcher
+        runs, a file still being written goes through its settle check instead, and catalogued files
+        that are gone are marked deleted (their delete events may be among those lost)."""
         started = time.monotonic()
         known = self.catalog.known_versions()
+        settle_ns = self.settings.watch.settle_ms * 1_000_000
         seen = queued = 0
-        bar = tqdm(desc="catch-up", unit=" files", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
+        bar = tqdm(desc=what, unit=" files", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
         for path in self.filter.walk():
             if self.stopping.is_set():
                 return
@@ -324,16 +360,24 @@ class Daemon:
             seen += 1
             try:
                 st = Path(path).stat()
+                version = known.pop(path, None)
+                if version != (st.st_size, st.st_mtime_ns):
+                    if live and time.time_ns() - st.st_mtime_ns < settle_ns:
+                        self.watcher.settle(path)
+                    else:
+                        self.landed(path)
+                    queued += 1
             except OSError:
-                continue
-            if known.get(path) != (st.st_size, st.st_mtime_ns):
-                self.landed(path)
-                queued += 1
+                continue  # gone meanwhile
+            except Exception:  # one odd entry must never end the scan for every file after it
+                log.exception("%s: skipping %s", what, shown(path))
         bar.close()
+        gone = [p for p in known if live and self.filter.root_of(p) is not None and not os.path.lexists(p)]
+        for path in gone:
+            self.owner.deleted(path)
         elapsed = time.monotonic() - started
-        log.info("catch-up scan: %d files checked, %d new or changed, %.1fs (%.0f files/s)", seen, queued,
-                 elapsed, seen / elapsed if elapsed > 0 else 0.0)
-        self.catchup_done.set()
+        log.info("%s: %d files checked, %d new or changed, %d gone, %.1fs (%.0f files/s)", what, seen, queued,
+                 len(gone), elapsed, seen / elapsed if elapsed > 0 else 0.0)
 
     # --- results -------------------------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ Webhooks have their own durable outbox (daemon.outbox); these two are written af
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from typing import TextIO
 from daemon.config import CommandSettings
 from daemon.events import VerdictEvent
 from daemon.outbox import wants
+from daemon.text import dumps, shown
 
 log = logging.getLogger("dupwatch.sinks")
 
@@ -27,15 +27,15 @@ SYMBOL = {"exact-copy": "=", "edited-copy": "≈", "similar": "~"}
 def human_line(event: VerdictEvent) -> str:
     """`12:01:09 edited-copy  c/meme.png  ≈ a/IMG_0042.jpg  (93 clip)`: the line `run` prints."""
     stamp = time.strftime("%H:%M:%S", time.localtime(event.decided_at))
-    line = f"{stamp} {event.kind:<12} {event.file.path}"
+    line = f"{stamp} {event.kind:<12} {shown(event.file.path)}"
     best = event.best
     if best is not None:
         detail = f"{best.score:.0f} {best.signal}"
         if best.hash_distance is not None and best.signal != "sha256":
             detail += f", d={best.hash_distance}"
-        line += f"  {SYMBOL.get(event.kind, '?')} {best.file.path}  ({detail})"
+        line += f"  {SYMBOL.get(event.kind, '?')} {shown(best.file.path)}  ({detail})"
     elif event.reason:
-        line += f"  ({event.reason})"
+        line += f"  ({shown(event.reason)})"
     return line
 
 
@@ -58,7 +58,7 @@ class EventLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, event: VerdictEvent) -> None:
-        line = json.dumps(event.to_dict(), ensure_ascii=False) + "\n"
+        line = dumps(event.to_dict()) + "\n"
         with self._lock:
             if self.path.exists() and self.path.stat().st_size + len(line) > self.max_bytes:
                 self._rotate()
@@ -87,7 +87,7 @@ class CommandSink:
     def __call__(self, event: VerdictEvent) -> None:
         wanted = [c for c in self.commands if wants(c, event)]
         if wanted:
-            body = json.dumps(event.to_dict(), ensure_ascii=False).encode()
+            body = dumps(event.to_dict()).encode()
             self._pool.submit(self._run, wanted, body, event.event_id)
 
     def _run(self, commands: list[CommandSettings], body: bytes, event_id: str) -> None:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 
 class StateDir:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, create: bool = True):
+        """`create=False` for readers (`query`), which must leave no trace where there is no state."""
         self.root = Path(root).expanduser()
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock_fh = None
 
     @property

@@ -6,22 +6,22 @@ writes.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
+from daemon.catalog import read_only_connection
 from daemon.config import Settings
 from daemon.events import MATCH_KINDS
 from daemon.state import StateDir
 from workers import queue as q
 
 
-def _read_only(settings: Settings) -> sqlite3.Connection | None:
+def read_only_catalog(settings: Settings) -> sqlite3.Connection | None:
     path = StateDir(settings.state_dir).catalog
     if not path.exists():
         return None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    conn.row_factory = sqlite3.Row
-    return conn
+    return read_only_connection(path)
 
 
 def redis_url_for(settings: Settings) -> str | None:
@@ -40,7 +40,7 @@ def collect(settings: Settings) -> dict[str, Any]:
                                                     "pretrained": settings.model.pretrained,
                                                     "hash_only": settings.hash_only},
                            "copy_model": {"configured": settings.copy_model.name, "hash_only": settings.hash_only}}
-    conn = _read_only(settings)
+    conn = read_only_catalog(settings)
     if conn is not None:
         with conn:
             out.update(catalog_counts(conn))
@@ -123,16 +123,19 @@ def render(data: dict[str, Any]) -> str:
 
 
 def recent(settings: Settings, kind: str | None, limit: int) -> list[dict[str, Any]]:
-    conn = _read_only(settings)
+    conn = read_only_catalog(settings)
     if conn is None:
         return []
     args: list[Any] = [kind] if kind else list(MATCH_KINDS)
     where = f"f.verdict IN ({','.join('?' * len(args))})"
     rows = conn.execute(
-        "SELECT f.id, f.path, f.verdict, f.score, f.hash_distance, f.signal, f.error, f.decided_at, m.path AS match "
+        "SELECT f.id, f.path, f.verdict, f.score, f.hash_distance, f.signal, f.error, f.decided_at, f.edit, "
+        "m.path AS match, EXISTS (SELECT 1 FROM not_duplicates n WHERE (n.a = f.id AND n.b = f.match_id)"
+        " OR (n.a = f.match_id AND n.b = f.id)) AS not_duplicate "
         f"FROM files f LEFT JOIN files m ON m.id = f.match_id WHERE {where} ORDER BY f.decided_at DESC LIMIT ?",
         [*args, limit]).fetchall()
     conn.close()
     return [{"id": r["id"], "path": r["path"], "kind": r["verdict"], "match": r["match"], "score": r["score"],
              "hash_distance": r["hash_distance"], "signal": r["signal"], "reason": r["error"],
-             "decided_at": r["decided_at"]} for r in rows]
+             "decided_at": r["decided_at"], "edit": json.loads(r["edit"]) if r["edit"] else None,
+             "not_duplicate": bool(r["not_duplicate"])} for r in rows]

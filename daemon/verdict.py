@@ -25,6 +25,7 @@ import numpy as np
 from daemon import defaults
 from daemon.config import MatchSettings
 from daemon.hashindex import HashHit, HashRule
+from workers.align import identity_edit
 from workers.settings import CopyModelSettings, ModelSettings
 
 TIGHT_SIGNALS = ("phash",)
@@ -84,6 +85,7 @@ class Decision:
     hash_distance: int | None = None
     signal: str | None = None
     alignment: Any = None  # the workers.align.Alignment a verification found: computed once, reused for `edit`
+    edit: dict[str, Any] | None = None  # the copy's edit object (workers.align) as stored and reported
 
 
 def hash_score(distance: int) -> float:
@@ -128,7 +130,7 @@ def decide(ev: Evidence, th: Thresholds, verified: Mapping[int, Any] | None = No
     alignment found); a candidate absent from it was not verified (no verifier, or its file is gone), and
     is decided on the scores alone."""
     if ev.exact is not None:
-        return Decision("exact-copy", ev.exact[0], 100.0, 0, ev.exact[1])
+        return Decision("exact-copy", ev.exact[0], 100.0, 0, ev.exact[1], edit=identity_edit())  # nothing to align
     verified = verified or {}
 
     def confirmed(file_id: int) -> Any:

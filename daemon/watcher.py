@@ -3,12 +3,24 @@
 A file has landed when (a) a writer closes it after writing (inotify close-write), (b) it is renamed into
 place (the destination of a move: a temp name becoming a final one), or (c) it appears with no write at
 all (a same-filesystem `mv` from outside gives only `created`) and its size and mtime stay still for
-`settle_ms` while nobody holds it open. Polling (network mounts, or a root whose inotify watch the kernel
-refused) sees only created/deleted, so there every file goes through the settle check.
+`settle_ms` while nobody holds it open. Polling (network mounts, or a folder whose inotify watch the
+kernel refused) sees only created/deleted, so there every file goes through the settle check.
+
+Two ways inotify loses events, and what is done about each:
+- The kernel's event queue overflows (more than fs.inotify.max_queued_events waiting: a burst of files
+  while the reader is busy). watchdog 7.1 then rebuilds its watches but tells no handler; its only trace
+  is a WARNING log record, which `_OverflowAlarm` turns into `overflowed()`: logged with its cause,
+  counted, and the owner rescans the roots at once.
+- A folder without a watch. watchdog adds watches for a new folder and what is below it when the
+  folder's own event is read, so a check run when that event reaches us can find folders that
+  `mkdir -p` created a moment later and whose events are still queued: a race, not a refusal. Such
+  folders are checked again a little later; only if the kernel, asked directly, refuses a watch
+  (ENOSPC: fs.inotify.max_user_watches) is that folder's subtree, and only it, polled.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -20,6 +32,7 @@ from pathlib import Path
 
 from watchdog.events import (
     DirCreatedEvent,
+    DirDeletedEvent,
     DirMovedEvent,
     FileClosedEvent,
     FileClosedNoWriteEvent,
@@ -36,6 +49,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.config import WatchSettings
+from daemon.text import shown
 from daemon.walk import PathFilter
 
 log = logging.getLogger("dupwatch.watcher")
@@ -46,6 +60,29 @@ QUIET_FALLBACK_S = 60.0
 INOTIFY_HINT = ("the kernel refused an inotify watch (fs.inotify.max_user_watches is too low). Raise it: "
                 "`sudo sysctl fs.inotify.max_user_watches=1048576` (persist in /etc/sysctl.d/). "
                 "Falling back to polling for %s")
+
+OVERFLOW_HINT = ("inotify's event queue overflowed (more than fs.inotify.max_queued_events = %s events were "
+                 "waiting): events were lost; rescanning the watched roots now. If bursts are usual, raise it: "
+                 "`sudo sysctl fs.inotify.max_queued_events=1048576`")
+
+RECHECK_S = (0.5, 1.0, 2.0, 4.0)
+"""When a folder found without a watch is looked at again (seconds after it was found): watchdog adds
+the watch once it reads the folder's creation event, which can trail the check by a moment."""
+
+
+class _OverflowAlarm(logging.Handler):
+    """watchdog 7.1 handles IN_Q_OVERFLOW inside its reader thread (it rebuilds its watches) and passes
+    no event to handlers: the WARNING it logs is the one sign that events were lost."""
+
+    MESSAGE = "Inotify queue overflowed; filesystem events were lost"
+
+    def __init__(self, on_overflow: Callable[[], None]):
+        super().__init__(logging.WARNING)
+        self.on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(self.MESSAGE):
+            self.on_overflow()
 
 
 @dataclass
@@ -60,22 +97,31 @@ class _Tracked:
 
 class Watcher(FileSystemEventHandler):
     def __init__(self, filt: PathFilter, watch: WatchSettings, *, landed: Callable[[str], None],
-                 moved: Callable[[str, str], None], deleted: Callable[[str], None]):
+                 moved: Callable[[str, str], None], deleted: Callable[[str], None],
+                 deleted_tree: Callable[[str], None] = lambda folder: None,
+                 overflowed: Callable[[], None] = lambda: None):
         self.filter = filt
         self.settings = watch
         self.landed, self.on_move, self.on_delete = landed, moved, deleted
+        self.on_delete_tree, self.on_overflow = deleted_tree, overflowed
         self._tracked: dict[str, _Tracked] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.observers: list = []
-        self.polled_roots: list[Path] = []
+        self.polled_roots: list[Path] = []  # roots or sub-folders watched by polling
         self._inotify: dict[Path, BaseObserver] = {}  # root -> its inotify observer
-        self._refused: set[Path] = set()  # inotify roots where the kernel refused a watch: poll them
+        self._suspects: dict[str, tuple[float, int]] = {}  # unwatched folder -> (found at, checks done)
+        self.overflows = 0  # inotify queue overflows seen (metrics)
+        self._alarm = _OverflowAlarm(self._overflowed)
         self._ticker = threading.Thread(target=self._tick_loop, name="settle", daemon=True)
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        source = logging.getLogger("watchdog.observers.inotify_c")
+        if source.getEffectiveLevel() > logging.WARNING:  # log_level = "ERROR" must not hide an overflow
+            source.setLevel(logging.WARNING)
+        source.addHandler(self._alarm)
         for root in self.filter.roots:
             root.mkdir(parents=True, exist_ok=True)
             if self.settings.poll:
@@ -93,42 +139,84 @@ class Watcher(FileSystemEventHandler):
                 log.error(INOTIFY_HINT, root)
                 self._poll(root)
                 continue
-            if self._unwatched(str(root)):
-                self._refused.add(root)
-        self._fall_back()
+            self._suspect(str(root))
         self._ticker.start()
 
-    def _unwatched(self, folder: str) -> bool:
-        """Whether the kernel refused a watch on `folder` or a folder below it. watchdog 7.1 raises only
-        when the root's own watch fails and silently skips refused sub-folders (at start and when one is
-        created later), which would leave them unwatched; /proc/self/fdinfo lists the watches we hold."""
+    def _suspect(self, folder: str) -> None:
+        """Note the folders at or below `folder` that have no inotify watch now, to be checked again.
+        watchdog 7.1 raises only when a root's own watch fails and silently skips refused sub-folders;
+        /proc/self/fdinfo lists the watches this process holds."""
         watched = inotify_watches()
         if watched is None:
-            return False  # no /proc to ask: trust watchdog
+            return  # no /proc to ask: trust watchdog
+        now = time.monotonic()
         for dirpath, dirnames, _ in os.walk(folder, followlinks=self.settings.follow_symlinks):
+            if self._polled(dirpath):
+                dirnames[:] = []
+                continue
             try:
                 st = os.stat(dirpath)
             except OSError:
                 continue  # gone meanwhile
             if (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) not in watched:
-                return True
-            if not self.settings.follow_symlinks:
+                with self._lock:
+                    self._suspects.setdefault(dirpath, (now, 0))
+                dirnames[:] = []  # its sub-folders are judged with it
+            elif not self.settings.follow_symlinks:
                 dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
-        return False
 
-    def _fall_back(self) -> None:
-        """Poll the roots where the kernel refused watches, and land what arrived there unseen meanwhile."""
-        while self._refused:
-            root = self._refused.pop()
-            observer = self._inotify.pop(root, None)
-            if observer is None:
-                continue
-            log.error(INOTIFY_HINT, root)
-            observer.stop()
-            observer.join(5)
-            self.observers.remove(observer)
-            self._poll(root)
-            self._land_tree(str(root))
+    def _recheck(self) -> None:
+        """Look again at folders found without a watch: watched by now (a race), gone, refused by the
+        kernel (poll that subtree), or still waiting (check again later, then poll it anyway)."""
+        now = time.monotonic()
+        with self._lock:
+            due = [(f, n) for f, (found, n) in self._suspects.items() if now - found >= RECHECK_S[n]]
+        if not due:
+            return
+        watched = inotify_watches() or set()
+        for folder, checks in due:
+            try:
+                st = os.stat(folder)
+            except OSError:
+                st = None
+            key = None if st is None else (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+            refused = key is not None and key not in watched and kernel_refuses_watch(folder)
+            with self._lock:
+                if key is None or key in watched:
+                    del self._suspects[folder]  # gone, or watchdog caught up: it was a race
+                    continue
+                if not refused and checks + 1 < len(RECHECK_S):
+                    self._suspects[folder] = (self._suspects[folder][0], checks + 1)
+                    continue
+                del self._suspects[folder]
+            if refused:
+                log.error(INOTIFY_HINT, folder)
+            else:
+                log.warning("no inotify watch on %s after %.0f s although the kernel allows one; polling it",
+                            shown(folder), RECHECK_S[-1])
+            self._poll(Path(folder))
+            self._land_tree(folder, settle=True)  # what arrived there unseen meanwhile
+
+    def _polled(self, path: str) -> bool:
+        p = Path(path)
+        return any(p == folder or folder in p.parents for folder in self.polled_roots)
+
+    def _overflowed(self) -> None:
+        """Called on watchdog's reader thread: count, say why, and let the owner rescan."""
+        self.overflows += 1
+        try:
+            with open("/proc/sys/fs/inotify/max_queued_events") as fh:
+                limit = fh.read().strip()
+        except OSError:
+            limit = "?"
+        log.error(OVERFLOW_HINT, limit)
+        self.on_overflow()
+
+    def settle(self, path: str) -> None:
+        """Land `path` through the settle check (a file found by a rescan may still be being written)."""
+        now = time.monotonic()
+        with self._lock:
+            self._tracked.setdefault(path, _Tracked(first_seen=now, last_event=now))
 
     def _poll(self, root: Path) -> None:
         observer = PollingObserver(timeout=self.settings.poll_interval_s)
@@ -138,6 +226,7 @@ class Watcher(FileSystemEventHandler):
         self.polled_roots.append(root)
 
     def stop(self) -> None:
+        logging.getLogger("watchdog.observers.inotify_c").removeHandler(self._alarm)
         self._stop.set()
         for observer in self.observers:
             observer.stop()
@@ -166,11 +255,13 @@ class Watcher(FileSystemEventHandler):
             elif src_in:
                 self.on_delete(src)
             return
+        if isinstance(event, DirDeletedEvent):  # removed, or moved out of the roots (an unpaired move)
+            self.on_delete_tree(src)
+            return
         if isinstance(event, DirMovedEvent | DirCreatedEvent):
             target = os.fsdecode(event.dest_path) if isinstance(event, DirMovedEvent) else src
-            root = self.filter.root_of(target)
-            if root in self._inotify and self._unwatched(target):
-                self._refused.add(root)  # the settle thread switches it to polling
+            if self.filter.root_of(target) in self._inotify:
+                self._suspect(target)  # the settle thread checks again whether the kernel refused it
             if not self.filter.excluded(target):
                 self._land_tree(target, settle=True)  # files no event will mention (moved in, or
                 # written before watchdog's watch on the new folder was in place)
@@ -195,7 +286,7 @@ class Watcher(FileSystemEventHandler):
                     t = self._tracked[src] = _Tracked(first_seen=now, last_event=now)
                 t.last_event = now
                 if isinstance(event, FileModifiedEvent):
-                    t.wrote = self.filter.root_of(src) not in self.polled_roots  # polling sees no close
+                    t.wrote = not self._polled(src)  # polling sees no close
                 elif isinstance(event, FileOpenedEvent):
                     t.opens += 1
                 elif isinstance(event, FileClosedNoWriteEvent):
@@ -233,7 +324,7 @@ class Watcher(FileSystemEventHandler):
                 log.exception("settle check failed")
 
     def _tick(self) -> None:
-        self._fall_back()
+        self._recheck()
         now = time.monotonic()
         settle = self.settings.settle_ms / 1000.0
         ready: list[str] = []
@@ -258,6 +349,23 @@ class Watcher(FileSystemEventHandler):
                     del self._tracked[path]
         for path in ready:
             self._land(path)
+
+
+def kernel_refuses_watch(folder: str) -> bool:
+    """Ask the kernel directly whether it would give `folder` an inotify watch (on a fresh instance,
+    released at once): True only when it refuses for lack of watches (ENOSPC)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.inotify_init1(os.O_CLOEXEC)
+    except (OSError, AttributeError):
+        return False
+    if fd < 0:
+        return ctypes.get_errno() == errno.ENOSPC
+    try:
+        wd = libc.inotify_add_watch(fd, os.fsencode(folder), 0x100)  # IN_CREATE
+        return wd < 0 and ctypes.get_errno() == errno.ENOSPC
+    finally:
+        os.close(fd)
 
 
 def inotify_watches() -> set[tuple[int, int, int]] | None:

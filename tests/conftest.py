@@ -247,6 +247,7 @@ def catalog_rows(state_dir: Path) -> list[dict]:
 
     conn = sqlite3.connect(f"file:{state_dir / 'catalog.sqlite3'}?mode=ro", uri=True, timeout=10)
     conn.row_factory = sqlite3.Row
+    conn.text_factory = lambda b: b.decode("utf-8", "surrogateescape")  # names that are not UTF-8
     try:
         return [dict(r) for r in conn.execute("SELECT id, path, state, verdict, match_id, score, signal, error "
                                               "FROM files ORDER BY id")]

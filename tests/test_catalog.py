@@ -84,6 +84,7 @@ def test_a_v0_1_catalog_is_upgraded_in_place(tmp_path):
     indexes = {r["name"] for r in catalog.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"files_pixel_sha", "files_undecided", "not_duplicates_b"} <= indexes
     assert catalog.decided_with("pixel_sha", "ff", 10, include_deleted=False).path == "/w/a.png"
+    assert catalog.get(1).edit is None  # the edit column was added in place
     catalog.close()
     assert Catalog(path).schema_version == 2  # opening again changes nothing
 

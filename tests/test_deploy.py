@@ -63,7 +63,8 @@ def test_config_example_lists_every_setting():
 def test_config_example_defaults_are_the_real_defaults(clean_env, tmp_path):
     """Uncommenting every '#key = value' line must give exactly the built-in defaults."""
     text = (DEPLOY / "config.example.toml").read_text()
-    assert tomllib.loads(text) == {s: {} for s in ("redis", "model", "match", "watch", "queue", "decode", "index", "api")}
+    assert tomllib.loads(text) == {s: {} for s in ("redis", "model", "copy_model", "match", "watch", "queue", "decode",
+                                                    "index", "api")}
     active = tmp_path / "config.toml"
     active.write_text(re.sub(r"(?m)^#(?=\w)", "", text))
     defaults = Settings().model_dump()

@@ -10,6 +10,7 @@ import pytest
 
 from tests import imaging
 from tests.conftest import base_env, catalog_rows, dupwatch_cmd
+from workers.align import identity_edit
 
 
 def scan(state: Path, paths: list[Path], env: dict[str, str], *extra: str) -> list[dict]:
@@ -53,12 +54,15 @@ def test_scan_flags_edited_copies_of_a_real_photo(edited_set, tmp_path, model_en
     assert by_role["original"]["verdict"] == "new"
     assert by_role["exact"] == {"path": str(edited_set["exact"]), "verdict": "exact-copy",
                                 "match": str(edited_set["original"]), "score": 100.0, "hash_distance": 0,
-                                "reason": None}
+                                "reason": None, "edit": identity_edit()}
     for role in ("reencode", "resize", "crop", "caption", "mirror", "rotate"):
         record = by_role[role]
         assert record["verdict"] == "edited-copy", (role, record)
         assert record["match"] == str(edited_set["original"]), (role, record)
         assert 80 <= record["score"] <= 100, (role, record)
+        assert record["edit"] is not None and record["edit"]["summary"], (role, record)  # explained, however decided
+    assert by_role["mirror"]["edit"]["flip"] == "horizontal"
+    assert by_role["crop"]["edit"]["crop"] is not None
     assert by_role["unrelated"]["verdict"] == "new"
     assert by_role["unrelated"]["match"] is None
     assert by_role["broken"]["verdict"] == "error"

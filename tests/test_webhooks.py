@@ -444,3 +444,17 @@ def test_cli_list_replay_verify_test(catalog, receivers, tmp_path: Path) -> None
     verify(SECRET, r.hits[-1].headers, r.hits[-1].body)
     refused = run("test", "--url", f"http://127.0.0.1:{free_port()}/")
     assert refused.exit_code == 1 and "failed" in refused.stdout
+
+
+def test_payload_carries_the_copy_edit(catalog: Catalog) -> None:
+    """The `edit` object (DESIGN §6) reaches webhook payloads unchanged, next to the match it explains."""
+    edit = {"crop": [0.1, 0.2, 0.9, 1.0], "rotation": 15.0, "flip": "horizontal", "scale": 1.0,
+            "perspective": False, "padding": False, "colour": ["grayscale"], "altered": [[0.0, 0.0, 1.0, 0.12]],
+            "altered_fraction": 0.12, "summary": "cropped to 64 %, rotated 15° counter-clockwise, mirrored"}
+    base = event(7, "edited-copy", score=93.0)
+    copy = VerdictEvent(kind=base.kind, file=base.file, detected_at=base.detected_at, decided_at=base.decided_at,
+                        matches=(Match(FileInfo(id=0, path="/in/0.jpg"), "edited-copy", 93.0, 4, "phash", edit),))
+    assert put(catalog, [endpoint("http://a.invalid/")], copy) == 1
+    payload = json.loads(catalog.query("SELECT payload FROM deliveries")[0]["payload"])
+    assert payload["matches"][0]["edit"] == edit
+    assert payload["matches"][0]["path"] == "/in/0.jpg"

@@ -7,6 +7,7 @@ so a file that changes between hashing and decoding cannot produce a mismatched 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -50,10 +51,15 @@ class Decoded:
     size: int
 
 
-def read_file(path: str, max_bytes: int) -> bytes:
-    """Read a regular file without following a FIFO or device into a blocking read."""
+def read_file(path: str, max_bytes: int, *, follow_symlinks: bool = False) -> bytes:
+    """Read a regular file without following a FIFO or device into a blocking read, nor (unless
+    `follow_symlinks`) a symbolic link anywhere in `path`: a link renamed over a landed file, or over
+    one of its folders, must never make dupwatch read a file outside the watched roots (DESIGN §3.5).
+    O_NOFOLLOW refuses a link as the last component; the path the kernel actually opened, compared with
+    the one asked for, catches a link among the folders (paths below a root are real: daemon.walk)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags if follow_symlinks else flags | os.O_NOFOLLOW)
     except FileNotFoundError as exc:
         raise DecodeError("vanished", f"file disappeared before it was read ({exc.strerror})") from exc
     except PermissionError as exc:
@@ -61,8 +67,12 @@ def read_file(path: str, max_bytes: int) -> bytes:
     except IsADirectoryError as exc:
         raise DecodeError("not-a-file", "is a directory") from exc
     except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise DecodeError("symlink", "a symbolic link; not followed (follow_symlinks is off)") from exc
         raise DecodeError("unreadable", exc.strerror or str(exc)) from exc
     try:
+        if not follow_symlinks:
+            _check_opened(fd, path)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             kind = "directory" if stat.S_ISDIR(st.st_mode) else "FIFO, socket or device"
@@ -80,6 +90,20 @@ def read_file(path: str, max_bytes: int) -> bytes:
     if not data:
         raise DecodeError("empty", "zero-byte file")
     return data
+
+
+def _check_opened(fd: int, path: str) -> None:
+    """Raise unless the open file is `path` itself, not a file reached through a linked folder."""
+    try:
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return  # no /proc (not Linux): O_NOFOLLOW alone guards the last component
+    if opened == os.path.abspath(path):
+        return
+    if opened.endswith(" (deleted)"):
+        raise DecodeError("vanished", "file disappeared while it was being read")
+    raise DecodeError("symlink", "reached through a symbolic link to a folder; not followed "
+                                 "(follow_symlinks is off)")
 
 
 def decode_bytes(data: bytes, *, size: int, max_pixels: int) -> Decoded:
@@ -115,9 +139,10 @@ def decode_bytes(data: bytes, *, size: int, max_pixels: int) -> Decoded:
     return Decoded(image=rgb, sha256=sha, pixel_sha=pixel_sha, width=w, height=h, format=fmt, size=len(data))
 
 
-def decode_file(path: str, *, size: int, max_pixels: int, max_bytes: int) -> Decoded:
+def decode_file(path: str, *, size: int, max_pixels: int, max_bytes: int, follow_symlinks: bool = False) -> Decoded:
     """read_file + decode_bytes: the one entry point workers use."""
-    return decode_bytes(read_file(path, max_bytes), size=size, max_pixels=max_pixels)
+    return decode_bytes(read_file(path, max_bytes, follow_symlinks=follow_symlinks), size=size,
+                        max_pixels=max_pixels)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -54,8 +54,10 @@ def decode_threads(setting: int) -> int:
 class Pipeline:
     """Holds the models (either may be None) and a decode pool for the process's life."""
 
-    def __init__(self, decode: DecodeSettings, embedder: ImageEmbedder | None, copier: CopyDescriptor | None = None):
+    def __init__(self, decode: DecodeSettings, embedder: ImageEmbedder | None, copier: CopyDescriptor | None = None,
+                 *, follow_symlinks: bool = False):
         self.decode_settings = decode
+        self.follow_symlinks = follow_symlinks  # off: no file is read through a symbolic link
         self.embedder = embedder
         self.copier = copier
         self.pool = ThreadPoolExecutor(max_workers=decode_threads(decode.threads), thread_name_prefix="decode")
@@ -81,7 +83,8 @@ class Pipeline:
         feats = Features(id=file_id, path=path)
         try:
             s = self.decode_settings
-            decoded = decode_file(path, size=s.size, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes)
+            decoded = decode_file(path, size=s.size, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes,
+                                  follow_symlinks=self.follow_symlinks)
             windows, g98 = hashing.hash_planes(decoded.image)
             pixels = self.embedder.preprocess(decoded.image) if self.embedder is not None else None
             copy_pixels = inner_pixels = None

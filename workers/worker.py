@@ -62,9 +62,11 @@ def _clear_dead_namesake(conn, name: str) -> None:
         log.warning("worker %s: cleared the record of a namesake that died without unregistering", name)
 
 
-def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = None, burst: bool = False) -> None:
+def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = None, burst: bool = False,
+               follow_symlinks: bool = False) -> None:
+    """`follow_symlinks`: the daemon's watch.follow_symlinks (off: no file is read through a link)."""
     embedder, copier, model_status = load_models(settings)
-    pipeline = Pipeline(settings.decode, embedder, copier)
+    pipeline = Pipeline(settings.decode, embedder, copier, follow_symlinks=follow_symlinks)
     jobs.install(pipeline)
     conn = q.connect(redis_url)
     name = name or f"dupwatch-{socket.gethostname()}-{os.getpid()}"

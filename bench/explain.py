@@ -1,0 +1,161 @@
+"""How well workers.align explains edits whose parameters are known (issue 12 "Done when").
+
+    python -m bench.explain --data bench/data/acc            # builds the data set if missing
+    python -m bench.explain --data bench/data/acc --limit 200 --json bench/out/explain.json
+
+Each edited copy in the manifest is aligned with its original exactly as the service does it
+(`align_files`: both files re-read from disk, 512 px). Single-op edits are scored against the
+parameters bench/edits.py recorded; a copy that gets no alignment counts as a failure of every
+criterion it is in, except "no false flip" (it reported none). Combos count only for "no false flip".
+
+| criterion | edits | pass when |
+|---|---|---|
+| crop IoU | crop | IoU(reported crop box or the whole image, true box) >= 0.85 |
+| flip reported | hflip | flip == "horizontal" |
+| no false flip | every other edit | flip is null |
+| rotation | rotate | abs(reported - true degrees) <= 2 |
+| overlay found | text, emoji, meme | the altered boxes cover >= 50 % of each overlay box (per box) |
+| mild untouched | jpeg30, resize0.5, blur, brightness | altered_fraction <= 0.02 |
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from bench import dataset
+from bench.machine import cpu_model
+from workers.align import Alignment, align_files
+
+TARGETS = {"crop IoU >= 0.85": 0.90, "flip reported": 0.98, "no false flip": 0.99, "rotation within 2°": 0.90,
+           "overlay covered >= 50 %": 0.80, "mild: altered <= 0.02": 0.95}
+MILD = ("jpeg30", "resize0.5", "blur", "brightness")
+
+
+def _normalised(box: list[float], size: tuple[int, int]) -> list[float]:
+    return [box[0] / size[0], box[1] / size[1], box[2] / size[0], box[3] / size[1]]
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def coverage(target: list[float], boxes: list[list[float]], grid: int = 200) -> float:
+    """Share of `target` covered by the union of `boxes` (normalised), on a raster."""
+    covered = np.zeros((grid, grid), bool)
+    for x0, y0, x1, y1 in boxes:
+        covered[int(y0 * grid):int(np.ceil(y1 * grid)), int(x0 * grid):int(np.ceil(x1 * grid))] = True
+    x0, y0, x1, y1 = target
+    part = covered[int(y0 * grid):int(np.ceil(y1 * grid)), int(x0 * grid):int(np.ceil(x1 * grid))]
+    return float(part.mean()) if part.size else 0.0
+
+
+def _overlay_boxes(op: dict[str, Any]) -> list[list[float]]:
+    """The overlay boxes bench/edits.py recorded, in the copy's pixels."""
+    if op["op"] == "text":
+        return [op["box"]]
+    if op["op"] == "emoji":
+        return [s["box"] for s in op["stickers"]]
+    if op["op"] == "meme":
+        return op["bands"]
+    return []
+
+
+def score(entry: dataset.Entry, result: Alignment | None, original_size: tuple[int, int],
+          copy_size: tuple[int, int]) -> dict[str, list[bool]]:
+    """criterion -> pass/fail outcomes this copy contributes."""
+    ops = entry.ops
+    edit = result.edit if result is not None else None
+    names = [op["op"] for op in ops]
+    out: dict[str, list[bool]] = {}
+    if "hflip" not in names:
+        out["no false flip"] = [edit is None or edit["flip"] is None]  # no alignment reports no flip
+    if entry.family == "combo" or len(ops) != 1:
+        return out
+    op = ops[0]
+    if op["op"] == "crop":
+        truth = _normalised(op["box"], original_size)
+        found = (edit["crop"] or [0.0, 0.0, 1.0, 1.0]) if edit else None
+        out["crop IoU >= 0.85"] = [found is not None and iou(found, truth) >= 0.85]
+    elif op["op"] == "hflip":
+        out["flip reported"] = [edit is not None and edit["flip"] == "horizontal"]
+    elif op["op"] == "rotate":
+        out["rotation within 2°"] = [edit is not None and abs(edit["rotation"] - op["degrees"]) <= 2]
+    elif op["op"] in ("text", "emoji", "meme"):
+        out["overlay covered >= 50 %"] = [
+            edit is not None and coverage(_normalised(box, copy_size), edit["altered"]) >= 0.5
+            for box in _overlay_boxes(op)]
+    elif op["op"] in MILD:
+        out["mild: altered <= 0.02"] = [edit is not None and edit["altered_fraction"] <= 0.02]
+    return out
+
+
+def run(data: Path, limit: int | None = None) -> dict[str, Any]:
+    entries = [e for e in dataset.load_manifest(data) if e.role == "edit"]
+    if limit is not None:
+        entries = entries[:limit]
+    outcomes: dict[str, list[bool]] = {name: [] for name in TARGETS}
+    seconds, aligned, failures = [], 0, []
+    for done, entry in enumerate(entries):
+        if done and done % 100 == 0:
+            print(f"explain: {done}/{len(entries)} pairs", file=sys.stderr, flush=True)
+        copy, original = data / entry.file, data / str(entry.source)
+        start = time.perf_counter()
+        result = align_files(str(copy), str(original))
+        seconds.append(time.perf_counter() - start)
+        aligned += result is not None
+        with Image.open(original) as o, Image.open(copy) as c:
+            sizes = o.size, c.size
+        for name, passed in score(entry, result, *sizes).items():
+            outcomes[name] += passed
+            if not all(passed):
+                failures.append({"file": entry.file, "criterion": name, "ops": entry.ops,
+                                 "edit": result.edit if result else None})
+    return {"pairs": len(entries), "aligned": aligned, "ms_per_pair_median": 1000 * float(np.median(seconds)),
+            "ms_per_pair_mean": 1000 * float(np.mean(seconds)),
+            "criteria": {name: {"n": len(v), "rate": (sum(v) / len(v)) if v else None, "target": TARGETS[name]}
+                         for name, v in outcomes.items()},
+            "failures": failures}
+
+
+def report(result: dict[str, Any], data: Path) -> str:
+    lines = [f"edit explanations (workers.align, 512 px)  {time.strftime('%Y-%m-%d')}  {cpu_model()}",
+             (f"data: {data}, {result['pairs']} edited copies, {result['aligned']} aligned; "
+              f"{result['ms_per_pair_median']:.0f} ms/pair median, {result['ms_per_pair_mean']:.0f} mean "
+              "(re-reading both files included)"), "",
+             f"{'criterion':<26} {'n':>5} {'rate':>7} {'target':>7}  met",
+             f"{'-' * 26} {'-' * 5} {'-' * 7} {'-' * 7}  ---"]
+    for name, c in result["criteria"].items():
+        rate = "-" if c["rate"] is None else f"{c['rate']:.3f}"
+        met = "-" if c["rate"] is None else ("yes" if c["rate"] >= c["target"] else "NO")
+        lines.append(f"{name:<26} {c['n']:>5} {rate:>7} {c['target']:>7.2f}  {met}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("bench/data/acc"))
+    parser.add_argument("--limit", type=int, help="only the first N edited copies in stream order")
+    parser.add_argument("--json", type=Path, help="also save the results (with every failure) here")
+    args = parser.parse_args(argv)
+    if not (args.data / "stream.txt").exists():
+        dataset.main(["--out", str(args.data)])
+    result = run(args.data, args.limit)
+    print(report(result, args.data))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
