@@ -36,11 +36,13 @@ MAX_ATTEMPTS = 3
 # Hash thresholds, in bits of 64 (pHash distances are always even: each hash has 32 ones); -1 disables a
 # clause. Chosen with bench/calibrate.py on the calibration half of bench/data/acc (1,455 files: 1,248
 # DISC21-style edits, 104 distractors with star fields, gradients, textures, documents, templates), after
-# workers.hashing.detail_batch took star fields and gradients out of the hash search: the only rule of the
-# 541 with precision >= 0.99 and at most 1 % of distractors flagged (recall 0.514, precision 0.991). The
-# dHash clause and the pHash/dHash agreement cost precision on their own (0.988 and 0.956 with them) for
-# 2-8 % recall; with the copy descriptor installed, SSCD and verification catch those edits instead.
-# See the README's Detection section.
+# workers.hashing.detail_batch took star fields and gradients out of the hash search. bench.calibrate's grid
+# (541 rules) has one rule with precision >= 0.99 and at most 1 % of distractors flagged: pHash 6, window 4,
+# no dHash, no agreement (recall 0.514, precision 0.991, 1 distractor). Adding dHash at 2 bits (below the
+# grid's steps; measured with the same replay) keeps both bounds and catches caption bands and meme text
+# that move pHash but barely dHash: recall 0.523, precision 0.991, 1 distractor. dHash 3 reaches 0.990 and
+# dHash 4 0.988; the pHash/dHash agreement (14/10) 0.956. With the copy descriptor installed, SSCD and
+# verification catch the edits these clauses gave up. See the README's Detection section.
 
 PHASH_MAX_DISTANCE = 6
 """pHash distance of the full frame or one of its flips/rotations for an edited copy."""
@@ -48,8 +50,9 @@ PHASH_MAX_DISTANCE = 6
 WINDOW_MAX_DISTANCE = 4
 """pHash distance via a crop or pad window. Tighter: each file offers 17 more chances to match."""
 
-DHASH_MAX_DISTANCE = -1
-"""dHash distance on its own for an edited copy: off (at 4 it bought 2 % recall for 0.988 precision)."""
+DHASH_MAX_DISTANCE = 2
+"""dHash distance on its own for an edited copy: tight, since a dHash barely moves under caption bands
+while unrelated smooth images land within 4-6 of each other."""
 
 CONFIRM_PHASH_DISTANCE = -1
 """A looser pHash distance that counts when dHash agrees within CONFIRM_DHASH_DISTANCE (same file): off
