@@ -51,6 +51,8 @@ Sink = Callable[[VerdictEvent], None]
 
 MAX_WAITING = 64
 """Rows evaluated ahead of the oldest unfinished verification; past this the writer waits for it."""
+LOAD_CHUNK = 50_000
+"""Decided rows per id range of start-up's stream: what is held at once besides the indexes."""
 
 
 class IndexOwner:
@@ -81,36 +83,38 @@ class IndexOwner:
     # --- start-up ------------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        """Rebuild the hash table and top up the vector snapshot from the catalog, streamed in id order.
+        """Rebuild the hash table and reconcile the vector snapshots with the catalog, streamed in id order.
 
         The hash table is built once from arrays (one segment), not row by row: at 10 M rows that is one
-        counting sort instead of a merge per 2 k rows."""
+        counting sort instead of a merge per 2 k rows. The vector snapshots are reconciled range by range
+        as the stream goes (`ModelVectors.load_range`), so no whole-catalog id list is held."""
         started = time.monotonic()
         _compile_hash_kernels(self.thresholds.hashes)
         keep = self.settings.match.keep_deleted
         width = len(WINDOWS) * 8
         hashed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        have: dict[str, list[tuple[int, int]]] = {"copy": [], "semantic": []}  # (id, vector bytes) per role
         batch: list[Any] = []
-        for r in self.catalog.decided_features(include_deleted=keep):
+        for r in self.catalog.decided_features(include_deleted=keep, chunk=LOAD_CHUNK):
             batch.append(r)
-            if len(batch) == 50_000:
-                hashed.append(self._hash_arrays(batch, width))
-                self._vector_ids(batch, have)
+            if len(batch) == LOAD_CHUNK:
+                self._load_range(batch, batch[-1]["id"], hashed, width)
                 batch = []
-        if batch:
-            hashed.append(self._hash_arrays(batch, width))
-            self._vector_ids(batch, have)
+        self._load_range(batch, None, hashed, width)
         self.hashes.load(hashed)
+        log.info("index loaded: %d hashed, %d copy vectors, %d semantic vectors in %.2fs", len(self.hashes),
+                 len(self.copies), len(self.vectors), time.monotonic() - started)
+
+    def _load_range(self, rows: list[Any], upto: int | None, hashed: list, width: int) -> None:
+        """One id range of start-up's stream: its hash arrays kept for the one build, its vectors reconciled."""
+        if rows:
+            hashed.append(self._hash_arrays(rows, width))
         for role in (self.copies, self.vectors):
             def fetch(ids: list[int], column: str = role.column) -> list[tuple[int, bytes]]:
                 got = self.catalog.query(f"SELECT id, {column} FROM files WHERE id IN ({','.join('?' * len(ids))})"
                                          " ORDER BY id", ids)
                 return [(r["id"], r[column]) for r in got]
 
-            role.load(have[role.role], fetch)
-        log.info("index loaded: %d hashed, %d copy vectors, %d semantic vectors in %.2fs", len(self.hashes),
-                 len(self.copies), len(self.vectors), time.monotonic() - started)
+            role.load_range(rows, upto, fetch)
 
     @staticmethod
     def _hash_arrays(rows: list[Any], width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,13 +124,6 @@ class IndexOwner:
         ids = np.fromiter((r["id"] for r in rows), np.int64, len(rows))
         windows = np.frombuffer(b"".join(r["windows"] for r in rows), np.int64).reshape(len(rows), width // 8)
         return ids, windows, np.fromiter((r["dhash"] for r in rows), np.int64, len(rows))
-
-    def _vector_ids(self, rows: list[Any], have: dict[str, list[tuple[int, int]]]) -> None:
-        """Collect (id, vector bytes) of the rows each model's index holds (vectors of another identity are
-        never indexed)."""
-        for role, size, model in ((self.copies, "copy_embedding_bytes", "copy_model"),
-                                  (self.vectors, "embedding_bytes", "model")):
-            have[role.role] += [(r["id"], r[size]) for r in rows if r[size] is not None and r[model] == role.identity]
 
     # --- the flow ------------------------------------------------------------------------------------
 
@@ -262,7 +259,8 @@ class IndexOwner:
             waiting.clear()
             self._uncommitted.clear()
             self.hashes = HashIndex(len(WINDOWS))
-            self.copies.index = self.vectors.index = None
+            self.copies.close()
+            self.vectors.close()
             self._load()
             raise
         self.decided += len(events)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +19,7 @@ try:  # onnxruntime 1.32 segfaults on import once usearch 2.26 is loaded (a nati
     import onnxruntime  # noqa: F401  other order is fine), so load it first wherever it is installed
 except ImportError:  # the ONNX backend is an optional extra
     pass
-from usearch.index import Index  # noqa: E402 - after onnxruntime, see above
+from usearch.index import Index  # after onnxruntime, see above
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class VectorIndex:
                 self.index.load(str(self.path))
                 if self.index.ndim != ndim:
                     raise ValueError(f"snapshot has {self.index.ndim} dimensions, model has {ndim}")
-            except Exception as exc:  # a torn or foreign snapshot: rebuild from the catalog
+            except Exception as exc:  # noqa: BLE001 - a torn or foreign snapshot (any error): rebuild from the catalog
                 log.warning("vector index snapshot %s unusable (%s); rebuilding", self.path, exc)
                 self.index = Index(ndim=ndim, metric="cos", dtype=dtype, connectivity=CONNECTIVITY,
                                    expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
@@ -50,14 +52,8 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self.index)
 
-    def reconcile(self, ids: np.ndarray) -> np.ndarray:
-        """Drop keys the catalog no longer has (`ids` is what it has); return the ids still to add."""
-        have = np.asarray(self.index.keys, dtype=np.int64) if len(self.index) else np.zeros(0, np.int64)
-        stale = np.setdiff1d(have, ids)
-        if len(stale):
-            self.index.remove(stale)
-            self.dirty = True
-        return np.setdiff1d(ids, have)
+    def reconciler(self) -> Reconciler:
+        return Reconciler(self)
 
     def add_many(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
@@ -91,6 +87,41 @@ class VectorIndex:
         self.dirty = False
 
 
+class Reconciler:
+    """Brings a snapshot in line with the catalog one id range at a time, as start-up streams the catalog.
+
+    The snapshot's keys are sorted once (8 bytes per key); each range compares only its own slice of them
+    with the catalog's ids in that range, so no whole-catalog id list or set is ever held: at 10 M rows
+    the old all-at-once comparison held every (id, size) pair as Python tuples, about 1 GB."""
+
+    def __init__(self, index: VectorIndex):
+        self.index = index
+        keys = np.asarray(index.index.keys, dtype=np.int64) if len(index) else np.zeros(0, np.int64)
+        self._keys = np.sort(keys)
+        self._done = 0  # keys before this position are settled
+        self._upto: int | None = -(2**63)
+        self.added = self.removed = 0
+
+    def range(self, ids: np.ndarray, upto: int | None) -> np.ndarray:
+        """Drop the snapshot's keys in (previous upto, upto] that are not in `ids` (the catalog's ids with a
+        vector of this index in that range, increasing); return the ids the snapshot lacks. `upto` None
+        closes the last range: every key past it is dropped."""
+        if self._upto is None or (upto is not None and upto < self._upto):
+            raise ValueError("ranges must be reconciled in increasing id order")
+        if len(ids) and (ids[0] <= self._upto or (upto is not None and ids[-1] > upto)):
+            raise ValueError("ids outside the range")
+        end = len(self._keys) if upto is None else int(np.searchsorted(self._keys, upto, side="right"))
+        have, self._done, self._upto = self._keys[self._done:end], end, upto
+        stale = np.setdiff1d(have, ids, assume_unique=True)
+        if len(stale):
+            self.index.index.remove(stale)
+            self.index.dirty = True
+            self.removed += len(stale)
+        missing = np.setdiff1d(ids, have, assume_unique=True)
+        self.added += len(missing)
+        return missing
+
+
 class ModelVectors:
     """One model's vectors in the owner: the identity it accepts, the catalog columns that hold them, and a
     usearch index (one file per identity) opened on the first vector, so two models never share an index."""
@@ -102,6 +133,7 @@ class ModelVectors:
         self.state_dir, self.dtype = Path(state_dir), dtype
         self.index: VectorIndex | None = None
         self._foreign: set[str] = set()
+        self._reconciler: Reconciler | None = None  # during start-up's stream only
 
     def __len__(self) -> int:
         return len(self.index) if self.index is not None else 0
@@ -117,19 +149,34 @@ class ModelVectors:
         value = getattr(row, self.column)
         return value if value is not None and getattr(row, self.model_column) == self.identity else None
 
-    def load(self, have: list[tuple[int, int]], fetch) -> None:
-        """Reconcile the snapshot with the catalog: `have` is (id, vector bytes) of every decided row with a
-        vector of this identity; `fetch(ids)` returns (id, vector bytes) for the ids the snapshot lacks."""
-        if not have:
-            return
-        index = self._open(have[0][1] // 4)
-        missing = index.reconcile(np.asarray([i for i, _ in have], dtype=np.int64))
+    def load_range(self, rows: list[Any], upto: int | None,
+                   fetch: Callable[[list[int]], list[tuple[int, bytes]]]) -> None:
+        """Reconcile the snapshot with one id range of the catalog, as start-up streams it: `rows` are the
+        decided rows with ids in (the previous call's `upto`, `upto`] (None: to the end), as
+        `Catalog.decided_features` yields them (vectors measured, not read); `fetch(ids)` returns (id, vector
+        bytes) of the ids the snapshot lacks. Call with `upto=None` last, so keys past the catalog's end go."""
+        sized = f"{self.column}_bytes"
+        mine = [(r["id"], r[sized]) for r in rows if r[sized] is not None and r[self.model_column] == self.identity]
+        if self._reconciler is None:
+            if not mine:  # nothing of this identity yet: leave the snapshot closed until a vector comes
+                return
+            self._reconciler = self._open(mine[0][1] // 4).reconciler()
+        missing = self._reconciler.range(np.fromiter((i for i, _ in mine), np.int64, len(mine)), upto)
         for start in range(0, len(missing), 10_000):
             got = fetch([int(i) for i in missing[start:start + 10_000]])
-            index.add_many(np.asarray([i for i, _ in got], np.int64),
-                           np.stack([np.frombuffer(v, np.float32) for _, v in got]))
-        if len(missing):
-            log.info("%s vector index: added %d vectors the snapshot lacked", self.role, len(missing))
+            self._reconciler.index.add_many(np.asarray([i for i, _ in got], np.int64),
+                                            np.stack([np.frombuffer(v, np.float32) for _, v in got]))
+        if upto is None:
+            done, self._reconciler = self._reconciler, None
+            if done.added or done.removed:
+                log.info("%s vector index: added %d vectors the snapshot lacked, dropped %d the catalog does not "
+                         "have", self.role, done.added, done.removed)
+
+    def close(self) -> None:
+        """Forget the index and any reconcile under way (unsaved changes too): the next start-up stream
+        reopens the snapshot and reconciles it from the first range, even after one that failed midway."""
+        self.index = None
+        self._reconciler = None
 
     def add(self, row) -> None:
         value = getattr(row, self.column)

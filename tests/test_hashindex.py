@@ -15,12 +15,13 @@ The seed is printed; set HASHINDEX_SEED to replay a failure.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 import pytest
 
-from daemon.hashindex import ExhaustiveHashIndex, HashHit, HashIndex, HashRule, _hit
+from daemon.hashindex import ExhaustiveHashIndex, HashHit, HashIndex, HashRule, _hit, _Table, chunk_widths
 from workers.hashing import hamming
 
 W = 9  # windows per file, as in workers.hashing.WINDOWS
@@ -191,3 +192,19 @@ def test_rows_must_arrive_in_id_order(index):
     assert _best(index, 0).id == 30
     with pytest.raises(ValueError):
         index.add(15, np.array([0, 0], np.int64), 0)
+
+
+@pytest.mark.parametrize("entries", [2_048, 100_000, 800_000, 1_000_000, 8_000_000, 80_000_000])
+def test_no_chunk_is_wider_than_log2_of_its_entries(entries):
+    """Each extra bit of a chunk doubles its bucket offsets (8 B a bucket): a chunk wider than log2(entries)
+    makes the offsets outweigh the entries (800 k crop entries in 22-bit chunks: 64 MiB for 100 k rows)."""
+    widths = chunk_widths(entries)
+    assert sum(widths) == 64
+    assert max(widths) <= math.ceil(math.log2(entries))
+
+
+def test_a_table_of_800k_entries_holds_less_offsets_than_entries():
+    values = np.random.default_rng(5).integers(-(2**63), 2**63 - 1, 800_000, dtype=np.int64, endpoint=True)
+    table = _Table(values, 8, 0)
+    assert table.offsets.nbytes <= table.ent_val.nbytes // 2
+    assert sorted(table.ent_val[0].tolist()) == sorted(values.view(np.uint64).tolist())
