@@ -27,10 +27,10 @@ run: install
 	mkdir -p $(DIR)
 	$(BIN)/dupwatch run $(DIR)
 
-test: install test-system-deps
+test: install lint test-system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The checks `make test` will run before pytest once the tree is clean of findings (both configured in pyproject.toml).
+# The checks `make test` runs before pytest (both configured in pyproject.toml): a finding fails the build.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy

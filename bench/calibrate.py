@@ -107,7 +107,7 @@ def copy_replay(entries: list[dataset.Entry], feats, th_list: list, align=None) 
             d = decide(ev, th, {j: align(i, j) for j in to_verify(ev, th)} if align else None)
             if d.kind != "edited-copy":
                 continue
-            right = entry.role == "edit" and group[d.match_id] == group[i]
+            right = entry.role == "edit" and d.match_id is not None and group[d.match_id] == group[i]
             tallies[th][0 if right else 1] += 1
             tallies[th][2] += entry.role == "distractor"
         if searchable:
@@ -134,7 +134,9 @@ def copy_main(args, entries: list[dataset.Entry]) -> None:
     from workers.models.copy import load_copy_model
 
     settings = Settings(hash_only=False, require_model=True)
-    copier, _ = load_copy_model(settings)
+    copier, status = load_copy_model(settings)
+    if copier is None:
+        raise SystemExit(f"no copy descriptor: {status}")
     cache = args.data / f"features-{copier.identity.replace(':', '_')}-{len(entries)}.pickle"
     if cache.exists():  # the replay is cheap; the features are not
         feats = pickle.loads(cache.read_bytes())

@@ -26,7 +26,7 @@ WORDS = ("when", "you", "finally", "monday", "nobody", "me", "cat", "lol", "week
          "actually", "breaking", "news", "sale", "free", "best", "ever", "summer", "vibes", "trip")
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """Pillow's bundled scalable font: the same glyphs on every machine, so files are reproducible."""
     return ImageFont.load_default(size=max(8, size))
 
@@ -200,7 +200,7 @@ def emoji(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Pa
 
 
 def _centered_text(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], words: str,
-                   font: ImageFont.FreeTypeFont, fill: tuple[int, int, int]) -> None:
+                   font: ImageFont.FreeTypeFont | ImageFont.ImageFont, fill: tuple[int, int, int]) -> None:
     left, top, right, bottom = draw.textbbox((0, 0), words, font=font)
     x = box[0] + (box[2] - box[0] - (right - left)) // 2
     y = box[1] + (box[3] - box[1] - (bottom - top)) // 2 - top

@@ -70,7 +70,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/index_bench.py` as well as `python -m bench.index_bench`
     sys.path.insert(0, str(REPO))
 
-from bench.machine import cpu_model  # noqa: E402
+from bench.machine import cpu_model
 
 K = 10
 TARGETS = {"add_per_s": 5000.0, "p99_ms": 2.0, "recall": 0.95, "bytes_per_image": 1536.0}
@@ -268,7 +268,7 @@ def measure_search(
     index: Index, queries: np.ndarray, truth: np.ndarray, n_copy: int, ef: int, threads: int
 ) -> SearchResult:
     """Single-query latency (one call per query, like the daemon), batched throughput, recall@K."""
-    index.expansion_search = ef
+    index.expansion_search = ef  # type: ignore[misc]  # usearch has a setter; mypy misreads its non-adjacent definition
     for q in queries[:50]:  # warm caches and the Python call path
         index.search(q, K, threads=1)
     lat = np.empty(len(queries))
@@ -342,10 +342,12 @@ def build_and_measure(
     del loaded
     t = time.perf_counter()
     viewed = Index.restore(path, view=True)
+    if viewed is None:
+        raise RuntimeError(f"{path}: not a usearch index")
     view_s = time.perf_counter() - t
     # First searches on a fresh view fault the graph's pages in (from the page cache here, the file was
     # just written): the cost a restarted daemon pays before its view is warm.
-    viewed.expansion_search = expansion_searches[0]
+    viewed.expansion_search = expansion_searches[0]  # type: ignore[misc]  # as in measure_search
     lat = []
     for q in queries[:200]:
         t = time.perf_counter()

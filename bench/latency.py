@@ -37,8 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/latency.py` as well as `python -m bench.latency`
     sys.path.insert(0, str(REPO))
 
-from bench.accuracy import _table, machine  # noqa: E402
-from bench.throughput import DEFAULT_WORK, build_files, checkpoint, child_env  # noqa: E402
+from bench.accuracy import _table, machine
+from bench.throughput import DEFAULT_WORK, build_files, checkpoint, child_env
 
 KINDS = ["new", "exact-copy", "edited-copy", "similar", "error"]
 
@@ -52,7 +52,7 @@ class Receiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:  # http.server's naming
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 now = time.time()
                 path = json.loads(body)["file"]["path"]
@@ -113,7 +113,7 @@ def measure(dupwatch: list[str], sources: list[bytes], rate: float, duration: fl
                         **(model_env or {"DUPWATCH_HASH_ONLY": "true"}))
         if batch_ms is not None:
             env["DUPWATCH_QUEUE__BATCH_MS"] = str(batch_ms)
-        log = open(Path(tmp) / "run.log", "wb")
+        log = open(Path(tmp) / "run.log", "wb")  # noqa: SIM115 - closed in the finally below
         proc = subprocess.Popen(dupwatch + ["run", str(incoming)], env=env, stdout=subprocess.DEVNULL,
                                 stderr=log, start_new_session=True)
         try:
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     plan: list[tuple[str, float, dict[str, str] | None]] = [
         ("hash-only", float(r), None) for r in args.rates.split(",") if r]
     if args.model:
-        model_env = {"DUPWATCH_MODEL__NAME": args.model,
+        model_env: dict[str, str] | None = {"DUPWATCH_MODEL__NAME": args.model,
                      "DUPWATCH_MODEL__PRETRAINED": str(checkpoint(args.work, args.model))}
         plan += [(args.model, float(r), model_env) for r in args.model_rates.split(",") if r]
     rows = []

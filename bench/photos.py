@@ -142,7 +142,7 @@ def skimage_photos() -> list[Photo]:
             loader=_skimage_loader(name),
             provenance={
                 "source": "scikit-image",
-                "version": skimage.__version__,
+                "version": skimage.__version__,  # type: ignore[attr-defined]  # its lazy-loader stub omits it
                 "file": f"skimage.data.{name}()",
                 "licence": licence,
             },

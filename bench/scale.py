@@ -110,7 +110,8 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int) -
         out["startup_s"] = time.monotonic() - started
         out["segments"] = len(owner.hashes._segments)
         pipeline = Pipeline(DecodeSettings(), None)
-        ids = [owner.register(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in photos]
+        # all new to the catalog (the strict zip below fails if one were not)
+        ids = [i for p in photos if (i := owner.register(str(p), p.stat().st_size, p.stat().st_mtime_ns)) is not None]
         feats = pipeline.run(list(zip(ids, map(str, photos), strict=True)))
         pipeline.close()
         owner.accept(feats)
@@ -128,6 +129,7 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int) -
         rule = owner.thresholds.hashes
         fast, slow = [], []
         for k, f in enumerate(feats):
+            assert f.windows is not None and f.dihedral is not None and f.dhash is not None, f.error
             t0 = time.perf_counter()
             got = hashes.best(f.windows, f.dihedral, f.dhash, f.id, rule)
             fast.append(time.perf_counter() - t0)

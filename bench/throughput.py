@@ -52,10 +52,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/throughput.py` as well as `python -m bench.throughput`
     sys.path.insert(0, str(REPO))
 
-from bench import anchors, measure  # noqa: E402
-from bench.accuracy import _table, machine, parse_mode  # noqa: E402
-from bench.dataset import DEFAULT_DEBIAN_CACHE  # noqa: E402
-from bench.photos import Photo, debian_photos, skimage_photos  # noqa: E402
+from bench import anchors, measure
+from bench.accuracy import _table, machine, parse_mode
+from bench.dataset import DEFAULT_DEBIAN_CACHE
+from bench.photos import Photo, debian_photos, skimage_photos
 
 DEFAULT_WORK = Path("/tmp/dupwatch-bench-throughput")
 FOLDERS = ("camera", "small")
@@ -99,8 +99,8 @@ def camera_frame(photo: Image.Image, megapixels: float, rng: np.random.Generator
     quality 92, a 12 MP frame of 3 MB: entropy decoding, which draft mode cannot skip, costs what it does
     on a real camera file).
     """
-    h = int(round((megapixels * 1e6 * 3 / 4) ** 0.5))
-    w = int(round(h * 4 / 3))
+    h = round((megapixels * 1e6 * 3 / 4) ** 0.5)
+    w = round(h * 4 / 3)
     scale = max(w / photo.width, h / photo.height)
     big = photo.resize((max(w, round(photo.width * scale)), max(h, round(photo.height * scale))),
                        Image.Resampling.BICUBIC)
@@ -310,7 +310,7 @@ def report(rows: list[dict[str, Any]], env: dict[str, Any], info: dict[str, Any]
     """One table: speed as images/s and as ratios to a, f and g (> 1: faster than the anchor), memory
     as MiB and as the anchors' peak over the method's (> 1: the method needs less)."""
     bases = {key: next((r for r in rows if r["key"] == key and "images_per_s" in r), None) for key in "afg"}
-    table = []
+    table: list[list[Any]] = []
     for r in rows:
         if "images_per_s" not in r:
             table.append([f"{r['key']}. {r['method']}"] + [None] * 8 + [f"FAILED: {r['error']}"])
@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     folders = [f for f in args.folders.split(",") if f]
     env = machine()
     env["torch"] = _torch_version()
-    texts, payload = [header(env, args.repeat)], {"machine": env, "folders": []}
+    texts = [header(env, args.repeat)]
+    payload: dict[str, Any] = {"machine": env, "folders": []}
     for folder in folders:
         if folder == "camera":
             files = build_files(args.work / "data", args.n, sizes, debian=not args.no_debian)

@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.resources import files as package_files
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -117,7 +117,7 @@ class LoopCalls:
                 continue
             try:
                 future.set_result(fn())
-            except Exception as exc:  # the caller re-raises it in its own thread
+            except Exception as exc:  # noqa: BLE001 - the caller re-raises it in its own thread
                 future.set_exception(exc)
 
     def close(self) -> None:
@@ -395,7 +395,7 @@ def create_app(api: ApiServer) -> FastAPI:
         args: list[Any] = list(kinds)
         if since is not None:
             sql += " AND f.decided_at > ?"
-            args.append((since if since.tzinfo else since.replace(tzinfo=timezone.utc)).timestamp())
+            args.append((since if since.tzinfo else since.replace(tzinfo=UTC)).timestamp())
         if not include_dismissed:
             sql += " AND NOT dismissed"
         rows = db.execute(sql + " ORDER BY f.decided_at DESC, f.id DESC LIMIT ?", [*args, limit]).fetchall()

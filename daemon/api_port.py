@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from daemon.catalog import Row
     from daemon.config import Settings
     from daemon.events import VerdictEvent
+    from daemon.health import Health
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class DaemonPort(Protocol):
 
     def index_state(self) -> IndexState:
         """Sizes and phase of the in-memory index (read without a lock: counts may be one verdict behind)."""
+
+    @property
+    def health(self) -> Health:
+        """The degraded states with their episode counts and the private Redis's restarts (/metrics)."""
 
     def degraded(self) -> dict[str, str]:
         """What is wrong but not fatal (Redis down, disk full...), by part: /healthz and /readyz report it."""

@@ -272,7 +272,8 @@ class Catalog:
                 replaced = int(old["id"])
             cur = c.execute("INSERT INTO files (path, size, mtime_ns, detected_at) VALUES (CAST(? AS TEXT), ?, ?, ?)",
                             (sql_path(path), size, mtime_ns, now))
-            return int(cur.lastrowid), replaced
+            assert cur.lastrowid is not None  # set by every INSERT
+            return cur.lastrowid, replaced
 
     def versions_before(self, path: str, file_id: int) -> set[int]:
         """Ids of the earlier versions of `path`: a file is never a copy of what it was before."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Final
 
 STATE_DIR = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "dupwatch"
 """Catalog, index, event log and the private Redis socket live here; one daemon owns one state dir."""
@@ -102,7 +103,7 @@ either way: that is part of the decision."""
 TOP_K = 10
 """Nearest neighbours fetched from the vector index before thresholds are applied."""
 
-INDEX_DTYPE = "f16"
+INDEX_DTYPE: Final = "f16"
 """usearch storage for vectors: f16 keeps cosine ranking intact at half the memory of f32."""
 
 WATCH_SETTLE_MS = 1000

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import numba
@@ -138,7 +138,7 @@ class ExhaustiveHashIndex:
             self._live[i] = False
 
     def distances(self, windows: np.ndarray, dihedral: np.ndarray, dhash: int, before_id: int,
-                  excluded: set[int] = frozenset()) -> dict[str, np.ndarray] | None:
+                  excluded: Collection[int] = frozenset()) -> dict[str, np.ndarray] | None:
         """Per live file earlier than `before_id`: its id and each comparison's distance."""
         n = self._n
         mask = self._live[:n] & (self._ids[:n] < before_id)
@@ -157,7 +157,7 @@ class ExhaustiveHashIndex:
         }
 
     def best(self, windows: np.ndarray, dihedral: np.ndarray, dhash: int, before_id: int, rule: HashRule,
-             excluded: set[int] = frozenset()) -> HashHit | None:
+             excluded: Collection[int] = frozenset()) -> HashHit | None:
         """The closest earlier file that the rule accepts as an edited copy, or None."""
         d = self.distances(windows, dihedral, dhash, before_id, excluded)
         if d is None:
@@ -443,7 +443,7 @@ class HashIndex(ExhaustiveHashIndex):
                 np.array([rule.phash, rule.window, rule.dhash, rule.confirm_phash, rule.confirm_dhash], np.int64))
 
     def best(self, windows: np.ndarray, dihedral: np.ndarray, dhash: int, before_id: int, rule: HashRule,
-             excluded: set[int] = frozenset()) -> HashHit | None:
+             excluded: Collection[int] = frozenset()) -> HashHit | None:
         """The closest earlier file that the rule accepts as an edited copy, or None (exact)."""
         n = self._n
         if n == 0:

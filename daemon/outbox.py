@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,8 @@ def list_deliveries(conn: sqlite3.Connection, state: str | None = None,
                     since: float | None = None) -> list[dict[str, Any]]:
     """Deliveries in delivery order, optionally only in one state and/or enqueued at or after `since`
     (unix seconds)."""
-    sql, args = "SELECT * FROM deliveries WHERE 1 = 1", []
+    sql = "SELECT * FROM deliveries WHERE 1 = 1"
+    args: list[Any] = []
     if state is not None:
         if state not in STATES:
             raise ValueError(f"unknown delivery state {state!r} (one of {', '.join(STATES)})")
@@ -173,7 +174,7 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
         except (TypeError, ValueError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         return max(0.0, when.timestamp() - (time.time() if now is None else now))
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 

@@ -295,7 +295,7 @@ class IndexOwner:
         scores = {}
         for other in self.catalog.rows(sorted(candidates)):
             theirs = self.copies.vector(other)
-            if theirs is not None:
+            if theirs is not None and mine is not None:  # no candidates without `mine`
                 scores[other.id] = pair_score(mine, inner, theirs, other.copy_inner)
         copies = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
         hashed_score = scores.get(hashed.id) if hashed is not None else None

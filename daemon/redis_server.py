@@ -81,7 +81,8 @@ class EmbeddedRedis:
                 "--appendfilename", "redis.aof", "--save", "", "--daemonize", "no", "--loglevel", "warning",
                 "--logfile", str(self.dir / "redis.log")]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                     stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)  # noqa: PLW1509 - prctl must run in the child
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -80,7 +80,7 @@ class WorkerPool:
     def stop(self, timeout: float = 20.0) -> None:
         for proc in self.procs.values():
             if proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)  # rq finishes the current job, then exits
+                proc.terminate()  # SIGTERM: rq finishes the current job, then exits
         deadline = time.monotonic() + timeout
         for proc in self.procs.values():
             proc.join(max(0.1, deadline - time.monotonic()))
@@ -134,7 +134,7 @@ def run_all(settings: Settings, roots: list[Path], reload: Callable[[], Settings
     embedded = None if settings.redis.url else EmbeddedRedis(settings.state_dir)
     pool = None
     try:
-        daemon.redis_url = settings.redis.url or embedded.start()
+        daemon.redis_url = embedded.start() if embedded is not None else settings.redis.url or ""
         daemon.open()
         # What the last life's workers held is lost: free it now, not after queue.pending_retry_s.
         daemon.release_jobs(_from_an_earlier_run, "left started by an earlier run", parked=True, requeue=False)

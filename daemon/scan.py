@@ -56,6 +56,7 @@ def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout,
                 new_id = owner.register(path, size, mtime)
                 if new_id is None:  # this exact version was already decided: report it as it stands
                     row = catalog.by_path(path)
+                    assert row is not None  # register() just found its current row
                     ids.append(row.id)
                 else:
                     ids.append(new_id)
@@ -63,7 +64,11 @@ def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout,
             owner.accept(pipeline.run(todo))
             decided = {e.file.id: e for e in owner.decide_ready(limit=len(todo) + 1_000_000)}
             for file_id in ids:
-                event = decided.get(file_id) or event_for(catalog.get(file_id), catalog)
+                event = decided.get(file_id)
+                if event is None:  # decided earlier: its verdict as the catalog holds it
+                    row = catalog.get(file_id)
+                    assert row is not None  # registered above, and rows are never removed
+                    event = event_for(row, catalog)
                 counts[event.kind] = counts.get(event.kind, 0) + 1
                 out.write(dumps(scan_record(event)) + "\n")
             out.flush()

@@ -62,7 +62,7 @@ def rank(owner: IndexOwner, probe: Row, top_k: int) -> list[dict]:
     if probe.sha256:
         for r in owner.catalog.query("SELECT id FROM files WHERE sha256 = ? AND state = 'decided'", (probe.sha256,)):
             offer(r["id"], 100.0, "sha256", 0)
-    if probe.windows is not None:
+    if probe.windows is not None and probe.dihedral is not None:
         for hit in owner.hashes.nearest(probe.windows, probe.dihedral, probe.dhash or 0, probe.id, top_k):
             offer(hit.id, hash_score(hit.distance), "phash", hit.distance)
     for file_id, score in owner.copies.search(probe, top_k, set()):

@@ -73,7 +73,8 @@ class Daemon:
         self.state.acquire()
         self.catalog = Catalog(self.state.catalog)
         self.commands = CommandSink(self.settings.commands)
-        sinks = [EventLog(self.state.events), self.commands] + ([ConsoleSink()] if self.console else [])
+        sinks: list[Callable[[VerdictEvent], None]] = [EventLog(self.state.events), self.commands]
+        sinks += [ConsoleSink()] if self.console else []
         with self.catalog.checked():  # a corrupt page shows up while the index is rebuilt from it
             self.catalog.conn.executescript(outbox.SCHEMA)
             self.owner = IndexOwner(self.settings, self.catalog, sinks, on_commit=self._outbox)
@@ -96,6 +97,8 @@ class Daemon:
 
     def _apply_reload(self) -> None:
         load, self.reload_with = self.reload_with, None
+        if load is None:
+            return
         sdnotify.reloading()
         try:
             self.reload(load())
@@ -274,7 +277,8 @@ class Daemon:
         """A complete file appeared (watcher or catch-up). Register it, then batch it for the workers."""
         try:
             st = Path(path).stat()
-            size, mtime = st.st_size, st.st_mtime_ns
+            size: int | None = st.st_size
+            mtime: int | None = st.st_mtime_ns
         except OSError:
             size = mtime = None  # vanished or unreadable: the worker records the reason as an error verdict
         try:
@@ -390,6 +394,7 @@ class Daemon:
                 raise
             q.ensure_group(self.redis)
             return
+        assert entries is None or isinstance(entries, list), "connect() speaks RESP2: [[stream, messages]]"
         for _stream, messages in entries or []:
             for msg_id, fields in messages:
                 payload = json.loads(fields[b"data"])

@@ -93,7 +93,8 @@ class CommandSink:
     def _run(self, commands: list[CommandSettings], body: bytes, event_id: str) -> None:
         for command in commands:
             try:
-                done = subprocess.run(command.argv, input=body, capture_output=True, timeout=command.timeout_s)
+                done = subprocess.run(command.argv, input=body, capture_output=True, timeout=command.timeout_s,
+                                      check=False)
             except subprocess.TimeoutExpired:
                 log.warning("command %s killed after %.0fs on %s", command.argv[0], command.timeout_s, event_id)
                 continue

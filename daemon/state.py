@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+from typing import TextIO
 
 
 class StateDir:
@@ -13,7 +14,7 @@ class StateDir:
         self.root = Path(root).expanduser()
         if create:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lock_fh = None
+        self._lock_fh: TextIO | None = None
 
     @property
     def catalog(self) -> Path:
@@ -38,7 +39,7 @@ class StateDir:
         otherwise stop); taking it again in the same process is a no-op."""
         if self._lock_fh is not None:
             return
-        fh = open(self.root / "owner.lock", "a+")
+        fh = open(self.root / "owner.lock", "a+")  # noqa: SIM115 - held open: the lock lasts until release()
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -51,7 +51,7 @@ def collect(settings: Settings) -> dict[str, Any]:
         return out
     try:
         live = redis_status(q.connect(url), settings)
-    except Exception as exc:  # status must answer even when Redis is down
+    except Exception as exc:  # noqa: BLE001 - status must answer even when Redis is down
         out["redis"] = f"unreachable: {exc}"
         return out
     out["model"].update(live.pop("model"))

@@ -97,7 +97,7 @@ class _Tracked:
 
 class Watcher(FileSystemEventHandler):
     def __init__(self, filt: PathFilter, watch: WatchSettings, *, landed: Callable[[str], None],
-                 moved: Callable[[str, str], None], deleted: Callable[[str], None],
+                 moved: Callable[[str, str], object], deleted: Callable[[str], None],
                  deleted_tree: Callable[[str], None] = lambda folder: None,
                  overflowed: Callable[[], None] = lambda: None):
         self.filter = filt

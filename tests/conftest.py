@@ -149,7 +149,7 @@ class Receiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
+            def do_POST(self):  # http.server's naming
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 with receiver.lock:
                     receiver.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()},
@@ -204,8 +204,9 @@ class Service:
     def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None):
         self.log = log
         self.lines: list[str] = []
-        self.proc = subprocess.Popen(dupwatch_cmd() + args, env=env, stdout=subprocess.PIPE, cwd=cwd,
-                                     stderr=open(log, "ab"), text=True, start_new_session=True)
+        with open(log, "ab") as stderr:  # the child has its own copy of the descriptor
+            self.proc = subprocess.Popen(dupwatch_cmd() + args, env=env, stdout=subprocess.PIPE, cwd=cwd,
+                                         stderr=stderr, text=True, start_new_session=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 

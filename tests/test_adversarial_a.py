@@ -15,6 +15,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -202,7 +203,7 @@ def test_restarted_daemon_requeues_what_its_last_life_left_in_flight_at_once(tmp
 
 
 @pytest.fixture
-def small_fs(tmp_path) -> Path:
+def small_fs(tmp_path) -> Iterator[Path]:
     """A 24 MiB tmpfs of its own (the suite runs as root): filled up on purpose."""
     mount = tmp_path / "small"
     mount.mkdir()

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -189,7 +189,7 @@ def test_an_id_past_sqlites_range_is_404_not_500(api: Running) -> None:
 
 
 def test_matches_by_kind_and_since(api: Running) -> None:
-    before = datetime.fromtimestamp(time.time() - 3600, tz=timezone.utc).isoformat()
+    before = datetime.fromtimestamp(time.time() - 3600, tz=UTC).isoformat()
     with api.client() as c:
         every = c.get("/api/v1/matches", params={"include_dismissed": "true"}).json()["matches"]
         exact = c.get("/api/v1/matches", params={"kind": "exact-copy"}).json()["matches"]

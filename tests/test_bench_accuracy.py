@@ -16,8 +16,8 @@ import pytest
 # however pytest is started.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import accuracy, anchors, dataset, edits, negatives, templates  # noqa: E402
-from bench.metrics import (  # noqa: E402
+from bench import accuracy, anchors, dataset, edits, negatives, templates
+from bench.metrics import (
     Prediction,
     average_precision,
     group_pairs,
@@ -28,7 +28,7 @@ from bench.metrics import (  # noqa: E402
     recall_at_precision,
     recall_by_family,
 )
-from bench.photos import licence_of, skimage_photos  # noqa: E402
+from bench.photos import licence_of, skimage_photos
 
 DUPWATCH = f"{sys.executable} -c 'from daemon.cli import main; main()'"
 
@@ -65,7 +65,8 @@ def test_splits_are_two_independent_streams(small: tuple[Path, list[dataset.Entr
     assert sorted(e.file for e in calibration + test) == sorted(by_file), "the splits partition the files"
     for split, stream in zip(dataset.SPLITS, (calibration, test)):
         assert {e.split for e in stream} == {split}
-        assert all(by_file[e.source].split == split for e in stream if e.role == "edit"), "copy across splits"
+        assert all(e.source is not None and by_file[e.source].split == split
+                   for e in stream if e.role == "edit"), "copy across splits"
         roles = [e.role for e in stream]
         assert roles.index("edit") > max(i for i, r in enumerate(roles) if r == "original")
     scenes: dict[str, set[str]] = {}

@@ -12,7 +12,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` is a plain folder, not a package
 
-from bench import latency, throughput  # noqa: E402
+from bench import latency, throughput
 
 
 def test_throughput_bench_prints_positive_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -109,7 +109,11 @@ def _featured_owner(tmp_path, n: int, on_commit=None) -> tuple[Catalog, IndexOwn
     catalog = Catalog(tmp_path / "catalog.sqlite3")
     owner = IndexOwner(Settings(state_dir=tmp_path, hash_only=True), catalog, on_commit=on_commit)
     rng = np.random.default_rng(1)
-    ids = [owner.register(f"/w/{k}.jpg", 100 + k, k) for k in range(n)]
+    ids: list[int] = []
+    for k in range(n):
+        new = owner.register(f"/w/{k}.jpg", 100 + k, k)
+        assert new is not None  # a fresh catalog: every path is new
+        ids.append(new)
     for k, file_id in enumerate(ids):
         catalog.store_features(file_id, _features(rng, k))
     return catalog, owner, ids

@@ -9,7 +9,7 @@ import time
 from daemon.config import CommandSettings
 from daemon.events import FileInfo, Match, VerdictEvent
 from daemon.sinks import CommandSink
-from tests.conftest import base_env, copy_into, Service, wait_for
+from tests.conftest import Service, base_env, copy_into, wait_for
 
 
 def event(file_id: int, kind: str = "edited-copy", score: float = 90.0) -> VerdictEvent:

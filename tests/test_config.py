@@ -42,5 +42,5 @@ def test_cli_reports_a_bad_config_file_clearly(tmp_path):
     toml = tmp_path / "bad.toml"
     toml.write_text("[model]\nbatch_size = 0\n")
     proc = subprocess.run(dupwatch_cmd() + ["status", "--config", str(toml)], env=base_env(tmp_path / "s"),
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode != 0 and "bad configuration" in proc.stderr and "batch_size" in proc.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from daemon.config import Settings, CommandSettings, WebhookSettings
+from daemon.config import CommandSettings, Settings, WebhookSettings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 INSTALL = DEPLOY / "install.sh"
@@ -95,7 +95,7 @@ def test_install_script_parses():
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt-get install -y shellcheck)")
 def test_install_script_is_shellcheck_clean():
-    result = subprocess.run(["shellcheck", str(INSTALL)], capture_output=True, text=True)
+    result = subprocess.run(["shellcheck", str(INSTALL)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
 
 
@@ -114,7 +114,8 @@ def test_install_dry_run_plans_and_changes_nothing(tmp_path, flags, enabled):
     watched = [Path(p) for p in ("/opt/dupwatch", "/etc/dupwatch", "/etc/systemd/system/dupwatch-daemon.service")]
     before = [p.exists() for p in watched]
     result = subprocess.run(
-        ["bash", str(INSTALL), "--dry-run", "--prefix", str(prefix), *flags], capture_output=True, text=True, timeout=60
+        ["bash", str(INSTALL), "--dry-run", "--prefix", str(prefix), *flags], capture_output=True, text=True,
+        timeout=60, check=False,
     )
     assert result.returncode == 0, result.stderr
     plan = result.stdout
@@ -128,5 +129,6 @@ def test_install_dry_run_plans_and_changes_nothing(tmp_path, flags, enabled):
 
 
 def test_install_rejects_bad_flags():
-    result = subprocess.run(["bash", str(INSTALL), "--dry-run", "--workers", "many"], capture_output=True, text=True)
+    result = subprocess.run(["bash", str(INSTALL), "--dry-run", "--workers", "many"], capture_output=True, text=True,
+                            check=False)
     assert result.returncode == 2

@@ -179,6 +179,7 @@ def test_daemon_sigkilled_and_restarted(fleet: Fleet, receiver: Receiver) -> Non
         fleet.start_daemon()
 
     paths = run_with_faults(fleet, {kill_at: fault})
+    assert fleet.daemon is not None
     assert "catch-up scan" in wait_for(lambda: "catch-up scan" in fleet.daemon.stderr() and fleet.daemon.stderr(),
                                        60, what="catch-up log line")
     assert_exactly_once(fleet, receiver, paths, max_resent=1)
@@ -197,6 +198,7 @@ def test_redis_killed_and_restarted_empty(fleet: Fleet, receiver: Receiver, redi
 
     paths = run_with_faults(fleet, {400: fault})
     assert_exactly_once(fleet, receiver, paths, max_resent=0)
+    assert fleet.daemon is not None
     assert "Redis lost its data" in fleet.daemon.stderr()
 
 
@@ -214,8 +216,11 @@ def test_files_written_while_the_daemon_is_stopped_are_found_at_start(fleet: Fle
         offline.append(folder / f"n{i}.png")
         noise_png(offline[-1], seed=10_000 + i)
     fleet.start_daemon()
+    daemon = fleet.daemon
+    assert daemon is not None
+
     def second_catch_up() -> str | None:
-        lines = [ln for ln in fleet.daemon.stderr().splitlines() if "catch-up scan:" in ln]  # one log, both runs
+        lines = [ln for ln in daemon.stderr().splitlines() if "catch-up scan:" in ln]  # one log, both runs
         return lines[1] if len(lines) > 1 else None
 
     line = wait_for(second_catch_up, 60, what="the restarted daemon's catch-up log line")

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from daemon.config import Settings
-from workers.settings import ModelSettings
 from tests.conftest import TINY_MODEL, base_env, dupwatch_cmd
 from workers.models.base import ModelUnavailable, load_embedder, load_model
+from workers.settings import ModelSettings
 
 
 def test_local_checkpoint_loads_the_exact_weights(tiny_checkpoint, photos):
@@ -50,13 +50,13 @@ def test_unreachable_weights_mean_no_similar_verdicts_said_loudly(tmp_path, phot
     listing.write_text(f"{photos['coffee']}\n")
     env = base_env(tmp_path / "state")
     proc = subprocess.run(dupwatch_cmd() + ["scan", "--files-from", str(listing)], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["verdict"] == "new"
     assert "SEMANTIC MODEL UNAVAILABLE" in proc.stderr and "no 'similar' verdicts" in proc.stderr
     assert "DUPWATCH_MODEL__PRETRAINED" in proc.stderr
     strict = subprocess.run(dupwatch_cmd() + ["scan", "--require-model", "--files-from", str(listing)],
-                            env=base_env(tmp_path / "state2"), capture_output=True, text=True, timeout=300)
+                            env=base_env(tmp_path / "state2"), capture_output=True, text=True, timeout=300, check=False)
     assert strict.returncode != 0 and strict.stdout == ""
     assert "not in the cache" in strict.stderr
 
@@ -72,7 +72,7 @@ def test_an_offline_host_decides_once_from_a_quick_probe(tmp_path, photos):
     listing.write_text(f"{photos['coffee']}\n")
     env = {k: v for k, v in base_env(tmp_path / "state").items() if k != "HF_HUB_OFFLINE"}
     proc = subprocess.run(dupwatch_cmd() + ["scan", "--files-from", str(listing)], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     assert f"{HUB_HOST} unreachable" in proc.stderr and "not in the cache" in proc.stderr
 
@@ -85,11 +85,12 @@ def test_hash_only_by_choice_loads_nothing():
 def test_torchvision_guard_makes_open_clip_importable_in_a_fresh_process():
     code = ("from workers.torch_guard import ensure_torchvision_importable as g; mode = g(); "
             "import open_clip, torchvision.transforms.v2; print(mode)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     mode = out.stdout.strip().splitlines()[-1]
     assert mode in ("native", "schemas")
-    bare = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True, timeout=120)
+    bare = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True, timeout=120,
+                          check=False)
     if mode == "schemas":  # the CUDA torchvision wheel on CPU torch: importing it bare is what fails
         assert bare.returncode != 0 and "torchvision::nms" in bare.stderr
     else:
@@ -108,14 +109,14 @@ def test_embedding_signal_makes_verdicts_when_thresholds_are_set(tmp_path, photo
     env = base_env(tmp_path / "state", **model_env, DUPWATCH_MATCH__PHASH_MAX_DISTANCE="-1",
                    DUPWATCH_MATCH__DHASH_MAX_DISTANCE="-1", DUPWATCH_MATCH__COPY_SCORE="99.5")
     proc = subprocess.run(dupwatch_cmd() + ["scan", "--files-from", str(listing)], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["verdict"] for r in records] == ["new", "edited-copy", "new"]
     assert records[1]["match"] == str(original) and records[1]["score"] >= 99.5
 
     query = subprocess.run(dupwatch_cmd() + ["query", "--json", str(files[1])], env=env, capture_output=True,
-                           text=True, timeout=300)
+                           text=True, timeout=300, check=False)
     assert query.returncode == 0, query.stderr
     top = json.loads(query.stdout)
     assert top[0]["path"] in (str(original), str(files[1]))

@@ -25,7 +25,7 @@ def setting_names(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def test_every_setting_is_documented():
-    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", README, flags=re.M))
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", README, flags=re.MULTILINE))
     assert set(setting_names(Settings)) <= documented, set(setting_names(Settings)) - documented
 
 

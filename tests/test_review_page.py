@@ -7,12 +7,16 @@ import json
 import re
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import imaging
 import numpy as np
 import pytest
 from PIL import Image
 from test_api import start_api
+
+if TYPE_CHECKING:
+    from playwright.sync_api import FloatRect
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -84,7 +88,7 @@ def _colour_share(shot: Image.Image, points: list[tuple[float, float]], rgb: tup
     return hits / len(points)
 
 
-def _outline(box: dict, rect: list[float], n: int = 24) -> list[tuple[float, float]]:
+def _outline(box: FloatRect, rect: list[float], n: int = 24) -> list[tuple[float, float]]:
     """Points along the edges of `rect` (normalised 0-1) placed on an element's bounding `box`."""
     x0, y0 = box["x"] + rect[0] * box["width"], box["y"] + rect[1] * box["height"]
     x1, y1 = box["x"] + rect[2] * box["width"], box["y"] + rect[3] * box["height"]
@@ -133,6 +137,7 @@ def test_review_page_draws_the_crop_box_and_the_altered_outline(tmp_path: Path, 
         page.screenshot(path=str(screenshot))
         earlier = card.locator("figure.earlier img").bounding_box()
         new = card.locator("figure.new img").bounding_box()
+        assert earlier is not None and new is not None  # both visible: waited for above
         page.select_option("#kind", "groups")  # the groups view: the original leads, the copy has its summary
         group = page.locator("section.group")
         expect(group).to_have_count(1)

@@ -36,7 +36,8 @@ def verdict_for(svc: Service, path: Path, timeout: float = 60) -> str:
 
 
 def private_redis_pids(state: Path) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"redis-server unixsocket:{state}/redis.sock"], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-f", f"redis-server unixsocket:{state}/redis.sock"], capture_output=True, text=True,
+                         check=False)
     return [int(p) for p in out.stdout.split()]
 
 
@@ -109,7 +110,8 @@ def test_daemon_and_worker_meet_at_an_external_redis(tmp_path, photos, redis_url
     services.append(worker)
     line = verdict_for(daemon, incoming / "rocket-again.jpg", timeout=90)
     assert "exact-copy" in line
-    status = subprocess.run(dupwatch_cmd() + ["status", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    status = subprocess.run(dupwatch_cmd() + ["status", "--json"], env=env, capture_output=True, text=True, timeout=60,
+                            check=False)
     data = json.loads(status.stdout)
     assert data["files"] == 2 and data["verdicts"] == {"new": 1, "exact-copy": 1}
     assert data["queues"]["dupwatch-ingest"] == 0 and len(data["workers"]) == 1

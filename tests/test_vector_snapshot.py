@@ -65,6 +65,7 @@ def test_vectors_the_snapshot_lacks_are_added_from_the_catalog(catalogued) -> No
 
     owner = reopened(settings)
     assert owner.vectors is not None and len(owner.vectors) == 3
+    assert owner.vectors.index is not None  # opened from the snapshot
     assert owner.vectors.index.search(vectors[lost], 1)[0][0] == lost
     owner.catalog.close()
 
@@ -78,6 +79,7 @@ def test_vectors_the_catalog_does_not_have_are_dropped(catalogued) -> None:
 
     owner = reopened(settings)
     assert owner.vectors is not None and len(owner.vectors) == 3
+    assert owner.vectors.index is not None  # opened from the snapshot
     assert not owner.vectors.index.index.contains(stray)
     assert {i for i, _ in owner.vectors.index.search(unit(np.random.default_rng(8)), 10)} == set(vectors)
     owner.catalog.close()
@@ -105,6 +107,7 @@ def test_start_up_reconciles_the_snapshot_range_by_range(tmp_path: Path, monkeyp
         owner.accept([features])
     assert len(owner.decide_ready()) == 30
     owner.save()
+    assert owner.vectors.index is not None  # opened by the first vector
     snapshot = owner.vectors.index.path
     catalog.close()
 

@@ -16,7 +16,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,7 +56,7 @@ class Receiver:
     """An HTTP server answering POSTs from a script: each entry is a status or (status, delay_s, headers);
     when the script runs out it answers 200. Every request is recorded in `hits` as it arrives."""
 
-    def __init__(self, script: list[Any] = (), port: int = 0):
+    def __init__(self, script: Sequence[Any] = (), port: int = 0):
         self.script = list(script)
         self.hits: list[Hit] = []
         self.lock = threading.Lock()
@@ -105,7 +105,7 @@ class Receiver:
 def receivers() -> Iterator[Callable[..., Receiver]]:
     started: list[Receiver] = []
 
-    def make(script: list[Any] = (), port: int = 0) -> Receiver:
+    def make(script: Sequence[Any] = (), port: int = 0) -> Receiver:
         started.append(Receiver(script, port))
         return started[-1]
 
@@ -241,10 +241,9 @@ def test_enqueue_is_idempotent_and_filters_kinds_and_min_score(catalog: Catalog)
 
 
 def test_enqueue_rolls_back_with_the_verdict(catalog: Catalog) -> None:
-    with pytest.raises(RuntimeError):
-        with catalog.transaction() as conn:
-            outbox.enqueue(conn, [endpoint("http://a.invalid/")], event(1), "x")
-            raise RuntimeError("crash before the verdict commits")
+    with pytest.raises(RuntimeError), catalog.transaction() as conn:
+        outbox.enqueue(conn, [endpoint("http://a.invalid/")], event(1), "x")
+        raise RuntimeError("crash before the verdict commits")
     assert catalog.query("SELECT count(*) AS n FROM deliveries")[0]["n"] == 0
 
 
@@ -296,7 +295,8 @@ def test_429_retry_after_is_honoured(catalog, receivers, deliverers) -> None:
 def test_retry_after_parsing() -> None:
     now = time.time()
     assert outbox.retry_after_s("7") == 7.0
-    assert 29 <= outbox.retry_after_s(email.utils.formatdate(now + 30, usegmt=True), now=now) <= 30
+    later = outbox.retry_after_s(email.utils.formatdate(now + 30, usegmt=True), now=now)
+    assert later is not None and 29 <= later <= 30
     assert outbox.retry_after_s(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
     assert outbox.retry_after_s("soon") is None and outbox.retry_after_s("-1") is None
     assert outbox.retry_after_s("nan") is None and outbox.retry_after_s(None) is None

@@ -23,7 +23,7 @@ try:  # HEIC/HEIF and AVIF; optional at import so a broken wheel does not take d
     pillow_heif.register_heif_opener()
     pillow_heif.register_avif_opener() if hasattr(pillow_heif, "register_avif_opener") else None
 except ImportError:  # pragma: no cover - the dependency is declared; this only guards odd installs
-    pillow_heif = None
+    pass  # HEIC/AVIF files then fail to decode, each with its recorded reason
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-picture
 Image.MAX_IMAGE_PIXELS = None  # dupwatch enforces its own limit before decoding (DecodeError 'too-large')

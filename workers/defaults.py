@@ -5,6 +5,8 @@ The daemon composes these settings into its own (daemon.config); a worker host n
 
 from __future__ import annotations
 
+from typing import Final
+
 MODEL_NAME = "ViT-B-32"
 """open_clip architecture. ViT-B-32: the best-known speed/quality point; ~22 images/s on 2 CPU cores."""
 
@@ -14,7 +16,7 @@ MODEL_PRETRAINED = "laion2b_s34b_b79k"
 MODEL_DEVICE = "auto"
 """'auto' picks cuda when present, else cpu. Any torch device string is accepted."""
 
-MODEL_PRECISION = "auto"
+MODEL_PRECISION: Final = "auto"
 """'auto': fp16 on CUDA, fp32 on CPU (bf16 on CPU is slower than fp32 on most CPUs without AMX)."""
 
 MODEL_BATCH_SIZE = 32
@@ -61,6 +63,6 @@ COPY_MODEL_NAME = "sscd"
 copy detection (crops, overlays, rotations), where hashes and CLIP both fall short; installs offline."""
 
 COPY_INPUT_SIZE = 320
-COPY_RESIZE = "square"
+COPY_RESIZE: Final = "square"
 """SSCD's input: squashed to 320 x 320. Of SSCD's two published eval cuts (short side 288, or 320 squashed) the
 squashed one gave the better operating point at high precision (ENVIRONMENT.md), and one shape per batch."""

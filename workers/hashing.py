@@ -42,6 +42,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 Array = Any  # a numpy array (CPU: no torch import at all) or a torch tensor (any device)
@@ -169,7 +170,7 @@ def dhash_batch(g98: Array) -> Array:
     return _pack(g98[:, :, 1:] > g98[:, :, :-1])
 
 
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def hamming(a: npt.ArrayLike, b: npt.ArrayLike) -> np.ndarray:
     """Bit distance between int64 hashes, broadcasting; uint8 result.
 
     Reinterpreted as uint64 first: np.bitwise_count counts the bits of |x|, wrong for negative int64.

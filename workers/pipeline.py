@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,16 @@ if TYPE_CHECKING:  # torch is imported only with a model: hash-only never pays f
     import torch
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _inputs(batch: list[T | None]) -> list[T]:
+    """A model's inputs for a batch: prepared for every file whenever the model is loaded (an error if not,
+    raised inside the caller's try so that the batch degrades to hashes rather than fail)."""
+    if any(x is None for x in batch):
+        raise ValueError("a file was prepared without this model's input")
+    return [x for x in batch if x is not None]
 
 
 @dataclass
@@ -109,14 +119,15 @@ class Pipeline:
 
     def _hash(self, feats: list[Features], prepared: list[Prepared]) -> None:
         """Batched hashes: numpy on the CPU; on the model's GPU when there is one (same results)."""
-        windows = np.stack([p.windows for p in prepared])
-        g98 = np.stack([p.g98 for p in prepared])
+        windows: hashing.Array = np.stack([p.windows for p in prepared])
+        g98: hashing.Array = np.stack([p.g98 for p in prepared])
         b, w = windows.shape[:2]
-        on_gpu = self.embedder is not None and self.embedder.device.type != "cpu"
+        device = self.embedder.device if self.embedder is not None else None
+        on_gpu = device is not None and device.type != "cpu"
         if on_gpu:
             import torch
 
-            windows, g98 = (torch.from_numpy(a).to(self.embedder.device) for a in (windows, g98))
+            windows, g98 = (torch.from_numpy(a).to(device) for a in (windows, g98))
         results = (hashing.phash_batch(windows.reshape(b * w, 32, 32)).reshape(b, w),
                    hashing.phash_dihedral_batch(windows[:, 0]), hashing.dhash_batch(g98),
                    hashing.detail_batch(windows[:, 0]))
@@ -133,7 +144,7 @@ class Pipeline:
 
         assert self.embedder is not None
         try:
-            batch = torch.stack([p.pixels for p in prepared])
+            batch = torch.stack(_inputs([p.pixels for p in prepared]))
             if self.embedder.device.type == "cuda":  # page-locked: the copy to the GPU runs asynchronously
                 batch = batch.pin_memory()
             vectors = self.embedder.embed(batch)
@@ -149,8 +160,8 @@ class Pipeline:
         assert self.copier is not None
         inner = [i for i, p in enumerate(prepared) if p.inner_pixels is not None]
         try:
-            vectors = self.copier.embed([p.copy_pixels for p in prepared] +
-                                        [prepared[i].inner_pixels for i in inner])
+            vectors = self.copier.embed(_inputs([p.copy_pixels for p in prepared] +
+                                                [prepared[i].inner_pixels for i in inner]))
         except Exception:  # as in _embed: hashes stay usable, verdicts degrade rather than fail
             log.exception("copy descriptor failed for a batch of %d; continuing without it", len(feats))
             return

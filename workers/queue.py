@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import datetime, timezone
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -70,7 +70,7 @@ def enqueue_batch(queue: Queue, items: Sequence[Sequence[Any]]) -> Job | None:
         pass  # the usual case: this batch was never queued, or its job finished and expired
     except redis.ConnectionError:
         raise  # not the job's fault: the caller's Redis retry loop handles it
-    except Exception as exc:  # a job hash Redis lost part of: say so, then enqueue afresh
+    except Exception as exc:  # noqa: BLE001 - a job hash Redis lost part of: say so, then enqueue afresh
         log.warning("job %s in Redis is unreadable (%s: %s); queueing its batch afresh", job_id,
                     type(exc).__name__, exc)
     payload = [[int(i[0]), str(i[1])] for i in items]
@@ -84,7 +84,7 @@ def worker_alive(conn: redis.Redis, name: str, since: datetime | None = None) ->
     started = conn.hget(WORKER_KEY.format(name=name), "started")
     if started is None:
         return False
-    return since is None or float(started) <= since.replace(tzinfo=since.tzinfo or timezone.utc).timestamp()
+    return since is None or float(started) <= since.replace(tzinfo=since.tzinfo or UTC).timestamp()
 
 
 def ensure_group(conn: redis.Redis) -> None:

@@ -51,7 +51,7 @@ def define_fallback_schemas() -> None:
     """Define `torchvision::nms` and `torchvision::qnms` so torchvision's meta registrations import."""
     import torch
 
-    lib = torch.library.Library("torchvision", "DEF")  # noqa: F841 - must stay alive with the process
+    lib = torch.library.Library("torchvision", "DEF")  # must stay alive with the process
     for name in ("nms", "qnms"):
         if not torch._C._dispatch_has_kernel(f"torchvision::{name}") and not _has_schema(name):
             lib.define(f"{name}{_SCHEMA}")

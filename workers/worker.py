@@ -85,7 +85,7 @@ def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = N
         stop.set()
         try:
             conn.delete(key)
-        except Exception:  # Redis may be the thing that went away
+        except Exception:  # noqa: BLE001, S110 - Redis may be the thing that went away
             pass
         pipeline.close()
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from workers.settings import ModelSettings
 from workers.models.base import ModelUnavailable, identity_of
+from workers.settings import ModelSettings
 
 
 class OnnxEmbedder:
@@ -62,7 +62,7 @@ class OnnxEmbedder:
             long = int(self.size * long / short)  # truncation, as torchvision's Resize(int) computes it
             w, h = (self.size, long) if image.width <= image.height else (long, self.size)
             image = image.resize((w, h), Image.Resampling.BICUBIC)
-            left, top = int(round((w - self.size) / 2.0)), int(round((h - self.size) / 2.0))
+            left, top = round((w - self.size) / 2.0), round((h - self.size) / 2.0)
             image = image.crop((left, top, left + self.size, top + self.size))
         chw = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
         if self.uint8:
