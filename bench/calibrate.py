@@ -62,7 +62,7 @@ def replay(entries: list[dataset.Entry], feats, rules: list[HashRule]) -> list[O
     index = HashIndex(len(WINDOWS))
     tallies = {r: [0, 0, 0] for r in rules}  # correct, false, false on distractors
     for i, (entry, f) in enumerate(zip(entries, feats, strict=True)):
-        if f.error is None:
+        if f.error is None and f.windows is not None:  # no windows: too little detail to hash-search
             for rule in rules:
                 hit = index.best(f.windows, f.dihedral, f.dhash, i, rule)
                 if hit is None:
@@ -99,7 +99,8 @@ def copy_replay(entries: list[dataset.Entry], feats, th_list: list, align=None) 
         scores = _pair_scores(f, full[earlier], inner[earlier], framed[earlier])
         order = np.argsort(-scores, kind="stable")[:10]
         copies = [(int(earlier[j]), float(scores[j])) for j in order]
-        hit = index.best(f.windows, f.dihedral, f.dhash, i, rule)
+        searchable = f.windows is not None  # else too little detail to hash-search (the owner's rule)
+        hit = index.best(f.windows, f.dihedral, f.dhash, i, rule) if searchable else None
         hit_score = float(scores[np.searchsorted(earlier, hit.id)]) if hit is not None else None
         ev = Evidence(hashed=hit, hashed_copy_score=hit_score, copies=copies)
         for th in th_list:
@@ -109,7 +110,8 @@ def copy_replay(entries: list[dataset.Entry], feats, th_list: list, align=None) 
             right = entry.role == "edit" and d.match_id is not None and group[d.match_id] == group[i]
             tallies[th][0 if right else 1] += 1
             tallies[th][2] += entry.role == "distractor"
-        index.add(i, f.windows, f.dhash)
+        if searchable:
+            index.add(i, f.windows, f.dhash)
     return tallies
 
 
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if not (args.data / "manifest.jsonl").exists():
         raise SystemExit(f"no benchmark at {args.data}: build it with python -m bench.dataset --out {args.data}")
-    entries = dataset.load_manifest(args.data)[: args.limit]
+    entries = dataset.load_manifest(args.data, None if args.split == "all" else args.split)[: args.limit]
     if args.copy:
         copy_main(args, entries)
         return

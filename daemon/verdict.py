@@ -134,8 +134,8 @@ def decide(ev: Evidence, th: Thresholds, verified: Mapping[int, Any] | None = No
     verified = verified or {}
 
     def confirmed(file_id: int) -> Any:
-        a = verified.get(file_id)
-        return a if a is not None and a.inliers >= th.min_inliers else None
+        a = verified.get(file_id)  # inliers 0: identical pixels at the aligned size, no features needed
+        return a if a is not None and (a.inliers == 0 or a.inliers >= th.min_inliers) else None
 
     copies: list[Decision] = []
     best = ev.copies[0] if ev.copies else None

@@ -149,6 +149,22 @@ def phash_dihedral_batch(g32: Array) -> Array:
     return _pack(_median_bits(stacked.reshape(-1, HASH_SIZE, HASH_SIZE))).reshape(-1, len(_DIHEDRAL_OPS))
 
 
+def detail_batch(g32: Array) -> Array:
+    """[B,32,32] planes -> [B] float: how firmly the plane's pHash bits are decided.
+
+    A pHash bit says whether one of the 64 low DCT coefficients is above their median; the median
+    absolute deviation of those coefficients is the typical margin a bit is decided by. JPEG noise moves a
+    coefficient of this unnormalised DCT by about 64 (grey levels of noise x 4 x 32 x 0.5), so on a star
+    field (a black plane with a few bright points: 1-73) or a smooth gradient (one or two coefficients
+    and noise: 11-49) most bits are noise, and unrelated images of that kind match at distance 0-8. Real
+    photos measure 218 or more (bench/data/acc, 2,851 files). See MIN_HASH_DETAIL in workers/defaults.py.
+    """
+    low = _dct_low(g32)
+    flat = low.reshape(low.shape[0], -1)
+    spread = (flat - _median(flat)[:, None]).abs() if _is_torch(flat) else np.abs(flat - _median(flat)[:, None])
+    return _median(spread)
+
+
 def dhash_batch(g98: Array) -> Array:
     """[B,8,9] planes -> [B] int64 dHashes as imagehash.dhash: is each pixel brighter than its left."""
     return _pack(g98[:, :, 1:] > g98[:, :, :-1])
@@ -228,11 +244,14 @@ def _dct_low(g32: Array) -> Array:
 
 def _median_bits(coeffs: Array) -> Array:
     """[N,8,8] -> [N,8,8] bool: coeff > median, the median as numpy takes it (mean of the middle two)."""
-    flat = coeffs.reshape(coeffs.shape[0], -1)
+    return coeffs > _median(coeffs.reshape(coeffs.shape[0], -1))[:, None, None]
+
+
+def _median(flat: Array) -> Array:
+    """[N,K] -> [N]: the median of each row as numpy takes it (mean of the middle two for even K)."""
     ordered = flat.sort(dim=1).values if _is_torch(flat) else np.sort(flat, axis=1)
     half = flat.shape[1] // 2
-    med = (ordered[:, half - 1] + ordered[:, half]) / 2.0
-    return coeffs > med[:, None, None]
+    return (ordered[:, half - 1] + ordered[:, half]) / 2.0
 
 
 def _pack(bits: Array) -> Array:

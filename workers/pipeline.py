@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from workers import hashing
+from workers import defaults, hashing
 from workers.content import picture_box
 from workers.decode import DecodeError, decode_file
 from workers.features import Features
@@ -129,13 +129,15 @@ class Pipeline:
 
             windows, g98 = (torch.from_numpy(a).to(device) for a in (windows, g98))
         results = (hashing.phash_batch(windows.reshape(b * w, 32, 32)).reshape(b, w),
-                   hashing.phash_dihedral_batch(windows[:, 0]), hashing.dhash_batch(g98))
-        window_hashes, dihedral, dhashes = (r.cpu().numpy() if on_gpu else r for r in results)
+                   hashing.phash_dihedral_batch(windows[:, 0]), hashing.dhash_batch(g98),
+                   hashing.detail_batch(windows[:, 0]))
+        window_hashes, dihedral, dhashes, detail = (r.cpu().numpy() if on_gpu else r for r in results)
         for i, f in enumerate(feats):
-            f.windows = window_hashes[i]
-            f.dihedral = dihedral[i]
             f.phash = int(window_hashes[i, 0])
             f.dhash = int(dhashes[i])
+            if detail[i] >= defaults.MIN_HASH_DETAIL:  # else no hash search: its bits are noise
+                f.windows = window_hashes[i]
+                f.dihedral = dihedral[i]
 
     def _embed(self, feats: list[Features], prepared: list[Prepared]) -> None:
         import torch
