@@ -75,10 +75,13 @@ def hash_matches(paths: list[Path]) -> list[str | None]:
         pipeline.close()
     index, out = HashIndex(len(WINDOWS)), []
     for f in feats:
-        hit = index.best(f.windows, f.dihedral, f.dhash, f.id, rule) if f.windows is not None else None
+        if f.windows is None:  # refused: too little detail for its hash bits to mean anything
+            out.append(None)
+            continue
+        assert f.dihedral is not None and f.dhash is not None
+        hit = index.best(f.windows, f.dihedral, f.dhash, f.id, rule)
         out.append(paths[hit.id].name if hit is not None else None)
-        if f.windows is not None:
-            index.add(f.id, f.windows, f.dhash)
+        index.add(f.id, f.windows, f.dhash)
     return out
 
 
