@@ -73,7 +73,7 @@ def hash_matches(paths: list[Path]) -> list[str | None]:
         feats = pipeline.run([(i, str(p)) for i, p in enumerate(paths)])
     finally:
         pipeline.close()
-    index, out = HashIndex(len(WINDOWS)), []
+    index, out = HashIndex(len(WINDOWS)), list[str | None]()
     for f in feats:
         if f.windows is None:  # refused: too little detail for its hash bits to mean anything
             out.append(None)
