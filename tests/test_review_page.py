@@ -106,7 +106,7 @@ def test_review_page_draws_the_crop_box_and_the_altered_outline(tmp_path: Path, 
     from workers.align import align_files
 
     token = "review-token"
-    running = start_api(tmp_path, ["--hash-only"], token=token)
+    running = start_api(tmp_path, ["--model-name", "none"], token=token)  # SSCD: hashes alone miss crop+caption
     services.append(running.service)
     edits = tmp_path / "edits"
     edits.mkdir()
