@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from workers.models.base import ModelUnavailable, resolve_device
+from workers.models.base import ModelUnavailable, resolve_device, resolve_dtype
 from workers.models.copy import cut, run_batches
 from workers.settings import CopyModelSettings
 
@@ -32,6 +32,8 @@ class TorchScriptCopyDescriptor:
         except Exception as exc:  # a truncated download or a file that is not TorchScript
             raise ModelUnavailable(f"cannot load TorchScript copy descriptor {path}: {exc}",
                                    "set copy_model.name to Meta's sscd_*.torchscript.pt file or to sscd") from exc
+        self.dtype = resolve_dtype(settings.precision, self.torch_device)  # fp16 halves a GPU's memory per batch
+        self.model = self.model.to(self.dtype)
         shape = (1, 3, 1, 1)
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.torch_device).view(shape) * 255.0
         self.std = torch.tensor(IMAGENET_STD, device=self.torch_device).view(shape) * 255.0
@@ -51,4 +53,4 @@ class TorchScriptCopyDescriptor:
 
         with torch.inference_mode():
             x = torch.from_numpy(nhwc).to(self.torch_device).permute(0, 3, 1, 2).float()
-            return self.model((x - self.mean) / self.std).float().cpu().numpy()
+            return self.model(((x - self.mean) / self.std).to(self.dtype)).float().cpu().numpy()
