@@ -15,7 +15,7 @@ left, taken as the bounding box of its main mass after dropping thin strokes suc
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 SIDE = 128
 """Long side of the copy the box is found on: the box needs to be right to a few percent only."""
@@ -28,6 +28,26 @@ MIN_FRAME_SHARE = 0.15
 
 AREA = (0.08, 0.8)
 """A box outside this share of the frame is no box: too small to be the picture, or the whole image."""
+
+
+OPENING = 5
+"""Side of the square the opening erodes and dilates with: wider than a text stroke at SIDE pixels."""
+
+
+def _rank(mask: np.ndarray, combine) -> np.ndarray:
+    """A square min (`np.logical_and`) or max (`np.logical_or`) filter of side OPENING on a boolean mask,
+    edges replicated: what Pillow's MinFilter/MaxFilter give on a 0/255 image, as two separable passes
+    (a third of a worker's CPU per image went to Pillow's rank filters before)."""
+    r = OPENING // 2
+    padded = np.pad(mask, r, mode="edge")
+    h, w = mask.shape
+    rows = padded[:, 0:w].copy()
+    for dx in range(1, OPENING):
+        combine(rows, padded[:, dx:dx + w], out=rows)
+    out = rows[0:h].copy()
+    for dy in range(1, OPENING):
+        combine(out, rows[dy:dy + h], out=out)
+    return out
 
 
 def picture_box(image: Image.Image) -> tuple[float, float, float, float] | None:
@@ -47,10 +67,8 @@ def picture_box(image: Image.Image) -> tuple[float, float, float, float] | None:
     frame = np.isin(code, top)
     if frame.mean() < MIN_FRAME_SHARE:
         return None
-    picture = Image.fromarray((~frame).astype(np.uint8) * 255)
     # an opening: text strokes and JPEG fringes around flat shapes vanish, a picture's mass stays
-    picture = picture.filter(ImageFilter.MinFilter(5)).filter(ImageFilter.MaxFilter(5))
-    mask = np.asarray(picture) > 0
+    mask = _rank(_rank(~frame, np.logical_and), np.logical_or)
     rows, cols = np.flatnonzero(mask.mean(axis=1) > 0.2), np.flatnonzero(mask.mean(axis=0) > 0.2)
     if len(rows) == 0 or len(cols) == 0:
         return None
