@@ -451,6 +451,28 @@ def test_replaced_deleted_and_moved_out_content_stops_matching(tmp_path, photos,
         assert " new " in line, line
 
 
+def test_files_deleted_while_the_daemon_was_down_stop_matching_after_start(tmp_path, photos, services):
+    """No delete event can come for a file deleted while the daemon was stopped: the catch-up at start
+    sweeps the catalog for current files that are gone."""
+    root = tmp_path / "in"
+    root.mkdir()
+    svc = start_run(services, tmp_path, root)
+    copy_into(photos["rocket"], root / "gone.jpg")
+    copy_into(photos["coffee"], root / "kept.jpg")
+    wait_for(lambda: len(decided(tmp_path / "state")) == 2, 60, what="2 verdicts")
+    assert svc.stop() == 0
+    (root / "gone.jpg").unlink()
+
+    svc = start_run(services, tmp_path, root)
+    wait_for(lambda: svc.stderr().count("catch-up scan:") == 2, 60, what="the second life's catch-up scan")
+    copy_into(photos["rocket"], root / "again.jpg")
+    copy_into(photos["coffee"], root / "kept2.jpg")
+    lines = {name: wait_for(lambda n=name: next((x for x in svc.verdict_lines() if n in x), None), 60, what=name)
+             for name in ("again.jpg", "kept2.jpg")}
+    assert " new " in lines["again.jpg"], lines  # not an exact copy of the deleted gone.jpg
+    assert "exact-copy" in lines["kept2.jpg"] and "kept.jpg" in lines["kept2.jpg"], lines  # the rest still match
+
+
 def test_deletes_and_moves_from_the_watcher_thread_leave_the_indexes_to_the_deciding_thread(tmp_path, photos):
     """The watcher's thread must not touch the hash table or the usearch index, which the main loop
     searches and grows without locks: it only queues the ids, and the deciding thread drops them."""
