@@ -166,13 +166,25 @@ ACTIONS = {"burst": 1, "slow": 4, "rename": 6, "overwrite": 4, "delete": 3, "bad
 """What the stream does, with its relative frequency."""
 
 
+def backlog(state: Path) -> int:
+    """Rows the daemon has not decided yet (the catalog's partial index makes this cheap)."""
+    try:
+        conn = catalog(state)
+        try:
+            return int(conn.execute("SELECT count(*) FROM files WHERE state != 'decided'").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
 def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, pick: random.Random,
-           deadline: float, burst: int, burst_gap_s: float, state: Path, actions: dict[str, int]) -> None:
-    """Write the mixed stream into `root` until `deadline`. Bursts come at most one per `burst_gap_s`: at
-    their drawn frequency a 30-minute run would write some fifty bursts of 20,000, a backlog no 2-core host
-    decides within the run, and the soak is about faults, not about an ever-growing queue."""
+           deadline: float, burst: int, burst_backlog: int | None, state: Path, actions: dict[str, int]) -> None:
+    """Write the mixed stream into `root` until `deadline`. With `burst_backlog`, a burst is written only
+    while fewer rows than that wait for a verdict: at their drawn frequency a 30-minute run would write
+    some fifty bursts of 20,000, a backlog no 2-core host decides within the run (about 20 verdicts/s at
+    load 20), and the soak is about faults, not an ever-growing queue. The other actions go on meanwhile."""
     n = 0
-    last_burst = -float("inf")
     tmp = root.parent / "staging"
     tmp.mkdir(exist_ok=True)
 
@@ -185,11 +197,10 @@ def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, 
         (root / f"d{d}").mkdir(parents=True, exist_ok=True)
     while time.monotonic() < deadline:
         action = pick.choices(list(actions), list(actions.values()))[0]
-        if action == "burst" and time.monotonic() - last_burst < burst_gap_s:
+        if action == "burst" and burst_backlog is not None and backlog(state) >= burst_backlog:
             continue
         ledger.counts[action] += 1
         if action == "burst":
-            last_burst = time.monotonic()
             for _ in range(burst):
                 path = name()
                 path.write_bytes(jpeg(rng))
@@ -332,8 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--burst", type=int, default=None, help="Files per burst (default 20,000; 300 under 10 min).")
     ap.add_argument("--kill-every-s", type=float, default=None, help="Mean seconds between kills.")
-    ap.add_argument("--burst-gap-s", type=float, default=None,
-                    help="Least seconds between two bursts (default 240; 0 under 10 min).")
+    ap.add_argument("--burst-backlog", type=int, default=None,
+                    help="Write a burst only while fewer rows wait for a verdict (default 1,000; no limit "
+                         "under 10 min).")
     ap.add_argument("--without", action="append", default=[], choices=sorted(ACTIONS),
                     help="Leave this action out of the stream (repeatable), to isolate a failure.")
     args = ap.parse_args(argv)
@@ -341,12 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     short = args.minutes < 10
     burst = args.burst or (300 if short else 20_000)
     mean_kill = args.kill_every_s or (20.0 if short else 60.0)
-    burst_gap = args.burst_gap_s if args.burst_gap_s is not None else (0.0 if short else 240.0)
+    burst_backlog = args.burst_backlog or (None if short else 1_000)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dupwatch-soak-"))
     root, outside, state = work / "root", work / "outside", work / "state"
     for d in (root, outside):
         d.mkdir(parents=True, exist_ok=True)
-    print(f"soak: seed {seed}, {args.minutes:g} min, bursts of {burst} (at most one per {burst_gap:g}s), "
+    print(f"soak: seed {seed}, {args.minutes:g} min, bursts of {burst}"
+          f"{f' (each once fewer than {burst_backlog} rows wait)' if burst_backlog else ''}, "
           f"a kill every ~{mean_kill:.0f}s, in {work}"
           + (f", without {', '.join(args.without)}" if args.without else ""), flush=True)
     print(f"machine: {machine()}; load at start {load()}", flush=True)
@@ -377,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.2)
     chaos.start()
     try:
-        stream(root, outside, ledger, rng, pick, deadline, burst, burst_gap, state,
+        stream(root, outside, ledger, rng, pick, deadline, burst, burst_backlog, state,
                {k: w for k, w in ACTIONS.items() if k not in args.without})
         stop.set()
         chaos.join()
