@@ -156,7 +156,8 @@ def decided_versions(state: Path) -> set[tuple[str, int, int]]:
                     conn.execute("SELECT path, size, mtime_ns FROM files WHERE state = 'decided'")}
         finally:
             conn.close()
-    except sqlite3.Error:
+    except sqlite3.Error as exc:
+        print(f"soak: catalog not readable ({exc}); no overwrite or delete this time", flush=True)
         return set()
 
 
@@ -165,9 +166,24 @@ ACTIONS = {"burst": 1, "slow": 4, "rename": 6, "overwrite": 4, "delete": 3, "bad
 """What the stream does, with its relative frequency."""
 
 
+def backlog(state: Path) -> int:
+    """Rows the daemon has not decided yet (the catalog's partial index makes this cheap)."""
+    try:
+        conn = catalog(state)
+        try:
+            return int(conn.execute("SELECT count(*) FROM files WHERE state != 'decided'").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
 def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, pick: random.Random,
-           deadline: float, burst: int, state: Path, actions: dict[str, int]) -> None:
-    """Write the mixed stream into `root` until `deadline`."""
+           deadline: float, burst: int, burst_backlog: int | None, state: Path, actions: dict[str, int]) -> None:
+    """Write the mixed stream into `root` until `deadline`. With `burst_backlog`, a burst is written only
+    while fewer rows than that wait for a verdict: at their drawn frequency a 30-minute run would write
+    some fifty bursts of 20,000, a backlog no 2-core host decides within the run (about 20 verdicts/s at
+    load 20), and the soak is about faults, not an ever-growing queue. The other actions go on meanwhile."""
     n = 0
     tmp = root.parent / "staging"
     tmp.mkdir(exist_ok=True)
@@ -181,6 +197,8 @@ def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, 
         (root / f"d{d}").mkdir(parents=True, exist_ok=True)
     while time.monotonic() < deadline:
         action = pick.choices(list(actions), list(actions.values()))[0]
+        if action == "burst" and burst_backlog is not None and backlog(state) >= burst_backlog:
+            continue
         ledger.counts[action] += 1
         if action == "burst":
             for _ in range(burst):
@@ -207,9 +225,11 @@ def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, 
                 path = Path(pick.choice(sorted(done)))
                 if action == "delete":
                     path.unlink()
+                    ledger.counts["deleted"] += 1
                 else:
                     path.write_bytes(jpeg(rng))
                     ledger.landed(path)
+                    ledger.counts["overwritten"] += 1
         elif action == "bad":
             path = name()
             path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" + rng.bytes(100))
@@ -229,6 +249,22 @@ def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, 
             time.sleep(pick.uniform(0.1, 1.0))
 
 
+def machine() -> str:
+    """The host, for the summary: results are only comparable on the same kind of machine."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown CPU")
+    return f"{model}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB"
+
+
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def sample_load(loads: list[float], stop: threading.Event) -> None:
+    while not stop.wait(15):
+        loads.append(os.getloadavg()[0])
+
+
 def killer(run: Run, pick: random.Random, deadline: float, kills: collections.Counter, mean_s: float,
            stop: threading.Event) -> None:
     """SIGKILL a worker, the redis-server or the whole run, at random moments."""
@@ -245,10 +281,13 @@ def killer(run: Run, pick: random.Random, deadline: float, kills: collections.Co
             kills[what] += 1
 
 
-def settle(state: Path, receiver: Receiver, timeout: float) -> None:
-    """Wait until nothing is undecided and every outbox row was sent."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def settle(state: Path, receiver: Receiver, stall_s: float) -> float:
+    """Wait until nothing is undecided and every outbox row was sent, for as long as the backlog keeps
+    shrinking: a 20,000-file burst near the end can take minutes on 2 busy cores, and that is throughput,
+    not loss. Gives up after `stall_s` with no progress. Returns the seconds waited."""
+    started = time.monotonic()
+    best, best_at = None, started
+    while time.monotonic() - best_at < stall_s:
         try:
             conn = catalog(state)
             try:
@@ -257,16 +296,19 @@ def settle(state: Path, receiver: Receiver, timeout: float) -> None:
             finally:
                 conn.close()
             if open_rows == 0 and unsent == 0:
-                return
+                break
+            if best is None or open_rows + unsent < best:
+                best, best_at = open_rows + unsent, time.monotonic()
         except sqlite3.Error:
             pass
         time.sleep(1)
+    return time.monotonic() - started
 
 
 def check(state: Path, ledger: Ledger, receiver: Receiver, opened: list[str],
           daemon_kills: int) -> list[tuple[str, str, bool]]:
     conn = catalog(state)
-    rows = conn.execute("SELECT path, size, mtime_ns, state FROM files").fetchall()
+    rows = conn.execute("SELECT path, size, mtime_ns, state, verdict FROM files").fetchall()
     outbox = [r[0] for r in conn.execute("SELECT event_id FROM deliveries")]
     conn.close()
     per_version = collections.Counter((r["path"], r["size"], r["mtime_ns"]) for r in rows if r["state"] == "decided")
@@ -277,13 +319,17 @@ def check(state: Path, ledger: Ledger, receiver: Receiver, opened: list[str],
     odd_rows = sum(any(tok in r["path"] for r in rows) for tok in ledger.odd_names)
     resent = sum(receiver.ids[i] - 1 for i in outbox if receiver.ids[i] > 1)
     never_sent = [i for i in outbox if receiver.ids[i] == 0]
+    kinds = collections.Counter(r["verdict"] for r in rows if r["state"] == "decided")
     return [
+        ("paths written", f"{len(ledger.versions)} (+{len(ledger.odd_names)} non-UTF-8 names)", True),
         ("landed versions", f"{len(landed)} (+{len(ledger.odd_names)} non-UTF-8 names)", True),
+        ("verdicts by kind", " ".join(f"{k} {v}" for k, v in sorted(kinds.items())), True),
         ("versions with no verdict", f"{len(missing)} {missing[:3]}", not missing),
         ("versions with 2+ verdicts", f"{len(repeated)} {repeated[:3]}", not repeated),
         ("rows still undecided", str(undecided), undecided == 0),
         ("non-UTF-8 names decided", f"{odd_rows} of {len(ledger.odd_names)}", odd_rows == len(ledger.odd_names)),
         ("webhook events in the outbox", str(len(outbox)), True),
+        ("deliveries received (2xx)", str(sum(receiver.ids.values())), True),
         ("events never delivered", str(len(never_sent)), not never_sent),
         ("re-sends (at most 1 per daemon kill)", f"{resent} ({daemon_kills} daemon kills)", resent <= daemon_kills),
         ("files outside the root opened", f"{len(opened)} {opened[:3]}", not opened),
@@ -297,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--burst", type=int, default=None, help="Files per burst (default 20,000; 300 under 10 min).")
     ap.add_argument("--kill-every-s", type=float, default=None, help="Mean seconds between kills.")
+    ap.add_argument("--burst-backlog", type=int, default=None,
+                    help="Write a burst only while fewer rows wait for a verdict (default 1,000; no limit "
+                         "under 10 min).")
     ap.add_argument("--without", action="append", default=[], choices=sorted(ACTIONS),
                     help="Leave this action out of the stream (repeatable), to isolate a failure.")
     args = ap.parse_args(argv)
@@ -304,12 +353,17 @@ def main(argv: list[str] | None = None) -> int:
     short = args.minutes < 10
     burst = args.burst or (300 if short else 20_000)
     mean_kill = args.kill_every_s or (20.0 if short else 60.0)
+    burst_backlog = args.burst_backlog or (None if short else 1_000)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dupwatch-soak-"))
     root, outside, state = work / "root", work / "outside", work / "state"
     for d in (root, outside):
         d.mkdir(parents=True, exist_ok=True)
-    print(f"soak: seed {seed}, {args.minutes:g} min, bursts of {burst}, a kill every ~{mean_kill:.0f}s, in {work}"
+    print(f"soak: seed {seed}, {args.minutes:g} min, bursts of {burst}"
+          f"{f' (each once fewer than {burst_backlog} rows wait)' if burst_backlog else ''}, "
+          f"a kill every ~{mean_kill:.0f}s, in {work}"
           + (f", without {', '.join(args.without)}" if args.without else ""), flush=True)
+    print(f"machine: {machine()}; load at start {load()}", flush=True)
+    loads: list[float] = []
     rng, pick = np.random.default_rng(seed), random.Random(seed)
     for i in range(5):
         (outside / f"secret{i}.jpg").write_bytes(jpeg(rng))
@@ -329,17 +383,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     deadline = started + args.minutes * 60
     chaos = threading.Thread(target=killer, args=(run, pick, deadline, kills, mean_kill, stop), daemon=True)
+    threading.Thread(target=sample_load, args=(loads, stop), daemon=True).start()
     while not (state / "catalog.sqlite3").exists():  # the first start
         if run.proc.poll() is not None:
             raise SystemExit(f"soak: `dupwatch run` exited ({run.proc.returncode}) at start; see {work / 'run.log'}")
         time.sleep(0.2)
     chaos.start()
     try:
-        stream(root, outside, ledger, rng, pick, deadline, burst, state,
+        stream(root, outside, ledger, rng, pick, deadline, burst, burst_backlog, state,
                {k: w for k, w in ACTIONS.items() if k not in args.without})
         stop.set()
         chaos.join()
-        settle(state, receiver, timeout=300)
+        settled_s = settle(state, receiver, stall_s=300)
         code = run.stop()
     finally:
         if run.proc.poll() is None:
@@ -348,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     results = check(state, ledger, receiver, watch.opened, kills["daemon"])
     elapsed = time.monotonic() - started
     print(f"\nsoak (seed {seed}): {elapsed / 60:.1f} min; actions {dict(ledger.counts)}; kills {dict(kills)}; "
-          f"final SIGTERM exit {code}")
+          f"final SIGTERM exit {code}; settled {settled_s:.0f}s after the stream stopped")
+    print(f"machine: {machine()}; load average during the stream (1-min, sampled every 15 s): "
+          f"mean {sum(loads) / max(len(loads), 1):.1f}, max {max(loads, default=0):.1f}; at the end {load()}")
     print(f"{'check':<34} {'value':<44} ok")
     for what, value, ok in results:
         print(f"{what:<34} {value[:44]:<44} {'yes' if ok else 'NO'}")

@@ -59,7 +59,7 @@ from daemon.metrics import Metrics
 from daemon.search import PROBE_ID, probe_row
 from daemon.status import redis_status
 from daemon.text import dumps
-from workers.decode import DecodeError, decode_bytes, read_file
+from workers.decode import DecodeError, check_header, decode_bytes, read_file
 
 if TYPE_CHECKING:
     from workers.pipeline import Pipeline
@@ -234,7 +234,8 @@ class ApiServer:
                              follow_symlinks=self.daemon.settings.watch.follow_symlinks)
             if hashlib.sha256(data).hexdigest() != row["sha256"]:
                 raise HTTPException(404, "the file changed on disk since it was catalogued")
-            image = decode_bytes(data, size=px, max_pixels=decode.max_pixels).image
+            image = decode_bytes(data, size=px, max_pixels=decode.max_pixels,
+                                 max_full_pixels=decode.max_full_pixels).image
         except DecodeError as exc:
             raise HTTPException(404, f"cannot read this file now: {exc.reason}") from None
         image.thumbnail((px, px))
@@ -423,6 +424,11 @@ def create_app(api: ApiServer) -> FastAPI:
                                 headers={"Retry-After": "1"})
         try:
             data = await _upload(request, daemon.settings.api.max_upload_bytes)
+            decode = daemon.settings.decode
+            try:  # from the header, before the decode: no reduced decode for PNG and most formats
+                check_header(data, max_pixels=decode.max_pixels, max_full_pixels=decode.max_full_pixels)
+            except DecodeError as exc:
+                raise HTTPException(413, f"image too large: {exc.detail}") from None
             return await run_in_threadpool(api.search, data, top_k)
         finally:
             api.search_slots.release()

@@ -290,6 +290,12 @@ class Catalog:
         return {r["path"]: (r["size"], r["mtime_ns"])
                 for r in self.query("SELECT path, size, mtime_ns FROM files WHERE current = 1")}
 
+    def current_paths(self, after_id: int, limit: int) -> list[tuple[int, str]]:
+        """(id, path) of up to `limit` current rows with ids above `after_id`, in id order: one range of a
+        sweep that visits a 10 M-row catalog without ever holding all its paths."""
+        return [(int(r["id"]), r["path"]) for r in self.query(
+            "SELECT id, path FROM files WHERE current = 1 AND id > ? ORDER BY id LIMIT ?", (after_id, limit))]
+
     def mark_queued(self, ids: Sequence[int], job_id: str) -> None:
         now = time.time()
         with self.transaction() as c:

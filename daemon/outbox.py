@@ -11,6 +11,7 @@ restart); `webhook-id` is the event id on every attempt, so receivers de-duplica
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import email.utils
 import json
@@ -18,15 +19,18 @@ import logging
 import math
 import random
 import sqlite3
+import ssl
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+import certifi
+import httpcore
 import httpx
 
 from daemon import __version__, defaults
@@ -147,7 +151,7 @@ def send_test(endpoint: WebhookSettings) -> tuple[int, str]:
     event_id = f"evt_test_{uuid.uuid4().hex[:24]}"
     body = json.dumps({"schema": SCHEMA_VERSION, "id": event_id, "type": "dupwatch.test", "kind": None,
                        "sent_at": time.time(), "dupwatch_version": __version__}, separators=(",", ":")).encode()
-    with httpx.Client(headers={"user-agent": USER_AGENT}) as client:
+    with _client() as client:
         response = _post(client, endpoint, event_id, body)
     return response.status_code, response.text
 
@@ -179,28 +183,109 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+_attempt_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("attempt_deadline", default=None)
+"""The monotonic time by which the current attempt must be over (set by `_post` around one request)."""
+
+
+def _time_left(timeout: float | None, expired: type[httpcore.TimeoutException]) -> float | None:
+    """What a socket operation may wait: the smaller of its own timeout and what is left of the attempt's
+    deadline; past the deadline, `expired` is raised (httpx maps it to its own timeout of the same kind)."""
+    deadline = _attempt_deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("webhook attempt not complete within its timeout_s")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write waits at most what is left of the attempt's deadline.
+
+    httpx's timeouts bound each socket operation, not the request: a receiver that sends its status line,
+    headers or body a byte at a time resets the read timeout with every byte and holds the endpoint's
+    lane (and every delivery behind it) for as long as it likes. Checking the deadline on every read, and
+    setting the socket's timeout to what is left of it, bounds the whole attempt, connect to last byte."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _time_left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname,
+                                                     _time_left(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's own sockets, connected within the attempt's deadline and wrapped in `_DeadlineStream`."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_tcp(host, port, _time_left(timeout, httpcore.ConnectTimeout),
+                                                       local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(path, _time_left(timeout, httpcore.ConnectTimeout),
+                                                               socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    """httpx's transport over `_DeadlineBackend`. httpx has no setting for a network backend, so its
+    connection pool is replaced by one built the same way with that backend (the pool is the only thing
+    the transport holds)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pool = httpcore.ConnectionPool(ssl_context=ssl.create_default_context(cafile=certifi.where()),
+                                             network_backend=_DeadlineBackend())
+
+
+def _client() -> httpx.Client:
+    """The client every webhook attempt goes through: each attempt bounded as a whole (`_post`)."""
+    return httpx.Client(headers={"user-agent": USER_AGENT}, transport=_DeadlineTransport())
+
+
 def _post(client: httpx.Client, endpoint: WebhookSettings, msg_id: str, body: bytes) -> httpx.Response:
     """One signed attempt: a fresh timestamp and signature, the same id.
 
-    httpx's timeouts bound each network operation, not the request: a receiver that drips its body a
-    byte at a time would hold the endpoint's lane (and every delivery behind it) for ever, and one that
-    answers with a huge body would be read into memory whole. So the body is streamed against a deadline
-    of `timeout_s` from the start of the attempt (raising httpx.ReadTimeout past it), and only its first
-    RESPONSE_CAP_BYTES are kept: the status is what counts, the body only feeds the error message."""
-    deadline = time.monotonic() + endpoint.timeout_s
-    request = client.build_request("POST", endpoint.url, content=body, timeout=endpoint.timeout_s,
-                                   headers=signed_headers(endpoint.secret, msg_id, body))
-    response = client.send(request, stream=True)
-    kept = bytearray()
+    The whole attempt (connect, request, status line, headers, body) ends by `timeout_s` from its start
+    (`_DeadlineStream`; httpx.TimeoutException past it). Only the body's first RESPONSE_CAP_BYTES are
+    read: a receiver answering with a huge body is not read into memory; the status is what counts, the
+    body only feeds the error message."""
+    token = _attempt_deadline.set(time.monotonic() + endpoint.timeout_s)
     try:
-        for chunk in response.iter_raw():
-            kept += chunk[:RESPONSE_CAP_BYTES - len(kept)]
-            if len(kept) >= RESPONSE_CAP_BYTES:
-                break  # the rest is dropped with the connection
-            if time.monotonic() > deadline:
-                raise httpx.ReadTimeout(f"response not complete within {endpoint.timeout_s:g} s", request=request)
+        request = client.build_request("POST", endpoint.url, content=body, timeout=endpoint.timeout_s,
+                                       headers=signed_headers(endpoint.secret, msg_id, body))
+        response = client.send(request, stream=True)
+        kept = bytearray()
+        try:
+            for chunk in response.iter_raw():
+                kept += chunk[:RESPONSE_CAP_BYTES - len(kept)]
+                if len(kept) >= RESPONSE_CAP_BYTES:
+                    break  # the rest is dropped with the connection
+        finally:
+            response.close()
     finally:
-        response.close()
+        _attempt_deadline.reset(token)
     headers = [(k, v) for k, v in response.headers.multi_items()  # kept raw: the framing no longer applies
                if k not in ("content-encoding", "content-length", "transfer-encoding")]
     return httpx.Response(response.status_code, headers=headers, content=bytes(kept), request=request)
@@ -349,7 +434,7 @@ class Deliverer:
     def _run_lane(self, lane: _Lane) -> None:
         conn = connect(self.db_path)
         try:
-            with httpx.Client(headers={"user-agent": USER_AGENT}) as client:
+            with _client() as client:
                 while not self._stop.is_set():
                     try:
                         wait = self._step(conn, client, lane.url)

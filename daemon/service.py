@@ -45,6 +45,8 @@ from workers.features import Features
 log = logging.getLogger("dupwatch.daemon")
 
 RECONCILE_EVERY_S = 2.0
+SWEEP_CHUNK = 10_000
+"""Catalog rows a sweep for vanished files reads at a time (`Daemon._sweep_gone`)."""
 SAVE_EVERY_S = 300.0
 
 
@@ -349,9 +351,10 @@ class Daemon:
                 log.exception("rescan failed")
 
     def _scan(self, what: str, live: bool) -> None:
-        """Land every file the catalog lacks or holds another version of. `live`: while the watcher
-        runs, a file still being written goes through its settle check instead, and catalogued files
-        that are gone are marked deleted (their delete events may be among those lost)."""
+        """Land every file the catalog lacks or holds another version of, then mark deleted the catalogued
+        files that are gone (deleted while the daemon was down, or their delete events were among those
+        lost), so their content stops matching. `live`: while the watcher runs, a file still being written
+        goes through its settle check instead."""
         started = time.monotonic()
         known = self.catalog.known_versions()
         settle_ns = self.settings.watch.settle_ms * 1_000_000
@@ -376,12 +379,27 @@ class Daemon:
             except Exception:  # one odd entry must never end the scan for every file after it
                 log.exception("%s: skipping %s", what, shown(path))
         bar.close()
-        gone = [p for p in known if live and self.filter.root_of(p) is not None and not os.path.lexists(p)]
-        for path in gone:
-            self.owner.deleted(path)
+        del known
+        gone = self._sweep_gone()
         elapsed = time.monotonic() - started
         log.info("%s: %d files checked, %d new or changed, %d gone, %.1fs (%.0f files/s)", what, seen, queued,
-                 len(gone), elapsed, seen / elapsed if elapsed > 0 else 0.0)
+                 gone, elapsed, seen / elapsed if elapsed > 0 else 0.0)
+
+    def _sweep_gone(self) -> int:
+        """Mark deleted every current row under the roots whose file no longer exists; return how many.
+        Visits the catalog SWEEP_CHUNK rows at a time by id: it may hold 10 M rows. Rows under folders
+        that are no longer roots are left as they are (their files were not looked for)."""
+        gone = after = 0
+        while not self.stopping.is_set():
+            rows = self.catalog.current_paths(after, SWEEP_CHUNK)
+            if not rows:
+                break
+            after = rows[-1][0]
+            for _, path in rows:
+                if self.filter.root_of(path) is not None and not os.path.lexists(path):
+                    self.owner.deleted(path)
+                    gone += 1
+        return gone
 
     # --- results -------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from daemon import outbox
+from daemon.catalog import Catalog
 from daemon.config import Settings, WatchSettings, WebhookSettings
 from daemon.walk import PathFilter
 from daemon.watcher import Watcher
@@ -37,6 +38,9 @@ from tests.conftest import (
     wait_for,
 )
 from tests.test_watcher import Recorder, image_bytes
+from tests.test_webhooks import endpoint as webhook_endpoint
+from tests.test_webhooks import event, put
+from tests.test_webhooks import row as webhook_row
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -259,6 +263,72 @@ def test_webhook_timeout_bounds_a_slow_drip_response():
         drip.close()
 
 
+class HeadDripServer:
+    """Sends the response to the first event (`slow_id`) from its status line on, one byte every 0.5 s
+    (about 100 s for the whole head); answers every other event at once. Records the ids answered and
+    how long the slow request's client stayed connected."""
+
+    HEAD = b"HTTP/1.1 200 OK\r\nx-pad: " + b"a" * 200 + b"\r\ncontent-length: 0\r\n\r\n"
+
+    def __init__(self, slow_id: str):
+        self.answered: list[str] = []
+        self.slow_connected_s: float | None = None
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.headers["webhook-id"] != slow_id:
+                    server.answered.append(self.headers["webhook-id"])
+                    self.send_response(200)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                started = time.monotonic()
+                try:
+                    for i in range(len(server.HEAD)):
+                        self.wfile.write(server.HEAD[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.5)
+                except OSError:
+                    pass  # the client hung up
+                server.slow_connected_s = time.monotonic() - started
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_webhook_timeout_bounds_a_status_line_and_headers_dripped_a_byte_at_a_time(tmp_path):
+    """httpx's read timeout restarts with every byte: only a deadline over the whole attempt ends it."""
+    first, behind = event(1), [event(2), event(3)]
+    drip = HeadDripServer(slow_id=first.event_id)
+    cat = Catalog(tmp_path / "catalog.sqlite3")
+    cat.conn.executescript(outbox.SCHEMA)
+    ep = webhook_endpoint(drip.url, timeout_s=2.0)
+    put(cat, [ep], first, *behind)
+    deliverer = outbox.Deliverer(cat.path, [ep], max_attempts=1, poll_s=0.05)
+    deliverer.start()
+    try:
+        wait_for(lambda: drip.slow_connected_s is not None and len(drip.answered) == 2, timeout=60)
+        assert drip.slow_connected_s < 3 * 2.0  # timeout_s 2, with slack for a loaded machine
+        assert drip.answered == [e.event_id for e in behind]  # in order, once each, behind the slow one
+        head = webhook_row(cat, first.event_id)
+        assert head["state"] == "dead" and head["last_error"] == "timeout after 2 s"
+    finally:
+        deliverer.stop(2.0)
+        drip.close()
+        cat.close()
+
+
 def test_webhook_response_body_is_read_only_up_to_a_cap():
     big = DripServer(size=50 * 1024 * 1024, pause=0)
     try:
@@ -381,6 +451,28 @@ def test_replaced_deleted_and_moved_out_content_stops_matching(tmp_path, photos,
         assert " new " in line, line
 
 
+def test_files_deleted_while_the_daemon_was_down_stop_matching_after_start(tmp_path, photos, services):
+    """No delete event can come for a file deleted while the daemon was stopped: the catch-up at start
+    sweeps the catalog for current files that are gone."""
+    root = tmp_path / "in"
+    root.mkdir()
+    svc = start_run(services, tmp_path, root)
+    copy_into(photos["rocket"], root / "gone.jpg")
+    copy_into(photos["coffee"], root / "kept.jpg")
+    wait_for(lambda: len(decided(tmp_path / "state")) == 2, 60, what="2 verdicts")
+    assert svc.stop() == 0
+    (root / "gone.jpg").unlink()
+
+    svc = start_run(services, tmp_path, root)
+    wait_for(lambda: svc.stderr().count("catch-up scan:") == 2, 60, what="the second life's catch-up scan")
+    copy_into(photos["rocket"], root / "again.jpg")
+    copy_into(photos["coffee"], root / "kept2.jpg")
+    lines = {name: wait_for(lambda n=name: next((x for x in svc.verdict_lines() if n in x), None), 60, what=name)
+             for name in ("again.jpg", "kept2.jpg")}
+    assert " new " in lines["again.jpg"], lines  # not an exact copy of the deleted gone.jpg
+    assert "exact-copy" in lines["kept2.jpg"] and "kept.jpg" in lines["kept2.jpg"], lines  # the rest still match
+
+
 def test_deletes_and_moves_from_the_watcher_thread_leave_the_indexes_to_the_deciding_thread(tmp_path, photos):
     """The watcher's thread must not touch the hash table or the usearch index, which the main loop
     searches and grows without locks: it only queues the ids, and the deciding thread drops them."""
@@ -484,7 +576,7 @@ def test_search_uploads_are_bounded_and_their_memory_returns(tmp_path, photos, s
     huge = tmp_path / "huge.png"
     Image.new("1", (10_000, 10_000)).save(huge)  # a few KB of file, 10^8 pixels
     assert huge.stat().st_size < 100_000
-    assert post(url, huge.read_bytes()) == 200
+    assert post(url, huge.read_bytes()) == 413  # refused from its header (the next test)
     after_huge = rss_mb(svc.proc.pid)
 
     body = os.urandom(19 * 1024 * 1024)
@@ -494,3 +586,40 @@ def test_search_uploads_are_bounded_and_their_memory_returns(tmp_path, photos, s
     time.sleep(1)
     after_burst = rss_mb(svc.proc.pid)
     assert after_huge < baseline + 100 and after_burst < baseline + 150, (baseline, after_huge, after_burst)
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(x.split()[1]) for x in fh if x.startswith("VmHWM:")) / 1024
+
+
+def test_huge_png_is_refused_from_its_header_as_an_upload_and_as_a_file(tmp_path, photos, services):
+    """Pillow has no reduced decode for PNG: a 12 KB PNG of 10,000 x 10,000 decodes to 300 MB. Its header
+    says so; uploads (413, naming the limit) and files (`too-large`) are refused by the same rule."""
+    from PIL import Image
+
+    root = tmp_path / "in"
+    root.mkdir()
+    port = free_port()
+    svc = start_run(services, tmp_path, root, DUPWATCH_API__ENABLED="true", DUPWATCH_API__PORT=str(port))
+    url = f"http://127.0.0.1:{port}/api/v1/search"
+    assert post(url, photos["rocket"].read_bytes()) == 200  # loads what a search needs
+    huge = tmp_path / "huge.png"
+    Image.new("1", (10_000, 10_000)).save(huge)
+    assert huge.stat().st_size < 100_000
+
+    before = rss_mb(svc.proc.pid)
+    Path(f"/proc/{svc.proc.pid}/clear_refs").write_text("5")  # peak RSS := current RSS
+    request = urllib.request.Request(url, data=huge.read_bytes(), method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=120)
+    assert refused.value.code == 413
+    detail = json.loads(refused.value.read())["detail"]
+    assert "10000x10000" in detail and "limit 50000000" in detail, detail
+    assert peak_rss_mb(svc.proc.pid) < before + 100  # never decoded (it would take 300 MB)
+
+    shutil.copy(huge, root / "huge.png")
+    row = wait_for(lambda: next((r for r in decided(tmp_path / "state") if r["path"].endswith("huge.png")), None),
+                   120, what="the huge PNG's verdict")
+    assert row["verdict"] == "error" and row["error"].startswith("too-large"), row
+    assert "limit 50000000" in row["error"]

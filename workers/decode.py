@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from workers import defaults
+
 try:  # HEIC/HEIF and AVIF; optional at import so a broken wheel does not take decoding down
     import pillow_heif
 
@@ -106,7 +108,35 @@ def _check_opened(fd: int, path: str) -> None:
                                  "(follow_symlinks is off)")
 
 
-def decode_bytes(data: bytes, *, size: int, max_pixels: int) -> Decoded:
+REDUCED_DECODE_FORMATS = frozenset({"JPEG"})
+"""Formats Pillow can decode at a reduced size (JPEG's draft mode: 1/2 to 1/8 scale). Every other format
+is decoded at full size first, 3-4 bytes a pixel, whatever size it is then reduced to."""
+
+
+def check_pixels(fmt: str, w: int, h: int, *, max_pixels: int, max_full_pixels: int) -> None:
+    """The size rule, applied from the header before any pixel is decoded, to files and uploads alike:
+    over `max_pixels` is a decompression bomb in any format; over `max_full_pixels` is refused for a
+    format decoded at full size, where a 12 KB PNG of 10,000 x 10,000 would take 300 MB."""
+    if w * h > max_pixels:
+        raise DecodeError("too-large", f"{w}x{h} pixels > limit {max_pixels} (decompression bomb?)")
+    if fmt not in REDUCED_DECODE_FORMATS and w * h > max_full_pixels:
+        raise DecodeError("too-large", f"{w}x{h} pixels > limit {max_full_pixels} for {fmt}, which is decoded "
+                                       "at full size (decode.max_full_pixels)")
+
+
+def check_header(data: bytes, *, max_pixels: int, max_full_pixels: int) -> None:
+    """`check_pixels` on an image's header alone (uploads, before they queue for the decoder). Data that
+    is not a recognised image passes: the decode that follows records why."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, (w, h) = img.format or "unknown", img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        return
+    check_pixels(fmt, w, h, max_pixels=max_pixels, max_full_pixels=max_full_pixels)
+
+
+def decode_bytes(data: bytes, *, size: int, max_pixels: int,
+                 max_full_pixels: int = defaults.MAX_FULL_PIXELS) -> Decoded:
     """Decode `data` to an upright RGB image whose short side is about `size` (JPEG draft mode)."""
     sha = hashlib.sha256(data).hexdigest()
     try:
@@ -115,9 +145,8 @@ def decode_bytes(data: bytes, *, size: int, max_pixels: int) -> Decoded:
             img = Image.open(io.BytesIO(data))
             fmt = img.format or "unknown"
             w, h = img.size
-            if w * h > max_pixels:
-                raise DecodeError("too-large", f"{w}x{h} pixels > limit {max_pixels} (decompression bomb?)")
-            if fmt == "JPEG":
+            check_pixels(fmt, w, h, max_pixels=max_pixels, max_full_pixels=max_full_pixels)
+            if fmt in REDUCED_DECODE_FORMATS:
                 img.draft("RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale: far less work
             img.load()
             upright = ImageOps.exif_transpose(img) or img
@@ -139,10 +168,11 @@ def decode_bytes(data: bytes, *, size: int, max_pixels: int) -> Decoded:
     return Decoded(image=rgb, sha256=sha, pixel_sha=pixel_sha, width=w, height=h, format=fmt, size=len(data))
 
 
-def decode_file(path: str, *, size: int, max_pixels: int, max_bytes: int, follow_symlinks: bool = False) -> Decoded:
+def decode_file(path: str, *, size: int, max_pixels: int, max_bytes: int, follow_symlinks: bool = False,
+                max_full_pixels: int = defaults.MAX_FULL_PIXELS) -> Decoded:
     """read_file + decode_bytes: the one entry point workers use."""
     return decode_bytes(read_file(path, max_bytes, follow_symlinks=follow_symlinks), size=size,
-                        max_pixels=max_pixels)
+                        max_pixels=max_pixels, max_full_pixels=max_full_pixels)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -45,6 +45,11 @@ sha256 and pixels, and the copy descriptor still sees the image."""
 MAX_PIXELS = 100_000_000
 """Images declaring more pixels than this are refused before decoding (decompression bombs)."""
 
+MAX_FULL_PIXELS = 50_000_000
+"""Images in a format decoded at full size (all but JPEG) declaring more pixels than this are refused
+before decoding: such a decode holds 3-4 bytes a pixel (a 12 KB PNG of 10,000 x 10,000 took 300 MB), while
+a JPEG is decoded at up to 1/8 scale. 50 MP admits an 8K x 6K PNG or TIFF (48 MP, about 150 MB RGB)."""
+
 MAX_FILE_BYTES = 512 * 1024 * 1024
 """Files larger than this are refused unread."""
 

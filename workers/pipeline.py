@@ -94,7 +94,7 @@ class Pipeline:
         try:
             s = self.decode_settings
             decoded = decode_file(path, size=s.size, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes,
-                                  follow_symlinks=self.follow_symlinks)
+                                  follow_symlinks=self.follow_symlinks, max_full_pixels=s.max_full_pixels)
             windows, g98 = hashing.hash_planes(decoded.image)
             pixels = self.embedder.preprocess(decoded.image) if self.embedder is not None else None
             copy_pixels = inner_pixels = None

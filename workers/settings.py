@@ -40,6 +40,8 @@ class ModelSettings(Section):
 
 class DecodeSettings(Section):
     max_pixels: int = Field(defaults.MAX_PIXELS, ge=1)
+    max_full_pixels: int = Field(defaults.MAX_FULL_PIXELS, ge=1,
+                                 description="Pixel limit for formats decoded at full size (all but JPEG).")
     max_file_bytes: int = Field(defaults.MAX_FILE_BYTES, ge=1)
     size: int = Field(defaults.DECODE_SIZE, ge=32)
     threads: int = Field(defaults.DECODE_THREADS, ge=0, description="Decode threads per worker; 0 = one per core.")
