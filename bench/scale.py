@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,11 +64,14 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def fill_catalog(catalog, n: int, seed: int) -> float:
-    """N decided synthetic rows in id order, 100k per transaction; returns rows/s."""
+def fill_catalog(catalog, n: int, seed: int, copy_model: str | None = None, dim: int = 512) -> float:
+    """N decided synthetic rows in id order, 100k per transaction; returns rows/s. With `copy_model`, each
+    row also gets a random unit `dim`-d copy vector of that identity, stored as the catalog stores vectors."""
+    from daemon.catalog import vector_to_sql
     from workers.hashing import WINDOWS
 
     rng = np.random.default_rng(seed)
+    vectors = np.random.default_rng(seed + 7)
     started = time.monotonic()
     now = time.time()
     for lo in range(0, n, 100_000):
@@ -83,50 +87,102 @@ def fill_catalog(catalog, n: int, seed: int) -> float:
                 "INSERT INTO files (path, size, mtime_ns, detected_at, sha256, pixel_sha, phash, dhash, windows,"
                 " dihedral, width, height, format, state, verdict, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
                 " ?, 1024, 768, 'JPEG', 'decided', 'new', ?)", rows)
+            if copy_model is not None:
+                v = vectors.standard_normal((k, dim), dtype=np.float32)
+                v /= np.linalg.norm(v, axis=1, keepdims=True)
+                first = conn.execute("SELECT max(id) FROM files").fetchone()[0] - k + 1
+                conn.execute("UPDATE files SET copy_model = ? WHERE id >= ?", (copy_model, first))
+                conn.executemany("INSERT INTO vectors (file_id, copy_embedding) VALUES (?, ?)",
+                                 [(first + i, vector_to_sql(v[i])) for i in range(k)])
     return n / (time.monotonic() - started)
 
 
-def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int) -> dict:
+def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, vectors: bool = False,
+          catalogs: Path | None = None) -> dict:
     """One N: build, start, scan, time, count. Returns the row of the table as a dict."""
     from daemon.catalog import Catalog
     from daemon.config import Settings
     from daemon.hashindex import ExhaustiveHashIndex, HashIndex
     from daemon.owner import IndexOwner
+    from workers.models.copy import copy_identity, load_copy_model
     from workers.pipeline import Pipeline
     from workers.settings import DecodeSettings
 
     warm = HashIndex(9, tail_rows=1)  # compile (or load) the numba kernels outside the timings
     warm.add(1, np.zeros(9, np.int64), 0)
     warm.best(np.zeros(9, np.int64), np.zeros(8, np.int64), 0, 2, _default_rule())
-    out: dict = {"n": n}
+    out: dict = {"n": n, "vectors": vectors}
     with tempfile.TemporaryDirectory(dir=os.environ.get("SCALE_TMP")) as tmp:
         state = Path(tmp)
-        catalog = Catalog(state / "catalog.sqlite3")
-        out["fill_rows_s"] = fill_catalog(catalog, n, seed) if n else 0.0
-        catalog.close()
+        settings = Settings(state_dir=state, hash_only=not vectors)
+        path = state / "catalog.sqlite3"
+        template = catalogs / f"{n}{'-sscd' if vectors else ''}.sqlite3" if catalogs else None
+        if template is not None and template.exists():  # filled by an earlier run: same seed, same rows
+            shutil.copyfile(template, path)
+            out["fill_rows_s"] = None
+        else:
+            catalog = Catalog(path)
+            out["fill_rows_s"] = fill_catalog(catalog, n, seed, copy_identity(settings.copy_model) if vectors
+                                              else None) if n else 0.0
+            catalog.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            catalog.close()
+            if template is not None:
+                shutil.copyfile(path, template)
         started = time.monotonic()
-        catalog = Catalog(state / "catalog.sqlite3")
-        owner = IndexOwner(Settings(state_dir=state, hash_only=True), catalog)
+        Catalog(path).close()  # a template from an older schema is migrated here, outside the start-up
+        out["migrate_s"] = time.monotonic() - started
+        if vectors:  # first start: no vector snapshot, the index is rebuilt from the catalog, then saved
+            started = time.monotonic()
+            catalog = Catalog(path)
+            owner = IndexOwner(settings, catalog)
+            out["rebuild_s"] = time.monotonic() - started
+            owner.save()
+            owner.close()
+            catalog.close()
+            out["vector_b_per_row"] = sum(p.stat().st_size for p in state.glob("vectors-*.usearch")) / max(n, 1)
+        started = time.monotonic()
+        catalog = Catalog(path)
+        owner = IndexOwner(settings, catalog)
         out["startup_s"] = time.monotonic() - started
         out["segments"] = len(owner.hashes._segments)
-        pipeline = Pipeline(DecodeSettings(), None)
+        pipeline = Pipeline(DecodeSettings(), None, load_copy_model(settings)[0] if vectors else None)
         # all new to the catalog (the strict zip below fails if one were not)
         ids = [i for p in photos if (i := owner.register(str(p), p.stat().st_size, p.stat().st_mtime_ns)) is not None]
         feats = pipeline.run(list(zip(ids, map(str, photos), strict=True)))
         pipeline.close()
         owner.accept(feats)
+        rule = owner.thresholds.hashes
+        out["decoys"] = plant_decoys(catalog, state / "archive", n, {
+            hit.id for f in feats if f.windows is not None and f.dihedral is not None and f.dhash is not None
+            and (hit := owner.hashes.best(f.windows, f.dihedral, f.dhash, f.id, rule)) is not None}, seed)
         started = time.monotonic()
         events = owner.decide_ready(limit=len(photos) + 1)
         out["verdicts_s"] = len(events) / (time.monotonic() - started)
         assert len(events) == len(photos), (len(events), len(photos))
         out["photo_chance"] = sum(1 for e in events if e.matches and e.matches[0].file.id <= n)
         out["photo_copies"] = sum(1 for e in events if e.kind in ("edited-copy", "exact-copy"))
+        out["looked_away"] = owner.looked_away
+        # the owner's own work per verdict (every signal, no verification), on the decided photos
+        rows = catalog.rows(ids)
+        owned = []
+        for row in rows:
+            t0 = time.perf_counter()
+            owner.evidence(row)
+            owned.append(time.perf_counter() - t0)
+        out["evidence_p50_ms"], out["evidence_p99_ms"] = (float(np.percentile(owned, q)) * 1e3 for q in (50, 99))
+        if vectors:
+            searched = []
+            for row in rows:
+                if row.copy_embedding is not None:
+                    t0 = time.perf_counter()
+                    owner.copies.search_vector(row.copy_embedding, row.id, settings.match.top_k, set())
+                    searched.append(time.perf_counter() - t0)
+            out["vector_p50_ms"], out["vector_p99_ms"] = (float(np.percentile(searched, q)) * 1e3 for q in (50, 99))
         # the hash search alone, new index and exhaustive over the same rows, same queries
         reference = ExhaustiveHashIndex(9)
         hashes = owner.hashes
         reference._n, reference._ids, reference._windows, reference._dhash, reference._live = (
             hashes._n, hashes._ids, hashes._windows, hashes._dhash, hashes._live)
-        rule = owner.thresholds.hashes
         fast, slow = [], []
         for k, f in enumerate(feats):
             assert f.windows is not None and f.dihedral is not None and f.dhash is not None, f.error
@@ -154,8 +210,27 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int) -
         disk = sum(p.stat().st_size for p in state.glob("catalog.sqlite3*"))
         out["disk_b_per_row"] = disk / max(n + len(photos), 1)
         out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        owner.close()
         catalog.close()
     return out
+
+
+def plant_decoys(catalog, folder: Path, n: int, hit: set[int], seed: int) -> int:
+    """Give each synthetic row a photo hash-matches a file: an unrelated picture (smoothed noise), so that
+    the gradient look and the verification run on chance matches as they would in a real archive (a
+    synthetic row's own path does not exist, and a match to a missing file is decided on hashes alone)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed + 2)
+    folder.mkdir(exist_ok=True)
+    synthetic = sorted(i for i in hit if i <= n)
+    for file_id in synthetic:
+        noise = (rng.standard_normal((12, 16, 3)) * 60 + 128).clip(0, 255).astype(np.uint8)
+        path = folder / f"{file_id}.jpg"
+        Image.fromarray(noise).resize((640, 480), Image.Resampling.BICUBIC).save(path, quality=90)
+        with catalog.transaction() as conn:
+            conn.execute("UPDATE files SET path = ? WHERE id = ?", (str(path), file_id))
+    return len(synthetic)
 
 
 def _default_rule():
@@ -166,47 +241,64 @@ def _default_rule():
 
 
 def table(rows: list[dict]) -> str:
-    head = ("catalogued", "start-up s", "verdicts/s", "hash p50/p99 ms", "exhaustive p50/p99 ms", "chance: photos",
-            "chance: random probes", "index B/row", "disk B/row", "peak RSS MiB")
+    head = ("catalogued", "vectors", "start-up s", "vector rebuild s", "verdicts/s", "owner per verdict p50/p99 ms",
+            "hash p50/p99 ms", "vector p50/p99 ms", "exhaustive p50/p99 ms", "chance: photos (decoys, looked away)",
+            "chance: random probes", "hash index B/row", "vector index B/row", "disk B/row", "peak RSS MiB")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        vec = r.get("vectors")
         lines.append("| " + " | ".join((
-            f"{r['n']:,}", f"{r['startup_s']:.1f}", f"{r['verdicts_s']:,.0f}",
+            f"{r['n']:,}", "512-d SSCD" if vec else "hash-only", f"{r['startup_s']:.1f}",
+            f"{r['rebuild_s']:.1f}" if vec else "-", f"{r['verdicts_s']:,.0f}",
+            f"{r['evidence_p50_ms']:.2f} / {r['evidence_p99_ms']:.2f}",
             f"{r['hash_p50_ms']:.2f} / {r['hash_p99_ms']:.2f}",
+            f"{r['vector_p50_ms']:.2f} / {r['vector_p99_ms']:.2f}" if vec else "-",
             f"{r['exh_p50_ms']:.1f} / {r['exh_p99_ms']:.1f} ({r['exh_queries']} q)",
-            f"{r['photo_chance']} of {r['photo_copies']} copies",
+            f"{r['photo_chance']} of {r['photo_copies']} copies ({r['decoys']}, {r['looked_away']})",
             f"{r['probe_chance']} / {r['probes']:,} = {r['probe_chance'] / max(r['probes'], 1):.2%}",
-            f"{r['index_b_per_row']:,.0f}", f"{r['disk_b_per_row']:,.0f}", f"{r['peak_rss_mib']:,.0f}")) + " |")
+            f"{r['index_b_per_row']:,.0f}", f"{r['vector_b_per_row']:,.0f}" if vec else "-",
+            f"{r['disk_b_per_row']:,.0f}", f"{r['peak_rss_mib']:,.0f}")) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--vectors", default="0", help="per size, 0 (hash-only) or 1 (512-d SSCD vectors too), "
+                    "comma-separated; one value applies to all sizes")
     ap.add_argument("--photos", type=int, default=300)
     ap.add_argument("--probes", type=int, default=20_000, help="random hash sets for the chance-match rate")
     ap.add_argument("--exhaustive", type=int, default=100, help="photos also searched exhaustively")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--catalogs", type=Path, help="keep each filled catalog here and reuse it on the next run "
+                    "(the fill is most of a 10 M run)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--child-vectors", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--photo-dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
         photos = sorted(args.photo_dir.glob("*.jpg"))
-        print(json.dumps(child(args.child, photos, args.probes, args.exhaustive, args.seed)))
+        print(json.dumps(child(args.child, photos, args.probes, args.exhaustive, args.seed, bool(args.child_vectors),
+                               args.catalogs)))
         return
     header = (f"# bench/scale.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
               f"{os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f} at start\n"
               f"# $ python bench/scale.py {' '.join(argv if argv is not None else sys.argv[1:])}\n"
-              f"# hash-only; {args.photos} real photos scanned per N; synthetic rows uniformly random")
+              f"# {args.photos} real photos scanned per N; synthetic rows uniformly random (vectors: random unit)")
     print(header, flush=True)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    flags = [int(v) for v in args.vectors.split(",")]
+    flags = flags * len(sizes) if len(flags) == 1 else flags
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         make_photos(Path(tmp), args.photos, args.seed)
-        for n in (int(s) for s in args.sizes.split(",")):
-            done = subprocess.run([sys.executable, __file__, "--child", str(n), "--photo-dir", tmp, "--probes",
-                                   str(args.probes), "--exhaustive", str(args.exhaustive), "--seed",
-                                   str(args.seed)], capture_output=True, text=True, check=False)
+        for n, vec in zip(sizes, flags, strict=True):
+            cmd = [sys.executable, __file__, "--child", str(n), "--child-vectors", str(vec), "--photo-dir", tmp,
+                   "--probes", str(args.probes), "--exhaustive", str(args.exhaustive), "--seed", str(args.seed)]
+            if args.catalogs:
+                cmd += ["--catalogs", str(args.catalogs)]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 sys.exit(f"N={n} failed:\n{done.stderr[-3000:]}")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

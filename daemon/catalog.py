@@ -45,11 +45,8 @@ CREATE TABLE IF NOT EXISTS files (
     width        INTEGER,
     height       INTEGER,
     format       TEXT,
-    embedding    BLOB,                               -- float32[dim], L2-normalised (semantic: similar)
-    model        TEXT,
-    copy_embedding BLOB,                             -- float32[dim], L2-normalised (copy descriptor)
-    copy_model   TEXT,
-    copy_inner   BLOB,                               -- float32[dim]: the picture inside a frame (query only)
+    model        TEXT,                               -- identity of the model of `vectors.embedding`
+    copy_model   TEXT,                               -- identity of the model of `vectors.copy_embedding`
     verdict      TEXT,
     match_id     INTEGER REFERENCES files(id),
     score        REAL,
@@ -64,17 +61,29 @@ CREATE INDEX IF NOT EXISTS files_path ON files(path);              -- earlier ve
 CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
 CREATE INDEX IF NOT EXISTS files_open ON files(state) WHERE state != 'decided';
 CREATE INDEX IF NOT EXISTS files_decided_at ON files(decided_at);
+CREATE TABLE IF NOT EXISTS vectors (
+    file_id        INTEGER PRIMARY KEY REFERENCES files(id),
+    embedding      BLOB,                             -- float16[dim], L2-normalised (semantic: similar)
+    copy_embedding BLOB,                             -- float16[dim], L2-normalised (copy descriptor)
+    copy_inner     BLOB                              -- float16[dim]: the picture inside a frame (query only)
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS not_duplicates (
     a INTEGER NOT NULL, b INTEGER NOT NULL, marked_at REAL NOT NULL, PRIMARY KEY (a, b)
 );
 """
 
-ADDED_COLUMNS = {"copy_embedding": "BLOB", "copy_model": "TEXT", "copy_inner": "BLOB", "edit": "TEXT"}
+ADDED_COLUMNS = {"copy_model": "TEXT", "edit": "TEXT"}
 """Columns newer than the first schema: added in place to a catalog made before them (`edit`: the copy's
 edit object as JSON, workers.align)."""
 
-SCHEMA_VERSION = 2
+VECTOR_COLUMNS = ("embedding", "copy_embedding", "copy_inner")
+"""The `vectors` table's columns: a file's model vectors, kept out of the hot `files` rows (schema 3)."""
+
+VECTOR_DTYPE = np.float16
+"""How vectors are stored: half the bytes of float32, and the usearch index holds them as f16 anyway."""
+
+SCHEMA_VERSION = 3
 """Recorded in `meta` as `schema_version`. A catalog from dupwatch 0.1 has none: it is version 1."""
 
 MIGRATIONS: dict[int, str] = {
@@ -85,8 +94,24 @@ CREATE INDEX IF NOT EXISTS files_pixel_sha ON files(pixel_sha);
 CREATE INDEX IF NOT EXISTS files_undecided ON files(id) WHERE state != 'decided';
 CREATE INDEX IF NOT EXISTS not_duplicates_b ON not_duplicates(b);
 """,
+    3: """
+-- Vectors leave the hot rows: with one 512-d float32 embedding in it a row took 4.2 KB (1 M rows: 4.26 GB),
+-- and every head(), get() and rows() read those pages. They move to `vectors` as float16, then the
+-- columns go (DROP COLUMN rewrites `files` once). f16(): a function the catalog's connection registers.
+INSERT OR IGNORE INTO vectors (file_id, embedding, copy_embedding, copy_inner)
+    SELECT id, f16(embedding), f16(copy_embedding), f16(copy_inner) FROM files
+    WHERE embedding IS NOT NULL OR copy_embedding IS NOT NULL OR copy_inner IS NOT NULL;
+ALTER TABLE files DROP COLUMN embedding;
+ALTER TABLE files DROP COLUMN copy_embedding;
+ALTER TABLE files DROP COLUMN copy_inner;
+""",
 }
-"""Version -> the script that upgrades a catalog from the version before it (each idempotent)."""
+"""Version -> the script that upgrades a catalog from the version before it, in one transaction with its
+version stamp."""
+
+ROW_SQL = ("SELECT files.*, v.embedding, v.copy_embedding, v.copy_inner FROM files "
+           "LEFT JOIN vectors v ON v.file_id = files.id")
+"""A whole row as `Row` holds it: the file and its vectors (one rowid lookup in `vectors`)."""
 
 
 @dataclass
@@ -134,9 +159,9 @@ class Row:
         for key in ("windows", "dihedral"):
             if data.get(key) is not None:
                 data[key] = np.frombuffer(data[key], dtype=np.int64)
-        for key in ("embedding", "copy_embedding", "copy_inner"):
+        for key in VECTOR_COLUMNS:
             if data.get(key) is not None:
-                data[key] = np.frombuffer(data[key], dtype=np.float32)
+                data[key] = vector_from_sql(data[key])
         if data.get("edit") is not None:
             data["edit"] = json.loads(data["edit"])
         return cls(**data)
@@ -197,7 +222,10 @@ class Catalog:
             with self._lock:
                 self.conn.executescript(SCHEMA)  # executescript commits on its own
                 have = {r["name"] for r in self.conn.execute("PRAGMA table_info(files)")}
-                for column, kind in ADDED_COLUMNS.items():  # idempotent, unlike a migration step
+                added = dict(ADDED_COLUMNS)
+                if self._version() < 3:  # what migration 3 moves out: a catalog older than the copy model lacks some
+                    added.update({c: "BLOB" for c in VECTOR_COLUMNS})
+                for column, kind in added.items():  # idempotent, unlike a migration step
                     if column not in have:
                         self.conn.execute(f"ALTER TABLE files ADD COLUMN {column} {kind}")
                 self.schema_version = self._migrate()
@@ -205,8 +233,7 @@ class Catalog:
     def _migrate(self) -> int:
         """Bring an older catalog up to SCHEMA_VERSION, one step per version, each step with its version
         stamp in one transaction (a crash mid-way resumes at that step)."""
-        row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        version = int(row["value"]) if row else 1
+        version = self._version()
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} has catalog schema {version}; this dupwatch knows up to "
                                f"{SCHEMA_VERSION}: upgrade dupwatch")
@@ -215,6 +242,10 @@ class Catalog:
                                     "INSERT INTO meta (key, value) VALUES ('schema_version', "
                                     f"'{step}') ON CONFLICT(key) DO UPDATE SET value = '{step}'; COMMIT;")
         return SCHEMA_VERSION
+
+    def _version(self) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row["value"]) if row else 1
 
     @contextmanager
     def checked(self) -> Iterator[None]:
@@ -304,7 +335,7 @@ class Catalog:
 
     def pending(self, older_than: float | None = None) -> list[Row]:
         """Pending rows (no worker result yet), optionally only those queued before `older_than`."""
-        sql = "SELECT * FROM files WHERE state = 'pending'"
+        sql = f"{ROW_SQL} WHERE state = 'pending'"
         args: list[Any] = []
         if older_than is not None:
             sql += " AND (queued_at IS NULL OR queued_at < ?)"
@@ -316,12 +347,16 @@ class Catalog:
     def store_features(self, file_id: int, features: dict[str, Any]) -> bool:
         """Store a worker's result for a pending row. False when the row is no longer pending
         (a duplicate result from a re-queued job): results are idempotent."""
-        cols = [k for k in FEATURE_FIELDS if k in features]
+        cols = [k for k in FEATURE_FIELDS if k in features and k not in VECTOR_COLUMNS]
         values = [_to_sql(features[k]) for k in cols]
         sets = ", ".join(f"{k} = ?" for k in cols)
+        vectors = {k: vector_to_sql(features[k]) for k in VECTOR_COLUMNS if features.get(k) is not None}
         with self.transaction() as c:
             cur = c.execute(f"UPDATE files SET {sets}{', ' if sets else ''}state = 'featured' "
                             "WHERE id = ? AND state = 'pending'", (*values, file_id))
+            if cur.rowcount == 1 and vectors:
+                c.execute(f"INSERT OR REPLACE INTO vectors (file_id, {', '.join(vectors)}) "
+                          f"VALUES (?{', ?' * len(vectors)})", (file_id, *vectors.values()))
             return cur.rowcount == 1
 
     def fail_pending(self, file_id: int, reason: str) -> None:
@@ -333,7 +368,7 @@ class Catalog:
     def head(self, limit: int) -> list[Row]:
         """The oldest undecided rows, in id order: verdicts are decided from here and only here."""
         return [Row.from_sql(r) for r in self.query(
-            "SELECT * FROM files WHERE state != 'decided' ORDER BY id LIMIT ?", (limit,))]
+            f"{ROW_SQL} WHERE state != 'decided' ORDER BY id LIMIT ?", (limit,))]
 
     def decided_with(self, column: str, value: Any, before_id: int, *, include_deleted: bool,
                      excluded: Collection[int] = ()) -> Row | None:
@@ -341,12 +376,12 @@ class Catalog:
         `excluded` ids (pairs marked "not a duplicate")."""
         live = "" if include_deleted else " AND deleted_at IS NULL"
         skip = f" AND id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
-        rows = self.query(f"SELECT * FROM files WHERE {column} = ? AND id < ? AND state = 'decided'"
+        rows = self.query(f"{ROW_SQL} WHERE {column} = ? AND id < ? AND state = 'decided'"
                           f"{live}{skip} AND error IS NULL ORDER BY id LIMIT 1", (value, before_id, *excluded))
         return Row.from_sql(rows[0]) if rows else None
 
     def get(self, file_id: int) -> Row | None:
-        rows = self.query("SELECT * FROM files WHERE id = ?", (file_id,))
+        rows = self.query(f"{ROW_SQL} WHERE id = ?", (file_id,))
         return Row.from_sql(rows[0]) if rows else None
 
     def rows(self, ids: Sequence[int]) -> list[Row]:
@@ -354,10 +389,10 @@ class Catalog:
         if not ids:
             return []
         return [Row.from_sql(r) for r in self.query(
-            f"SELECT * FROM files WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", list(ids))]
+            f"{ROW_SQL} WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", list(ids))]
 
     def by_path(self, path: str) -> Row | None:
-        rows = self.query("SELECT * FROM files WHERE path = CAST(? AS TEXT) AND current = 1", (sql_path(path),))
+        rows = self.query(f"{ROW_SQL} WHERE path = CAST(? AS TEXT) AND current = 1", (sql_path(path),))
         return Row.from_sql(rows[0]) if rows else None
 
     def decided_features(self, include_deleted: bool, chunk: int = 50_000) -> Iterator[sqlite3.Row]:
@@ -371,9 +406,9 @@ class Catalog:
         while True:  # in id ranges, so start-up memory does not grow with the catalog
             with self._lock:
                 rows = self.conn.execute(
-                    "SELECT id, dhash, windows, length(embedding) AS embedding_bytes, model, "
-                    "length(copy_embedding) AS copy_embedding_bytes, copy_model FROM files "
-                    "WHERE id > ? AND state = 'decided' "
+                    "SELECT id, dhash, windows, length(v.embedding) AS embedding_bytes, model, "
+                    "length(v.copy_embedding) AS copy_embedding_bytes, copy_model FROM files "
+                    "LEFT JOIN vectors v ON v.file_id = files.id WHERE id > ? AND state = 'decided' "
                     f"AND error IS NULL{live} ORDER BY id LIMIT ?", (after, chunk)).fetchall()
             if not rows:
                 return
@@ -440,6 +475,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
+    conn.create_function("f16", 1, _f16, deterministic=True)  # schema 3's migration
     return conn
 
 
@@ -467,6 +503,25 @@ def sql_path(path: str) -> str | bytes:
 def _text(data: bytes) -> str:
     """TEXT columns as str; bytes that are not UTF-8 (file names, see `sql_path`) as surrogate escapes."""
     return data.decode("utf-8", "surrogateescape")
+
+
+def vector_to_sql(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, VECTOR_DTYPE).tobytes()
+
+
+def vector_from_sql(blob: bytes) -> np.ndarray:
+    """A stored vector as the float32 the owner computes with."""
+    return np.frombuffer(blob, VECTOR_DTYPE).astype(np.float32)
+
+
+def vector_bytes(ndim: int) -> int:
+    """A stored vector's size in bytes (start-up reads blob lengths, not blobs)."""
+    return ndim * np.dtype(VECTOR_DTYPE).itemsize
+
+
+def _f16(blob: bytes | None) -> bytes | None:
+    """A float32 vector blob (schema 2 and before) as the float16 blob `vectors` holds."""
+    return None if blob is None else vector_to_sql(np.frombuffer(blob, np.float32))
 
 
 def _to_sql(value: Any) -> Any:

@@ -37,13 +37,14 @@ from daemon import __version__
 from daemon.catalog import Catalog, Row
 from daemon.config import Settings
 from daemon.events import FileInfo, Match, VerdictEvent
-from daemon.hashindex import HashIndex, HashRule
+from daemon.hashindex import HashHit, HashIndex, HashRule
 from daemon.vectors import ModelVectors
 from daemon.verdict import Decision, Evidence, Thresholds, decide, pair_score, to_verify
 from workers.features import Features
 from workers.hashing import WINDOWS
 from workers.models.base import identity_of
 from workers.models.copy import copy_identity
+from workers.precheck import GRADIENT_MAX_FRACTION, Geometry, geometry, gradient_distance
 
 log = logging.getLogger("dupwatch.owner")
 
@@ -77,6 +78,7 @@ class IndexOwner:
         # of them): the catalog's exact lookups cannot see them, so exact copies are looked up here too
         self._uncommitted: dict[tuple[str, str], list[int]] = {}
         self.decided = 0  # verdicts decided by this process (status line, metrics)
+        self.looked_away = 0  # hash-only matches the gradient look rejected before a verification (bench/scale.py)
         self._retired: queue.SimpleQueue[int] = queue.SimpleQueue()  # ids to drop from the indexes
         self._load()
 
@@ -110,9 +112,9 @@ class IndexOwner:
             hashed.append(self._hash_arrays(rows, width))
         for role in (self.copies, self.vectors):
             def fetch(ids: list[int], column: str = role.column) -> list[tuple[int, bytes]]:
-                got = self.catalog.query(f"SELECT id, {column} FROM files WHERE id IN ({','.join('?' * len(ids))})"
-                                         " ORDER BY id", ids)
-                return [(r["id"], r[column]) for r in got]
+                got = self.catalog.query(f"SELECT file_id, {column} FROM vectors WHERE file_id IN "
+                                         f"({','.join('?' * len(ids))}) ORDER BY file_id", ids)
+                return [(r["file_id"], r[column]) for r in got]
 
             role.load_range(rows, upto, fetch)
 
@@ -182,9 +184,13 @@ class IndexOwner:
         return events
 
     def _verify(self, row: Row, evidence: Evidence) -> Future | None:
-        """Submit the verifications this row's evidence asks for, or None when it is conclusive."""
+        """Submit the verifications this row's evidence asks for, or None when it is conclusive. A hash match
+        with no copy-descriptor score for it (hash-only) gets the gradient look first (workers.precheck)."""
         candidates = to_verify(evidence, self.thresholds) if self.verifier is not None else []
-        return self._align_later(row, candidates) if candidates else None
+        if not candidates:
+            return None
+        hash_only = evidence.hashed if evidence.hashed_copy_score is None else None
+        return self._align_later(row, candidates, hash_only)
 
     def _explain(self, row: Row, evidence: Evidence) -> Future | None:
         """The alignment of a copy that its scores decided without a verification, so that every edited copy
@@ -196,21 +202,37 @@ class IndexOwner:
             return None
         return self._align_later(row, [decision.match_id])
 
-    def _align_later(self, row: Row, candidates: list[int]) -> Future:
+    def _align_later(self, row: Row, candidates: list[int], hashed: HashHit | None = None) -> Future:
+        """Verify the candidates in the pool; `hashed`: a hash-only match among them, looked at first."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
                                             thread_name_prefix="verify")
-        return self._pool.submit(self._align_all, row.path, [(r.id, r.path) for r in self.catalog.rows(candidates)])
+        others = self.catalog.rows(candidates)
+        look = None
+        for other in others:
+            if hashed is not None and other.id == hashed.id and other.windows is not None:
+                assert row.windows is not None and row.dihedral is not None  # it was hash-matched
+                look = (other.id, geometry(hashed.signal, row.windows, row.dihedral, other.windows))
+        return self._pool.submit(self._align_all, row.path, [(r.id, r.path) for r in others], look)
 
-    def _align_all(self, path: str, candidates: list[tuple[int, str]]) -> dict[int, Any]:
+    def _align_all(self, path: str, candidates: list[tuple[int, str]],
+                   look: tuple[int, Geometry] | None = None) -> dict[int, Any]:
         """Alignments per candidate (None: none found). A pair whose file is gone is left out, so the
-        decision is made without a verification rather than against one (issue 11: decide without it)."""
+        decision is made without a verification rather than against one (issue 11: decide without it).
+        `look`: (candidate, geometry) of a hash-only match, whose gradients must agree before SIFT runs:
+        a pair they reject is not a copy (None), at a few ms instead of the ~55 ms a SIFT pass costs."""
         assert self.verifier is not None
         out: dict[int, Any] = {}
         s = self.settings.decode
         for file_id, other in candidates:
             if not (os.path.isfile(path) and os.path.isfile(other)):
                 continue
+            if look is not None and look[0] == file_id:
+                distance = gradient_distance(path, other, look[1], max_pixels=s.max_pixels, max_bytes=s.max_file_bytes)
+                if distance is not None and distance > GRADIENT_MAX_FRACTION:
+                    self.looked_away += 1
+                    out[file_id] = None
+                    continue
             try:
                 out[file_id] = self.verifier(path, other, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes)
             except Exception as exc:  # noqa: BLE001 - a decoder or OpenCV error costs this pair its verification

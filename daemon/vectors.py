@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from daemon.catalog import vector_bytes, vector_from_sql
+
 try:  # onnxruntime 1.32 segfaults on import once usearch 2.26 is loaded (a native-library clash; the
     import onnxruntime  # noqa: F401  other order is fine), so load it first wherever it is installed
 except ImportError:  # the ONNX backend is an optional extra
@@ -160,12 +162,12 @@ class ModelVectors:
         if self._reconciler is None:
             if not mine:  # nothing of this identity yet: leave the snapshot closed until a vector comes
                 return
-            self._reconciler = self._open(mine[0][1] // 4).reconciler()
+            self._reconciler = self._open(mine[0][1] // vector_bytes(1)).reconciler()
         missing = self._reconciler.range(np.fromiter((i for i, _ in mine), np.int64, len(mine)), upto)
         for start in range(0, len(missing), 10_000):
             got = fetch([int(i) for i in missing[start:start + 10_000]])
             self._reconciler.index.add_many(np.asarray([i for i, _ in got], np.int64),
-                                            np.stack([np.frombuffer(v, np.float32) for _, v in got]))
+                                            np.stack([vector_from_sql(v) for _, v in got]))
         if upto is None:
             done, self._reconciler = self._reconciler, None
             if done.added or done.removed:

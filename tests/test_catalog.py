@@ -79,14 +79,63 @@ def test_a_v0_1_catalog_is_upgraded_in_place(tmp_path):
     old.executescript(OLD_SCHEMA)
     old.close()
     catalog = Catalog(path)
-    assert catalog.schema_version == SCHEMA_VERSION == 2
-    assert catalog.meta_get("schema_version") == "2"
+    assert catalog.schema_version == SCHEMA_VERSION == 3
+    assert catalog.meta_get("schema_version") == "3"
     indexes = {r["name"] for r in catalog.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"files_pixel_sha", "files_undecided", "not_duplicates_b"} <= indexes
     assert catalog.decided_with("pixel_sha", "ff", 10, include_deleted=False).path == "/w/a.png"
     assert catalog.get(1).edit is None  # the edit column was added in place
     catalog.close()
-    assert Catalog(path).schema_version == 2  # opening again changes nothing
+    assert Catalog(path).schema_version == 3  # opening again changes nothing
+
+
+def _schema2_catalog(path, vectors: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+    """A catalog as dupwatch wrote it at schema 2: float32 vectors in the `files` rows."""
+    old = sqlite3.connect(path)
+    old.executescript(OLD_SCHEMA.replace("embedding BLOB, model TEXT,", "embedding BLOB, model TEXT, copy_embedding BLOB, "
+                                         "copy_model TEXT, copy_inner BLOB, edit TEXT,"))
+    old.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    for file_id, (semantic, copy) in vectors.items():
+        old.execute("INSERT INTO files (id, path, state, detected_at, verdict, dhash, embedding, model, copy_embedding,"
+                    " copy_model) VALUES (?, ?, 'decided', 1.0, 'new', 0, ?, 'clip', ?, 'sscd')",
+                    (file_id, f"/w/{file_id}.jpg", semantic.tobytes(), copy.tobytes()))
+    old.commit()
+    old.close()
+
+
+def test_a_schema_2_catalog_moves_its_vectors_out_of_the_files_rows(tmp_path):
+    rng = np.random.default_rng(3)
+    unit = [v / np.linalg.norm(v) for v in rng.normal(size=(6, 512)).astype(np.float32)]
+    vectors = {2: (unit[0], unit[1]), 3: (unit[2], unit[3]), 5: (unit[4], unit[5])}
+    path = tmp_path / "catalog.sqlite3"
+    _schema2_catalog(path, vectors)
+    catalog = Catalog(path)
+    assert catalog.schema_version == 3
+    columns = {r["name"] for r in catalog.query("PRAGMA table_info(files)")}
+    assert not columns & {"embedding", "copy_embedding", "copy_inner"}  # the hot rows hold no vectors
+    assert {"model", "copy_model", "edit"} <= columns
+    stored = catalog.query("SELECT file_id, length(embedding) AS n, length(copy_embedding) AS c FROM vectors")
+    assert {(r["file_id"], r["n"], r["c"]) for r in stored} == {(i, 1024, 1024) for i in vectors}  # float16
+    for file_id, (semantic, copy) in vectors.items():
+        row = catalog.get(file_id)
+        assert row.embedding.dtype == np.float32 and row.copy_inner is None
+        assert np.abs(row.embedding - semantic).max() < 1e-3 and np.abs(row.copy_embedding - copy).max() < 1e-3
+    sizes = {r["id"]: r["embedding_bytes"] for r in catalog.decided_features(include_deleted=False)}
+    assert sizes == {1: None, 2: 1024, 3: 1024, 5: 1024}  # row 1: OLD_SCHEMA's own, with no vectors
+    catalog.close()
+    assert Catalog(path).schema_version == 3  # opening again changes nothing
+
+
+def test_vectors_are_stored_apart_from_the_row_and_read_back_with_it(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    file_id = catalog.register("/w/a.jpg", 1, 1)
+    vector = np.linspace(-1, 1, 64, dtype=np.float32)
+    assert catalog.store_features(file_id, {"dhash": 7, "copy_embedding": vector, "copy_model": "sscd"})
+    assert catalog.query("SELECT length(copy_embedding) AS n FROM vectors WHERE file_id = ?", (file_id,))[0]["n"] == 128
+    row = catalog.head(1)[0]
+    assert row.dhash == 7 and row.embedding is None and np.abs(row.copy_embedding - vector).max() < 1e-3
+    assert not catalog.store_features(file_id, {"copy_embedding": -vector})  # no longer pending: ignored
+    assert np.abs(catalog.get(file_id).copy_embedding - vector).max() < 1e-3
 
 
 def test_a_catalog_from_a_newer_dupwatch_is_refused(tmp_path):
