@@ -12,6 +12,7 @@ Checks, printed as a table (exit status 1 if any fails):
 - every landed version of every path has exactly one verdict (a version "landed" once its file was closed
   or renamed into place; overwrites and deletes hit only versions the daemon already decided, so each
   version is one the daemon could see);
+- only the bad files get `error` verdicts: an image that waited through restarts is never given up;
 - every webhook event id in the outbox reached the real HTTP receiver on 127.0.0.1, once; a re-send of the
   same id is allowed only where a daemon was SIGKILLed between the receiver's 2xx and recording it, so at
   most one per daemon kill (README, guarantee 4);
@@ -99,6 +100,7 @@ class Ledger:
 
     versions: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: collections.defaultdict(list))
     odd_names: list[str] = field(default_factory=list)  # tokens of non-UTF-8 names
+    bad: set[tuple[str, int, int]] = field(default_factory=set)  # the versions that are not images
     counts: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def landed(self, path: Path) -> None:
@@ -234,6 +236,7 @@ def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, 
             path = name()
             path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" + rng.bytes(100))
             ledger.landed(path)
+            ledger.bad.add((str(path), *ledger.versions[str(path)][-1]))
         elif action == "odd-name":
             n += 1
             token = f"nu8-{n:07d}-"
@@ -315,6 +318,8 @@ def check(state: Path, ledger: Ledger, receiver: Receiver, opened: list[str],
     landed = [(p, s, m) for p, versions in ledger.versions.items() for s, m in versions]
     missing = [v for v in landed if per_version[v] == 0]
     repeated = [v for v in landed if per_version[v] > 1]
+    errors = {(r["path"], r["size"], r["mtime_ns"]) for r in rows if r["state"] == "decided" and r["verdict"] == "error"}
+    wrong_errors = [v for v in landed if v in errors and v not in ledger.bad]
     undecided = sum(r["state"] != "decided" for r in rows)
     odd_rows = sum(any(tok in r["path"] for r in rows) for tok in ledger.odd_names)
     resent = sum(receiver.ids[i] - 1 for i in outbox if receiver.ids[i] > 1)
@@ -326,6 +331,7 @@ def check(state: Path, ledger: Ledger, receiver: Receiver, opened: list[str],
         ("verdicts by kind", " ".join(f"{k} {v}" for k, v in sorted(kinds.items())), True),
         ("versions with no verdict", f"{len(missing)} {missing[:3]}", not missing),
         ("versions with 2+ verdicts", f"{len(repeated)} {repeated[:3]}", not repeated),
+        ("images given an error verdict", f"{len(wrong_errors)} {wrong_errors[:3]}", not wrong_errors),
         ("rows still undecided", str(undecided), undecided == 0),
         ("non-UTF-8 names decided", f"{odd_rows} of {len(ledger.odd_names)}", odd_rows == len(ledger.odd_names)),
         ("webhook events in the outbox", str(len(outbox)), True),

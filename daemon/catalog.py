@@ -330,15 +330,23 @@ class Catalog:
     def mark_queued(self, ids: Sequence[int], job_id: str) -> None:
         now = time.time()
         with self.transaction() as c:
-            c.executemany("UPDATE files SET queued_at = ?, job_id = ?, attempts = attempts + 1 WHERE id = ? "
-                          "AND state = 'pending'", [(now, job_id, i) for i in ids])
+            c.executemany("UPDATE files SET queued_at = ?, job_id = ? WHERE id = ? AND state = 'pending'",
+                          [(now, job_id, i) for i in ids])
+
+    def count_attempt(self, ids: Sequence[int]) -> None:
+        """One more attempt for pending files whose job a worker took and then died on (or that failed):
+        what `queue.max_attempts` counts. Being queued again is no attempt."""
+        with self.transaction() as c:
+            c.executemany("UPDATE files SET attempts = attempts + 1 WHERE id = ? AND state = 'pending'",
+                          [(i,) for i in ids])
 
     def pending(self, older_than: float | None = None) -> list[Row]:
-        """Pending rows (no worker result yet), optionally only those queued before `older_than`."""
+        """Pending rows (no worker result yet), optionally only those queued (or, never queued, detected)
+        before `older_than`."""
         sql = f"{ROW_SQL} WHERE state = 'pending'"
         args: list[Any] = []
         if older_than is not None:
-            sql += " AND (queued_at IS NULL OR queued_at < ?)"
+            sql += " AND COALESCE(queued_at, detected_at) < ?"
             args.append(older_than)
         return [Row.from_sql(r) for r in self.query(sql + " ORDER BY id", args)]
 

@@ -53,3 +53,31 @@ def test_a_file_that_keeps_killing_workers_gets_a_worker_crash_verdict(tmp_path:
     finally:
         conn.close()
     assert daemon.stop(signal.SIGTERM) == 0
+
+
+def test_files_whose_jobs_are_lost_without_a_crash_are_never_given_up(tmp_path: Path, photos, redis_url, services):
+    """Being queued again costs no attempt: only a worker dying on the job (or the job failing) does. In the
+    30-minute soak, files waiting in a backlog through 16 daemon kills and Redis losses were queued again each
+    time and 12,048 of them got `worker-crash` errors without ever reaching a worker."""
+    root, state = tmp_path / "in", tmp_path / "state"
+    root.mkdir()
+    env = base_env(state, DUPWATCH_HASH_ONLY="true", DUPWATCH_REDIS__URL=redis_url,
+                   DUPWATCH_QUEUE__MAX_ATTEMPTS=str(MAX_ATTEMPTS), DUPWATCH_QUEUE__PENDING_RETRY_S="0.5")
+    daemon = Service(["daemon", str(root)], env, tmp_path / "daemon.log")
+    services.append(daemon)
+    wait_for(lambda: "catch-up scan" in daemon.stderr(), 60, what="daemon start")
+    waiting = copy_into(photos["rocket"], root / "waiting.jpg")
+    conn = redis.Redis.from_url(redis_url)
+    try:
+        wait_for(lambda: len(q.ingest_queue(conn)) == 1, 60, what="the file queued")
+        for lost in range(1, MAX_ATTEMPTS + 2):  # no worker yet: each time its job is lost, queued again
+            conn.flushall()
+            wait_for(lambda n=lost: daemon.stderr().count("(Redis restarted)") >= n, 60, what=f"re-queue {lost}")
+        assert [(r["state"], r["error"]) for r in catalog_rows(state)] == [("pending", None)]
+    finally:
+        conn.close()
+    worker = Service(["worker"], env, tmp_path / "worker.log")
+    services.append(worker)
+    row = wait_for(lambda: next((r for r in catalog_rows(state) if r["state"] == "decided"), None), 120,
+                   what="the verdict")
+    assert row["path"] == str(waiting) and row["verdict"] == "new", row
