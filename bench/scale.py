@@ -1,22 +1,30 @@
 """Verdicts as the catalog grows: real photos scanned against catalogs of N synthetic images.
 
-    python bench/scale.py                                   # 100k and 1M, 300 photos
-    python bench/scale.py --sizes 100000,1000000,10000000 --out bench/results/scale-DATE.txt
+    python bench/scale.py                                   # 100k and 1M, hash-only, 300 photos
+    python bench/scale.py --sizes 100000,100000 --vectors 0,1 --catalogs /var/tmp/scale --out bench/results/scale-DATE.txt
 
 For each N, in a fresh child process (so peak RSS is that N's alone):
   1. N synthetic decided rows are written into a new catalog with the catalog's own schema (migrations
      included) in id order, in transactions of 100k rows: uniformly random 64-bit pHashes (9 windows, 8
-     flips/rotations) and dHashes, random sha256 and pixel sha. Hash-only (no embeddings): this bench
-     measures the hash index and the catalog; bench/index_bench.py measures the vector index.
-  2. Start-up: `IndexOwner(...)` on that catalog (streams the decided rows, builds the hash index).
+     flips/rotations) and dHashes, random sha256 and pixel sha; with --vectors 1 also a random unit 512-d
+     copy vector per row under SSCD's identity, stored as the catalog stores vectors (float16, `vectors`).
+     --catalogs DIR keeps each filled catalog and copies it on the next run (same seed, same rows); an
+     older schema is migrated at its first open, timed apart from start-up.
+  2. With vectors, a first start with no vector snapshot rebuilds the usearch index from the catalog
+     (timed: "vector rebuild") and saves it. Start-up: `IndexOwner(...)` on that catalog (streams the
+     decided rows, builds the hash index, loads the vector snapshot and reconciles it).
   3. The photos (crops of scikit-image's bundled photographs at random places and scales, as JPEGs)
-     go through the worker's own pipeline (decode, hashes), are registered and stored as features, and
-     the owner decides them all: owner verdicts/s is photos / the wall time of `decide_ready`.
-  4. Per photo, the hash search alone, `HashIndex.best` and `ExhaustiveHashIndex.best` over the same rows,
-     timed: p50 / p99. Their answers must be equal (the run fails otherwise).
+     go through the worker's own pipeline (decode, hashes; with vectors, SSCD too), are registered and
+     stored as features. Each synthetic row that a photo hash-matches gets a file (an unrelated picture),
+     so its chance match is looked at and verified as in a real archive. Then the owner decides them all:
+     owner verdicts/s is photos / the wall time of `decide_ready` (verifications of real copies included).
+  4. Per photo, timed: the owner's evidence (every signal, no verification), the hash search alone with
+     `HashIndex.best` and `ExhaustiveHashIndex.best` over the same rows (their answers must be equal, the
+     run fails otherwise), and with vectors the copy-vector search: p50 / p99.
   5. Chance matches: a verdict that points to a synthetic row is a false match (no synthetic row is a
-     copy of anything). Counted on the photos, and on --probes random hash sets (more verdicts, so the
-     rate is measurable where the photos alone would show none), as matches per verdict.
+     copy of anything). Counted on the photos (with how many were planted decoys and how many the gradient
+     look turned away), and on --probes random hash sets through the index (more queries, so the raw
+     rate is measurable where the photos alone would show none), as matches per query.
 Printed as a table (with the machine and load), and written to --out when given.
 """
 
