@@ -183,7 +183,8 @@ class IndexOwner:
 
     def _verify(self, row: Row, evidence: Evidence) -> Future | None:
         """Submit the verifications this row's evidence asks for, or None when it is conclusive."""
-        candidates = to_verify(evidence, self.thresholds) if self.verifier is not None else []
+        on = self.verifier is not None and self.settings.match.verify
+        candidates = to_verify(evidence, self.thresholds) if on else []
         return self._align_later(row, candidates) if candidates else None
 
     def _explain(self, row: Row, evidence: Evidence) -> Future | None:
