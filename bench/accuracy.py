@@ -460,11 +460,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--anchors", default=",".join(ANCHORS),
                         help=f"comma-separated anchors among {', '.join(ANCHORS)} ('' for none)")
     parser.add_argument("--json", type=Path, help="also save the results here")
+    parser.add_argument("--limit", type=int, help="only the first N files of the stream (its originals come "
+                                                  "first): a shorter run, same order, same verdicts for those")
     args = parser.parse_args(argv)
 
     if not (args.data / "stream.txt").exists():
         dataset.main(["--out", str(args.data)])
-    entries = dataset.load_manifest(args.data, None if args.split == "all" else args.split)
+    entries = dataset.load_manifest(args.data, None if args.split == "all" else args.split)[: args.limit]
     files = [e.file for e in entries]
     # The header counts what this stream holds, not the whole data set.
     info = {**json.loads((args.data / "dataset.json").read_text()), "counts": dataset.counts(entries)}

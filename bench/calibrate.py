@@ -74,8 +74,8 @@ def replay(entries: list[dataset.Entry], feats, rules: list[HashRule]) -> list[O
     return [Outcome(r, c / edits, c / max(1, c + x), x, d) for r, (c, x, d) in tallies.items()]
 
 
-COPY_GRID = {"copy": (50, 55, 60, 65, 70, 75, 80, 85, 90, 96), "verify": (30, 35, 40, 45, 50, 55),
-             "veto": (-1, 10, 15, 20, 25, 30)}
+COPY_GRID = {"copy": (50, 60, 70, 80, 85, 90, 93, 96), "verify": (30, 40, 45, 50, 55, 60, 65, 70),
+             "veto": (-1, 15, 25, 40, 50, 60)}
 
 
 def copy_replay(entries: list[dataset.Entry], feats, th_list: list, align=None) -> dict:
@@ -132,8 +132,9 @@ def copy_main(args, entries: list[dataset.Entry]) -> None:
     from daemon.config import Settings
     from daemon.verdict import Thresholds
     from workers.models.copy import load_copy_model
+    from workers.settings import CopyModelSettings
 
-    settings = Settings(hash_only=False, require_model=True)
+    settings = Settings(hash_only=False, require_model=True, copy_model=CopyModelSettings(name=args.copy_model))
     copier, status = load_copy_model(settings)
     if copier is None:
         raise SystemExit(f"no copy descriptor: {status}")
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precision", type=float, default=0.99)
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--copy", action="store_true", help="calibrate the copy descriptor's scores (SSCD)")
+    ap.add_argument("--copy-model", default="sscd", help="--copy: which copy descriptor (sscd, sscd_distilled)")
     ap.add_argument("--verify", action="store_true", help="--copy with geometric verification (workers.align)")
     ap.add_argument("--limit", type=int, help="only the first N files of the stream (verification is slow)")
     ap.add_argument("--only-shipped", action="store_true", help="--copy: replay the shipped thresholds alone")

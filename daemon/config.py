@@ -43,7 +43,11 @@ class MatchSettings(Section):
                                        "that geometric verification can confirm; unset: calibrated.")
     veto_score: float | None = Field(defaults.VETO_SCORE, description="A hash match the copy descriptor scores "
                                      "under this is not a copy; unset: calibrated.")
+    verify: bool = Field(defaults.VERIFY, description="Geometrically verify the candidates whose scores are not "
+                         "conclusive (needs OpenCV); off: they are decided on the scores alone.")
     min_inliers: int = Field(defaults.MIN_INLIERS, ge=1, description="RANSAC inliers a verification needs.")
+    min_overlap: float = Field(defaults.MIN_OVERLAP, ge=0, le=1, description="Frame overlap a verification needs: "
+                               "the larger of the copy's share the original fills and the original's share shown.")
     similar_score: float | None = Field(defaults.SIMILAR_SCORE, description="Semantic score (0-100) for similar.")
     top_k: int = Field(defaults.TOP_K, ge=1)
     keep_deleted: bool = Field(False, description="Deleted files still match new ones.")

@@ -72,6 +72,17 @@ a copy, and at or over it the score is the second signal a loose hash match need
 VETO_SCORE: float | None = None
 """A hash match the copy descriptor scores under this is not a copy (look-alike textures). None: calibrated."""
 
+MIN_OVERLAP = 0.5
+"""A verification confirms a copy only where the two frames overlap this much: the larger of the share of the copy
+the original fills and the share of the original the copy shows (workers.align.Alignment.overlap). A crop, a
+pad, a paste or a rotation keeps one of them near 1; two shots of one scene panned apart share a strip of each
+frame, hundreds of consistent inliers in it (issue 11's bursts). See the README for how it was chosen."""
+
+VERIFY = True
+"""Geometric verification settles the candidates whose scores are not conclusive. Off, a borderline copy score
+is `new` and a loose hash match needs the copy score as its second signal: faster, lower recall (the README's
+accuracy table has both modes)."""
+
 MIN_INLIERS = 15
 """RANSAC inliers (SIFT at 512 px, ratio test) that make a geometric verification a confirmation: 15 kept 96 %
 of true pairs and rejected 31 of 33 non-template false matches in issue 11's measurement."""
@@ -80,8 +91,8 @@ SIMILAR_SCORE: float | None = None
 """Semantic (open_clip) score (0-100) at or over which a file is similar. None: from CALIBRATED."""
 
 CALIBRATED_COPY: dict[tuple[str, int, str], tuple[float, float, float]] = {
-    ("sscd", 320, "square"): (96.0, 45.0, 25.0),
-    ("sscd_distilled", 320, "square"): (96.0, 45.0, 25.0),
+    ("sscd", 320, "square"): (96.0, 60.0, 60.0),
+    ("sscd_distilled", 320, "square"): (96.0, 60.0, 60.0),
 }
 """(copy, verify, veto) copy-descriptor scores per (copy_model.name, input_size, resize). Cosine x 100.
 See the README's Detection section for how they were chosen (bench/calibrate.py --copy)."""

@@ -186,7 +186,8 @@ class IndexOwner:
     def _verify(self, row: Row, evidence: Evidence) -> Future | None:
         """Submit the verifications this row's evidence asks for, or None when it is conclusive. A hash match
         with no copy-descriptor score for it (hash-only) gets the gradient look first (workers.precheck)."""
-        candidates = to_verify(evidence, self.thresholds) if self.verifier is not None else []
+        on = self.verifier is not None and self.settings.match.verify
+        candidates = to_verify(evidence, self.thresholds) if on else []
         if not candidates:
             return None
         hash_only = evidence.hashed if evidence.hashed_copy_score is None else None

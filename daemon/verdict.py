@@ -40,6 +40,7 @@ class Thresholds:
     verify_score: float | None = None  # borderline copy score that a verification can confirm
     veto_score: float | None = None  # a hash match the copy descriptor scores under this is not a copy
     min_inliers: int = defaults.MIN_INLIERS
+    min_overlap: float = defaults.MIN_OVERLAP
 
     @classmethod
     def resolve(cls, match: MatchSettings, model: ModelSettings | None,
@@ -63,7 +64,7 @@ class Thresholds:
                    similar_score=pick(match.similar_score, semantic[1] if semantic else None),
                    verify_score=pick(match.verify_score, copy[1] if copy else None),
                    veto_score=pick(match.veto_score, copy[2] if copy else None),
-                   min_inliers=match.min_inliers)
+                   min_inliers=match.min_inliers, min_overlap=match.min_overlap)
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,11 @@ def decide(ev: Evidence, th: Thresholds, verified: Mapping[int, Any] | None = No
     verified = verified or {}
 
     def confirmed(file_id: int) -> Any:
-        a = verified.get(file_id)  # inliers 0: identical pixels at the aligned size, no features needed
-        return a if a is not None and (a.inliers == 0 or a.inliers >= th.min_inliers) else None
+        a = verified.get(file_id)
+        if a is None or a.inliers == 0:  # inliers 0: identical pixels at the aligned size, no features needed
+            return a
+        support = a.inliers if a.on_picture is None else a.on_picture  # a shared frame is no support
+        return a if support >= th.min_inliers and a.overlap >= th.min_overlap else None
 
     copies: list[Decision] = []
     best = ev.copies[0] if ev.copies else None

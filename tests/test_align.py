@@ -13,7 +13,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` is a folder, not a package
 
-from bench import edits
+from bench import edits, templates
 from bench.photos import skimage_photos
 from workers.align import MIN_INLIERS, align, align_files
 
@@ -155,3 +155,30 @@ def test_align_files_rereads_safely(pictures: dict[str, Image.Image], tmp_path: 
     assert align_files(str(copy), str(tmp_path / "gone.jpg")) is None
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     assert align_files(str(tmp_path / "broken.jpg"), str(original)) is None
+
+
+def test_two_panned_shots_share_a_strip_where_a_crop_fills_its_frame(pictures: dict[str, Image.Image]) -> None:
+    """Issue 11's bursts: two frames of one scene panned apart align on the strip they share, with enough
+    inliers for a model; the overlap (the larger of the copy's share the original fills and the original's
+    share the copy shows) tells them from a crop, which the original fills entirely."""
+    photo = pictures["astronaut"]
+    w, h = photo.size
+    first, second = photo.crop((0, 0, round(0.55 * w), h)), photo.crop((round(0.40 * w), 0, round(0.95 * w), h))
+    burst = align(second, first)
+    assert burst is not None and burst.inliers >= MIN_INLIERS, "the shared strip alone gives a model"
+    assert burst.overlap < 0.4
+    crop = align(photo.crop((round(0.3 * w), round(0.2 * h), w, round(0.9 * h))), photo)
+    assert crop is not None and crop.overlap >= 0.95
+    padded = align(edits.pad(photo, np.random.default_rng(3))[0], photo)
+    assert padded is not None and padded.overlap >= 0.95, "the copy shows all of the original"
+
+
+def test_a_shared_frame_is_no_support_for_a_copy(pictures: dict[str, Image.Image]) -> None:
+    """Two different photos pasted into one app template align on the frame (bars, text lines), mostly off
+    the pictures (the few counted sit on the picture's rim, within the box's margin); a photo pasted into
+    the frame aligns with that photo on the picture alone."""
+    collision = align(templates.paste(pictures["coffee"], "app"), templates.paste(pictures["rocket"], "app"))
+    assert collision is not None and collision.inliers >= MIN_INLIERS, "the frame alone gives a model"
+    assert collision.on_picture is not None and collision.on_picture < collision.inliers / 2
+    copy = align(templates.paste(pictures["coffee"], "app"), pictures["coffee"])
+    assert copy is not None and copy.on_picture == copy.inliers >= MIN_INLIERS

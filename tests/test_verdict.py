@@ -21,6 +21,8 @@ class Found:
     """What workers.align returns, reduced to what the decision reads."""
 
     inliers: int
+    overlap: float = 1.0
+    on_picture: int | None = None
 
 
 def test_exact_beats_everything():
@@ -94,6 +96,19 @@ def test_a_borderline_copy_score_confirmed_by_verification_is_accepted():
     assert to_verify(Evidence(copies=[(9, 80.0)]), TH) == []  # conclusive: no verification spent
 
 
+def test_a_verification_needs_the_frames_to_overlap_and_inliers_off_a_shared_frame():
+    """Issue 11's false alerts that verification confirmed: two shots of one scene panned apart (hundreds of
+    inliers on the strip they share, overlap 0.2-0.3) and two photos in one template (inliers on the frame,
+    few on the pictures). Neither is a copy; a crop (overlap 1) with its inliers on the picture is."""
+    ev = Evidence(copies=[(9, 60.0)])
+    assert decide(ev, TH, {9: Found(101, overlap=1.0)}).kind == "edited-copy"
+    assert decide(ev, TH, {9: Found(101, overlap=0.28)}).kind == "new"
+    assert decide(ev, TH, {9: Found(84, on_picture=13)}).kind == "new"
+    assert decide(ev, TH, {9: Found(84, on_picture=40)}).kind == "edited-copy"
+    hashed = Evidence(hashed=HashHit(4, 2, 3, "phash"), hashed_copy_score=70.0)
+    assert decide(hashed, TH, {4: Found(200, overlap=0.2)}).kind == "new"
+
+
 def test_similar_comes_only_from_the_semantic_model_and_is_never_a_copy():
     d = decide(Evidence(similar=[(9, 88.0)]), TH)
     assert (d.kind, d.match_id, d.score, d.signal) == ("similar", 9, 88.0, "clip")
@@ -108,7 +123,7 @@ def test_an_uncalibrated_model_makes_no_verdicts():
 def test_thresholds_come_from_settings_then_calibration_then_nothing():
     calibrated = Thresholds.resolve(MatchSettings(), ModelSettings(), CopyModelSettings())
     assert calibrated.similar_score == 85.0 and calibrated.copy_score is not None
-    assert calibrated.veto_score < calibrated.verify_score < calibrated.copy_score
+    assert calibrated.veto_score <= calibrated.verify_score < calibrated.copy_score
     custom = Thresholds.resolve(MatchSettings(), ModelSettings(pretrained="/models/mine.pt"),
                                 CopyModelSettings(name="/models/mine.onnx"))
     assert custom.copy_score is None and custom.similar_score is None  # uncalibrated: no vector verdicts

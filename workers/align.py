@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from workers import defaults
+from workers.content import picture_box
 from workers.decode import DecodeError, decode_file
 
 MIN_INLIERS = 15
@@ -38,6 +39,7 @@ FIT_SAMPLES = 40_000  # pixels the colour fit uses
 MIN_REGION = 0.001  # a component smaller than this share of the copy is noise, not an edit
 PADDING_MARGIN = 0.02  # the original inset by more than this in the copy means a canvas was added
 NO_CROP = 0.98  # a crop box covering this much of each side of the original is not a crop
+PICTURE_MARGIN = 0.03  # normalised: workers.content finds the picture's box on a 128 px copy
 PERSPECTIVE_TOLERANCE = 0.02  # corner deviation from the local affine, in copy-normalised units
 
 _MIRROR = np.array([[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # x -> 1 - x, normalised
@@ -50,6 +52,8 @@ class Alignment:
     inliers: int  # RANSAC inliers of the accepted model (0: pixel-exact, no features needed)
     matrix: list[list[float]]  # 3x3: the ORIGINAL's normalised (0-1) coords -> the COPY's normalised coords
     edit: dict[str, Any]  # the DESIGN §6 `edit` object, JSON-safe
+    overlap: float = 1.0  # the larger of: the copy's share the original fills, the original's share the copy shows
+    on_picture: int | None = None  # inliers inside the picture of a framed file (workers.content); None: = inliers
 
 
 def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512) -> Alignment | None:
@@ -60,9 +64,11 @@ def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512) -> A
     found = _find_model(c, o)
     if found is None:
         return None
-    inliers, matrix = found
+    inliers, matrix, points, sources = found
     edit = explain(c, o, matrix, copy.size, original.size)
-    return Alignment(inliers, matrix.tolist(), edit)
+    filled, shown = _shares(matrix)
+    on_picture = int((_on_picture(points, copy) & _on_picture(sources, original)).sum())
+    return Alignment(inliers, matrix.tolist(), edit, overlap=round(max(filled, shown), 4), on_picture=on_picture)
 
 
 def align_files(copy_path: str, original_path: str, *, max_side: int = 512,
@@ -113,12 +119,13 @@ def _scale_matrix(shape: tuple[int, ...]) -> np.ndarray:
     return np.diag([float(shape[1]), float(shape[0]), 1.0])
 
 
-def _find_model(c: np.ndarray, o: np.ndarray) -> tuple[int, np.ndarray] | None:
-    """The better of the plain and mirrored homographies, original -> copy in normalised coords."""
+def _find_model(c: np.ndarray, o: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The better of the plain and mirrored homographies, original -> copy in normalised coords, with its
+    inliers' positions in the copy and in the original (normalised)."""
     keys_o, desc_o = _features(o)
     if desc_o is None or len(keys_o) < MIN_INLIERS:
         return None
-    best: tuple[int, np.ndarray] | None = None
+    best: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
     for mirrored in (False, True):
         if mirrored and best is not None and best[0] >= CONFIDENT_INLIERS and np.linalg.det(best[1][:2, :2]) > 0:
             break  # a strong, unreflected plain model is no mirror: skip the third SIFT pass
@@ -139,12 +146,47 @@ def _find_model(c: np.ndarray, o: np.ndarray) -> tuple[int, np.ndarray] | None:
         if inliers < MIN_INLIERS or (best is not None and inliers <= best[0]):
             continue
         normalised = np.linalg.inv(_scale_matrix(c.shape)) @ homography @ _scale_matrix(o.shape)
+        points = dst[mask.ravel() > 0] / (c.shape[1], c.shape[0])
+        sources = src[mask.ravel() > 0] / (o.shape[1], o.shape[0])
         if mirrored:
             normalised = _MIRROR @ normalised
-        best = (inliers, normalised / normalised[2, 2])
+            points[:, 0] = 1.0 - points[:, 0]
+        best = (inliers, normalised / normalised[2, 2], points, sources)
     if best is None or not _plausible(best[1]):
         return None
     return best
+
+
+def _on_picture(points: np.ndarray, image: Image.Image) -> np.ndarray:
+    """Which points (normalised) lie on the picture of a framed image (workers.content.picture_box, with a
+    margin for its coarse box); all of them when the image is not a picture inside a frame. Two different
+    photos in one screenshot template align on the frame they share, with hundreds of inliers on its bars
+    and text lines, none on the pictures."""
+    box = picture_box(image)
+    if box is None:
+        return np.ones(len(points), bool)
+    x0, y0, x1, y1 = box
+    m = PICTURE_MARGIN
+    return ((points[:, 0] >= x0 - m) & (points[:, 0] <= x1 + m) & (points[:, 1] >= y0 - m)
+            & (points[:, 1] <= y1 + m))
+
+
+def _shares(matrix: np.ndarray) -> tuple[float, float]:
+    """(share of the copy the original's frame fills, share of the original the copy's frame shows).
+    A copy has one of them near 1 (a crop shows part of the original and is filled by it; a pad or a paste
+    shows all of it); two shots of one scene panned apart share a strip of each frame (issue 11's bursts)."""
+    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], float)
+    filled = _area(_intersection(_project(matrix, square)))
+    shown = _area(_intersection(_project(np.linalg.inv(matrix), square)))
+    return min(1.0, filled), min(1.0, shown)
+
+
+def _area(polygon: np.ndarray) -> float:
+    """Shoelace area of a polygon (normalised units: the unit square is 1)."""
+    if len(polygon) < 3:
+        return 0.0
+    x, y = polygon[:, 0], polygon[:, 1]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
 
 
 def _plausible(matrix: np.ndarray) -> bool:
