@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from bench import dataset
+from bench import dataset, edits
 from bench.machine import cpu_model
 from workers.align import Alignment, align_files
 
@@ -59,14 +59,26 @@ def coverage(target: list[float], boxes: list[list[float]], grid: int = 200) -> 
     return float(part.mean()) if part.size else 0.0
 
 
-def _overlay_boxes(op: dict[str, Any]) -> list[list[float]]:
-    """The overlay boxes bench/edits.py recorded, in the copy's pixels."""
+def _overlay_boxes(op: dict[str, Any], copy_size: tuple[int, int]) -> list[list[float]]:
+    """The overlay boxes bench/edits.py recorded, in the copy's pixels. A manifest built before
+    edits.py recorded text boxes and meme bands gets them rebuilt from what it did record; its text's
+    outline width is unknown, so the box is measured with the widest outline text() draws (a box at
+    most one outline larger each side than the truth: the criterion can only read lower)."""
     if op["op"] == "text":
-        return [op["box"]]
+        if "box" in op:
+            return [op["box"]]
+        font = edits._font(op["size"])
+        box = ImageDraw.Draw(Image.new("RGB", copy_size)).textbbox(
+            tuple(op["xy"]), op["text"], font=font, stroke_width=max(1, op["size"] // 15))
+        return [[max(0, box[0]), max(0, box[1]), min(copy_size[0], box[2]), min(copy_size[1], box[3])]]
     if op["op"] == "emoji":
         return [s["box"] for s in op["stickers"]]
     if op["op"] == "meme":
-        return op["bands"]
+        if "bands" in op:
+            return op["bands"]
+        width, height, band = copy_size[0], copy_size[1], op["band"]
+        top = [[0, 0, width, band]] if op["where"] in ("top", "both") else []
+        return top + ([[0, height - band, width, height]] if op["where"] in ("bottom", "both") else [])
     return []
 
 
@@ -93,7 +105,7 @@ def score(entry: dataset.Entry, result: Alignment | None, original_size: tuple[i
     elif op["op"] in ("text", "emoji", "meme"):
         out["overlay covered >= 50 %"] = [
             edit is not None and coverage(_normalised(box, copy_size), edit["altered"]) >= 0.5
-            for box in _overlay_boxes(op)]
+            for box in _overlay_boxes(op, copy_size)]
     elif op["op"] in MILD:
         out["mild: altered <= 0.02"] = [edit is not None and edit["altered_fraction"] <= 0.02]
     return out
@@ -120,6 +132,8 @@ def run(data: Path, limit: int | None = None) -> dict[str, Any]:
             if not all(passed):
                 failures.append({"file": entry.file, "criterion": name, "ops": entry.ops,
                                  "edit": result.edit if result else None})
+                print(f"explain: FAIL {name}: {entry.file} ({entry.source}) {[op['op'] for op in entry.ops]} -> "
+                      f"{result.edit['summary'] if result else 'no alignment'}", file=sys.stderr, flush=True)
     return {"pairs": len(entries), "aligned": aligned, "ms_per_pair_median": 1000 * float(np.median(seconds)),
             "ms_per_pair_mean": 1000 * float(np.mean(seconds)),
             "criteria": {name: {"n": len(v), "rate": (sum(v) / len(v)) if v else None, "target": TARGETS[name]}
