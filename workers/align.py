@@ -30,6 +30,8 @@ MIN_INLIERS = 15
 chance hash matches while keeping 96 % of true copies."""
 RATIO = 0.8  # Lowe's ratio test, as measured in issue 11
 SIFT_FEATURES = 1000
+CONTRAST_THRESHOLDS = (0.04, 0.02, 0.01, 0.005)  # SIFT's default first, then lower for low-texture pictures
+TEXTURED_KEYPOINTS = 300  # fewer keypoints than this at a threshold: try the next one
 CONFIDENT_INLIERS = 60  # a plain model this strong is not a mirror: skip the mirrored retry (a third SIFT)
 RANSAC_PX = 4.0  # reprojection tolerance at max_side 512 (under 1 % of the side)
 
@@ -102,10 +104,19 @@ def _prepare(image: Image.Image, max_side: int) -> np.ndarray:
 
 def _features(rgb: np.ndarray) -> tuple[Any, np.ndarray | None]:
     """SIFT on locally equalised gray: a dark or hazy photo otherwise yields too few keypoints to align
-    (a night wallpaper gave 1 alignment in 20 copies), and equalising both sides keeps them comparable."""
+    (a night wallpaper gave 1 alignment in 20 copies), and equalising both sides keeps them comparable.
+    A picture still short of TEXTURED_KEYPOINTS (a bokeh background, an overcast sky: 6 to 44 keypoints
+    at SIFT's default) is detected again at lower contrast thresholds, so that its faint detail aligns
+    too; a textured photo keeps the default's strong keypoints. Each side picks its own threshold: the
+    descriptors do not depend on it, so a sharp original still matches its blurred copy."""
     clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))  # one per call: safe across threads
     gray = clahe.apply(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-    return cv2.SIFT.create(nfeatures=SIFT_FEATURES).detectAndCompute(gray, None)
+    for threshold in CONTRAST_THRESHOLDS:
+        keys, descriptors = cv2.SIFT.create(nfeatures=SIFT_FEATURES, contrastThreshold=threshold).detectAndCompute(
+            gray, None)
+        if len(keys) >= TEXTURED_KEYPOINTS:
+            break
+    return keys, descriptors
 
 
 def _scale_matrix(shape: tuple[int, ...]) -> np.ndarray:
