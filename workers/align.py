@@ -40,6 +40,7 @@ FIT_SAMPLES = 40_000  # pixels the colour fit uses
 MIN_REGION = 0.001  # a component smaller than this share of the copy is noise, not an edit
 PADDING_MARGIN = 0.02  # the original inset by more than this in the copy means a canvas was added
 NO_CROP = 0.98  # a crop box covering this much of each side of the original is not a crop
+PERSPECTIVE_RATIO = 3.0  # the most one corner's scale may exceed another's in a plausible model
 PERSPECTIVE_TOLERANCE = 0.02  # corner deviation from the local affine, in copy-normalised units
 
 _MIRROR = np.array([[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # x -> 1 - x, normalised
@@ -159,10 +160,16 @@ def _find_model(c: np.ndarray, o: np.ndarray) -> tuple[int, np.ndarray] | None:
 
 
 def _plausible(matrix: np.ndarray) -> bool:
-    """Reject degenerate fits (collapsed or exploded), which RANSAC returns on repetitive texture."""
-    jacobian = _jacobian(matrix, (0.5, 0.5))
-    det = abs(np.linalg.det(jacobian))
-    return 1e-3 < det < 1e3 and np.isfinite(matrix).all()
+    """Reject degenerate fits, which RANSAC returns on repetitive texture and on the faint keypoints of
+    flat pictures: collapsed or exploded (the original shown at under a tenth of its side, where it has
+    no 15 keypoints left at 512 px, or a hundredth of it blown up), or so oblique that one corner of the
+    original is drawn at over PERSPECTIVE_RATIO times the scale of another (a chance fit of a sky to a
+    lamp had 125; the bench's perspective edits, corners moved by up to 15 %, stay under 2)."""
+    if not np.isfinite(matrix).all():
+        return False
+    det = abs(np.linalg.det(_jacobian(matrix, (0.5, 0.5))))
+    depth = np.array([[0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], float) @ matrix[2]  # w at the corners
+    return 1e-2 < det < 1e2 and bool((depth > 0).all()) and depth.max() < PERSPECTIVE_RATIO * depth.min()
 
 
 def _project(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
