@@ -2,6 +2,7 @@
 
     python -m bench.explain --data bench/data/acc            # builds the data set if missing
     python -m bench.explain --data bench/data/acc --limit 200 --json bench/out/explain.json
+    python -m bench.explain --data bench/data/acc --ops hflip,jpeg30,resize0.5,blur,brightness
 
 Each edited copy in the manifest is aligned with its original exactly as the service does it
 (`align_files`: both files re-read from disk, 512 px). Single-op edits are scored against the
@@ -28,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from bench import dataset
+from bench import dataset, edits
 from bench.machine import cpu_model
 from workers.align import Alignment, align_files
 
@@ -59,14 +60,26 @@ def coverage(target: list[float], boxes: list[list[float]], grid: int = 200) -> 
     return float(part.mean()) if part.size else 0.0
 
 
-def _overlay_boxes(op: dict[str, Any]) -> list[list[float]]:
-    """The overlay boxes bench/edits.py recorded, in the copy's pixels."""
+def _overlay_boxes(op: dict[str, Any], copy_size: tuple[int, int]) -> list[list[float]]:
+    """The overlay boxes bench/edits.py recorded, in the copy's pixels. A manifest built before
+    edits.py recorded text boxes and meme bands gets them rebuilt from what it did record; its text's
+    outline width is unknown, so the box is measured with the widest outline text() draws (a box at
+    most one outline larger each side than the truth: the criterion can only read lower)."""
     if op["op"] == "text":
-        return [op["box"]]
+        if "box" in op:
+            return [op["box"]]
+        font = edits._font(op["size"])
+        box = ImageDraw.Draw(Image.new("RGB", copy_size)).textbbox(
+            tuple(op["xy"]), op["text"], font=font, stroke_width=max(1, op["size"] // 15))
+        return [[max(0, box[0]), max(0, box[1]), min(copy_size[0], box[2]), min(copy_size[1], box[3])]]
     if op["op"] == "emoji":
         return [s["box"] for s in op["stickers"]]
     if op["op"] == "meme":
-        return op["bands"]
+        if "bands" in op:
+            return op["bands"]
+        width, height, band = copy_size[0], copy_size[1], op["band"]
+        top = [[0, 0, width, band]] if op["where"] in ("top", "both") else []
+        return top + ([[0, height - band, width, height]] if op["where"] in ("bottom", "both") else [])
     return []
 
 
@@ -93,14 +106,16 @@ def score(entry: dataset.Entry, result: Alignment | None, original_size: tuple[i
     elif op["op"] in ("text", "emoji", "meme"):
         out["overlay covered >= 50 %"] = [
             edit is not None and coverage(_normalised(box, copy_size), edit["altered"]) >= 0.5
-            for box in _overlay_boxes(op)]
+            for box in _overlay_boxes(op, copy_size)]
     elif op["op"] in MILD:
         out["mild: altered <= 0.02"] = [edit is not None and edit["altered_fraction"] <= 0.02]
     return out
 
 
-def run(data: Path, limit: int | None = None) -> dict[str, Any]:
+def run(data: Path, limit: int | None = None, ops: set[str] | None = None) -> dict[str, Any]:
     entries = [e for e in dataset.load_manifest(data) if e.role == "edit"]
+    if ops is not None:  # a criterion's own copies across the whole set, without aligning every other copy
+        entries = [e for e in entries if e.family != "combo" and len(e.ops) == 1 and e.ops[0]["op"] in ops]
     if limit is not None:
         entries = entries[:limit]
     outcomes: dict[str, list[bool]] = {name: [] for name in TARGETS}
@@ -120,7 +135,9 @@ def run(data: Path, limit: int | None = None) -> dict[str, Any]:
             if not all(passed):
                 failures.append({"file": entry.file, "criterion": name, "ops": entry.ops,
                                  "edit": result.edit if result else None})
-    return {"pairs": len(entries), "aligned": aligned, "ms_per_pair_median": 1000 * float(np.median(seconds)),
+                print(f"explain: FAIL {name}: {entry.file} ({entry.source}) {[op['op'] for op in entry.ops]} -> "
+                      f"{result.edit['summary'] if result else 'no alignment'}", file=sys.stderr, flush=True)
+    return {"pairs": len(entries), "ops": sorted(ops) if ops else None, "aligned": aligned, "ms_per_pair_median": 1000 * float(np.median(seconds)),
             "ms_per_pair_mean": 1000 * float(np.mean(seconds)),
             "criteria": {name: {"n": len(v), "rate": (sum(v) / len(v)) if v else None, "target": TARGETS[name]}
                          for name, v in outcomes.items()},
@@ -129,7 +146,8 @@ def run(data: Path, limit: int | None = None) -> dict[str, Any]:
 
 def report(result: dict[str, Any], data: Path) -> str:
     lines = [f"edit explanations (workers.align, 512 px)  {time.strftime('%Y-%m-%d')}  {cpu_model()}",
-             (f"data: {data}, {result['pairs']} edited copies, {result['aligned']} aligned; "
+             (f"data: {data}, {result['pairs']} edited copies"
+              f"{' (single-op ' + ', '.join(result['ops']) + ')' if result.get('ops') else ''}, {result['aligned']} aligned; "
               f"{result['ms_per_pair_median']:.0f} ms/pair median, {result['ms_per_pair_mean']:.0f} mean "
               "(re-reading both files included)"), "",
              f"{'criterion':<26} {'n':>5} {'rate':>7} {'target':>7}  met",
@@ -145,11 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("bench/data/acc"))
     parser.add_argument("--limit", type=int, help="only the first N edited copies in stream order")
+    parser.add_argument("--ops", help="only the single-op copies of these ops (comma-separated, e.g. hflip,jpeg30)")
     parser.add_argument("--json", type=Path, help="also save the results (with every failure) here")
     args = parser.parse_args(argv)
     if not (args.data / "stream.txt").exists():
         dataset.main(["--out", str(args.data)])
-    result = run(args.data, args.limit)
+    result = run(args.data, args.limit, set(args.ops.split(",")) if args.ops else None)
     print(report(result, args.data))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` is a folder, not a package
 
 from bench import edits, templates
 from bench.photos import skimage_photos
-from workers.align import MIN_INLIERS, align, align_files
+from workers.align import MIN_INLIERS, _plausible, align, align_files
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,31 @@ def test_off_centre_crop_box(pictures: dict[str, Image.Image]) -> None:
     assert result.edit["flip"] is None and abs(result.edit["rotation"]) < 2
     assert result.edit["altered_fraction"] <= 0.02
     assert result.edit["summary"].startswith("cropped to")
+
+
+def test_crop_of_a_defocused_photo(pictures: dict[str, Image.Image]) -> None:
+    # a defocused photo (the bench's bokeh and overcast wallpapers) has ~40 SIFT keypoints at the default
+    # contrast threshold, too few to align its crop; the lower thresholds find its faint detail
+    original = pictures["coffee"].filter(ImageFilter.GaussianBlur(8))
+    copy, params = edits.crop(original, np.random.default_rng(7))
+    result = align(copy, original)
+    assert result is not None and result.inliers >= MIN_INLIERS
+    assert result.edit["crop"] is not None and iou(result.edit["crop"], _normalised(params["box"], original.size)) >= 0.85
+    assert result.edit["flip"] is None and abs(result.edit["rotation"]) < 2
+
+
+def test_chance_fits_are_implausible_and_perspectives_are_not(pictures: dict[str, Image.Image]) -> None:
+    # RANSAC's 15 inliers between an overcast sky and a lamp (two flat bench photos, faint keypoints):
+    # the sky drawn at 7 % of its side with one corner near the horizon line
+    chance = np.array([[-0.189, -0.034, 0.243], [-0.437, -0.255, 0.666], [-0.678, -0.314, 1.0]])
+    assert not _plausible(chance)
+    assert not _plausible(np.diag([0.05, 0.05, 1.0])), "a tenth of the side at most"
+    assert _plausible(np.diag([0.5, 0.5, 1.0])) and _plausible(np.diag([4.0, 4.0, 1.0]))
+    original = pictures["rocket"]
+    for seed in range(3):  # the bench's perspective edit (corners moved in by up to 15 %) stays plausible
+        copy, _ = edits.perspective(original, np.random.default_rng(seed))
+        result = align(copy, original)
+        assert result is not None and _plausible(np.array(result.matrix))
 
 
 def test_mirror_is_reported(pictures: dict[str, Image.Image]) -> None:

@@ -31,6 +31,8 @@ MIN_INLIERS = 15
 chance hash matches while keeping 96 % of true copies."""
 RATIO = 0.8  # Lowe's ratio test, as measured in issue 11
 SIFT_FEATURES = 1000
+CONTRAST_THRESHOLDS = (0.04, 0.02, 0.01, 0.005)  # SIFT's default first, then lower for low-texture pictures
+TEXTURED_KEYPOINTS = 300  # fewer keypoints than this at a threshold: try the next one
 CONFIDENT_INLIERS = 60  # a plain model this strong is not a mirror: skip the mirrored retry (a third SIFT)
 RANSAC_PX = 4.0  # reprojection tolerance at max_side 512 (under 1 % of the side)
 
@@ -40,6 +42,7 @@ MIN_REGION = 0.001  # a component smaller than this share of the copy is noise, 
 PADDING_MARGIN = 0.02  # the original inset by more than this in the copy means a canvas was added
 NO_CROP = 0.98  # a crop box covering this much of each side of the original is not a crop
 PICTURE_MARGIN = 0.03  # normalised: workers.content finds the picture's box on a 128 px copy
+PERSPECTIVE_RATIO = 3.0  # the most one corner's scale may exceed another's in a plausible model
 PERSPECTIVE_TOLERANCE = 0.02  # corner deviation from the local affine, in copy-normalised units
 
 _MIRROR = np.array([[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # x -> 1 - x, normalised
@@ -108,10 +111,19 @@ def _prepare(image: Image.Image, max_side: int) -> np.ndarray:
 
 def _features(rgb: np.ndarray) -> tuple[Any, np.ndarray | None]:
     """SIFT on locally equalised gray: a dark or hazy photo otherwise yields too few keypoints to align
-    (a night wallpaper gave 1 alignment in 20 copies), and equalising both sides keeps them comparable."""
+    (a night wallpaper gave 1 alignment in 20 copies), and equalising both sides keeps them comparable.
+    A picture still short of TEXTURED_KEYPOINTS (a bokeh background, an overcast sky: 6 to 44 keypoints
+    at SIFT's default) is detected again at lower contrast thresholds, so that its faint detail aligns
+    too; a textured photo keeps the default's strong keypoints. Each side picks its own threshold: the
+    descriptors do not depend on it, so a sharp original still matches its blurred copy."""
     clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))  # one per call: safe across threads
     gray = clahe.apply(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-    return cv2.SIFT.create(nfeatures=SIFT_FEATURES).detectAndCompute(gray, None)
+    for threshold in CONTRAST_THRESHOLDS:
+        keys, descriptors = cv2.SIFT.create(nfeatures=SIFT_FEATURES, contrastThreshold=threshold).detectAndCompute(
+            gray, None)
+        if len(keys) >= TEXTURED_KEYPOINTS:
+            break
+    return keys, descriptors
 
 
 def _scale_matrix(shape: tuple[int, ...]) -> np.ndarray:
@@ -190,10 +202,16 @@ def _area(polygon: np.ndarray) -> float:
 
 
 def _plausible(matrix: np.ndarray) -> bool:
-    """Reject degenerate fits (collapsed or exploded), which RANSAC returns on repetitive texture."""
-    jacobian = _jacobian(matrix, (0.5, 0.5))
-    det = abs(np.linalg.det(jacobian))
-    return 1e-3 < det < 1e3 and np.isfinite(matrix).all()
+    """Reject degenerate fits, which RANSAC returns on repetitive texture and on the faint keypoints of
+    flat pictures: collapsed or exploded (the original shown at under a tenth of its side, where it has
+    no 15 keypoints left at 512 px, or a hundredth of it blown up), or so oblique that one corner of the
+    original is drawn at over PERSPECTIVE_RATIO times the scale of another (a chance fit of a sky to a
+    lamp had 125; the bench's perspective edits, corners moved by up to 15 %, stay under 2)."""
+    if not np.isfinite(matrix).all():
+        return False
+    det = abs(np.linalg.det(_jacobian(matrix, (0.5, 0.5))))
+    depth = np.array([[0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], float) @ matrix[2]  # w at the corners
+    return 1e-2 < det < 1e2 and bool((depth > 0).all()) and depth.max() < PERSPECTIVE_RATIO * depth.min()
 
 
 def _project(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
