@@ -327,9 +327,10 @@ def _fit_colour(c: np.ndarray, warped: np.ndarray, valid: np.ndarray) -> tuple[n
     """Map the warped original through the global colour change the copy shows (a 3x3 + bias linear
     fit, then a per-colour-bin correction for non-linear changes such as HSV hue rotations and
     clipping), each fitted robustly so overlays do not pull it; and name the change."""
-    step = max(1, int(valid.sum()) // FIT_SAMPLES)  # a sample fits a global change as well as every pixel
-    src = warped[valid][::step].astype(np.float32)
-    dst = c[valid][::step].astype(np.float32)
+    where = np.flatnonzero(valid)
+    where = where[::max(1, len(where) // FIT_SAMPLES)]  # a sample fits a global change as well as every pixel
+    src = warped.reshape(-1, 3)[where].astype(np.float32)
+    dst = c.reshape(-1, 3)[where].astype(np.float32)
     if len(src) < 100:
         return warped, []
     design = np.hstack([src, np.ones((len(src), 1), np.float32)])
@@ -339,7 +340,7 @@ def _fit_colour(c: np.ndarray, warped: np.ndarray, valid: np.ndarray) -> tuple[n
         residual = np.abs(design @ coefficients - dst).max(axis=1)
         keep = residual < max(20.0, float(np.percentile(residual, 80)))
     linear = design @ coefficients
-    bins = (src // 32).astype(np.int32) @ np.array([64, 8, 1])
+    bins = _colour_bins(warped.reshape(-1, 3)[where])
     correction = np.zeros((512, 3), np.float32)
     counts = np.bincount(bins[keep], minlength=512).astype(np.float32)
     for channel in range(3):
@@ -347,10 +348,16 @@ def _fit_colour(c: np.ndarray, warped: np.ndarray, valid: np.ndarray) -> tuple[n
         correction[:, channel] = np.where(counts > 0, sums / np.maximum(counts, 1), 0)
     full = warped.reshape(-1, 3).astype(np.float32)
     full_design = np.hstack([full, np.ones((len(full), 1), np.float32)])
-    full_bins = (full // 32).astype(np.int32) @ np.array([64, 8, 1])
+    full_bins = _colour_bins(warped.reshape(-1, 3))
     mapped = full_design @ coefficients + correction[full_bins]
     fitted = np.clip(mapped, 0, 255).reshape(warped.shape).astype(np.uint8)
     return fitted, _name_colour(src[keep], dst[keep])
+
+
+def _colour_bins(rgb: np.ndarray) -> np.ndarray:
+    """The 8 x 8 x 8 colour bin of each uint8 RGB row, by shifts (an integer matrix product cost 20 ms)."""
+    bins = rgb >> 5
+    return (bins[:, 0].astype(np.int32) << 6) | (bins[:, 1].astype(np.int32) << 3) | bins[:, 2]
 
 
 def _name_colour(src: np.ndarray, dst: np.ndarray) -> list[str]:
