@@ -291,30 +291,38 @@ class Catalog:
         A path whose size or mtime changed is a new landing: the old row stops being current and counts
         as deleted, since its content is gone from disk (it must stop matching new files).
         """
+        return self.land_many([(path, size, mtime_ns)])[0]
+
+    def land_many(self, landed: Sequence[tuple[str, int | None, int | None]]) -> list[tuple[int | None, int | None]]:
+        """`land` for each (path, size, mtime_ns) in order, in one transaction: a scan batch costs one
+        commit instead of one per file, and a crash leaves either the whole batch registered or none of it
+        (a rerun registers it again)."""
         now = time.time()
+        out: list[tuple[int | None, int | None]] = []
         with self.transaction() as c:
-            old = c.execute("SELECT id, size, mtime_ns FROM files WHERE path = CAST(? AS TEXT) AND current = 1",
-                            (sql_path(path),)).fetchone()
-            replaced = None
-            if old is not None:
-                if old["size"] == size and old["mtime_ns"] == mtime_ns:
-                    return None, None
-                c.execute("UPDATE files SET current = 0, deleted_at = ? WHERE id = ?", (now, old["id"]))
-                replaced = int(old["id"])
-            cur = c.execute("INSERT INTO files (path, size, mtime_ns, detected_at) VALUES (CAST(? AS TEXT), ?, ?, ?)",
-                            (sql_path(path), size, mtime_ns, now))
-            assert cur.lastrowid is not None  # set by every INSERT
-            return cur.lastrowid, replaced
+            for path, size, mtime_ns in landed:
+                old = c.execute("SELECT id, size, mtime_ns FROM files WHERE path = CAST(? AS TEXT) AND current = 1",
+                                (sql_path(path),)).fetchone()
+                replaced = None
+                if old is not None:
+                    if old["size"] == size and old["mtime_ns"] == mtime_ns:
+                        out.append((None, None))
+                        continue
+                    c.execute("UPDATE files SET current = 0, deleted_at = ? WHERE id = ?", (now, old["id"]))
+                    replaced = int(old["id"])
+                cur = c.execute("INSERT INTO files (path, size, mtime_ns, detected_at) "
+                                "VALUES (CAST(? AS TEXT), ?, ?, ?)", (sql_path(path), size, mtime_ns, now))
+                assert cur.lastrowid is not None  # set by every INSERT
+                out.append((cur.lastrowid, replaced))
+        return out
 
-    def versions_before(self, path: str, file_id: int) -> set[int]:
-        """Ids of the earlier versions of `path`: a file is never a copy of what it was before."""
-        return {r["id"] for r in self.query("SELECT id FROM files WHERE path = CAST(? AS TEXT) AND id < ?",
-                                            (sql_path(path), file_id))}
-
-    def is_live(self, file_id: int) -> bool:
-        """Current and not deleted: content that still exists on disk."""
-        rows = self.query("SELECT 1 FROM files WHERE id = ? AND current = 1 AND deleted_at IS NULL", (file_id,))
-        return bool(rows)
+    def never_copies_of(self, path: str, file_id: int) -> set[int]:
+        """Ids a file can never be a copy of: the earlier versions of its path, and the files a person
+        marked "not a duplicate" of it. One statement: the owner asks this for every file it decides."""
+        return {r["id"] for r in self.query(
+            "SELECT id FROM files WHERE path = CAST(? AS TEXT) AND id < ? "
+            "UNION SELECT b FROM not_duplicates WHERE a = ? UNION SELECT a FROM not_duplicates WHERE b = ?",
+            (sql_path(path), file_id, file_id, file_id))}
 
     def known_versions(self) -> dict[str, tuple[int, int]]:
         """path -> (size, mtime_ns) of every current row: what the catch-up scan compares against."""
@@ -355,17 +363,40 @@ class Catalog:
     def store_features(self, file_id: int, features: dict[str, Any]) -> bool:
         """Store a worker's result for a pending row. False when the row is no longer pending
         (a duplicate result from a re-queued job): results are idempotent."""
-        cols = [k for k in FEATURE_FIELDS if k in features and k not in VECTOR_COLUMNS]
-        values = [_to_sql(features[k]) for k in cols]
-        sets = ", ".join(f"{k} = ?" for k in cols)
-        vectors = {k: vector_to_sql(features[k]) for k in VECTOR_COLUMNS if features.get(k) is not None}
+        return self.store_features_many([(file_id, features)]) == 1
+
+    def store_features_many(self, results: Sequence[tuple[int, dict[str, Any]]]) -> int:
+        """`store_features` for a batch of (id, features) in one transaction, one statement per set of
+        columns (a batch's results mostly share one); vectors go to their own table, only for rows that
+        were still pending. Returns how many rows were still pending."""
         with self.transaction() as c:
-            cur = c.execute(f"UPDATE files SET {sets}{', ' if sets else ''}state = 'featured' "
-                            "WHERE id = ? AND state = 'pending'", (*values, file_id))
-            if cur.rowcount == 1 and vectors:
-                c.execute(f"INSERT OR REPLACE INTO vectors (file_id, {', '.join(vectors)}) "
-                          f"VALUES (?{', ?' * len(vectors)})", (file_id, *vectors.values()))
-            return cur.rowcount == 1
+            ids = [file_id for file_id, _ in results]
+            pending: set[int] = set()
+            for i in range(0, len(ids), 500):  # under SQLite's bound-parameter limit
+                chunk = ids[i:i + 500]
+                pending.update(r[0] for r in c.execute(
+                    f"SELECT id FROM files WHERE state = 'pending' AND id IN ({', '.join('?' * len(chunk))})", chunk))
+            groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+            vector_groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+            for file_id, features in results:
+                if file_id not in pending:
+                    continue  # a duplicate result from a re-queued job: results are idempotent
+                pending.discard(file_id)
+                cols = tuple(k for k in FEATURE_FIELDS if k in features and k not in VECTOR_COLUMNS)
+                groups.setdefault(cols, []).append((*(_to_sql(features[k]) for k in cols), file_id))
+                vectors = tuple(k for k in VECTOR_COLUMNS if features.get(k) is not None)
+                if vectors:
+                    vector_groups.setdefault(vectors, []).append(
+                        (file_id, *(vector_to_sql(features[k]) for k in vectors)))
+            stored = 0
+            for cols, rows in groups.items():
+                sets = "".join(f"{k} = ?, " for k in cols)
+                stored += c.executemany(f"UPDATE files SET {sets}state = 'featured' WHERE id = ? AND state = 'pending'",
+                                        rows).rowcount
+            for vectors, rows in vector_groups.items():
+                c.executemany(f"INSERT OR REPLACE INTO vectors (file_id, {', '.join(vectors)}) "
+                              f"VALUES (?{', ?' * len(vectors)})", rows)
+        return stored
 
     def fail_pending(self, file_id: int, reason: str) -> None:
         """Turn a pending row that exhausted its attempts into a featured row carrying an error."""

@@ -26,7 +26,7 @@ import os
 import queue
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -136,12 +136,19 @@ class IndexOwner:
             self.retire(replaced)
         return new_id
 
+    def register_many(self, landed: Sequence[tuple[str, int | None, int | None]]) -> list[int | None]:
+        """`register` for a batch of (path, size, mtime_ns), in one catalog transaction (`scan`)."""
+        out = []
+        for new_id, replaced in self.catalog.land_many(landed):
+            if replaced is not None:
+                self.retire(replaced)
+            out.append(new_id)
+        return out
+
     def accept(self, features: Iterable[Features]) -> int:
-        """Store worker results. Duplicates (a re-queued job finishing twice) are ignored."""
-        stored = 0
-        for f in features:
-            stored += self.catalog.store_features(f.id, f.stored())
-        return stored
+        """Store worker results, a batch in one transaction. Duplicates (a re-queued job finishing twice)
+        are ignored."""
+        return self.catalog.store_features_many([(f.id, f.stored()) for f in features])
 
     def decide_ready(self, limit: int = 1000) -> list[VerdictEvent]:
         """Decide every featured file at the head of the arrival order, up to the first pending one.
@@ -164,7 +171,8 @@ class IndexOwner:
                 verification = self._verify(row, evidence) if evidence is not None else None
                 explanation = self._explain(row, evidence) if evidence is not None and verification is None else None
                 waiting.append((row, evidence, verification, explanation))
-                if row.error is None and (self.settings.match.keep_deleted or self.catalog.is_live(row.id)):
+                # Live as head() read it: a deletion after that read is retired before the next verdict.
+                if row.error is None and (self.settings.match.keep_deleted or _live(row)):
                     self._index(row)  # (content replaced or deleted before its verdict: never indexed)
                 if len(waiting) > MAX_WAITING:
                     events += self._commit(waiting, wait=True)
@@ -293,7 +301,7 @@ class IndexOwner:
         """Every signal for a featured row against everything decided before it (no writes)."""
         keep = self.settings.match.keep_deleted
         if excluded is None:  # never a copy of a pair marked "not a duplicate", nor of its own earlier version
-            excluded = self._not_duplicates(row.id) | self.catalog.versions_before(row.path, row.id)
+            excluded = self.catalog.never_copies_of(row.path, row.id)
         exact = None
         for column, signal in (("sha256", "sha256"), ("pixel_sha", "pixels")):
             value = getattr(row, column)
@@ -333,10 +341,6 @@ class IndexOwner:
         if row.error is not None:
             return []
         return [(c, v) for c in ("sha256", "pixel_sha") if (v := getattr(row, c)) is not None]
-
-    def _not_duplicates(self, file_id: int) -> set[int]:
-        rows = self.catalog.query("SELECT a, b FROM not_duplicates WHERE a = ? OR b = ?", (file_id, file_id))
-        return {r["a"] if r["b"] == file_id else r["b"] for r in rows}
 
     def _index(self, row: Row) -> None:
         if row.windows is not None and row.dhash is not None:
@@ -430,6 +434,11 @@ def event_for(row: Row, catalog: Catalog) -> VerdictEvent:
                              decision.signal or "", decision.edit),)
     return VerdictEvent(kind=decision.kind, file=_info(row), detected_at=row.detected_at,
                         decided_at=row.decided_at or 0.0, matches=matches, reason=row.error, version=__version__)
+
+
+def _live(row: Row) -> bool:
+    """Current and not deleted: content that still exists on disk."""
+    return row.current == 1 and row.deleted_at is None
 
 
 def _info(row: Row) -> FileInfo:

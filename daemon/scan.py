@@ -50,10 +50,8 @@ def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout,
         for batch in _batches(paths, settings.model.batch_size):
             ids: list[int] = []
             todo: list[tuple[int, str]] = []
-            for path in batch:
-                path = os.path.abspath(path)
-                size, mtime = _stat(path)
-                new_id = owner.register(path, size, mtime)
+            landed = [(path, *_stat(path)) for path in map(os.path.abspath, batch)]
+            for (path, _size, _mtime), new_id in zip(landed, owner.register_many(landed), strict=True):
                 if new_id is None:  # this exact version was already decided: report it as it stands
                     row = catalog.by_path(path)
                     assert row is not None  # register() just found its current row

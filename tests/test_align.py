@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` is a fol
 
 from bench import edits, templates
 from bench.photos import skimage_photos
-from workers.align import MIN_INLIERS, _plausible, align, align_files
+from workers.align import MIN_INLIERS, FeatureCache, _plausible, _prepare, align, align_files
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +207,26 @@ def test_a_shared_frame_is_no_support_for_a_copy(pictures: dict[str, Image.Image
     assert collision.on_picture is not None and collision.on_picture < collision.inliers / 2
     copy = align(templates.paste(pictures["coffee"], "app"), pictures["coffee"])
     assert copy is not None and copy.on_picture == copy.inliers >= MIN_INLIERS
+
+
+def test_feature_cache_serves_the_same_alignment_by_content_digest(pictures: dict[str, Image.Image]) -> None:
+    """The verification pool reuses a picture's SIFT features by its file's sha256: a cached alignment must
+    equal a fresh one exactly (descriptors kept as bytes), a hit must really be served from the table,
+    and the oldest entry makes room for a new one."""
+    original = pictures["astronaut"]
+    copy, _ = edits.crop(original, np.random.default_rng(7))
+    cache = FeatureCache(entries=2)
+    fresh = align(copy, original, cache=cache)  # no digests: nothing is kept
+    assert len(cache) == 0
+    first = align(copy, original, digests=("copy", "original"), cache=cache)
+    again = align(copy, original, digests=("copy", "original"), cache=cache)
+    assert fresh is not None and fresh == first == again and len(cache) == 2
+
+    # A hit is served without a SIFT pass: the rocket's features filed under the original's digest
+    # make the (unchanged) pair unalignable, while another digest still aligns it.
+    poisoned = FeatureCache(entries=2)
+    poisoned.features(_prepare(pictures["rocket"], 512), "original", 512)
+    assert align(copy, original, digests=("copy", "original"), cache=poisoned) is None
+    assert align(copy, original, digests=("copy", "other"), cache=poisoned) == fresh
+    assert len(poisoned) == 2  # the rocket's entry was the oldest and made room
+    assert align(copy, original, digests=("copy", "original"), cache=poisoned) == fresh

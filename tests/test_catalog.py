@@ -216,3 +216,46 @@ def test_start_up_rebuilds_a_missing_vector_snapshot_from_the_catalog(tmp_path):
     rebuilt = IndexOwner(settings, catalog)  # start-up reads only the blobs' lengths, then fetches the vectors
     assert rebuilt.vectors is not None and len(rebuilt.vectors) == 12 and rebuilt.vectors.index.ndim == 64
     assert rebuilt.vectors.index.search(catalog.get(ids[5]).embedding, 1)[0][0] == ids[5]
+
+
+def test_a_scan_batch_lands_and_stores_its_features_in_one_commit_each(tmp_path):
+    """`scan` registers a batch and stores its results in one transaction each, with the same outcome
+    as file by file: new ids in order, a known version reported as None, a changed one replacing it."""
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    owner = IndexOwner(Settings(state_dir=tmp_path, hash_only=True), catalog)
+    first = owner.register("/w/kept.jpg", 5, 5)
+    replaced = owner.register("/w/changed.jpg", 5, 5)
+    statements: list[str] = []
+    catalog.conn.set_trace_callback(statements.append)
+    landed = [(f"/w/{n}.jpg", 100 + n, n) for n in range(20)] + [("/w/kept.jpg", 5, 5), ("/w/changed.jpg", 6, 6)]
+    ids = owner.register_many(landed)
+    assert sum(s.strip().upper() == "COMMIT" for s in statements) == 1
+    assert ids[20] is None and None not in ids[:20] + ids[21:]
+    assert ids[:20] == sorted(ids[:20]) and ids[0] > replaced and ids[21] > ids[19]  # arrival order
+    assert catalog.by_path("/w/kept.jpg").id == first and catalog.by_path("/w/changed.jpg").id == ids[21]
+    assert catalog.get(replaced).current == 0 and catalog.get(replaced).deleted_at is not None
+
+    rng = np.random.default_rng(2)
+    statements.clear()
+    results = [(file_id, _features(rng, n)) for n, file_id in enumerate(ids[:20])]
+    results[3][1].pop("pixel_sha")  # a result with other columns goes in the same transaction
+    assert catalog.store_features_many(results) == 20
+    assert sum(s.strip().upper() == "COMMIT" for s in statements) == 1
+    assert catalog.store_features_many(results[:5]) == 0  # a re-queued job's duplicate results change nothing
+    row = catalog.get(ids[3])
+    assert row.state == "featured" and row.pixel_sha is None and np.array_equal(row.windows, results[3][1]["windows"])
+
+
+def test_deciding_a_file_costs_four_statements_and_its_matches(tmp_path):
+    """Per decided file the owner reads what it may not match (one statement for earlier versions and
+    marked pairs), looks up its sha256 and pixel digest and writes its verdict; whether a file is still
+    live comes from the row already read. Matches add the match's row for the event."""
+    catalog, owner, ids = _featured_owner(tmp_path, 30)
+    statements: list[str] = []
+    catalog.conn.set_trace_callback(statements.append)
+    events = owner.decide_ready()
+    catalog.conn.set_trace_callback(None)
+    matches = sum(e.best is not None for e in events)
+    by_sha = sum(e.best is not None and e.best.signal == "sha256" for e in events)  # no pixel digest lookup
+    reads_writes = [s for s in statements if s.split()[0].upper() in ("SELECT", "UPDATE", "INSERT")]
+    assert len(reads_writes) <= 4 * len(ids) - by_sha + matches + 2, reads_writes

@@ -190,3 +190,24 @@ def test_the_onnx_copy_path_never_imports_torch(photos):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_sscd_on_a_cpu_embeds_a_batch_in_bounded_calls(photos):
+    """onnxruntime keeps buffers the size of its largest call, so a CPU session takes at most COPY_CPU_CHUNK
+    images a call (peak memory), and the vectors are those of one whole-batch call."""
+    from daemon.config import Settings
+    from workers.defaults import COPY_CPU_CHUNK
+    from workers.models.copy import load_copy_model, run_batches
+
+    copier, status = load_copy_model(Settings())
+    assert copier is not None and copier.device == "cpu", status
+    images = [copier.preprocess(Image.open(p).convert("RGB")) for p in photos.values()]
+    batch = (images * (2 * COPY_CPU_CHUNK // len(images) + 1))[:2 * COPY_CPU_CHUNK + 3]
+    calls: list[int] = []
+    run = copier.session.run
+    copier.session.run = lambda names, feed: calls.append(len(feed[copier.input_name])) or run(names, feed)
+    vectors = copier.embed(batch)
+    assert calls == [COPY_CPU_CHUNK, COPY_CPU_CHUNK, 3]
+    whole = run_batches(batch, lambda x: run(None, {copier.input_name: x})[0])
+    assert np.allclose(vectors, whole, atol=1e-5)
+    assert np.allclose(vectors[0], vectors[len(images)], atol=1e-5)  # the same picture, another call

@@ -91,12 +91,15 @@ def stack(batch: list[np.ndarray]) -> tuple[list[np.ndarray], list[list[int]]]:
     return [np.stack([batch[i] for i in idx]) for idx in shapes.values()], list(shapes.values())
 
 
-def run_batches(batch: list[np.ndarray], forward) -> np.ndarray:
-    """`forward` (NHWC uint8 -> [n, dim]) over same-shape groups, rows put back in input order, normalised."""
+def run_batches(batch: list[np.ndarray], forward, chunk: int | None = None) -> np.ndarray:
+    """`forward` (NHWC uint8 -> [n, dim]) over same-shape groups, at most `chunk` rows a call (None: a whole
+    group), rows put back in input order, normalised."""
     groups, indices = stack(batch)
     out: np.ndarray | None = None
     for group, idx in zip(groups, indices, strict=True):
-        vectors = np.asarray(forward(group), dtype=np.float32).reshape(len(idx), -1)
+        step = chunk or len(group)
+        parts = [np.asarray(forward(group[i:i + step]), dtype=np.float32) for i in range(0, len(group), step)]
+        vectors = np.concatenate([p.reshape(len(p), -1) for p in parts])
         if out is None:
             out = np.empty((len(batch), vectors.shape[1]), np.float32)
         out[idx] = vectors

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from workers import defaults
 from workers.models.base import ModelUnavailable
 from workers.models.copy import cut, run_batches
 from workers.settings import CopyModelSettings
@@ -54,4 +55,5 @@ class OnnxCopyDescriptor:
         return cut(image, self.size, self.resize)
 
     def embed(self, batch: list[np.ndarray]) -> np.ndarray:
-        return run_batches(batch, lambda x: self.session.run(None, {self.input_name: x})[0])
+        chunk = defaults.COPY_CPU_CHUNK if self.device == "cpu" else None  # bounded buffers on a CPU
+        return run_batches(batch, lambda x: self.session.run(None, {self.input_name: x})[0], chunk)
