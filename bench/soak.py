@@ -16,7 +16,8 @@ Checks, printed as a table (exit status 1 if any fails):
 - every webhook event id in the outbox reached the real HTTP receiver on 127.0.0.1, once; a re-send of the
   same id is allowed only where a daemon was SIGKILLed between the receiver's 2xx and recording it, so at
   most one per daemon kill (README, guarantee 4);
-- no file outside the watched root was opened (inotify on the outside folder, via watchdog).
+- no file outside the watched root was opened (inotify on the outside folder, via watchdog);
+- `run` never exited by itself (it is restarted if it did, so the other checks still run).
 """
 
 from __future__ import annotations
@@ -272,6 +273,9 @@ def killer(run: Run, pick: random.Random, deadline: float, kills: collections.Co
            stop: threading.Event) -> None:
     """SIGKILL a worker, the redis-server or the whole run, at random moments."""
     while not stop.wait(pick.expovariate(1 / mean_s)) and time.monotonic() < deadline:
+        if run.proc.poll() is not None:  # `run` must never exit by itself: counted (a failed check), restarted
+            kills["exited by itself"] += 1
+            run.start()
         what = pick.choice(["worker", "redis", "daemon"])
         if what == "daemon":
             run.kill_all()
@@ -407,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             run.kill_all()
         observer.stop()
     results = check(state, ledger, receiver, watch.opened, kills["daemon"])
+    results.append(("`run` exits by itself (restarted)", str(kills["exited by itself"]), not kills["exited by itself"]))
     elapsed = time.monotonic() - started
     print(f"\nsoak (seed {seed}): {elapsed / 60:.1f} min; actions {dict(ledger.counts)}; kills {dict(kills)}; "
           f"final SIGTERM exit {code}; settled {settled_s:.0f}s after the stream stopped")

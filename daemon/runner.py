@@ -137,7 +137,11 @@ def run_all(settings: Settings, roots: list[Path], reload: Callable[[], Settings
         daemon.redis_url = embedded.start() if embedded is not None else settings.redis.url or ""
         daemon.open()
         # What the last life's workers held is lost: free it now, not after queue.pending_retry_s.
-        daemon.release_jobs(_from_an_earlier_run, "left started by an earlier run", parked=True, requeue=False)
+        try:
+            daemon.release_jobs(_from_an_earlier_run, "left started by an earlier run", parked=True,
+                                requeue=False)
+        except redis.RedisError as exc:  # Redis died as we started: the supervisor restarts it
+            log.warning("could not free the jobs of an earlier run's workers: %s", exc)
         _install_signals(daemon, reload)
         pool = WorkerPool(settings, daemon.redis_url, settings.workers, daemon)
         pool.start()

@@ -85,10 +85,14 @@ class Daemon:
         self.deliverer = outbox.Deliverer(self.state.catalog, self.settings.webhooks)
         self.redis = q.connect(self.redis_url)
         self.queue = q.ingest_queue(self.redis, self.settings.queue.job_timeout_s)
-        q.ensure_group(self.redis)
         self.epoch = uuid.uuid4().hex
-        self.redis.set(q.EPOCH_KEY, self.epoch)
         self.consumer = f"daemon-{self.epoch[:8]}"
+        try:
+            q.ensure_group(self.redis)
+            self.redis.set(q.EPOCH_KEY, self.epoch)
+        except redis.RedisError as exc:  # the soak killed the private Redis right here: `run` exited
+            log.warning("Redis unreachable at start (%s); files wait, and when it answers what it lost is "
+                        "re-queued", _one_line(exc))
         self.watcher = Watcher(self.filter, self.settings.watch, landed=self.landed, moved=self.owner.moved,
                                deleted=self.owner.deleted, deleted_tree=self.owner.deleted_under,
                                overflowed=self.rescan)

@@ -383,3 +383,28 @@ def test_scan_sends_a_stopped_daemons_leftover_verdicts_to_event_log_and_webhook
     wait_for(lambda: len(receiver.events()) == 2, 30, what="the two leftover deliveries")
     kinds = {e["file"]["path"]: e["kind"] for e in receiver.events()}
     assert kinds == {str(leftover[0]): "new", str(leftover[1]): "exact-copy"}
+
+
+def test_redis_down_as_the_daemon_starts_is_waited_for_not_fatal(tmp_path, photos, services):
+    """The 30-minute soak SIGKILLed the private Redis between its start and the daemon's first command to
+    it: `run` exited with a traceback. Redis away at start is the same degraded state as later on."""
+    from tests.conftest import RedisServer
+
+    root, state = tmp_path / "in", tmp_path / "state"
+    root.mkdir()
+    server = RedisServer(tmp_path / "redis")  # not started yet
+    env = base_env(state, DUPWATCH_HASH_ONLY="true", DUPWATCH_REDIS__URL=server.url)
+    daemon = Service(["daemon", str(root)], env, tmp_path / "daemon.log")
+    services.append(daemon)
+    wait_for(lambda: "Redis unreachable at start" in daemon.stderr(), 60, what="the daemon's start")
+    copy_into(photos["rocket"], root / "early.jpg")
+    server.start()
+    try:
+        worker = Service(["worker"], env, tmp_path / "worker.log")
+        services.append(worker)
+        row = wait_for(lambda: next((r for r in catalog_rows(state) if r["state"] == "decided"), None), 120,
+                       what="the verdict")
+        assert row["verdict"] == "new" and row["path"].endswith("early.jpg"), row
+        assert daemon.proc.poll() is None
+    finally:
+        server.kill()
