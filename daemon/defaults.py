@@ -91,8 +91,8 @@ SIMILAR_SCORE: float | None = None
 """Semantic (open_clip) score (0-100) at or over which a file is similar. None: from CALIBRATED."""
 
 CALIBRATED_COPY: dict[tuple[str, int, str], tuple[float, float, float]] = {
-    ("sscd", 320, "square"): (96.0, 60.0, 60.0),
-    ("sscd_distilled", 320, "square"): (96.0, 60.0, 60.0),
+    ("sscd", 320, "square"): (96.0, 55.0, 55.0),
+    ("sscd_distilled", 320, "square"): (96.0, 55.0, 55.0),
 }
 """(copy, verify, veto) copy-descriptor scores per (copy_model.name, input_size, resize). Cosine x 100.
 See the README's Detection section for how they were chosen (bench/calibrate.py --copy)."""
