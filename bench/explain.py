@@ -123,9 +123,9 @@ def run(data: Path, limit: int | None = None, ops: set[str] | None = None, start
         if done and done % 100 == 0:
             print(f"explain: {done}/{len(entries)} pairs", file=sys.stderr, flush=True)
         copy, original = data / entry.file, data / str(entry.source)
-        start = time.perf_counter()
+        began = time.perf_counter()
         result = align_files(str(copy), str(original))
-        seconds.append(time.perf_counter() - start)
+        seconds.append(time.perf_counter() - began)
         aligned += result is not None
         with Image.open(original) as o, Image.open(copy) as c:
             sizes = o.size, c.size
