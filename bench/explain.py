@@ -112,21 +112,20 @@ def score(entry: dataset.Entry, result: Alignment | None, original_size: tuple[i
     return out
 
 
-def run(data: Path, limit: int | None = None, ops: set[str] | None = None) -> dict[str, Any]:
+def run(data: Path, limit: int | None = None, ops: set[str] | None = None, start: int = 0) -> dict[str, Any]:
     entries = [e for e in dataset.load_manifest(data) if e.role == "edit"]
     if ops is not None:  # a criterion's own copies across the whole set, without aligning every other copy
         entries = [e for e in entries if e.family != "combo" and len(e.ops) == 1 and e.ops[0]["op"] in ops]
-    if limit is not None:
-        entries = entries[:limit]
+    entries = entries[start:] if limit is None else entries[start:start + limit]
     outcomes: dict[str, list[bool]] = {name: [] for name in TARGETS}
     seconds, aligned, failures = [], 0, []
     for done, entry in enumerate(entries):
         if done and done % 100 == 0:
             print(f"explain: {done}/{len(entries)} pairs", file=sys.stderr, flush=True)
         copy, original = data / entry.file, data / str(entry.source)
-        start = time.perf_counter()
+        began = time.perf_counter()
         result = align_files(str(copy), str(original))
-        seconds.append(time.perf_counter() - start)
+        seconds.append(time.perf_counter() - began)
         aligned += result is not None
         with Image.open(original) as o, Image.open(copy) as c:
             sizes = o.size, c.size
@@ -163,12 +162,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("bench/data/acc"))
     parser.add_argument("--limit", type=int, help="only the first N edited copies in stream order")
+    parser.add_argument("--start", type=int, default=0, help="skip the first N (a long run in parts)")
     parser.add_argument("--ops", help="only the single-op copies of these ops (comma-separated, e.g. hflip,jpeg30)")
     parser.add_argument("--json", type=Path, help="also save the results (with every failure) here")
     args = parser.parse_args(argv)
     if not (args.data / "stream.txt").exists():
         dataset.main(["--out", str(args.data)])
-    result = run(args.data, args.limit, set(args.ops.split(",")) if args.ops else None)
+    result = run(args.data, args.limit, set(args.ops.split(",")) if args.ops else None, args.start)
     print(report(result, args.data))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
