@@ -24,9 +24,10 @@ import numpy as np
 
 from bench.machine import cpu_model
 from daemon.config import Settings
-from daemon.hashindex import ExhaustiveHashIndex, HashRule
+from daemon.hashindex import ExhaustiveHashIndex, HashHit, HashRule
 from daemon.verdict import Thresholds
 from workers.align import align_files
+from workers.hashing import WINDOWS
 from workers.pipeline import Pipeline
 from workers.precheck import GRADIENT_MAX_FRACTION, geometry, gradient_distance
 from workers.settings import DecodeSettings
@@ -46,35 +47,36 @@ def main(argv: list[str] | None = None) -> None:
     pipeline = Pipeline(DecodeSettings(), None)
     feats = pipeline.run(list(enumerate(paths)))
     pipeline.close()
-    ok = [f for f in feats if f.windows is not None and f.dihedral is not None and f.dhash is not None]
+    # (windows, dihedral, dhash) of each file the hash search takes (low-detail files have none)
+    hashed = {f.id: (f.windows, f.dihedral, f.dhash) for f in feats
+              if f.windows is not None and f.dihedral is not None and f.dhash is not None}
     by_file = {e["file"]: i for i, e in enumerate(entries)}
-    originals = [f for f in ok if entries[f.id]["role"] == "original"]
-    index = ExhaustiveHashIndex(len(originals[0].windows))
-    for f in originals:
-        index.add(f.id, f.windows, f.dhash)
+    index = ExhaustiveHashIndex(len(WINDOWS))
+    for i, (windows, _, dhash) in hashed.items():
+        if entries[i]["role"] == "original":
+            index.add(i, windows, dhash)
     rule = Thresholds.resolve(Settings(hash_only=True).match, None).hashes
-    copies: list[tuple[int, int, object]] = []
-    near: list[tuple[int, int, object]] = []
-    for f in ok:
-        e = entries[f.id]
+    copies: list[tuple[int, int, HashHit]] = []
+    near: list[tuple[int, int, HashHit]] = []
+    for i, (windows, dihedral, dhash) in hashed.items():
+        e = entries[i]
         if e["role"] == "original":
             continue
         source = by_file.get(e.get("source") or "", -1)
-        if e["role"] == "edit":
-            alone = ExhaustiveHashIndex(len(f.windows))
-            if 0 <= source and feats[source].windows is not None:
-                alone.add(source, feats[source].windows, feats[source].dhash)
-                hit = alone.best(f.windows, f.dihedral, f.dhash, 1 << 62, rule)
-                if hit is not None:
-                    copies.append((f.id, source, hit))
-        hit = index.best(f.windows, f.dihedral, f.dhash, 1 << 62, LOOSE, excluded={source})
+        if e["role"] == "edit" and source in hashed:
+            alone = ExhaustiveHashIndex(len(WINDOWS))
+            alone.add(source, hashed[source][0], hashed[source][2])
+            hit = alone.best(windows, dihedral, dhash, 1 << 62, rule)
+            if hit is not None:
+                copies.append((i, source, hit))
+        hit = index.best(windows, dihedral, dhash, 1 << 62, LOOSE, excluded={source})
         if hit is not None:
-            near.append((f.id, hit.id, hit))
+            near.append((i, hit.id, hit))
 
-    def look(pairs):
+    def look(pairs: list[tuple[int, int, HashHit]]) -> np.ndarray:
         out = []
         for q, o, hit in pairs:
-            geo = geometry(hit.signal, feats[q].windows, feats[q].dihedral, feats[o].windows)
+            geo = geometry(hit.signal, hashed[q][0], hashed[q][1], hashed[o][0])
             out.append(gradient_distance(paths[q], paths[o], geo))
         return np.array([d for d in out if d is not None])
 
@@ -92,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
              f"# split {args.split}; threshold GRADIENT_MAX_FRACTION = {GRADIENT_MAX_FRACTION}",
              "| pairs | n | min | p1 | p5 | median | p95 | max | passed |", "|---|---|---|---|---|---|---|---|---|"]
     for name, d in (("copies (shipped rule, own original)", dc), ("near misses (loose rule, unrelated)", dn)):
-        q = np.percentile(d, [0, 1, 5, 50, 95, 100]) if len(d) else [np.nan] * 6
-        lines.append(f"| {name} | {len(d)} | " + " | ".join(f"{x:.3f}" for x in q)
+        quantiles = np.percentile(d, [0, 1, 5, 50, 95, 100]) if len(d) else np.full(6, np.nan)
+        lines.append(f"| {name} | {len(d)} | " + " | ".join(f"{x:.3f}" for x in quantiles)
                      + f" | {np.mean(d <= GRADIENT_MAX_FRACTION) if len(d) else 0:.1%} |")
     lines.append(f"# one look {look_ms:.1f} ms a pair; one SIFT verification {sift_ms:.1f} ms a pair ({len(timed)} pairs)")
     lines.append(f"# load avg at end {os.getloadavg()[0]:.1f}")
