@@ -27,7 +27,9 @@ def take_and_die(conn: redis.Redis, name: str) -> str:
     return job.id
 
 
-def test_a_file_that_keeps_killing_workers_gets_a_worker_crash_verdict(tmp_path: Path, photos, redis_url, services):
+def start_daemon(tmp_path: Path, redis_url: str, services) -> tuple[Path, Path, dict[str, str], Service]:
+    """A hash-only daemon on the shared Redis with no worker: the test plays the workers' part. A short
+    re-queue delay, so that a lost job is noticed within the test's waits."""
     root, state = tmp_path / "in", tmp_path / "state"
     root.mkdir()
     env = base_env(state, DUPWATCH_HASH_ONLY="true", DUPWATCH_REDIS__URL=redis_url,
@@ -35,6 +37,11 @@ def test_a_file_that_keeps_killing_workers_gets_a_worker_crash_verdict(tmp_path:
     daemon = Service(["daemon", str(root)], env, tmp_path / "daemon.log")
     services.append(daemon)
     wait_for(lambda: "catch-up scan" in daemon.stderr(), 60, what="daemon start")
+    return root, state, env, daemon
+
+
+def test_a_file_that_keeps_killing_workers_gets_a_worker_crash_verdict(tmp_path: Path, photos, redis_url, services):
+    root, state, _env, daemon = start_daemon(tmp_path, redis_url, services)
     poison = copy_into(photos["rocket"], root / "poison.jpg")
 
     conn = redis.Redis.from_url(redis_url)
@@ -59,13 +66,7 @@ def test_files_whose_jobs_are_lost_without_a_crash_are_never_given_up(tmp_path: 
     """Being queued again costs no attempt: only a worker dying on the job (or the job failing) does. In the
     30-minute soak, files waiting in a backlog through 16 daemon kills and Redis losses were queued again each
     time and 12,048 of them got `worker-crash` errors without ever reaching a worker."""
-    root, state = tmp_path / "in", tmp_path / "state"
-    root.mkdir()
-    env = base_env(state, DUPWATCH_HASH_ONLY="true", DUPWATCH_REDIS__URL=redis_url,
-                   DUPWATCH_QUEUE__MAX_ATTEMPTS=str(MAX_ATTEMPTS), DUPWATCH_QUEUE__PENDING_RETRY_S="0.5")
-    daemon = Service(["daemon", str(root)], env, tmp_path / "daemon.log")
-    services.append(daemon)
-    wait_for(lambda: "catch-up scan" in daemon.stderr(), 60, what="daemon start")
+    root, state, env, daemon = start_daemon(tmp_path, redis_url, services)
     waiting = copy_into(photos["rocket"], root / "waiting.jpg")
     conn = redis.Redis.from_url(redis_url)
     try:
