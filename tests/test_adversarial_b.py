@@ -208,7 +208,20 @@ def test_symlink_renamed_over_a_landed_file_is_never_opened(tmp_path, photos, re
 
 # --- row 8: a receiver that drips its response -------------------------------------------------------
 
-class DripServer:
+class LocalReceiver:
+    """A webhook receiver on 127.0.0.1 whose handler a subclass writes: served from a thread until closed."""
+
+    def serve(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class DripServer(LocalReceiver):
     """Answers every POST with headers at once, then a body of `size` bytes: one byte per `pause`
     seconds (a slow drip), or all at once with pause 0 (a huge body). Records how many body bytes it
     managed to send before the client went away."""
@@ -243,13 +256,7 @@ class DripServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(Handler)
 
 
 def test_webhook_timeout_bounds_a_slow_drip_response():
@@ -263,7 +270,7 @@ def test_webhook_timeout_bounds_a_slow_drip_response():
         drip.close()
 
 
-class HeadDripServer:
+class HeadDripServer(LocalReceiver):
     """Sends the response to the first event (`slow_id`) from its status line on, one byte every 0.5 s
     (about 100 s for the whole head); answers every other event at once. Records the ids answered and
     how long the slow request's client stayed connected."""
@@ -298,13 +305,7 @@ class HeadDripServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(Handler)
 
 
 def test_webhook_timeout_bounds_a_status_line_and_headers_dripped_a_byte_at_a_time(tmp_path):
