@@ -72,37 +72,62 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
     return paths
 
 
+FILL_BATCH = 50_000
+"""Rows per transaction of the fill: each of its three statements' batches runs in one transaction."""
+BULK_PRAGMAS = ("PRAGMA synchronous=OFF", "PRAGMA cache_size=-2000000", "PRAGMA temp_store=MEMORY")
+"""For the fill only (a crash mid-fill means filling again, so no fsync): a 2 GB page cache keeps the
+random-keyed sha256 and pixel_sha index pages in memory as they grow."""
+
+
 def fill_catalog(catalog, n: int, seed: int, copy_model: str | None = None, dim: int = 512) -> float:
-    """N decided synthetic rows in id order, 100k per transaction; returns rows/s. With `copy_model`, each
-    row also gets a random unit `dim`-d copy vector of that identity, stored as the catalog stores vectors."""
-    from daemon.catalog import vector_to_sql
+    """N decided synthetic rows in id order through the catalog's own batched write path, FILL_BATCH rows
+    per transaction: `land_many` registers them, `store_features_many` stores their features (vectors into
+    `vectors`, as float16), one UPDATE per batch marks them decided `new`. Returns rows/s. With
+    `copy_model`, each row also gets a random unit `dim`-d copy vector of that identity."""
     from workers.hashing import WINDOWS
 
     rng = np.random.default_rng(seed)
     vectors = np.random.default_rng(seed + 7)
+    for pragma in BULK_PRAGMAS:
+        catalog.conn.execute(pragma)
     started = time.monotonic()
-    now = time.time()
-    for lo in range(0, n, 100_000):
-        k = min(100_000, n - lo)
+    for lo in range(0, n, FILL_BATCH):
+        k = min(FILL_BATCH, n - lo)
         windows, dihedral, dhash = _random_hashes(rng, k, len(WINDOWS)), _random_hashes(rng, k, 8), _random_hashes(rng, k)
         dihedral[:, 0] = windows[:, 0]
         digests = rng.integers(0, 256, (k, 64), dtype=np.uint8)
-        rows = [(f"/archive/{lo + i:08d}.jpg", 200_000, lo + i, now, digests[i, :32].tobytes().hex(),
-                 digests[i, 32:].tobytes().hex(), int(windows[i, 0]), int(dhash[i]), windows[i].tobytes(),
-                 dihedral[i].tobytes(), now) for i in range(k)]
+        ids = [i for i, _ in catalog.land_many([(f"/archive/{lo + i:08d}.jpg", 200_000, lo + i) for i in range(k)])]
+        features = [{"sha256": digests[i, :32].tobytes().hex(), "pixel_sha": digests[i, 32:].tobytes().hex(),
+                     "phash": int(windows[i, 0]), "dhash": int(dhash[i]), "windows": windows[i],
+                     "dihedral": dihedral[i], "width": 1024, "height": 768, "format": "JPEG", "size": 200_000}
+                    for i in range(k)]
+        if copy_model is not None:
+            v = vectors.standard_normal((k, dim), dtype=np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            for i, f in enumerate(features):
+                f["copy_embedding"], f["copy_model"] = v[i], copy_model
+        catalog.store_features_many(list(zip(ids, features, strict=True)))
         with catalog.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO files (path, size, mtime_ns, detected_at, sha256, pixel_sha, phash, dhash, windows,"
-                " dihedral, width, height, format, state, verdict, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                " ?, 1024, 768, 'JPEG', 'decided', 'new', ?)", rows)
-            if copy_model is not None:
-                v = vectors.standard_normal((k, dim), dtype=np.float32)
-                v /= np.linalg.norm(v, axis=1, keepdims=True)
-                first = conn.execute("SELECT max(id) FROM files").fetchone()[0] - k + 1
-                conn.execute("UPDATE files SET copy_model = ? WHERE id >= ?", (copy_model, first))
-                conn.executemany("INSERT INTO vectors (file_id, copy_embedding) VALUES (?, ?)",
-                                 [(first + i, vector_to_sql(v[i])) for i in range(k)])
+            conn.execute("UPDATE files SET state = 'decided', verdict = 'new', decided_at = ? WHERE id BETWEEN ? AND ?",
+                         (time.time(), ids[0], ids[-1]))
     return n / (time.monotonic() - started)
+
+
+def template_name(n: int, vectors: bool) -> str:
+    return f"{n}{'-sscd' if vectors else ''}.sqlite3"
+
+
+def fill_file(path: Path, n: int, seed: int, vectors: bool) -> float:
+    """A new catalog at `path` holding the N synthetic rows (checkpointed: one file); returns rows/s."""
+    from daemon.catalog import Catalog
+    from daemon.config import Settings
+    from workers.models.copy import copy_identity
+
+    catalog = Catalog(path)
+    rate = fill_catalog(catalog, n, seed, copy_identity(Settings().copy_model) if vectors else None) if n else 0.0
+    catalog.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    catalog.close()
+    return rate
 
 
 def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, vectors: bool = False,
@@ -112,7 +137,7 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, v
     from daemon.config import Settings
     from daemon.hashindex import ExhaustiveHashIndex, HashIndex
     from daemon.owner import IndexOwner
-    from workers.models.copy import copy_identity, load_copy_model
+    from workers.models.copy import load_copy_model
     from workers.pipeline import Pipeline
     from workers.settings import DecodeSettings
 
@@ -124,16 +149,12 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, v
         state = Path(tmp)
         settings = Settings(state_dir=state, hash_only=not vectors)
         path = state / "catalog.sqlite3"
-        template = catalogs / f"{n}{'-sscd' if vectors else ''}.sqlite3" if catalogs else None
+        template = catalogs / template_name(n, vectors) if catalogs else None
         if template is not None and template.exists():  # filled by an earlier run: same seed, same rows
             shutil.copyfile(template, path)
             out["fill_rows_s"] = None
         else:
-            catalog = Catalog(path)
-            out["fill_rows_s"] = fill_catalog(catalog, n, seed, copy_identity(settings.copy_model) if vectors
-                                              else None) if n else 0.0
-            catalog.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            catalog.close()
+            out["fill_rows_s"] = fill_file(path, n, seed, vectors)
             if template is not None:
                 shutil.copyfile(path, template)
         started = time.monotonic()
@@ -280,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--catalogs", type=Path, help="keep each filled catalog here and reuse it on the next run "
                     "(the fill is most of a 10 M run)")
+    ap.add_argument("--fill-only", action="store_true", help="fill the --catalogs for --sizes/--vectors that are "
+                    "missing, print rows/s, and stop (start a 10 M fill ahead of the run)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--child-vectors", type=int, default=0, help=argparse.SUPPRESS)
@@ -298,6 +321,22 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     flags = [int(v) for v in args.vectors.split(",")]
     flags = flags * len(sizes) if len(flags) == 1 else flags
+    if args.fill_only:
+        if args.catalogs is None:
+            sys.exit("--fill-only fills --catalogs DIR")
+        args.catalogs.mkdir(parents=True, exist_ok=True)
+        for n, vec in zip(sizes, flags, strict=True):
+            template = args.catalogs / template_name(n, bool(vec))
+            if template.exists():
+                continue
+            partial = template.with_suffix(".filling")  # renamed when whole: a killed fill is never reused
+            for stale in args.catalogs.glob(partial.name + "*"):
+                stale.unlink()
+            rate = fill_file(partial, n, args.seed, bool(vec))
+            partial.rename(template)
+            print(f"filled {template}: {n:,} rows at {rate:,.0f} rows/s, {template.stat().st_size / max(n, 1):,.0f} "
+                  f"B/row, load avg {os.getloadavg()[0]:.1f}", flush=True)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         make_photos(Path(tmp), args.photos, args.seed)
