@@ -416,8 +416,9 @@ def _verifier(settings: Settings) -> Callable[..., Any] | None:
 
 def _compile_hash_kernels(rule: HashRule) -> None:
     """Compile (first start: seconds) or load from numba's cache the hash index's kernels now, at start-up,
-    rather than inside the first verdict, where it would stall the first files behind it."""
-    warm = HashIndex(len(WINDOWS), tail_rows=1)
+    rather than inside the first verdict, where it would stall the first files behind it. Its one-row segment
+    is probed, never scanned (scan_factor infinite): a scanned segment would leave the probe uncompiled."""
+    warm = HashIndex(len(WINDOWS), tail_rows=1, scan_factor=float("inf"))
     warm.add(1, np.zeros(len(WINDOWS), np.int64), 0)
     warm.best(np.zeros(len(WINDOWS), np.int64), np.zeros(8, np.int64), 0, 2, rule)
 

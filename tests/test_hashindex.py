@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -208,3 +210,15 @@ def test_a_table_of_800k_entries_holds_less_offsets_than_entries():
     table = _Table(values, 8, 0)
     assert table.offsets.nbytes <= table.ent_val.nbytes // 2
     assert sorted(table.ent_val[0].tolist()) == sorted(values.view(np.uint64).tolist())
+
+
+def test_the_owners_warm_up_compiles_every_kernel_a_verdict_runs():
+    """Start-up compiles (or loads from numba's cache) the kernels, so that the first verdict does not stall
+    on it. In a fresh interpreter: a kernel left to the first query would have no signature yet."""
+    code = ("from daemon.config import Settings; from daemon.verdict import Thresholds; "
+            "from daemon.owner import _compile_hash_kernels; from daemon import hashindex as h; "
+            "_compile_hash_kernels(Thresholds.resolve(Settings(hash_only=True).match, None).hashes); "
+            "print(*(len(k.signatures) for k in (h._build_table, h._probe, h._add_range, h._verify)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.stdout.split() == ["1"] * 4, done.stdout
