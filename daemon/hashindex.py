@@ -354,6 +354,19 @@ class _Table:
         _build_table(values.view(np.uint64), per_row, lo, self.shifts, widths, self.off_base, self.offsets,
                      self.ent_val, self.ent_pos)
 
+    @classmethod
+    def restore(cls, widths: np.ndarray, offsets: np.ndarray, ent_val: np.ndarray, ent_pos: np.ndarray) -> _Table:
+        """A table as built before, from its arrays (daemon.hashsnapshot): nothing is rebuilt."""
+        table = cls.__new__(cls)
+        table.widths = [int(w) for w in widths]
+        table.shifts = np.array([64 - sum(table.widths[: c + 1]) for c in range(len(table.widths))], np.int64)
+        table.widths_arr = np.asarray(widths, np.int64)
+        table.off_base = np.concatenate([[0], np.cumsum((1 << table.widths_arr) + 1)[:-1]]).astype(np.int64)
+        if len(offsets) != int(((1 << table.widths_arr) + 1).sum()) or ent_val.shape != ent_pos.shape:
+            raise ValueError("table arrays do not match their chunk widths")
+        table.offsets, table.ent_val, table.ent_pos = offsets, ent_val, ent_pos
+        return table
+
     def nbytes(self) -> int:
         return self.offsets.nbytes + self.ent_val.nbytes + self.ent_pos.nbytes
 
@@ -373,6 +386,18 @@ class _Segment:
         self.crops = _Table(np.ascontiguousarray(windows[lo:hi, 1:]).reshape(-1), crops, lo) if crops else None
         self.dhash = _Table(np.ascontiguousarray(dhash[lo:hi]), 1, lo)
         self._cost: dict[tuple[tuple[int, ...], int, int], int] = {}
+
+    @classmethod
+    def restore(cls, lo: int, hi: int, tables: dict[str, _Table | None]) -> _Segment:
+        """A segment as built before, from its tables (daemon.hashsnapshot)."""
+        seg = cls.__new__(cls)
+        seg.lo, seg.hi = lo, hi
+        full, dhash = tables["full"], tables["dhash"]
+        if full is None or dhash is None:
+            raise ValueError("a segment needs its full-frame and dHash tables")
+        seg.full, seg.crops, seg.dhash = full, tables["crops"], dhash
+        seg._cost = {}
+        return seg
 
     def nbytes(self) -> int:
         return sum(t.nbytes() for t in (self.full, self.crops, self.dhash) if t is not None)
