@@ -23,7 +23,7 @@ from workers.hashing import WINDOWS
 def _fill(catalog: Catalog, n: int, rng: np.random.Generator, prefix: str = "/w") -> list[int]:
     """n decided rows with random hashes, through the catalog's batched write path."""
     first = catalog.query("SELECT coalesce(max(id), 0) FROM files")[0][0]
-    ids = [i for i, _ in catalog.land_many([(f"{prefix}/{first + k}.jpg", 1, 1) for k in range(n)])]
+    ids = [i for i, _ in catalog.land_many([(f"{prefix}/{first + k}.jpg", 1, 1) for k in range(n)]) if i is not None]
     hashes = rng.integers(-(2**63), 2**63 - 1, (n, len(WINDOWS) + 9), dtype=np.int64, endpoint=True)
     catalog.store_features_many([(i, {"dhash": int(h[0]), "windows": h[1:1 + len(WINDOWS)], "dihedral": h[-8:],
                                       "phash": int(h[1])}) for i, h in zip(ids, hashes, strict=True)])
