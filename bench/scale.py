@@ -12,9 +12,11 @@ For each N, in a fresh child process (so peak RSS is that N's alone):
      --vectors 1 also a random unit 512-d copy vector per row under SSCD's identity (float16, `vectors`).
      --catalogs DIR keeps each filled catalog and copies it on the next run (same seed, same rows); an
      older schema is migrated at its first open, timed apart from start-up.
-  2. With vectors, a first start with no vector snapshot rebuilds the usearch index from the catalog
-     (timed: "vector rebuild") and saves it. Start-up: `IndexOwner(...)` on that catalog (streams the
-     decided rows, builds the hash index, loads the vector snapshot and reconciles it).
+  2. A first start, in its own process, with no snapshots: the hash index (and with vectors the usearch
+     index) built from the catalog ("first start", with that process's peak RSS), then saved ("snapshot
+     save"). Start-up: `IndexOwner(...)` on that catalog and those snapshots (maps the hash snapshot and
+     reconciles it with the catalog; with vectors, also streams the decided rows to reconcile the vector
+     snapshot).
   3. The photos: distinct real photographs (scikit-image's bundled ones and the curated Debian wallpapers
      and photos of bench/photos.py, the accuracy benchmark's sources), each used once and whole, so none is
      a copy of another; at most MAX_SIDE px. They go through the worker's own pipeline (decode, hashes; with
@@ -147,7 +149,7 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, v
     from daemon.catalog import Catalog
     from daemon.config import Settings
     from daemon.hashindex import ExhaustiveHashIndex
-    from daemon.owner import IndexOwner, _compile_hash_kernels
+    from daemon.owner import HASH_SNAPSHOT, IndexOwner, _compile_hash_kernels
     from workers.models.copy import load_copy_model
     from workers.pipeline import Pipeline
     from workers.settings import DecodeSettings
@@ -169,14 +171,15 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, v
         started = time.monotonic()
         Catalog(path).close()  # a template from an older schema is migrated here, outside the start-up
         out["migrate_s"] = time.monotonic() - started
-        if vectors:  # first start: no vector snapshot, the index is rebuilt from the catalog, then saved
-            started = time.monotonic()
-            catalog = Catalog(path)
-            owner = IndexOwner(settings, catalog)
-            out["rebuild_s"] = time.monotonic() - started
-            owner.save()
-            owner.close()
-            catalog.close()
+        # first start, in its own process (its peak RSS is not this one's): no snapshots, the indexes are
+        # built from the catalog, then saved
+        done = subprocess.run([sys.executable, __file__, "--cold", str(state), "--child-vectors", str(int(vectors))],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"first start failed:\n{done.stderr[-3000:]}")
+        out.update(json.loads(done.stdout.strip().splitlines()[-1]))
+        out["hash_snapshot_b_per_row"] = sum(p.stat().st_size for p in (state / HASH_SNAPSHOT).iterdir()) / max(n, 1)
+        if vectors:
             out["vector_b_per_row"] = sum(p.stat().st_size for p in state.glob("vectors-*.usearch")) / max(n, 1)
         started = time.monotonic()
         catalog = Catalog(path)
@@ -269,6 +272,26 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, v
     return out
 
 
+def cold_start(state: Path, vectors: bool) -> dict:
+    """A start with no snapshots (the indexes built from the catalog), then the save that writes them."""
+    from daemon.catalog import Catalog
+    from daemon.config import Settings
+    from daemon.owner import IndexOwner, _compile_hash_kernels
+
+    _compile_hash_kernels(_default_rule())
+    started = time.monotonic()
+    catalog = Catalog(state / "catalog.sqlite3")
+    owner = IndexOwner(Settings(state_dir=state, hash_only=not vectors), catalog)
+    out = {"rebuild_s": time.monotonic() - started}
+    started = time.monotonic()
+    owner.save()
+    out["save_s"] = time.monotonic() - started
+    owner.close()
+    catalog.close()
+    out["cold_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
 def plant_decoys(catalog, folder: Path, n: int, hit: set[int], seed: int) -> int:
     """Give each synthetic row a photo hash-matches a file: an unrelated picture (smoothed noise), so that
     the gradient look and the verification run on chance matches as they would in a real archive (a
@@ -295,16 +318,18 @@ def _default_rule():
 
 
 def table(rows: list[dict]) -> str:
-    head = ("catalogued", "vectors", "start-up s", "vector rebuild s", "verdicts/s batched",
+    head = ("catalogued", "vectors", "start-up s from snapshots", "first start s (no snapshots; peak RSS MiB)",
+            "snapshot save s", "verdicts/s batched",
             "verdicts/s one at a time", "decide per verdict p50/p99 ms", "evidence p50/p99 ms", "hash p50/p99 ms",
             "vector p50/p99 ms", "exhaustive p50/p99 ms", "chance: photos (decoys, looked away)",
-            "chance: random probes", "hash index B/row", "vector index B/row", "disk B/row", "peak RSS MiB")
+            "chance: random probes", "hash index B/row (snapshot)", "vector index B/row", "disk B/row", "peak RSS MiB")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         vec = r.get("vectors")
         lines.append("| " + " | ".join((
-            f"{r['n']:,}", "512-d SSCD" if vec else "hash-only", f"{r['startup_s']:.1f}",
-            f"{r['rebuild_s']:.1f}" if vec else "-", f"{r['verdicts_s']:,.0f}", f"{r['single_verdicts_s']:,.0f}",
+            f"{r['n']:,}", "512-d SSCD" if vec else "hash-only", f"{r['startup_s']:.2f}",
+            f"{r['rebuild_s']:.1f} ({r['cold_rss_mib']:,.0f})", f"{r['save_s']:.1f}", f"{r['verdicts_s']:,.0f}",
+            f"{r['single_verdicts_s']:,.0f}",
             f"{r['decide_p50_ms']:.2f} / {r['decide_p99_ms']:.2f}",
             f"{r['evidence_p50_ms']:.2f} / {r['evidence_p99_ms']:.2f}",
             f"{r['hash_p50_ms']:.2f} / {r['hash_p99_ms']:.2f}",
@@ -312,7 +337,8 @@ def table(rows: list[dict]) -> str:
             f"{r['exh_p50_ms']:.1f} / {r['exh_p99_ms']:.1f} ({r['exh_queries']} q)",
             f"{r['photo_chance']} of {r['photo_copies']} copies in {r['photos']} ({r['decoys']}, {r['looked_away']})",
             f"{r['probe_chance']} / {r['probes']:,} = {r['probe_chance'] / max(r['probes'], 1):.2%}",
-            f"{r['index_b_per_row']:,.0f}", f"{r['vector_b_per_row']:,.0f}" if vec else "-",
+            f"{r['index_b_per_row']:,.0f} ({r['hash_snapshot_b_per_row']:,.0f})",
+            f"{r['vector_b_per_row']:,.0f}" if vec else "-",
             f"{r['disk_b_per_row']:,.0f}", f"{r['peak_rss_mib']:,.0f}")) + " |")
     return "\n".join(lines)
 
@@ -337,7 +363,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--child-vectors", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--photo-dir", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--cold", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.cold is not None:
+        print(json.dumps(cold_start(args.cold, bool(args.child_vectors))))
+        return
     if args.child is not None:
         photos = sorted(args.photo_dir.glob("*.jpg"))
         print(json.dumps(child(args.child, photos, args.probes, args.exhaustive, args.seed, bool(args.child_vectors),
