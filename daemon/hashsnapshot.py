@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,13 @@ def save(index: HashIndex, folder: Path, meta: dict[str, Any]) -> None:
             stale.unlink()
 
 
+def discard(folder: Path) -> None:
+    """Remove a snapshot that was not used: its segment files must not be mistaken for those of the index
+    rebuilt in its place (same rows range and widths, other content) at the next save."""
+    if folder.is_dir():
+        shutil.rmtree(folder)
+
+
 def load(folder: Path, windows: int, tail_rows: int | None = None) -> tuple[HashIndex, dict[str, Any]] | None:
     """The index saved in `folder` and the metadata saved with it, or None when there is no usable
     snapshot (missing, torn, another format, another window count: logged)."""
@@ -138,6 +146,7 @@ def load(folder: Path, windows: int, tail_rows: int | None = None) -> tuple[Hash
             raise ValueError("segments do not tile the indexed rows")
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         log.warning("hash index snapshot %s unusable (%s); rebuilding from the catalog", folder, exc)
+        discard(folder)
         return None
     index._reserve(index._tail_rows)  # the rows move to memory now, not inside the first verdict (1 s at 10 M)
     return index, meta

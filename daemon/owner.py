@@ -141,6 +141,7 @@ class IndexOwner:
             why = "it dropped rows the catalog holds"
         if why is not None:
             log.warning("hash index snapshot does not fit the catalog (%s): rebuilding it from the catalog", why)
+            hashsnapshot.discard(self._hash_snapshot)
             return 0
         self.hashes = index
         self._hashes_saved = self._hash_state()

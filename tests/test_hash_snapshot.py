@@ -139,11 +139,17 @@ def test_a_snapshot_of_another_catalog_is_not_used(tmp_path, catalog, caplog):
     _fill(catalog, 2500, np.random.default_rng(7))
     IndexOwner(_settings(tmp_path), catalog).save()
     other = Catalog(tmp_path / "other.sqlite3")  # same ids, other pictures (a catalog restored or replaced)
-    _fill(other, 2600, np.random.default_rng(8))
+    _fill(other, 2500, np.random.default_rng(8))  # same size: segments of the same range and widths
     with caplog.at_level(logging.INFO):
         owner = IndexOwner(_settings(tmp_path), other)
     assert "does not fit the catalog" in caplog.text
     _assert_same_answers(owner, _rebuilt(tmp_path, other), other)
+    owner.save()  # the rebuilt index's snapshot: none of the old one's files may pass for its own
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        again = IndexOwner(_settings(tmp_path), other)
+    assert "snapshot up to id" in caplog.text
+    _assert_same_answers(again, owner, other)
     other.close()
 
 
