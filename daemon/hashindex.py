@@ -25,7 +25,7 @@ more than scanning it, that segment is scanned (exact either way).
 Rows arrive one at a time (in id order), so the index is a stack of segments built like an LSM tree: new
 rows sit in a small tail that is scanned; a full tail becomes a segment, and segments of similar size
 merge into one rebuilt with chunks re-tuned to its size (about log2(entries) bits, so a bucket holds about
-one entry, up to MAX_CHUNK_BITS: past 64 k entries, at least 4 chunks). Sizes double like a binary counter: about log2(N / TAIL_ROWS) segments, each row rebuilt that
+one entry). Sizes double like a binary counter: about log2(N / TAIL_ROWS) segments, each row rebuilt that
 many times over the catalog's life. The probe, verify and build loops are compiled with numba.
 """
 
@@ -313,13 +313,8 @@ def _verify(cands, ids, windows, dhash, live, before_id, excluded, qwin, qdih, q
 
 # --- the index -------------------------------------------------------------------------------------------
 
-MAX_CHUNK_BITS = 16
-"""Widest chunk: 64 k buckets (512 KiB of offsets) per chunk, so that a big table has at least 4 chunks. The
-shipped pHash radius is 6: with 3 chunks (21-22 bits, what log2 gives past ~4 M entries) a query visits
-every bucket within 2 bits of each chunk, 254 a chunk, each a cache miss in 32 MiB of offsets; with 4 chunks
-only those within 1 bit, 17 a chunk, each holding more entries, read in sequence. At 10 M rows (22-bit
-chunks) the hash search took 1.86 ms at p50 against 0.40 ms at 1 M (16-bit) in the same run
-(bench/results/scale-2026-11-27-s3-10m.txt)."""
+MAX_CHUNK_BITS = 22
+"""Widest chunk: 4 M buckets (32 MiB of offsets) per chunk; wider would make offsets outweigh entries."""
 TAIL_ROWS = 2048
 """Rows kept unindexed (scanned) before they become a segment: a scan of 2 k rows costs ~20 us."""
 
