@@ -215,6 +215,7 @@ class Catalog:
     def __init__(self, path: Path, read_only: bool = False):
         """`read_only`: open an existing catalog for reading only (`query`); never create one."""
         self.path = Path(path)
+        self.read_only = read_only
         self._lock = threading.RLock()
         check_file(self.path)
         if read_only:

@@ -148,7 +148,6 @@ def load(folder: Path, windows: int, tail_rows: int | None = None) -> tuple[Hash
             raise ValueError("segments do not tile the indexed rows")
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         log.warning("hash index snapshot %s unusable (%s); rebuilding from the catalog", folder, exc)
-        discard(folder)
         return None
     index._reserve(index._tail_rows)  # the rows move to memory now, not inside the first verdict (1 s at 10 M)
     return index, meta

@@ -124,6 +124,7 @@ class IndexOwner:
         replaced, or `keep_deleted` changed) fails a check here and the index is rebuilt."""
         got = hashsnapshot.load(self._hash_snapshot, len(WINDOWS))
         if got is None or got[0]._n == 0:
+            self._discard_snapshot()
             return 0
         index, meta = got
         n = index._n
@@ -141,13 +142,19 @@ class IndexOwner:
             why = "it dropped rows the catalog holds"
         if why is not None:
             log.warning("hash index snapshot does not fit the catalog (%s): rebuilding it from the catalog", why)
-            hashsnapshot.discard(self._hash_snapshot)
+            self._discard_snapshot()
             return 0
         self.hashes = index
         self._hashes_saved = self._hash_state()
         if not keep and len(deleted):
             index._live[:n][np.isin(index._ids[:n], deleted)] = False
         return last
+
+    def _discard_snapshot(self) -> None:
+        """Remove a hash snapshot that was not used (see `hashsnapshot.discard`); a read-only owner (`query`)
+        writes nothing, so it leaves it to the daemon."""
+        if not self.catalog.read_only:
+            hashsnapshot.discard(self._hash_snapshot)
 
     @property
     def _hash_snapshot(self) -> Path:
@@ -448,7 +455,10 @@ class IndexOwner:
                 self.vectors.remove(file_id)
 
     def save(self) -> None:
-        """Snapshot the indexes (each only when changed since it was loaded or last saved)."""
+        """Snapshot the indexes (each only when changed since it was loaded or last saved; never from a
+        read-only owner)."""
+        if self.catalog.read_only:
+            return
         self.copies.save()
         self.vectors.save()
         state = self._hash_state()

@@ -162,3 +162,19 @@ def test_a_snapshot_that_dropped_rows_the_catalog_keeps_is_not_used(tmp_path, ca
         owner = IndexOwner(_settings(tmp_path, keep=True), catalog)  # now they must match
     assert "keep_deleted changed" in caplog.text
     _assert_same_answers(owner, _rebuilt(tmp_path, catalog, keep=True), catalog, keep=True)
+
+
+def test_a_read_only_owner_neither_removes_nor_writes_a_snapshot(tmp_path, catalog):
+    """`query` opens the catalog read-only: an unusable snapshot is rebuilt in its memory only, and left on
+    disk for the daemon (a read-only command writes nothing in the state dir)."""
+    _fill(catalog, 2500, np.random.default_rng(10))
+    IndexOwner(_settings(tmp_path), catalog).save()
+    folder = tmp_path / "state" / HASH_SNAPSHOT
+    _break_rows_file(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    reader = Catalog(tmp_path / "catalog.sqlite3", read_only=True)
+    owner = IndexOwner(_settings(tmp_path), reader)
+    owner.save()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    _assert_same_answers(owner, _rebuilt(tmp_path, catalog), catalog)
+    reader.close()
