@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` is a folder, not a package
 
@@ -207,6 +207,35 @@ def test_a_shared_frame_is_no_support_for_a_copy(pictures: dict[str, Image.Image
     assert collision.on_picture is not None and collision.on_picture < collision.inliers / 2
     copy = align(templates.paste(pictures["coffee"], "app"), pictures["coffee"])
     assert copy is not None and copy.on_picture == copy.inliers >= MIN_INLIERS
+
+
+def test_a_frame_the_picture_box_misses_is_still_no_support(pictures: dict[str, Image.Image]) -> None:
+    """The page template's header, text column and sidebar defeat workers.content's colour statistics (its
+    box takes in most of the page), so two photos pasted into it used to verify through the frame. Their
+    inliers sit on pixels the two files share exactly while the pictures differ: no support. The same
+    photo pasted into the page still aligns with that photo on the picture."""
+    collision = align(templates.paste(pictures["coffee"], "page"), templates.paste(pictures["astronaut"], "page"))
+    assert collision is not None and collision.inliers >= MIN_INLIERS, "the frame alone gives a model"
+    assert collision.on_picture is not None and collision.on_picture < MIN_INLIERS
+    copy = align(templates.paste(pictures["coffee"], "page"), pictures["coffee"])
+    assert copy is not None and copy.on_picture is not None and copy.on_picture >= MIN_INLIERS
+
+
+@pytest.mark.parametrize("overlay", ["block", "caption"])
+def test_a_large_overlay_on_an_exact_copy_keeps_its_support(pictures: dict[str, Image.Image], overlay: str) -> None:
+    """The reverse layout of a shared frame: a lossless copy whose identical pixels are the photo and whose
+    differing part, a third of it, is a flat block or a caption laid over it. Its inliers are support."""
+    photo = pictures["astronaut"]
+    copy = photo.copy()
+    w, h = photo.size
+    draw = ImageDraw.Draw(copy)
+    if overlay == "block":
+        draw.rectangle((w // 10, h // 10, w // 10 + round(0.6 * w), h // 10 + round(0.6 * h)), fill=(230, 20, 20))
+    else:
+        draw.text((10, round(0.3 * h)), "BIG CAPTION", font=ImageFont.load_default(size=round(0.18 * h)),
+                  fill=(255, 255, 255), stroke_width=3, stroke_fill=(0, 0, 0))
+    found = align(copy, photo)
+    assert found is not None and found.on_picture == found.inliers >= MIN_INLIERS
 
 
 def test_feature_cache_serves_the_same_alignment_by_content_digest(pictures: dict[str, Image.Image]) -> None:

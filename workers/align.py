@@ -47,6 +47,13 @@ NO_CROP = 0.98  # a crop box covering this much of each side of the original is 
 PICTURE_MARGIN = 0.03  # normalised: workers.content finds the picture's box on a 128 px copy
 PERSPECTIVE_RATIO = 3.0  # the most one corner's scale may exceed another's in a plausible model
 PERSPECTIVE_TOLERANCE = 0.02  # corner deviation from the local affine, in copy-normalised units
+IDENTICAL_LEVELS = 2.0  # 0-255: mean difference around a point (9x9, 512 px) under which two files are identical there
+SHARED_INLIERS = 0.95  # share of the inliers on identical pixels from which they may be a shared frame
+SHARED_BLOCK = 16  # px at 512: the blocks the rest of the overlap is judged in
+DIFFERENT_LEVELS = 15.0  # 0-255: mean difference after the colour fit over which a block differs
+REST_DIFFERS = 0.5  # share of the non-identical blocks that differ from which the pictures are not one picture
+PICTURE_DETAIL = 8.0  # 0-255: grey standard deviation of a block of the copy that holds a picture, not a flat fill
+PICTURE_SHARE = 0.25  # share of the overlap that must differ: less is an overlay (a caption, a logo), not a picture
 FEATURE_CACHE_ENTRIES = 64
 """Pictures whose SIFT features are kept (see FeatureCache): about 130 KB each, 8 MB in all."""
 
@@ -120,10 +127,15 @@ def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512,
     if found is None:
         return None
     inliers, matrix, points, sources = found
-    edit = explain(c, o, matrix, copy.size, original.size)
+    warped, inside = _warp(c, o, matrix)
+    valid = cv2.erode(inside, np.ones((5, 5), np.uint8)) > 0  # resampled edges are not edits
+    fitted, colour = _fit_colour(c, warped, valid)
+    edit = explain(c, fitted, colour, valid, inside, matrix, copy.size, original.size)
     filled, shown = _shares(matrix)
-    on_picture = int((_on_picture(points, copy) & _on_picture(sources, original)).sum())
-    return Alignment(inliers, matrix.tolist(), edit, overlap=round(max(filled, shown), 4), on_picture=on_picture)
+    support = _on_picture(points, copy) & _on_picture(sources, original)
+    support &= ~_on_shared_frame(c, warped, fitted, valid, points)
+    return Alignment(inliers, matrix.tolist(), edit, overlap=round(max(filled, shown), 4),
+                     on_picture=int(support.sum()))
 
 
 def align_files(copy_path: str, original_path: str, *, max_side: int = 512,
@@ -364,22 +376,64 @@ def _padding(matrix: np.ndarray) -> list[float] | bool:
 
 # ---- pixels ----------------------------------------------------------------------------------
 
-def explain(c: np.ndarray, o: np.ndarray, matrix: np.ndarray, copy_size: tuple[int, int],
-            original_size: tuple[int, int]) -> dict[str, Any]:
-    """The whole `edit` object for prepared arrays and an accepted model."""
-    edit = _geometry(matrix, copy_size, original_size)
+def _warp(c: np.ndarray, o: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The original warped onto the copy's pixels by an accepted model, and the mask (255) it covers."""
     homography = _scale_matrix(c.shape) @ matrix @ np.linalg.inv(_scale_matrix(o.shape))
     size = (c.shape[1], c.shape[0])
     warped = cv2.warpPerspective(o, homography, size, flags=cv2.INTER_LINEAR)
-    inside = cv2.warpPerspective(np.full(o.shape[:2], 255, np.uint8), homography, size,
-                                 flags=cv2.INTER_NEAREST)
-    valid = cv2.erode(inside, np.ones((5, 5), np.uint8)) > 0  # resampled edges are not edits
-    fitted, colour = _fit_colour(c, warped, valid)
+    inside = cv2.warpPerspective(np.full(o.shape[:2], 255, np.uint8), homography, size, flags=cv2.INTER_NEAREST)
+    return warped, inside
+
+
+def explain(c: np.ndarray, fitted: np.ndarray, colour: list[str], valid: np.ndarray, inside: np.ndarray,
+            matrix: np.ndarray, copy_size: tuple[int, int], original_size: tuple[int, int]) -> dict[str, Any]:
+    """The whole `edit` object for a prepared copy, the colour-fitted warped original and an accepted model."""
+    edit = _geometry(matrix, copy_size, original_size)
     changed = _changed(c, fitted, valid) | _added_content(c, inside == 0)
     boxes, fraction = _regions(changed)
     edit.update(colour=colour, altered=boxes, altered_fraction=fraction)
     edit["summary"] = summary(edit)
     return edit
+
+
+def _on_shared_frame(c: np.ndarray, warped: np.ndarray, fitted: np.ndarray, valid: np.ndarray,
+                     points: np.ndarray) -> np.ndarray:
+    """Which inliers (copy-normalised) lie on a frame the two files share, rather than on a shared picture.
+
+    Two different photos pasted into one page, app or watermark template align on the template: its
+    inliers sit on pixels the two files have identically (the same bars and words, drawn by the same
+    program), while the rest of the overlap, the two pictures, differs. A real copy's inliers sit on
+    its picture, which an edit and a resampling leave close but not identical; and where a copy does
+    share identical pixels with its original (two screenshots of one photo), the rest agrees too. So
+    when nearly all inliers sit on identical pixels and most of the rest of the overlap differs, those
+    inliers are a shared frame and no support (workers.content's picture box catches most frames from
+    one image alone; this catches the ones its colour statistics miss, such as the page template)."""
+    none = np.zeros(len(points), bool)
+    raw = np.abs(c.astype(np.int16) - warped.astype(np.int16)).max(axis=2).astype(np.float32)
+    local = cv2.blur(raw, (9, 9))
+    height, width = raw.shape
+    at = np.clip((points * (width, height)).astype(int), 0, (width - 1, height - 1))
+    identical = local[at[:, 1], at[:, 0]] <= IDENTICAL_LEVELS
+    if not len(points) or identical.mean() < SHARED_INLIERS:
+        return none
+    side = SHARED_BLOCK
+    h, w = (height // side) * side, (width // side) * side
+
+    def blocks(a: np.ndarray) -> np.ndarray:
+        return a[:h, :w].reshape(h // side, side, w // side, side).mean(axis=(1, 3))
+
+    fit = cv2.GaussianBlur(np.abs(c.astype(np.int16) - fitted.astype(np.int16)).max(axis=2).astype(np.float32),
+                           (5, 5), 0)
+    covered = blocks(valid.astype(np.float32)) > 0.9
+    rest = covered & (blocks(raw) > IDENTICAL_LEVELS)  # the overlap the files do not share pixel for pixel
+    differs = covered & (blocks(fit) > DIFFERENT_LEVELS)
+    if differs.sum() < PICTURE_SHARE * covered.sum() or differs.sum() < REST_DIFFERS * rest.sum():
+        return none  # the rest agrees (one picture), or what differs is too small to be a picture (an overlay)
+    gray = cv2.cvtColor(c, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    spread = np.sqrt(np.maximum(blocks(gray * gray) - blocks(gray) ** 2, 0))
+    if (spread[differs] >= PICTURE_DETAIL).mean() < 0.5:
+        return none  # what differs is flat in the copy: a block or band laid over the picture, not a picture
+    return identical
 
 
 def _fit_colour(c: np.ndarray, warped: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, list[str]]:
