@@ -1,26 +1,35 @@
-"""Verdicts as the catalog grows: real photos scanned against catalogs of N synthetic images.
+"""Verdicts as the catalog grows: distinct real photos scanned against catalogs of N synthetic images.
 
-    python bench/scale.py                                   # 100k and 1M, hash-only, 300 photos
+    python bench/scale.py                                   # 100k and 1M, hash-only, every photo
     python bench/scale.py --sizes 100000,100000 --vectors 0,1 --catalogs /var/tmp/scale --out bench/results/scale-DATE.txt
+    python bench/scale.py --sizes 10000000 --catalogs /var/tmp/scale --fill-only   # fill ahead, then run
 
 For each N, in a fresh child process (so peak RSS is that N's alone):
   1. N synthetic decided rows are written into a new catalog with the catalog's own schema (migrations
-     included) in id order, in transactions of 100k rows: uniformly random 64-bit pHashes (9 windows, 8
-     flips/rotations) and dHashes, random sha256 and pixel sha; with --vectors 1 also a random unit 512-d
-     copy vector per row under SSCD's identity, stored as the catalog stores vectors (float16, `vectors`).
+     included) through its batched write path in id order, FILL_BATCH rows per transaction (`land_many`,
+     `store_features_many`, then one UPDATE marks the batch decided), with bulk-load PRAGMAs: uniformly
+     random 64-bit pHashes (9 windows, 8 flips/rotations) and dHashes, random sha256 and pixel sha; with
+     --vectors 1 also a random unit 512-d copy vector per row under SSCD's identity (float16, `vectors`).
      --catalogs DIR keeps each filled catalog and copies it on the next run (same seed, same rows); an
      older schema is migrated at its first open, timed apart from start-up.
-  2. With vectors, a first start with no vector snapshot rebuilds the usearch index from the catalog
-     (timed: "vector rebuild") and saves it. Start-up: `IndexOwner(...)` on that catalog (streams the
-     decided rows, builds the hash index, loads the vector snapshot and reconciles it).
-  3. The photos (crops of scikit-image's bundled photographs at random places and scales, as JPEGs)
-     go through the worker's own pipeline (decode, hashes; with vectors, SSCD too), are registered and
-     stored as features. Each synthetic row that a photo hash-matches gets a file (an unrelated picture),
-     so its chance match is looked at and verified as in a real archive. Then the owner decides them all:
-     owner verdicts/s is photos / the wall time of `decide_ready` (verifications of real copies included).
-  4. Per photo, timed: the owner's evidence (every signal, no verification), the hash search alone with
-     `HashIndex.best` and `ExhaustiveHashIndex.best` over the same rows (their answers must be equal, the
-     run fails otherwise), and with vectors the copy-vector search: p50 / p99.
+  2. A first start, in its own process, with no snapshots: the hash index (and with vectors the usearch
+     index) built from the catalog ("first start", with that process's peak RSS), then saved ("snapshot
+     save"). Start-up: `IndexOwner(...)` on that catalog and those snapshots (maps the hash snapshot and
+     reconciles it with the catalog; with vectors, also streams the decided rows to reconcile the vector
+     snapshot).
+  3. The photos: distinct real photographs (scikit-image's bundled ones and the curated Debian wallpapers
+     and photos of bench/photos.py, the accuracy benchmark's sources), each used once and whole, so none is
+     a copy of another; at most MAX_SIDE px. They go through the worker's own pipeline (decode, hashes; with
+     vectors, SSCD too) and are registered. Each synthetic row that a photo hash-matches gets a file (an
+     unrelated picture), so its chance match is looked at and verified as in a real archive. Then the owner
+     decides them, features supplied, on its whole decide path (head read, every signal, any verification,
+     indexing, commit, event): the first half stored as one batch and decided in one `decide_ready` call
+     ("verdicts/s batched"), the second half one file at a time, each in its own call and transaction
+     (per-verdict p50/p99, wall time and the process's CPU time, and "verdicts/s one at a time"). On a
+     shared 2-core machine the wall-time p99 is mostly waiting for a core; the CPU time is the owner's own.
+  4. Per photo, timed: the owner's evidence alone (every signal, no verification, no commit), the hash
+     search alone with `HashIndex.best` and `ExhaustiveHashIndex.best` over the same rows (their answers
+     must be equal, the run fails otherwise), and with vectors the copy-vector search: p50 / p99.
   5. Chance matches: a verdict that points to a synthetic row is a false match (no synthetic row is a
      copy of anything). Counted on the photos (with how many were planted decoys and how many the gradient
      look turned away), and on --probes random hash sets through the index (more queries, so the raw
@@ -54,55 +63,85 @@ def _random_hashes(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=shape, dtype=np.int64, endpoint=True)
 
 
-def make_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
-    """n distinct real-photo JPEGs: crops (35-80 % of the side, random place) of the bundled photographs."""
-    from bench.photos import skimage_photos
+MAX_SIDE = 1024
+"""Photos are saved at most this wide or tall (as the accuracy benchmark's originals are)."""
 
-    rng = np.random.default_rng(seed)
-    sources = [p.load() for p in skimage_photos()]
+
+def make_photos(folder: Path, n: int, seed: int = 0, debian_cache: Path | None = None) -> list[Path]:
+    """Up to n distinct real photographs as JPEGs, in a seeded random order: scikit-image's bundled photos
+    and, with `debian_cache`, the curated Debian wallpapers and photos (bench/photos.py, the accuracy
+    benchmark's sources). Each source photograph is used once, whole, so that no photo is a copy of another
+    (crops of a few photographs were copies of each other, and their verifications made the timed verdicts)."""
+    from bench.photos import debian_photos, skimage_photos
+
+    sources = skimage_photos() + (debian_photos(debian_cache) if debian_cache is not None else [])
+    order = np.random.default_rng(seed).permutation(len(sources))[:n]
     paths = []
-    for i in range(n):
-        img = sources[i % len(sources)]
-        side = rng.uniform(0.35, 0.8)
-        w, h = int(img.width * side), int(img.height * side)
-        x, y = int(rng.integers(0, img.width - w + 1)), int(rng.integers(0, img.height - h + 1))
-        path = folder / f"photo{i:04d}.jpg"
-        img.crop((x, y, x + w, y + h)).save(path, quality=90)
+    for k, i in enumerate(order):
+        img = sources[i].load()
+        img.thumbnail((MAX_SIDE, MAX_SIDE))
+        path = folder / f"photo{k:04d}.jpg"
+        img.save(path, quality=90)
         paths.append(path)
     return paths
 
 
+FILL_BATCH = 50_000
+"""Rows per transaction of the fill: each of its three statements' batches runs in one transaction."""
+BULK_PRAGMAS = ("PRAGMA synchronous=OFF", "PRAGMA cache_size=-2000000", "PRAGMA temp_store=MEMORY")
+"""For the fill only (a crash mid-fill means filling again, so no fsync): a 2 GB page cache keeps the
+random-keyed sha256 and pixel_sha index pages in memory as they grow."""
+
+
 def fill_catalog(catalog, n: int, seed: int, copy_model: str | None = None, dim: int = 512) -> float:
-    """N decided synthetic rows in id order, 100k per transaction; returns rows/s. With `copy_model`, each
-    row also gets a random unit `dim`-d copy vector of that identity, stored as the catalog stores vectors."""
-    from daemon.catalog import vector_to_sql
+    """N decided synthetic rows in id order through the catalog's own batched write path, FILL_BATCH rows
+    per transaction: `land_many` registers them, `store_features_many` stores their features (vectors into
+    `vectors`, as float16), one UPDATE per batch marks them decided `new`. Returns rows/s. With
+    `copy_model`, each row also gets a random unit `dim`-d copy vector of that identity."""
     from workers.hashing import WINDOWS
 
     rng = np.random.default_rng(seed)
     vectors = np.random.default_rng(seed + 7)
+    for pragma in BULK_PRAGMAS:
+        catalog.conn.execute(pragma)
     started = time.monotonic()
-    now = time.time()
-    for lo in range(0, n, 100_000):
-        k = min(100_000, n - lo)
+    for lo in range(0, n, FILL_BATCH):
+        k = min(FILL_BATCH, n - lo)
         windows, dihedral, dhash = _random_hashes(rng, k, len(WINDOWS)), _random_hashes(rng, k, 8), _random_hashes(rng, k)
         dihedral[:, 0] = windows[:, 0]
         digests = rng.integers(0, 256, (k, 64), dtype=np.uint8)
-        rows = [(f"/archive/{lo + i:08d}.jpg", 200_000, lo + i, now, digests[i, :32].tobytes().hex(),
-                 digests[i, 32:].tobytes().hex(), int(windows[i, 0]), int(dhash[i]), windows[i].tobytes(),
-                 dihedral[i].tobytes(), now) for i in range(k)]
+        ids = [i for i, _ in catalog.land_many([(f"/archive/{lo + i:08d}.jpg", 200_000, lo + i) for i in range(k)])]
+        features = [{"sha256": digests[i, :32].tobytes().hex(), "pixel_sha": digests[i, 32:].tobytes().hex(),
+                     "phash": int(windows[i, 0]), "dhash": int(dhash[i]), "windows": windows[i],
+                     "dihedral": dihedral[i], "width": 1024, "height": 768, "format": "JPEG", "size": 200_000}
+                    for i in range(k)]
+        if copy_model is not None:
+            v = vectors.standard_normal((k, dim), dtype=np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            for i, f in enumerate(features):
+                f["copy_embedding"], f["copy_model"] = v[i], copy_model
+        catalog.store_features_many(list(zip(ids, features, strict=True)))
         with catalog.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO files (path, size, mtime_ns, detected_at, sha256, pixel_sha, phash, dhash, windows,"
-                " dihedral, width, height, format, state, verdict, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                " ?, 1024, 768, 'JPEG', 'decided', 'new', ?)", rows)
-            if copy_model is not None:
-                v = vectors.standard_normal((k, dim), dtype=np.float32)
-                v /= np.linalg.norm(v, axis=1, keepdims=True)
-                first = conn.execute("SELECT max(id) FROM files").fetchone()[0] - k + 1
-                conn.execute("UPDATE files SET copy_model = ? WHERE id >= ?", (copy_model, first))
-                conn.executemany("INSERT INTO vectors (file_id, copy_embedding) VALUES (?, ?)",
-                                 [(first + i, vector_to_sql(v[i])) for i in range(k)])
+            conn.execute("UPDATE files SET state = 'decided', verdict = 'new', decided_at = ? WHERE id BETWEEN ? AND ?",
+                         (time.time(), ids[0], ids[-1]))
     return n / (time.monotonic() - started)
+
+
+def template_name(n: int, vectors: bool) -> str:
+    return f"{n}{'-sscd' if vectors else ''}.sqlite3"
+
+
+def fill_file(path: Path, n: int, seed: int, vectors: bool) -> float:
+    """A new catalog at `path` holding the N synthetic rows (checkpointed: one file); returns rows/s."""
+    from daemon.catalog import Catalog
+    from daemon.config import Settings
+    from workers.models.copy import copy_identity
+
+    catalog = Catalog(path)
+    rate = fill_catalog(catalog, n, seed, copy_identity(Settings().copy_model) if vectors else None) if n else 0.0
+    catalog.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    catalog.close()
+    return rate
 
 
 def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, vectors: bool = False,
@@ -110,43 +149,38 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, v
     """One N: build, start, scan, time, count. Returns the row of the table as a dict."""
     from daemon.catalog import Catalog
     from daemon.config import Settings
-    from daemon.hashindex import ExhaustiveHashIndex, HashIndex
-    from daemon.owner import IndexOwner
-    from workers.models.copy import copy_identity, load_copy_model
+    from daemon.hashindex import ExhaustiveHashIndex
+    from daemon.owner import HASH_SNAPSHOT, IndexOwner, _compile_hash_kernels
+    from workers.models.copy import load_copy_model
     from workers.pipeline import Pipeline
     from workers.settings import DecodeSettings
 
-    warm = HashIndex(9, tail_rows=1)  # compile (or load) the numba kernels outside the timings
-    warm.add(1, np.zeros(9, np.int64), 0)
-    warm.best(np.zeros(9, np.int64), np.zeros(8, np.int64), 0, 2, _default_rule())
+    _compile_hash_kernels(_default_rule())  # compile (or load) the numba kernels outside the timings
     out: dict = {"n": n, "vectors": vectors}
     with tempfile.TemporaryDirectory(dir=os.environ.get("SCALE_TMP")) as tmp:
         state = Path(tmp)
         settings = Settings(state_dir=state, hash_only=not vectors)
         path = state / "catalog.sqlite3"
-        template = catalogs / f"{n}{'-sscd' if vectors else ''}.sqlite3" if catalogs else None
+        template = catalogs / template_name(n, vectors) if catalogs else None
         if template is not None and template.exists():  # filled by an earlier run: same seed, same rows
             shutil.copyfile(template, path)
             out["fill_rows_s"] = None
         else:
-            catalog = Catalog(path)
-            out["fill_rows_s"] = fill_catalog(catalog, n, seed, copy_identity(settings.copy_model) if vectors
-                                              else None) if n else 0.0
-            catalog.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            catalog.close()
+            out["fill_rows_s"] = fill_file(path, n, seed, vectors)
             if template is not None:
                 shutil.copyfile(path, template)
         started = time.monotonic()
         Catalog(path).close()  # a template from an older schema is migrated here, outside the start-up
         out["migrate_s"] = time.monotonic() - started
-        if vectors:  # first start: no vector snapshot, the index is rebuilt from the catalog, then saved
-            started = time.monotonic()
-            catalog = Catalog(path)
-            owner = IndexOwner(settings, catalog)
-            out["rebuild_s"] = time.monotonic() - started
-            owner.save()
-            owner.close()
-            catalog.close()
+        # first start, in its own process (its peak RSS is not this one's): no snapshots, the indexes are
+        # built from the catalog, then saved
+        done = subprocess.run([sys.executable, __file__, "--cold", str(state), "--child-vectors", str(int(vectors))],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"first start failed:\n{done.stderr[-3000:]}")
+        out.update(json.loads(done.stdout.strip().splitlines()[-1]))
+        out["hash_snapshot_b_per_row"] = sum(p.stat().st_size for p in (state / HASH_SNAPSHOT).iterdir()) / max(n, 1)
+        if vectors:
             out["vector_b_per_row"] = sum(p.stat().st_size for p in state.glob("vectors-*.usearch")) / max(n, 1)
         started = time.monotonic()
         catalog = Catalog(path)
@@ -158,19 +192,37 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, v
         ids = [i for p in photos if (i := owner.register(str(p), p.stat().st_size, p.stat().st_mtime_ns)) is not None]
         feats = pipeline.run(list(zip(ids, map(str, photos), strict=True)))
         pipeline.close()
-        owner.accept(feats)
         rule = owner.thresholds.hashes
         out["decoys"] = plant_decoys(catalog, state / "archive", n, {
             hit.id for f in feats if f.windows is not None and f.dihedral is not None and f.dhash is not None
             and (hit := owner.hashes.best(f.windows, f.dihedral, f.dhash, f.id, rule)) is not None}, seed)
+        # The whole decide path (head, every signal, any verification, index, commit, event), features
+        # supplied. First half: stored as one batch and decided in one call, as the daemon does when results
+        # arrive faster than it decides (verdicts/s). Second half: one file at a time, each decided on its
+        # own (its own head read and transaction: the per-verdict latency, p50/p99).
+        half = len(feats) // 2
+        owner.accept(feats[:half])
         started = time.monotonic()
-        events = owner.decide_ready(limit=len(photos) + 1)
+        events = owner.decide_ready(limit=half + 1)
         out["verdicts_s"] = len(events) / (time.monotonic() - started)
-        assert len(events) == len(photos), (len(events), len(photos))
+        assert len(events) == half, (len(events), half)
+        each, cpu = [], []
+        for f in feats[half:]:
+            owner.accept([f])
+            t0, c0 = time.perf_counter(), time.process_time()
+            one = owner.decide_ready(limit=2)
+            each.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)  # all threads' CPU: apart from the waits a busy machine adds
+            assert len(one) == 1, (f.path, len(one))
+            events += one
+        out["decide_p50_ms"], out["decide_p99_ms"] = (float(np.percentile(each, q)) * 1e3 for q in (50, 99))
+        out["decide_cpu_p50_ms"], out["decide_cpu_p99_ms"] = (float(np.percentile(cpu, q)) * 1e3 for q in (50, 99))
+        out["single_verdicts_s"] = len(each) / sum(each)
+        out["photos"] = len(photos)
         out["photo_chance"] = sum(1 for e in events if e.matches and e.matches[0].file.id <= n)
         out["photo_copies"] = sum(1 for e in events if e.kind in ("edited-copy", "exact-copy"))
         out["looked_away"] = owner.looked_away
-        # the owner's own work per verdict (every signal, no verification), on the decided photos
+        # the owner's evidence alone per verdict (every signal, no verification, no commit), on the same photos
         rows = catalog.rows(ids)
         owned = []
         for row in rows:
@@ -223,6 +275,26 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, v
     return out
 
 
+def cold_start(state: Path, vectors: bool) -> dict:
+    """A start with no snapshots (the indexes built from the catalog), then the save that writes them."""
+    from daemon.catalog import Catalog
+    from daemon.config import Settings
+    from daemon.owner import IndexOwner, _compile_hash_kernels
+
+    _compile_hash_kernels(_default_rule())
+    started = time.monotonic()
+    catalog = Catalog(state / "catalog.sqlite3")
+    owner = IndexOwner(Settings(state_dir=state, hash_only=not vectors), catalog)
+    out = {"rebuild_s": time.monotonic() - started}
+    started = time.monotonic()
+    owner.save()
+    out["save_s"] = time.monotonic() - started
+    owner.close()
+    catalog.close()
+    out["cold_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
 def plant_decoys(catalog, folder: Path, n: int, hit: set[int], seed: int) -> int:
     """Give each synthetic row a photo hash-matches a file: an unrelated picture (smoothed noise), so that
     the gradient look and the verification run on chance matches as they would in a real archive (a
@@ -249,22 +321,28 @@ def _default_rule():
 
 
 def table(rows: list[dict]) -> str:
-    head = ("catalogued", "vectors", "start-up s", "vector rebuild s", "verdicts/s", "owner per verdict p50/p99 ms",
-            "hash p50/p99 ms", "vector p50/p99 ms", "exhaustive p50/p99 ms", "chance: photos (decoys, looked away)",
-            "chance: random probes", "hash index B/row", "vector index B/row", "disk B/row", "peak RSS MiB")
+    head = ("catalogued", "vectors", "start-up s from snapshots", "first start s (no snapshots; peak RSS MiB)",
+            "snapshot save s", "verdicts/s batched",
+            "verdicts/s one at a time", "decide per verdict p50/p99 ms", "its CPU p50/p99 ms", "evidence p50/p99 ms", "hash p50/p99 ms",
+            "vector p50/p99 ms", "exhaustive p50/p99 ms", "chance: photos (decoys, looked away)",
+            "chance: random probes", "hash index B/row (snapshot)", "vector index B/row", "disk B/row", "peak RSS MiB")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         vec = r.get("vectors")
         lines.append("| " + " | ".join((
-            f"{r['n']:,}", "512-d SSCD" if vec else "hash-only", f"{r['startup_s']:.1f}",
-            f"{r['rebuild_s']:.1f}" if vec else "-", f"{r['verdicts_s']:,.0f}",
+            f"{r['n']:,}", "512-d SSCD" if vec else "hash-only", f"{r['startup_s']:.2f}",
+            f"{r['rebuild_s']:.1f} ({r['cold_rss_mib']:,.0f})", f"{r['save_s']:.1f}", f"{r['verdicts_s']:,.0f}",
+            f"{r['single_verdicts_s']:,.0f}",
+            f"{r['decide_p50_ms']:.2f} / {r['decide_p99_ms']:.2f}",
+            f"{r['decide_cpu_p50_ms']:.2f} / {r['decide_cpu_p99_ms']:.2f}",
             f"{r['evidence_p50_ms']:.2f} / {r['evidence_p99_ms']:.2f}",
             f"{r['hash_p50_ms']:.2f} / {r['hash_p99_ms']:.2f}",
             f"{r['vector_p50_ms']:.2f} / {r['vector_p99_ms']:.2f}" if vec else "-",
             f"{r['exh_p50_ms']:.1f} / {r['exh_p99_ms']:.1f} ({r['exh_queries']} q)",
-            f"{r['photo_chance']} of {r['photo_copies']} copies ({r['decoys']}, {r['looked_away']})",
+            f"{r['photo_chance']} of {r['photo_copies']} copies in {r['photos']} ({r['decoys']}, {r['looked_away']})",
             f"{r['probe_chance']} / {r['probes']:,} = {r['probe_chance'] / max(r['probes'], 1):.2%}",
-            f"{r['index_b_per_row']:,.0f}", f"{r['vector_b_per_row']:,.0f}" if vec else "-",
+            f"{r['index_b_per_row']:,.0f} ({r['hash_snapshot_b_per_row']:,.0f})",
+            f"{r['vector_b_per_row']:,.0f}" if vec else "-",
             f"{r['disk_b_per_row']:,.0f}", f"{r['peak_rss_mib']:,.0f}")) + " |")
     return "\n".join(lines)
 
@@ -274,17 +352,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--vectors", default="0", help="per size, 0 (hash-only) or 1 (512-d SSCD vectors too), "
                     "comma-separated; one value applies to all sizes")
-    ap.add_argument("--photos", type=int, default=300)
+    ap.add_argument("--photos", type=int, default=1000, help="at most this many distinct photographs (all there are)")
+    ap.add_argument("--debian-cache", type=Path, default=Path("/tmp/dupwatch-bench-debs"),
+                    help="where bench/photos.py keeps the Debian photo packages (fetched when missing)")
+    ap.add_argument("--no-debian", action="store_true", help="scikit-image's photos only (14)")
     ap.add_argument("--probes", type=int, default=20_000, help="random hash sets for the chance-match rate")
     ap.add_argument("--exhaustive", type=int, default=100, help="photos also searched exhaustively")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--catalogs", type=Path, help="keep each filled catalog here and reuse it on the next run "
                     "(the fill is most of a 10 M run)")
+    ap.add_argument("--fill-only", action="store_true", help="fill the --catalogs for --sizes/--vectors that are "
+                    "missing, print rows/s, and stop (start a 10 M fill ahead of the run)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--child-vectors", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--photo-dir", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--cold", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.cold is not None:
+        print(json.dumps(cold_start(args.cold, bool(args.child_vectors))))
+        return
     if args.child is not None:
         photos = sorted(args.photo_dir.glob("*.jpg"))
         print(json.dumps(child(args.child, photos, args.probes, args.exhaustive, args.seed, bool(args.child_vectors),
@@ -293,14 +380,32 @@ def main(argv: list[str] | None = None) -> None:
     header = (f"# bench/scale.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
               f"{os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f} at start\n"
               f"# $ python bench/scale.py {' '.join(argv if argv is not None else sys.argv[1:])}\n"
-              f"# {args.photos} real photos scanned per N; synthetic rows uniformly random (vectors: random unit)")
+              f"# distinct real photographs scanned per N (scikit-image{'' if args.no_debian else ' + Debian'}, each once, whole); "
+              "synthetic rows uniformly random (vectors: random unit)")
     print(header, flush=True)
     sizes = [int(s) for s in args.sizes.split(",")]
     flags = [int(v) for v in args.vectors.split(",")]
     flags = flags * len(sizes) if len(flags) == 1 else flags
+    if args.fill_only:
+        if args.catalogs is None:
+            sys.exit("--fill-only fills --catalogs DIR")
+        args.catalogs.mkdir(parents=True, exist_ok=True)
+        for n, vec in zip(sizes, flags, strict=True):
+            template = args.catalogs / template_name(n, bool(vec))
+            if template.exists():
+                continue
+            partial = template.with_suffix(".filling")  # renamed when whole: a killed fill is never reused
+            for stale in args.catalogs.glob(partial.name + "*"):
+                stale.unlink()
+            rate = fill_file(partial, n, args.seed, bool(vec))
+            partial.rename(template)
+            print(f"filled {template}: {n:,} rows at {rate:,.0f} rows/s, {template.stat().st_size / max(n, 1):,.0f} "
+                  f"B/row, load avg {os.getloadavg()[0]:.1f}", flush=True)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        make_photos(Path(tmp), args.photos, args.seed)
+        made = make_photos(Path(tmp), args.photos, args.seed, None if args.no_debian else args.debian_cache)
+        print(f"# {len(made)} photos", flush=True)
         for n, vec in zip(sizes, flags, strict=True):
             cmd = [sys.executable, __file__, "--child", str(n), "--child-vectors", str(vec), "--photo-dir", tmp,
                    "--probes", str(args.probes), "--exhaustive", str(args.exhaustive), "--seed", str(args.seed)]

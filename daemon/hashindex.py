@@ -10,10 +10,12 @@ one hash that is close.
 at 10 M). It stays as the reference the tests and bench/scale.py hold `HashIndex` to, and `nearest()`
 (ranking for `query`, whatever the distance) still scans: it has no radius to index by.
 
-`HashIndex` answers `best()` by multi-index hashing: a hash within r bits of the query, split into m
-chunks, has at least one chunk within floor(r/m) bits of the query's chunk. Each stored hash is filed
-under each of its chunks (a counting sort into buckets); a query enumerates the buckets within
-floor(r/m) of its own chunks, keeps the entries whose whole hash is within r, and verifies every such
+`HashIndex` answers `best()` by multi-index hashing: a hash within r = a*m + b bits of the query (0 <= b < m),
+split into m chunks, has one of any b+1 chunks within a bits of the query's chunk or one of the other m-b-1
+within a-1 (else the chunk distances sum to at least (b+1)(a+1) + (m-b-1)a = r+1). Each stored hash is filed
+under each of its chunks (a counting sort into buckets); a query enumerates the buckets within its chunk
+radius (a for the b+1 narrowest chunks, a-1 for the rest: at r=6 over 3 chunks of 21-22 bits that is 277
+buckets, where a for every chunk visited 718), keeps the entries whose whole hash is within r, and verifies every such
 candidate exactly with the same rule and the same order (2*pHash + dHash, earliest among equals) as the
 exhaustive search. So the answer is the exhaustive one, not an approximation. Every clause is indexed:
 full frame vs the query's 8 flips/rotations (radius `phash`) and vs the query's pad windows (`window`),
@@ -205,6 +207,15 @@ def _popcount(x: np.uint64) -> int:
     return int((x * _H01) >> np.uint64(56))
 
 
+@numba.njit(cache=True, inline="always")
+def chunk_radius(r: int, m: int, c: int) -> int:
+    """Chunk c's probe radius (of m) for a whole-hash radius r = a*m + b: a for the last b+1 chunks (the
+    narrowest: `chunk_widths` puts the extra bits first), a-1 (-1: not probed) for the others. A hash
+    within r has some chunk within its radius, or the chunk distances would sum past r."""
+    a, b = r // m, r % m
+    return a if c >= m - b - 1 else a - 1
+
+
 @numba.njit(cache=True)
 def _build_table(values, per_row, lo, shifts, widths, off_base, offsets, ent_val, ent_pos):  # pragma: no cover
     """Counting sort of `values` (uint64, `per_row` per stored row) into each chunk's buckets."""
@@ -230,15 +241,17 @@ def _build_table(values, per_row, lo, shifts, widths, off_base, offsets, ent_val
 @numba.njit(cache=True)
 def _probe(queries, radii, shifts, widths, off_base, offsets, ent_val, ent_pos, seen, stamp, out, n_out):  # pragma: no cover
     """Add to `out` every stored position with an entry within its query's radius; returns the new count.
-    Buckets are enumerated per chunk at floor(r/m) bits with Gosper's hack (masks of j set bits)."""
+    Buckets are enumerated per chunk at its `chunk_radius` with Gosper's hack (masks of j set bits)."""
     m = shifts.shape[0]
     for qi in range(queries.shape[0]):
         r = radii[qi]
         if r < 0:
             continue
         q = queries[qi]
-        per_chunk = r // m
         for c in range(m):
+            per_chunk = chunk_radius(r, m, c)
+            if per_chunk < 0:
+                continue
             w = widths[c]
             shift = np.uint64(shifts[c])
             limit = np.int64(1) << w
@@ -335,8 +348,8 @@ def _probe_cost(widths: list[int], radius: int) -> int:
     """Buckets a query visits in one table at this radius."""
     if radius < 0:
         return 0
-    per_chunk = radius // len(widths)
-    return sum(math.comb(w, j) for w in widths for j in range(min(per_chunk, w) + 1))
+    m = len(widths)
+    return sum(math.comb(w, j) for c, w in enumerate(widths) for j in range(min(chunk_radius(radius, m, c), w) + 1))
 
 
 class _Table:
@@ -353,6 +366,19 @@ class _Table:
         self.widths_arr = widths
         _build_table(values.view(np.uint64), per_row, lo, self.shifts, widths, self.off_base, self.offsets,
                      self.ent_val, self.ent_pos)
+
+    @classmethod
+    def restore(cls, widths: np.ndarray, offsets: np.ndarray, ent_val: np.ndarray, ent_pos: np.ndarray) -> _Table:
+        """A table as built before, from its arrays (daemon.hashsnapshot): nothing is rebuilt."""
+        table = cls.__new__(cls)
+        table.widths = [int(w) for w in widths]
+        table.shifts = np.array([64 - sum(table.widths[: c + 1]) for c in range(len(table.widths))], np.int64)
+        table.widths_arr = np.asarray(widths, np.int64)
+        table.off_base = np.concatenate([[0], np.cumsum((1 << table.widths_arr) + 1)[:-1]]).astype(np.int64)
+        if len(offsets) != int(((1 << table.widths_arr) + 1).sum()) or ent_val.shape != ent_pos.shape:
+            raise ValueError("table arrays do not match their chunk widths")
+        table.offsets, table.ent_val, table.ent_pos = offsets, ent_val, ent_pos
+        return table
 
     def nbytes(self) -> int:
         return self.offsets.nbytes + self.ent_val.nbytes + self.ent_pos.nbytes
@@ -373,6 +399,18 @@ class _Segment:
         self.crops = _Table(np.ascontiguousarray(windows[lo:hi, 1:]).reshape(-1), crops, lo) if crops else None
         self.dhash = _Table(np.ascontiguousarray(dhash[lo:hi]), 1, lo)
         self._cost: dict[tuple[tuple[int, ...], int, int], int] = {}
+
+    @classmethod
+    def restore(cls, lo: int, hi: int, tables: dict[str, _Table | None]) -> _Segment:
+        """A segment as built before, from its tables (daemon.hashsnapshot)."""
+        seg = cls.__new__(cls)
+        seg.lo, seg.hi = lo, hi
+        full, dhash = tables["full"], tables["dhash"]
+        if full is None or dhash is None:
+            raise ValueError("a segment needs its full-frame and dHash tables")
+        seg.full, seg.crops, seg.dhash = full, tables["crops"], dhash
+        seg._cost = {}
+        return seg
 
     def nbytes(self) -> int:
         return sum(t.nbytes() for t in (self.full, self.crops, self.dhash) if t is not None)

@@ -29,11 +29,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from daemon import __version__
+from daemon import __version__, hashsnapshot
 from daemon.catalog import Catalog, Row
 from daemon.config import Settings
 from daemon.events import FileInfo, Match, VerdictEvent
@@ -54,6 +55,8 @@ MAX_WAITING = 64
 """Rows evaluated ahead of the oldest unfinished verification; past this the writer waits for it."""
 LOAD_CHUNK = 50_000
 """Decided rows per id range of start-up's stream: what is held at once besides the indexes."""
+HASH_SNAPSHOT = "hashes"
+"""The hash index snapshot's folder in the state dir (daemon.hashsnapshot)."""
 
 
 class IndexOwner:
@@ -94,22 +97,79 @@ class IndexOwner:
         _compile_hash_kernels(self.thresholds.hashes)
         keep = self.settings.match.keep_deleted
         width = len(WINDOWS) * 8
+        self._hashes_saved: tuple[int, int] | None = None  # (rows, live rows) of the snapshot on disk
+        after = self._restore_hashes(keep)  # rows up to `after` come from the snapshot
+        vectors_on = self.copy_identity is not None or self.model_identity is not None
         hashed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         batch: list[Any] = []
-        for r in self.catalog.decided_features(include_deleted=keep, chunk=LOAD_CHUNK):
+        for r in self.catalog.decided_features(include_deleted=keep, chunk=LOAD_CHUNK,
+                                               after=0 if vectors_on else after):  # vector snapshots: every row
             batch.append(r)
             if len(batch) == LOAD_CHUNK:
-                self._load_range(batch, batch[-1]["id"], hashed, width)
+                self._load_range(batch, batch[-1]["id"], hashed, width, after)
                 batch = []
-        self._load_range(batch, None, hashed, width)
+        self._load_range(batch, None, hashed, width, after)
         self.hashes.load(hashed)
-        log.info("index loaded: %d hashed, %d copy vectors, %d semantic vectors in %.2fs", len(self.hashes),
-                 len(self.copies), len(self.vectors), time.monotonic() - started)
+        log.info("index loaded: %d hashed (%s), %d copy vectors, %d semantic vectors in %.2fs", len(self.hashes),
+                 f"snapshot up to id {after}" if after else "no snapshot", len(self.copies), len(self.vectors),
+                 time.monotonic() - started)
 
-    def _load_range(self, rows: list[Any], upto: int | None, hashed: list, width: int) -> None:
-        """One id range of start-up's stream: its hash arrays kept for the one build, its vectors reconciled."""
-        if rows:
-            hashed.append(self._hash_arrays(rows, width))
+    def _restore_hashes(self, keep: bool) -> int:
+        """Take the hash index from its snapshot when it fits the catalog, with the rows deleted since it was
+        saved removed; return the id of its last row (0: no snapshot, everything is streamed and built).
+
+        Exact: rows are decided and indexed in id order and a decided row never changes but for its deletion,
+        so at or below the snapshot's last row the catalog differs from it only by deletions, found through
+        the `files_deleted` index. Whatever breaks that reasoning (the catalog restored from a backup, or
+        replaced, or `keep_deleted` changed) fails a check here and the index is rebuilt."""
+        got = hashsnapshot.load(self._hash_snapshot, len(WINDOWS))
+        if got is None or got[0]._n == 0:
+            self._discard_snapshot()
+            return 0
+        index, meta = got
+        n = index._n
+        last = int(index._ids[n - 1])
+        row = self.catalog.get(last)
+        deleted = self.catalog.deleted_ids(last)
+        dead = index._ids[:n][~index._live[:n]]
+        why = None
+        if meta.get("keep_deleted") != keep:
+            why = "match.keep_deleted changed"
+        elif (row is None or row.state != "decided" or row.error is not None or row.dhash != int(index._dhash[n - 1])
+              or row.windows is None or not np.array_equal(row.windows, index._windows[n - 1])):
+            why = f"its last row, id {last}, is not the catalog's"
+        elif len(dead) and (keep or not np.isin(dead, deleted).all()):
+            why = "it dropped rows the catalog holds"
+        if why is not None:
+            log.warning("hash index snapshot does not fit the catalog (%s): rebuilding it from the catalog", why)
+            self._discard_snapshot()
+            return 0
+        self.hashes = index
+        self._hashes_saved = self._hash_state()
+        if not keep and len(deleted):
+            index._live[:n][np.isin(index._ids[:n], deleted)] = False
+        return last
+
+    def _discard_snapshot(self) -> None:
+        """Remove a hash snapshot that was not used (see `hashsnapshot.discard`); a read-only owner (`query`)
+        writes nothing, so it leaves it to the daemon."""
+        if not self.catalog.read_only:
+            hashsnapshot.discard(self._hash_snapshot)
+
+    @property
+    def _hash_snapshot(self) -> Path:
+        return Path(self.settings.state_dir) / HASH_SNAPSHOT
+
+    def _hash_state(self) -> tuple[int, int]:
+        """What a save would change: rows held and rows live."""
+        n = self.hashes._n
+        return n, int(np.count_nonzero(self.hashes._live[:n]))
+
+    def _load_range(self, rows: list[Any], upto: int | None, hashed: list, width: int, after: int) -> None:
+        """One id range of start-up's stream: its hash arrays (of rows past the snapshot) kept for the one
+        build, its vectors reconciled."""
+        if rows and rows[-1]["id"] > after:
+            hashed.append(self._hash_arrays([r for r in rows if r["id"] > after], width))
         for role in (self.copies, self.vectors):
             def fetch(ids: list[int], column: str = role.column) -> list[tuple[int, bytes]]:
                 got = self.catalog.query(f"SELECT file_id, {column} FROM vectors WHERE file_id IN "
@@ -395,8 +455,16 @@ class IndexOwner:
                 self.vectors.remove(file_id)
 
     def save(self) -> None:
+        """Snapshot the indexes (each only when changed since it was loaded or last saved; never from a
+        read-only owner)."""
+        if self.catalog.read_only:
+            return
         self.copies.save()
         self.vectors.save()
+        state = self._hash_state()
+        if state[0] and state != self._hashes_saved:
+            hashsnapshot.save(self.hashes, self._hash_snapshot, {"keep_deleted": self.settings.match.keep_deleted})
+            self._hashes_saved = state
 
     def close(self) -> None:
         if self._pool is not None:
@@ -416,8 +484,9 @@ def _verifier(settings: Settings) -> Callable[..., Any] | None:
 
 def _compile_hash_kernels(rule: HashRule) -> None:
     """Compile (first start: seconds) or load from numba's cache the hash index's kernels now, at start-up,
-    rather than inside the first verdict, where it would stall the first files behind it."""
-    warm = HashIndex(len(WINDOWS), tail_rows=1)
+    rather than inside the first verdict, where it would stall the first files behind it. Its one-row segment
+    is probed, never scanned (scan_factor infinite): a scanned segment would leave the probe uncompiled."""
+    warm = HashIndex(len(WINDOWS), tail_rows=1, scan_factor=float("inf"))
     warm.add(1, np.zeros(len(WINDOWS), np.int64), 0)
     warm.best(np.zeros(len(WINDOWS), np.int64), np.zeros(8, np.int64), 0, 2, rule)
 

@@ -79,14 +79,14 @@ def test_a_v0_1_catalog_is_upgraded_in_place(tmp_path):
     old.executescript(OLD_SCHEMA)
     old.close()
     catalog = Catalog(path)
-    assert catalog.schema_version == SCHEMA_VERSION == 3
-    assert catalog.meta_get("schema_version") == "3"
+    assert catalog.schema_version == SCHEMA_VERSION == 4
+    assert catalog.meta_get("schema_version") == "4"
     indexes = {r["name"] for r in catalog.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"files_pixel_sha", "files_undecided", "not_duplicates_b"} <= indexes
+    assert {"files_pixel_sha", "files_undecided", "not_duplicates_b", "files_deleted"} <= indexes
     assert catalog.decided_with("pixel_sha", "ff", 10, include_deleted=False).path == "/w/a.png"
     assert catalog.get(1).edit is None  # the edit column was added in place
     catalog.close()
-    assert Catalog(path).schema_version == 3  # opening again changes nothing
+    assert Catalog(path).schema_version == 4  # opening again changes nothing
 
 
 def _schema2_catalog(path, vectors: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -110,7 +110,7 @@ def test_a_schema_2_catalog_moves_its_vectors_out_of_the_files_rows(tmp_path):
     path = tmp_path / "catalog.sqlite3"
     _schema2_catalog(path, vectors)
     catalog = Catalog(path)
-    assert catalog.schema_version == 3
+    assert catalog.schema_version == 4
     columns = {r["name"] for r in catalog.query("PRAGMA table_info(files)")}
     assert not columns & {"embedding", "copy_embedding", "copy_inner"}  # the hot rows hold no vectors
     assert {"model", "copy_model", "edit"} <= columns
@@ -123,7 +123,7 @@ def test_a_schema_2_catalog_moves_its_vectors_out_of_the_files_rows(tmp_path):
     sizes = {r["id"]: r["embedding_bytes"] for r in catalog.decided_features(include_deleted=False)}
     assert sizes == {1: None, 2: 1024, 3: 1024, 5: 1024}  # row 1: OLD_SCHEMA's own, with no vectors
     catalog.close()
-    assert Catalog(path).schema_version == 3  # opening again changes nothing
+    assert Catalog(path).schema_version == 4  # opening again changes nothing
 
 
 def test_vectors_are_stored_apart_from_the_row_and_read_back_with_it(tmp_path):
@@ -144,6 +144,17 @@ def test_a_catalog_from_a_newer_dupwatch_is_refused(tmp_path):
     catalog.close()
     with pytest.raises(RuntimeError, match="schema 99"):
         Catalog(tmp_path / "catalog.sqlite3")
+
+
+def test_deleted_ids_come_from_the_partial_index(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    ids = [catalog.register(f"/w/{i}.jpg", 1, 1) for i in range(6)]
+    for i in (4, 1, 5):
+        catalog.deleted(f"/w/{i}.jpg")
+    assert catalog.deleted_ids(ids[4]).tolist() == [ids[1], ids[4]]  # increasing, up to the bound
+    plan = " ".join(r[3] for r in catalog.query(
+        "EXPLAIN QUERY PLAN SELECT id FROM files WHERE deleted_at IS NOT NULL AND id <= ? ORDER BY id", (9,)))
+    assert "files_deleted" in plan, plan  # an index lookup, not a walk of every row
 
 
 def test_decided_features_streams_every_row_in_id_order(tmp_path):

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -208,3 +210,55 @@ def test_a_table_of_800k_entries_holds_less_offsets_than_entries():
     table = _Table(values, 8, 0)
     assert table.offsets.nbytes <= table.ent_val.nbytes // 2
     assert sorted(table.ent_val[0].tolist()) == sorted(values.view(np.uint64).tolist())
+
+
+def test_the_owners_warm_up_compiles_every_kernel_a_verdict_runs():
+    """Start-up compiles (or loads from numba's cache) the kernels, so that the first verdict does not stall
+    on it. In a fresh interpreter: a kernel left to the first query would have no signature yet."""
+    code = ("from daemon.config import Settings; from daemon.verdict import Thresholds; "
+            "from daemon.owner import _compile_hash_kernels; from daemon import hashindex as h; "
+            "_compile_hash_kernels(Thresholds.resolve(Settings(hash_only=True).match, None).hashes); "
+            "print(*(len(k.signatures) for k in (h._build_table, h._probe, h._add_range, h._verify)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.stdout.split() == ["1"] * 4, done.stdout
+
+
+def _compositions(total: int, parts: int, caps: list[int]):
+    """Every way of writing `total` as `parts` non-negative terms, term c at most caps[c]."""
+    if parts == 1:
+        if total <= caps[0]:
+            yield (total,)
+        return
+    for first in range(min(total, caps[0]) + 1):
+        for rest in _compositions(total - first, parts - 1, caps[1:]):
+            yield (first, *rest)
+
+
+@pytest.mark.parametrize("entries", [2_048, 100_000])  # 6 chunks of 10-11 bits, 4 of 16
+def test_a_probe_finds_every_hash_at_the_radius_however_its_bits_fall_across_the_chunks(entries):
+    """Chunks are probed at unequal radii (a = r // m for some, a - 1 for the others), so the hardest hash to
+    find is one at exactly r bits whose flipped bits are spread over the chunks as evenly as they go: each
+    split of r over the chunks is planted and must come back from the probe."""
+    rng = np.random.default_rng(7)
+    query = np.uint64(rng.integers(0, 2**63))
+    table = _Table(_random(rng, entries), 1, 0)
+    widths, m = table.widths, len(table.widths)
+    starts = [64 - sum(widths[: c + 1]) for c in range(m)]  # chunk c holds bits [starts[c], starts[c] + width)
+    for r in range(10):
+        planted = []
+        for split in _compositions(r, m, widths):
+            mask = 0
+            for c, k in enumerate(split):
+                bits = rng.choice(widths[c], k, replace=False)
+                mask |= sum(1 << (starts[c] + int(b)) for b in bits)
+            planted.append(int(query ^ np.uint64(mask)))
+        values = np.concatenate([_random(rng, entries - len(planted)),
+                                 np.array(planted, np.uint64).view(np.int64)])
+        table = _Table(values, 1, 0)
+        assert table.widths == widths
+        seen, out = np.zeros(entries, np.int32), np.zeros(entries, np.int64)
+        count = table.probe(np.array([query], np.uint64), np.array([r], np.int64), seen, 1, out, 0)
+        found = set(out[:count].tolist())
+        missing = [p for p in range(entries - len(planted), entries) if p not in found]
+        assert not missing, f"r={r}, widths {widths}: {len(missing)} of {len(planted)} splits not probed"
