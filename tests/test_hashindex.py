@@ -208,3 +208,42 @@ def test_a_table_of_800k_entries_holds_less_offsets_than_entries():
     table = _Table(values, 8, 0)
     assert table.offsets.nbytes <= table.ent_val.nbytes // 2
     assert sorted(table.ent_val[0].tolist()) == sorted(values.view(np.uint64).tolist())
+
+
+def test_a_small_index_is_the_exhaustive_search_and_never_imports_numba():
+    """Below TAIL_ROWS rows (a scan of a small folder) best() is the exhaustive search itself, and numba (about
+    120 MiB and a second of CPU with its kernels) is not imported; the first segment brings the kernels, and
+    the answers stay the exhaustive ones on both sides of it."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import numpy as np
+from daemon.hashindex import TAIL_ROWS, ExhaustiveHashIndex, HashIndex, HashRule
+rng = np.random.default_rng(7)
+rule = HashRule(8, 6, 6, 14, 10)
+rows = rng.integers(-2**63, 2**63 - 1, size=(TAIL_ROWS, 9), dtype=np.int64)
+dh = rng.integers(-2**63, 2**63 - 1, size=TAIL_ROWS, dtype=np.int64)
+index, reference = HashIndex(9), ExhaustiveHashIndex(9)
+def answers():
+    out = []
+    for i in range(0, index._n, 97):
+        w = rows[i] ^ np.int64(5)  # two bits off row i: a hit
+        got = index.best(w, np.repeat(w[:1], 8), int(dh[i]), 10**9, rule)
+        assert got == reference.best(w, np.repeat(w[:1], 8), int(dh[i]), 10**9, rule), i
+        out.append(got)
+    return out
+for i in range(TAIL_ROWS - 1):
+    index.add(i + 1, rows[i], int(dh[i]))
+    reference.add(i + 1, rows[i], int(dh[i]))
+assert all(a is not None for a in answers())
+print("numba" in sys.modules, len(index._segments))
+index.add(TAIL_ROWS, rows[-1], int(dh[-1]))
+reference.add(TAIL_ROWS, rows[-1], int(dh[-1]))
+assert all(a is not None for a in answers())
+print("numba" in sys.modules, len(index._segments))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "0", "True", "1"]

@@ -119,3 +119,27 @@ def test_a_second_owner_of_the_state_dir_is_refused(tmp_path, edited_set):
         assert "owned by" in proc.stderr
     finally:
         holder.release()
+
+
+def test_a_small_scan_never_loads_the_hash_kernels_and_the_daemon_warms_them(edited_set, tmp_path):
+    """A scan of fewer than TAIL_ROWS files searches hashes exhaustively (the same answers: tests/test_hashindex.py)
+    and never imports numba, about 120 MiB and a second of CPU; the daemon's owner loads the kernels at start,
+    so its first segment never stalls a verdict. The scan still finds the copies."""
+    import sys
+
+    listing = tmp_path / "files.txt"
+    listing.write_text("".join(f"{edited_set[k]}\n" for k in ("original", "reencode", "mirror", "unrelated")))
+    code = ("import io, sys; from daemon.config import Settings; from daemon.scan import run_scan; "
+            "from daemon.catalog import Catalog; from daemon.owner import IndexOwner; out = io.StringIO(); "
+            f"s = Settings(state_dir={str(tmp_path / 'state')!r}, hash_only=True); "
+            f"run_scan(s, open({str(listing)!r}).read().split(), out=out); print(out.getvalue()); "
+            "print('numba' in sys.modules); "
+            f"IndexOwner(Settings(state_dir={str(tmp_path / 'd')!r}, hash_only=True), "
+            f"Catalog({str(tmp_path / 'd.db')!r}), warm_kernels=True); print('numba' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], env=base_env(tmp_path / "state"), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    *records, scanned, warmed = proc.stdout.split("\n")[:-1]
+    verdicts = [json.loads(line)["verdict"] for line in records if line]
+    assert verdicts == ["new", "edited-copy", "edited-copy", "new"], verdicts
+    assert (scanned, warmed) == ("False", "True")
