@@ -28,7 +28,10 @@ Rows arrive one at a time (in id order), so the index is a stack of segments bui
 rows sit in a small tail that is scanned; a full tail becomes a segment, and segments of similar size
 merge into one rebuilt with chunks re-tuned to its size (about log2(entries) bits, so a bucket holds about
 one entry). Sizes double like a binary counter: about log2(N / TAIL_ROWS) segments, each row rebuilt that
-many times over the catalog's life. The probe, verify and build loops are compiled with numba.
+many times over the catalog's life. The probe, verify and build loops are compiled with numba
+(daemon.hashkernels), imported when the first segment is built: until then (fewer than TAIL_ROWS rows, such
+as a scan of a small folder) `best()` is the exhaustive search itself, and the process never pays numba's
+import and kernels (about 120 MiB and 1.2 CPU-s on 2 cores, 2026-11-27).
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from workers.hashing import hamming
@@ -191,139 +193,6 @@ class ExhaustiveHashIndex:
         return [HashHit(int(d["id"][j]), int(p[j]), int(d["dhash"][j]), "phash") for j in order]
 
 
-# --- compiled kernels ------------------------------------------------------------------------------------
-
-_M1 = np.uint64(0x5555555555555555)
-_M2 = np.uint64(0x3333333333333333)
-_M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
-_H01 = np.uint64(0x0101010101010101)
-
-
-@numba.njit(cache=True, inline="always")
-def _popcount(x: np.uint64) -> int:
-    x = x - ((x >> np.uint64(1)) & _M1)
-    x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
-    x = (x + (x >> np.uint64(4))) & _M4
-    return int((x * _H01) >> np.uint64(56))
-
-
-@numba.njit(cache=True, inline="always")
-def chunk_radius(r: int, m: int, c: int) -> int:
-    """Chunk c's probe radius (of m) for a whole-hash radius r = a*m + b: a for the last b+1 chunks (the
-    narrowest: `chunk_widths` puts the extra bits first), a-1 (-1: not probed) for the others. A hash
-    within r has some chunk within its radius, or the chunk distances would sum past r."""
-    a, b = r // m, r % m
-    return a if c >= m - b - 1 else a - 1
-
-
-@numba.njit(cache=True)
-def _build_table(values, per_row, lo, shifts, widths, off_base, offsets, ent_val, ent_pos):  # pragma: no cover
-    """Counting sort of `values` (uint64, `per_row` per stored row) into each chunk's buckets."""
-    n = values.shape[0]
-    for c in range(shifts.shape[0]):
-        mask = (np.uint64(1) << np.uint64(widths[c])) - np.uint64(1)
-        shift = np.uint64(shifts[c])
-        base = off_base[c]
-        buckets = 1 << widths[c]
-        for e in range(n):
-            offsets[base + np.int64((values[e] >> shift) & mask) + 1] += 1
-        for k in range(buckets):
-            offsets[base + k + 1] += offsets[base + k]
-        fill = offsets[base:base + buckets].copy()
-        for e in range(n):
-            k = np.int64((values[e] >> shift) & mask)
-            i = fill[k]
-            fill[k] += 1
-            ent_val[c, i] = values[e]
-            ent_pos[c, i] = lo + e // per_row
-
-
-@numba.njit(cache=True)
-def _probe(queries, radii, shifts, widths, off_base, offsets, ent_val, ent_pos, seen, stamp, out, n_out):  # pragma: no cover
-    """Add to `out` every stored position with an entry within its query's radius; returns the new count.
-    Buckets are enumerated per chunk at its `chunk_radius` with Gosper's hack (masks of j set bits)."""
-    m = shifts.shape[0]
-    for qi in range(queries.shape[0]):
-        r = radii[qi]
-        if r < 0:
-            continue
-        q = queries[qi]
-        for c in range(m):
-            per_chunk = chunk_radius(r, m, c)
-            if per_chunk < 0:
-                continue
-            w = widths[c]
-            shift = np.uint64(shifts[c])
-            limit = np.int64(1) << w
-            qk = np.int64((q >> shift) & np.uint64(limit - 1))
-            base = off_base[c]
-            for j in range(min(per_chunk, w) + 1):
-                v = (np.int64(1) << j) - 1
-                while v < limit:
-                    key = qk ^ v
-                    for i in range(offsets[base + key], offsets[base + key + 1]):
-                        if _popcount(ent_val[c, i] ^ q) <= r:
-                            p = ent_pos[c, i]
-                            if seen[p] != stamp:
-                                seen[p] = stamp
-                                out[n_out] = p
-                                n_out += 1
-                    if v == 0:
-                        break
-                    low = v & -v
-                    ripple = v + low
-                    v = (((ripple ^ v) >> 2) // low) | ripple
-    return n_out
-
-
-@numba.njit(cache=True)
-def _add_range(lo, hi, seen, stamp, out, n_out):  # pragma: no cover
-    """Candidates by scanning: every position in [lo, hi) (segments where probing costs more)."""
-    for p in range(lo, hi):
-        if seen[p] != stamp:
-            seen[p] = stamp
-            out[n_out] = p
-            n_out += 1
-    return n_out
-
-
-@numba.njit(cache=True)
-def _verify(cands, ids, windows, dhash, live, before_id, excluded, qwin, qdih, qd, rule):  # pragma: no cover
-    """Exact distances of each candidate; the accepted one with the least 2p + d, earliest among equals.
-    Returns [position or -1, phash, crop, pad, dhash]."""
-    best = np.array([-1, 0, 0, 0, 0], dtype=np.int64)
-    best_score = 1 << 30
-    nw = windows.shape[1]
-    for t in range(cands.shape[0]):
-        p = cands[t]
-        if not live[p] or ids[p] >= before_id:
-            continue
-        if excluded.shape[0]:
-            k = np.searchsorted(excluded, ids[p])
-            if k < excluded.shape[0] and excluded[k] == ids[p]:
-                continue
-        full = windows[p, 0]
-        ph = 64
-        for k in range(qdih.shape[0]):
-            ph = min(ph, _popcount(full ^ qdih[k]))
-        crop = 64
-        for k in range(nw):
-            crop = min(crop, _popcount(windows[p, k] ^ qwin[0]))
-        pad = 64
-        for k in range(qwin.shape[0]):
-            pad = min(pad, _popcount(full ^ qwin[k]))
-        d = _popcount(dhash[p] ^ qd)
-        pmin = min(ph, crop, pad)
-        if not (ph <= rule[0] or crop <= rule[1] or pad <= rule[1] or d <= rule[2]
-                or (pmin <= rule[3] and d <= rule[4])):
-            continue
-        score = 2 * pmin + d
-        if score < best_score or (score == best_score and p < best[0]):
-            best_score = score
-            best[0], best[1], best[2], best[3], best[4] = p, ph, crop, pad, d
-    return best
-
-
 # --- the index -------------------------------------------------------------------------------------------
 
 MAX_CHUNK_BITS = 22
@@ -348,6 +217,8 @@ def _probe_cost(widths: list[int], radius: int) -> int:
     """Buckets a query visits in one table at this radius."""
     if radius < 0:
         return 0
+    from daemon.hashkernels import chunk_radius  # only segments have a cost: numba is loaded by then
+
     m = len(widths)
     return sum(math.comb(w, j) for c, w in enumerate(widths) for j in range(min(chunk_radius(radius, m, c), w) + 1))
 
@@ -364,7 +235,9 @@ class _Table:
         self.ent_val = np.empty((len(widths), len(values)), np.uint64)
         self.ent_pos = np.empty((len(widths), len(values)), np.uint32)
         self.widths_arr = widths
-        _build_table(values.view(np.uint64), per_row, lo, self.shifts, widths, self.off_base, self.offsets,
+        from daemon.hashkernels import build_table
+
+        build_table(values.view(np.uint64), per_row, lo, self.shifts, widths, self.off_base, self.offsets,
                      self.ent_val, self.ent_pos)
 
     @classmethod
@@ -385,7 +258,9 @@ class _Table:
 
     def probe(self, queries: np.ndarray, radii: np.ndarray, seen: np.ndarray, stamp: int, out: np.ndarray,
               n_out: int) -> int:
-        return _probe(queries, radii, self.shifts, self.widths_arr, self.off_base, self.offsets, self.ent_val,
+        from daemon.hashkernels import probe
+
+        return probe(queries, radii, self.shifts, self.widths_arr, self.off_base, self.offsets, self.ent_val,
                       self.ent_pos, seen, stamp, out, n_out)
 
 
@@ -484,8 +359,10 @@ class HashIndex(ExhaustiveHashIndex):
              excluded: Collection[int] = frozenset()) -> HashHit | None:
         """The closest earlier file that the rule accepts as an edited copy, or None (exact)."""
         n = self._n
-        if n == 0:
-            return None
+        if not self._segments:  # all rows in the tail: the scan is the exhaustive search, no kernels needed
+            return super().best(windows, dihedral, dhash, before_id, rule, excluded)
+        from daemon.hashkernels import add_range, verify
+
         if len(self._seen) < n:
             self._seen = np.zeros(len(self._ids), np.int32)
             self._cands = np.zeros(len(self._ids), np.int64)
@@ -502,15 +379,15 @@ class HashIndex(ExhaustiveHashIndex):
         stamp, cands, seen, count = self._stamp, self._cands, self._seen, 0
         for seg in self._segments:
             if seg.probe_cost(radii, int(crop_r[0]), int(dhash_r[0])) >= self._scan_factor * (seg.hi - seg.lo):
-                count = _add_range(seg.lo, seg.hi, seen, stamp, cands, count)
+                count = add_range(seg.lo, seg.hi, seen, stamp, cands, count)
                 continue
             count = seg.full.probe(full_q, full_r, seen, stamp, cands, count)
             if seg.crops is not None:
                 count = seg.crops.probe(qwin[:1], crop_r, seen, stamp, cands, count)
             count = seg.dhash.probe(qd, dhash_r, seen, stamp, cands, count)
-        count = _add_range(self._indexed, n, seen, stamp, cands, count)
+        count = add_range(self._indexed, n, seen, stamp, cands, count)
         skip = np.sort(np.fromiter(excluded, np.int64)) if excluded else np.zeros(0, np.int64)
-        pos, ph, crop, pad, d = _verify(cands[:count], self._ids, self._windows.view(np.uint64),
+        pos, ph, crop, pad, d = verify(cands[:count], self._ids, self._windows.view(np.uint64),
                                         self._dhash.view(np.uint64), self._live, before_id, skip, qwin, qdih, qd[0],
                                         rule_arr).tolist()
         if pos < 0:

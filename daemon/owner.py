@@ -61,8 +61,12 @@ HASH_SNAPSHOT = "hashes"
 
 class IndexOwner:
     def __init__(self, settings: Settings, catalog: Catalog, sinks: Iterable[Sink] = (),
-                 on_commit: Callable[[Any, VerdictEvent], None] | None = None):
+                 on_commit: Callable[[Any, VerdictEvent], None] | None = None, *, warm_kernels: bool = False):
+        """`warm_kernels`: load the hash index's compiled kernels at start even while the catalog is too small
+        to need them (the daemon: so the verdict that builds the first segment does not wait for them).
+        One-shot commands leave them to that first segment, which a small folder never reaches."""
         self.settings = settings
+        self.warm_kernels = warm_kernels
         self.catalog = catalog
         self.sinks = list(sinks)
         self.on_commit = on_commit  # called inside the verdict's transaction (webhook outbox)
@@ -94,7 +98,8 @@ class IndexOwner:
         counting sort instead of a merge per 2 k rows. The vector snapshots are reconciled range by range
         as the stream goes (`ModelVectors.load_range`), so no whole-catalog id list is held."""
         started = time.monotonic()
-        _compile_hash_kernels(self.thresholds.hashes)
+        if self.warm_kernels:
+            _compile_hash_kernels(self.thresholds.hashes)
         keep = self.settings.match.keep_deleted
         width = len(WINDOWS) * 8
         self._hashes_saved: tuple[int, int] | None = None  # (rows, live rows) of the snapshot on disk

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TextIO
 
 from daemon import __version__, outbox
@@ -45,35 +46,30 @@ def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout,
     counts: dict[str, int] = {}
     bar = _progress(total) if progress else None
     commands = CommandSink(settings.commands)
+    ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan-ahead")
     try:
         _finish_leftovers(settings, catalog, owner, pipeline, [EventLog(state.events), commands])
+        previous: tuple[list[int], int, Future] | None = None
+        previous_paths: set[str] = set()
         for batch in _batches(paths, settings.model.batch_size):
-            ids: list[int] = []
-            todo: list[tuple[int, str]] = []
-            landed = [(path, *_stat(path)) for path in map(os.path.abspath, batch)]
-            for (path, _size, _mtime), new_id in zip(landed, owner.register_many(landed), strict=True):
-                if new_id is None:  # this exact version was already decided: report it as it stands
-                    row = catalog.by_path(path)
-                    assert row is not None  # register() just found its current row
-                    ids.append(row.id)
-                else:
-                    ids.append(new_id)
-                    todo.append((new_id, path))
-            owner.accept(pipeline.run(todo))
-            decided = {e.file.id: e for e in owner.decide_ready(limit=len(todo) + 1_000_000)}
-            for file_id in ids:
-                event = decided.get(file_id)
-                if event is None:  # decided earlier: its verdict as the catalog holds it
-                    row = catalog.get(file_id)
-                    assert row is not None  # registered above, and rows are never removed
-                    event = event_for(row, catalog)
-                counts[event.kind] = counts.get(event.kind, 0) + 1
-                out.write(dumps(scan_record(event)) + "\n")
-            out.flush()
-            if bar is not None:
-                bar.update(len(batch))
+            batch = [os.path.abspath(p) for p in batch]
+            if previous is not None and not previous_paths.isdisjoint(batch):
+                # a path listed again lands after its earlier listing is decided, as without the overlap
+                _finish(owner, catalog, *previous, out, counts, bar)
+                previous = None
+            ids, todo = _register(owner, catalog, batch)
+            # This batch decodes (and runs its models) in the background while the previous one is decided:
+            # its rows are pending, so the previous batch's verdicts cannot see them, and each file's features
+            # depend on nothing but the file.
+            running = ahead.submit(pipeline.run, todo)
+            if previous is not None:
+                _finish(owner, catalog, *previous, out, counts, bar)
+            previous, previous_paths = (ids, len(todo), running), set(batch)
+        if previous is not None:
+            _finish(owner, catalog, *previous, out, counts, bar)
         owner.save()
     finally:
+        ahead.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
         commands.close()
@@ -81,6 +77,40 @@ def run_scan(settings: Settings, paths: Iterable[str], out: TextIO = sys.stdout,
         catalog.close()
         state.release()
     return counts
+
+
+def _register(owner: IndexOwner, catalog: Catalog, batch: list[str]) -> tuple[list[int], list[tuple[int, str]]]:
+    """Land a batch (absolute paths) in the catalog: every path's row id, and the (id, path) of those to process."""
+    ids: list[int] = []
+    todo: list[tuple[int, str]] = []
+    landed = [(path, *_stat(path)) for path in batch]
+    for (path, _size, _mtime), new_id in zip(landed, owner.register_many(landed), strict=True):
+        if new_id is None:  # this exact version was already decided: report it as it stands
+            row = catalog.by_path(path)
+            assert row is not None  # register() just found its current row
+            ids.append(row.id)
+        else:
+            ids.append(new_id)
+            todo.append((new_id, path))
+    return ids, todo
+
+
+def _finish(owner: IndexOwner, catalog: Catalog, ids: list[int], processed: int, running: Future, out: TextIO,
+            counts: dict[str, int], bar) -> None:
+    """Store a batch's features, decide it, and write its lines in input order."""
+    owner.accept(running.result())
+    decided = {e.file.id: e for e in owner.decide_ready(limit=processed + 1_000_000)}
+    for file_id in ids:
+        event = decided.get(file_id)
+        if event is None:  # decided earlier: its verdict as the catalog holds it
+            row = catalog.get(file_id)
+            assert row is not None  # registered above, and rows are never removed
+            event = event_for(row, catalog)
+        counts[event.kind] = counts.get(event.kind, 0) + 1
+        out.write(dumps(scan_record(event)) + "\n")
+    out.flush()
+    if bar is not None:
+        bar.update(len(ids))
 
 
 def _finish_leftovers(settings: Settings, catalog: Catalog, owner: IndexOwner, pipeline: Pipeline,

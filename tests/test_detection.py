@@ -211,3 +211,46 @@ def test_sscd_on_a_cpu_embeds_a_batch_in_bounded_calls(photos):
     whole = run_batches(batch, lambda x: run(None, {copier.input_name: x})[0])
     assert np.allclose(vectors, whole, atol=1e-5)
     assert np.allclose(vectors[0], vectors[len(images)], atol=1e-5)  # the same picture, another call
+
+
+def test_sscd_on_a_cpu_runs_in_the_decode_threads_with_a_whole_batch_s_vectors(photos, tmp_path):
+    """On a CPU each decode thread embeds the file it decoded (decoding and the model overlap on every core),
+    one call per file: the vectors, the framed picture's inner one included, are those of one call over the
+    whole batch to the bit, so no verdict can move with the change."""
+    import threading
+
+    from daemon.config import Settings
+    from workers.content import picture_box
+    from workers.decode import decode_file
+    from workers.models.copy import load_copy_model
+    from workers.pipeline import Pipeline
+
+    copier, status = load_copy_model(Settings())
+    assert copier is not None and copier.in_decode_threads, status
+    files = [letterbox(photos["coffee"], tmp_path / "framed.jpg"), photos["rocket"], photos["chelsea"],
+             photos["astronaut"]]
+    calls: list[tuple[str, np.ndarray]] = []
+    run = copier.session.run
+    copier.session.run = lambda names, feed: calls.append(
+        (threading.current_thread().name, feed[copier.input_name])) or run(names, feed)
+    pipeline = Pipeline(Settings().decode, None, copier)
+    try:
+        feats = pipeline.run(list(enumerate(map(str, files))))
+    finally:
+        pipeline.close()
+    assert sorted(len(x) for _, x in calls) == [1, 1, 1, 2]  # one call per file; the framed one has its inner cut
+    assert all(name.startswith("decode") for name, _ in calls), [name for name, _ in calls]
+    d = Settings().decode
+    images = [decode_file(str(p), size=d.size, max_pixels=d.max_pixels, max_bytes=d.max_file_bytes).image
+              for p in files]  # as the pipeline decodes them
+    inputs = [copier.preprocess(image) for image in images]
+    box = picture_box(images[0])
+    assert box is not None
+    w, h = images[0].size
+    inputs.append(copier.preprocess(images[0].crop((round(box[0] * w), round(box[1] * h), round(box[2] * w),
+                                                    round(box[3] * h)))))
+    whole = run(None, {copier.input_name: np.stack(inputs)})[0]
+    whole = whole / np.maximum(np.linalg.norm(whole, axis=1, keepdims=True), 1e-12)
+    assert np.array_equal(np.stack([f.copy_embedding for f in feats]), whole[:4])  # each file's, bit for bit
+    assert np.array_equal(feats[0].copy_inner, whole[4])
+    assert all(f.copy_inner is None for f in feats[1:])

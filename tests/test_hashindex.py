@@ -216,9 +216,9 @@ def test_the_owners_warm_up_compiles_every_kernel_a_verdict_runs():
     """Start-up compiles (or loads from numba's cache) the kernels, so that the first verdict does not stall
     on it. In a fresh interpreter: a kernel left to the first query would have no signature yet."""
     code = ("from daemon.config import Settings; from daemon.verdict import Thresholds; "
-            "from daemon.owner import _compile_hash_kernels; from daemon import hashindex as h; "
+            "from daemon.owner import _compile_hash_kernels; from daemon import hashkernels as h; "
             "_compile_hash_kernels(Thresholds.resolve(Settings(hash_only=True).match, None).hashes); "
-            "print(*(len(k.signatures) for k in (h._build_table, h._probe, h._add_range, h._verify)))")
+            "print(*(len(k.signatures) for k in (h.build_table, h.probe, h.add_range, h.verify)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.stdout.split() == ["1"] * 4, done.stdout
@@ -262,3 +262,42 @@ def test_a_probe_finds_every_hash_at_the_radius_however_its_bits_fall_across_the
         found = set(out[:count].tolist())
         missing = [p for p in range(entries - len(planted), entries) if p not in found]
         assert not missing, f"r={r}, widths {widths}: {len(missing)} of {len(planted)} splits not probed"
+
+
+def test_a_small_index_is_the_exhaustive_search_and_never_imports_numba():
+    """Below TAIL_ROWS rows (a scan of a small folder) best() is the exhaustive search itself, and numba (about
+    120 MiB and a second of CPU with its kernels) is not imported; the first segment brings the kernels, and
+    the answers stay the exhaustive ones on both sides of it."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import numpy as np
+from daemon.hashindex import TAIL_ROWS, ExhaustiveHashIndex, HashIndex, HashRule
+rng = np.random.default_rng(7)
+rule = HashRule(8, 6, 6, 14, 10)
+rows = rng.integers(-2**63, 2**63 - 1, size=(TAIL_ROWS, 9), dtype=np.int64)
+dh = rng.integers(-2**63, 2**63 - 1, size=TAIL_ROWS, dtype=np.int64)
+index, reference = HashIndex(9), ExhaustiveHashIndex(9)
+def answers():
+    out = []
+    for i in range(0, index._n, 97):
+        w = rows[i] ^ np.int64(5)  # two bits off row i: a hit
+        got = index.best(w, np.repeat(w[:1], 8), int(dh[i]), 10**9, rule)
+        assert got == reference.best(w, np.repeat(w[:1], 8), int(dh[i]), 10**9, rule), i
+        out.append(got)
+    return out
+for i in range(TAIL_ROWS - 1):
+    index.add(i + 1, rows[i], int(dh[i]))
+    reference.add(i + 1, rows[i], int(dh[i]))
+assert all(a is not None for a in answers())
+print("numba" in sys.modules, len(index._segments))
+index.add(TAIL_ROWS, rows[-1], int(dh[-1]))
+reference.add(TAIL_ROWS, rows[-1], int(dh[-1]))
+assert all(a is not None for a in answers())
+print("numba" in sys.modules, len(index._segments))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "0", "True", "1"]

@@ -77,6 +77,29 @@ def test_an_offline_host_decides_once_from_a_quick_probe(tmp_path, photos):
     assert f"{HUB_HOST} unreachable" in proc.stderr and "not in the cache" in proc.stderr
 
 
+@pytest.mark.parametrize("cached", [False, True])
+def test_an_offline_host_without_cached_weights_never_imports_torch(tmp_path, cached):
+    """Offline with a pretrained tag and nothing in any weight cache, open_clip could only fail, after
+    importing torch and building the model (hundreds of MB, seconds of CPU): the loader says so first. Any
+    cached file leaves the decision to open_clip, so weights that are there still load."""
+    home = tmp_path / "hf"
+    if cached:  # a file in huggingface_hub's cache (not these weights: open_clip must look, then refuse)
+        blob = home / "hub" / "models--laion--some-other-model" / "blobs" / "0123"
+        blob.parent.mkdir(parents=True)
+        blob.write_bytes(b"weights")
+    code = ("import sys; from daemon.config import Settings; from workers.models.base import load_model; "
+            "e, status = load_model(Settings()); assert e is None and status['state'] == 'unavailable', status; "
+            "print(status['reason']); print('torch' in sys.modules)")
+    env = {**base_env(tmp_path / "state"), "HF_HOME": str(home), "HOME": str(tmp_path)}
+    env.pop("HF_HUB_CACHE", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    reason, imported = out.stdout.strip().splitlines()[-2:]
+    assert "not in the cache" in reason and "HF_HUB_OFFLINE" in reason
+    assert imported == str(cached)
+
+
 def test_hash_only_by_choice_loads_nothing():
     embedder, status = load_model(Settings(hash_only=True))
     assert embedder is None and status["state"] == "hash-only"

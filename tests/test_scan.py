@@ -119,3 +119,68 @@ def test_a_second_owner_of_the_state_dir_is_refused(tmp_path, edited_set):
         assert "owned by" in proc.stderr
     finally:
         holder.release()
+
+
+def test_a_small_scan_never_loads_the_hash_kernels_and_the_daemon_warms_them(edited_set, tmp_path):
+    """A scan of fewer than TAIL_ROWS files searches hashes exhaustively (the same answers: tests/test_hashindex.py)
+    and never imports numba, about 120 MiB and a second of CPU; the daemon's owner loads the kernels at start,
+    so its first segment never stalls a verdict. The scan still finds the copies."""
+    import sys
+
+    listing = tmp_path / "files.txt"
+    listing.write_text("".join(f"{edited_set[k]}\n" for k in ("original", "reencode", "mirror", "unrelated")))
+    code = ("import io, sys; from daemon.config import Settings; from daemon.scan import run_scan; "
+            "from daemon.catalog import Catalog; from daemon.owner import IndexOwner; out = io.StringIO(); "
+            f"s = Settings(state_dir={str(tmp_path / 'state')!r}, hash_only=True); "
+            f"run_scan(s, open({str(listing)!r}).read().split(), out=out); print(out.getvalue()); "
+            "print('numba' in sys.modules); "
+            f"IndexOwner(Settings(state_dir={str(tmp_path / 'd')!r}, hash_only=True), "
+            f"Catalog({str(tmp_path / 'd.db')!r}), warm_kernels=True); print('numba' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], env=base_env(tmp_path / "state"), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    *records, scanned, warmed = proc.stdout.split("\n")[:-1]
+    verdicts = [json.loads(line)["verdict"] for line in records if line]
+    assert verdicts == ["new", "edited-copy", "edited-copy", "new"], verdicts
+    assert (scanned, warmed) == ("False", "True")
+
+
+def test_a_scan_decodes_the_next_batch_while_it_decides_one(edited_set, tmp_path, monkeypatch):
+    """Decoding (and the models) of batch k+1 runs in the background while batch k is decided, so the cores do
+    not take turns; the verdicts and their order are those of one batch at a time (a path listed again waits
+    for its earlier listing's verdict)."""
+    import io
+    import threading
+
+    from daemon.config import Settings
+    from daemon.owner import IndexOwner
+    from daemon.scan import run_scan
+    from workers.pipeline import Pipeline
+
+    started = [threading.Event() for _ in range(3)]
+    decoded_by: set[str] = set()
+    overlapped: list[bool] = []
+    run, decide = Pipeline.run, IndexOwner.decide_ready
+
+    def logged_run(self, items):
+        started[sum(e.is_set() for e in started)].set()
+        decoded_by.add(threading.current_thread().name)
+        return run(self, items)
+
+    def waiting_decide(self, limit=1000):
+        k = len(overlapped)
+        if k + 1 < len(started):  # a sequential scan would decode batch k+1 only after this returns
+            overlapped.append(started[k + 1].wait(timeout=20))
+        return decide(self, limit)
+
+    monkeypatch.setattr(Pipeline, "run", logged_run)
+    monkeypatch.setattr(IndexOwner, "decide_ready", waiting_decide)
+    order = ["original", "reencode", "unrelated", "mirror", "crop", "original"]
+    out = io.StringIO()
+    settings = Settings(state_dir=tmp_path / "state", hash_only=True, model={"batch_size": 2})
+    run_scan(settings, [str(edited_set[k]) for k in order], out=out)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["path"] for r in records] == [str(edited_set[k]) for k in order]
+    assert [r["verdict"] for r in records] == ["new", "edited-copy", "new", "edited-copy", "edited-copy", "new"]
+    assert records[-1] == records[0]  # listed again: reported as it stands
+    assert overlapped == [True, True] and decoded_by == {"scan-ahead_0"}

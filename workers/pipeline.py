@@ -50,8 +50,9 @@ class Prepared:
     windows: np.ndarray  # uint8 [len(WINDOWS),32,32] pHash planes
     g98: np.ndarray  # uint8 [8,9] dHash plane
     pixels: torch.Tensor | None  # the semantic model's input [3,H,W], None without one
-    copy_pixels: np.ndarray | None  # the copy descriptor's uint8 [H,W,3], None without one
-    inner_pixels: np.ndarray | None = None  # the same for the picture inside a frame, when there is one
+    copy_inputs: list[np.ndarray] | None  # the copy descriptor's uint8 [H,W,3] inputs, None without one: the
+    # file's, then the picture's inside its frame when there is one
+    copy_vectors: np.ndarray | None = None  # their [n, dim] vectors once embedded (in the decode thread on a CPU)
 
 
 def decode_threads(setting: int) -> int:
@@ -97,14 +98,16 @@ class Pipeline:
                                   follow_symlinks=self.follow_symlinks, max_full_pixels=s.max_full_pixels)
             windows, g98 = hashing.hash_planes(decoded.image)
             pixels = self.embedder.preprocess(decoded.image) if self.embedder is not None else None
-            copy_pixels = inner_pixels = None
+            copy_inputs = copy_vectors = None
             if self.copier is not None:
-                copy_pixels = self.copier.preprocess(decoded.image)
+                copy_inputs = [self.copier.preprocess(decoded.image)]
                 box = picture_box(decoded.image)
                 if box is not None:
                     w, h = decoded.image.size
-                    inner_pixels = self.copier.preprocess(decoded.image.crop(
-                        (round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h))))
+                    copy_inputs.append(self.copier.preprocess(decoded.image.crop(
+                        (round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)))))
+                if self.copier.in_decode_threads:
+                    copy_vectors = self._copy_vectors_here(path, copy_inputs)
         except DecodeError as exc:
             feats.error = f"{exc.reason}: {exc.detail}"
             return feats, None
@@ -115,7 +118,18 @@ class Pipeline:
         feats.sha256, feats.pixel_sha = decoded.sha256, decoded.pixel_sha
         feats.width, feats.height, feats.format, feats.size = (decoded.width, decoded.height,
                                                                decoded.format, decoded.size)
-        return feats, Prepared(windows, g98, pixels, copy_pixels, inner_pixels)
+        return feats, Prepared(windows, g98, pixels, copy_inputs, copy_vectors)
+
+    def _copy_vectors_here(self, path: str, inputs: list[np.ndarray]) -> np.ndarray | None:
+        """One file's copy vectors, in its decode thread: on a CPU each thread runs its own one-thread model call
+        while the others decode, so the cores never wait for a whole batch to be decoded, and no batch of
+        model inputs is held (the vectors do not depend on what else is in a call: tests/test_detection.py)."""
+        assert self.copier is not None
+        try:
+            return self.copier.embed(inputs)
+        except Exception:  # as in _copy_embed: this file keeps its hashes, its verdict degrades rather than fail
+            log.exception("copy descriptor failed for %s; continuing without it", path)
+            return None
 
     def _hash(self, feats: list[Features], prepared: list[Prepared]) -> None:
         """Batched hashes: numpy on the CPU; on the model's GPU when there is one (same results)."""
@@ -156,17 +170,22 @@ class Pipeline:
             f.model = self.embedder.identity
 
     def _copy_embed(self, feats: list[Features], prepared: list[Prepared]) -> None:
-        """The copy descriptor over the batch: numpy straight into the model (no torch for ONNX)."""
+        """The copy vectors onto the features: embedded here as one batch (a GPU), or already by the decode
+        threads (a CPU). numpy straight into the model (no torch for ONNX)."""
         assert self.copier is not None
-        inner = [i for i, p in enumerate(prepared) if p.inner_pixels is not None]
-        try:
-            vectors = self.copier.embed(_inputs([p.copy_pixels for p in prepared] +
-                                                [prepared[i].inner_pixels for i in inner]))
-        except Exception:  # as in _embed: hashes stay usable, verdicts degrade rather than fail
-            log.exception("copy descriptor failed for a batch of %d; continuing without it", len(feats))
-            return
-        for f, v in zip(feats, vectors, strict=False):
-            f.copy_embedding = v
+        if not self.copier.in_decode_threads:
+            try:
+                inputs = _inputs([p.copy_inputs for p in prepared])
+                vectors = self.copier.embed([a for x in inputs for a in x])
+            except Exception:  # as in _embed: hashes stay usable, verdicts degrade rather than fail
+                log.exception("copy descriptor failed for a batch of %d; continuing without it", len(feats))
+                return
+            for p, x, end in zip(prepared, inputs, np.cumsum([len(x) for x in inputs]), strict=True):
+                p.copy_vectors = vectors[end - len(x):end]
+        for f, p in zip(feats, prepared, strict=True):
+            if p.copy_vectors is None:
+                continue
+            f.copy_embedding = p.copy_vectors[0]
             f.copy_model = self.copier.identity
-        for i, v in zip(inner, vectors[len(feats):], strict=True):
-            feats[i].copy_inner = v
+            if len(p.copy_vectors) > 1:
+                f.copy_inner = p.copy_vectors[1]

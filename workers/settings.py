@@ -57,7 +57,8 @@ class CopyModelSettings(Section):
     resize: Literal["square", "short-side"] = Field(
         defaults.COPY_RESIZE, description="square: squash to input_size x input_size; short-side: short side to "
                                           "input_size, aspect kept (the graphs take any size).")
-    threads: int = Field(0, ge=0, description="onnxruntime/torch intra-op threads; 0 = one per usable core.")
+    threads: int = Field(0, ge=0, description="onnxruntime/torch intra-op threads; 0 = 1 for ONNX on a CPU (each "
+                                              "decode thread runs its own calls), else one per usable core.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 (onnxruntime's CUDA provider or torch).")
     precision: Literal["auto", "fp32", "fp16"] = Field(
         "auto", description="TorchScript files: auto = fp16 on CUDA, fp32 on the CPU (ONNX graphs keep their own).")

@@ -37,6 +37,7 @@ class CopyDescriptor(Protocol):
     identity: str  # names the weights and the input cut: scores of two identities never mix
     dim: int
     device: str
+    in_decode_threads: bool  # a CPU model: each decode thread embeds its own file (Pipeline), one thread a call
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """One RGB image to uint8 [H, W, 3] (runs in a decode thread)."""

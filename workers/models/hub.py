@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+from pathlib import Path
 
 log = logging.getLogger("dupwatch.model")
 
@@ -62,3 +63,27 @@ def _go_offline() -> None:
         constants.HF_HUB_OFFLINE = True
     except ImportError:
         pass
+
+
+def weights_cache_dirs(cache_dir: str | None) -> list[Path]:
+    """Where open_clip can find a pretrained tag's weights without the network: `model.cache_dir` when set
+    (both of its download routes take it), else huggingface_hub's cache and open_clip's own URL cache."""
+    if cache_dir:
+        return [Path(cache_dir).expanduser()]
+    from huggingface_hub import constants  # the constants alone: no torch, a few milliseconds
+
+    return [Path(constants.HF_HUB_CACHE), Path("~/.cache/clip").expanduser()]
+
+
+def holds_any_file(dirs: list[Path]) -> bool:
+    """Whether any of `dirs` holds a file at any depth (stops at the first one found)."""
+    return any(f.is_file() for d in dirs if d.is_dir() for f in d.rglob("*"))
+
+
+def cannot_fetch(name: str, pretrained: str, offline: str) -> str:
+    """The reason given when a pretrained tag's weights are not cached and the hub is not used."""
+    return f"weights {pretrained!r} for {name} are not in the cache and the model hub is not used ({offline})"
+
+
+CANNOT_FETCH_FIX = ("fetch them once on this host with internet, or download the checkpoint elsewhere and set "
+                    "model.pretrained (DUPWATCH_MODEL__PRETRAINED) to its path; model.name = none silences this")

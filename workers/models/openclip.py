@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from workers.models.base import ModelUnavailable, identity_of, is_checkpoint_path, resolve_device, resolve_dtype
-from workers.models.hub import offline_reason
+from workers.models.hub import CANNOT_FETCH_FIX, cannot_fetch, offline_reason
 from workers.settings import ModelSettings
 from workers.torch_guard import ensure_torchvision_importable
 
@@ -48,12 +48,7 @@ class OpenClipEmbedder:
                 device=self.device, cache_dir=settings.cache_dir)
         except Exception as exc:  # network, hub, corrupt file: all mean "no usable weights"
             if offline:
-                raise ModelUnavailable(
-                    f"weights {pretrained!r} for {settings.name} are not in the cache and the model hub is not "
-                    f"used ({offline})",
-                    "fetch them once on this host with internet, or download the checkpoint elsewhere and set "
-                    "model.pretrained (DUPWATCH_MODEL__PRETRAINED) to its path; model.name = none silences "
-                    "this") from exc
+                raise ModelUnavailable(cannot_fetch(settings.name, pretrained, offline), CANNOT_FETCH_FIX) from exc
             raise ModelUnavailable(
                 f"could not load weights {pretrained!r} for {settings.name}: {exc}",
                 "download the checkpoint on a host with internet and set model.pretrained "

@@ -40,6 +40,7 @@ class TorchScriptCopyDescriptor:
         self.size, self.resize = settings.input_size, settings.resize
         self.identity = identity
         self.device = str(self.torch_device)
+        self.in_decode_threads = False  # torch runs a batch on its own thread pool, CPU or GPU
         self.dim = int(self.embed([self.preprocess(Image.new("RGB", (64, 64)))]).shape[1])
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
