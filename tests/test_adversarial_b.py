@@ -584,7 +584,6 @@ def huge_png(tmp_path):
 def test_search_uploads_are_bounded_and_their_memory_returns(tmp_path, photos, services):
     from concurrent.futures import ThreadPoolExecutor
 
-
     root = tmp_path / "in"
     root.mkdir()
     svc, url = start_search_api(services, tmp_path, root, photos)
@@ -611,7 +610,6 @@ def peak_rss_mb(pid: int) -> float:
 def test_huge_png_is_refused_from_its_header_as_an_upload_and_as_a_file(tmp_path, photos, services):
     """Pillow has no reduced decode for PNG: a 12 KB PNG of 10,000 x 10,000 decodes to 300 MB. Its header
     says so; uploads (413, naming the limit) and files (`too-large`) are refused by the same rule."""
-
     root = tmp_path / "in"
     root.mkdir()
     svc, url = start_search_api(services, tmp_path, root, photos)
