@@ -312,6 +312,45 @@ def settle(state: Path, receiver: Receiver, stall_s: float) -> float:
     return time.monotonic() - started
 
 
+def stall_report(state: Path, log: Path) -> str:
+    """What holds the backlog when it stopped shrinking: the oldest undecided rows (verdicts go in arrival
+    order, so the first one usually blocks the rest), what Redis says of their jobs and of the workers, and the
+    end of the log. Printed before the final stop, so a failure in CI can be diagnosed from its output."""
+    import redis
+    from rq.job import Job
+    from rq.registry import StartedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    from workers import queue as q
+
+    out = ["stalled backlog, oldest undecided rows:"]
+    conn = catalog(state)
+    head = conn.execute("SELECT id, state, job_id, attempts, queued_at, detected_at, error FROM files "
+                        "WHERE state != 'decided' ORDER BY id LIMIT 5").fetchall()
+    conn.close()
+    now = time.time()
+    for r in head:
+        out.append(f"  id {r['id']} {r['state']} job {r['job_id']} attempts {r['attempts']} queued "
+                   f"{now - (r['queued_at'] or r['detected_at']):.0f}s ago error {r['error']}")
+    try:
+        rc = redis.Redis(unix_socket_path=str(state / "redis.sock"))
+        for job_id in dict.fromkeys(r["job_id"] for r in head if r["job_id"]):
+            try:
+                job = Job.fetch(job_id, connection=rc, serializer=JSONSerializer)
+                out.append(f"  job {job_id}: {job.get_status()} worker {job.worker_name} started {job.started_at}")
+            except Exception as exc:  # noqa: BLE001 - a report, whatever Redis holds
+                out.append(f"  job {job_id}: {type(exc).__name__} {exc}")
+        started = StartedJobRegistry(q.INGEST_QUEUE, connection=rc, serializer=JSONSerializer).get_job_ids()
+        workers = {k.decode(): rc.hgetall(k) for k in rc.scan_iter(match=q.WORKER_KEY.format(name="*"))}
+        out.append(f"  redis: queue {rc.llen('rq:queue:' + q.INGEST_QUEUE)}, started {started}, workers {workers}, "
+                   f"results stream {rc.xlen(q.RESULTS_STREAM)}")
+    except Exception as exc:  # noqa: BLE001
+        out.append(f"  redis unreadable: {exc}")
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    out += ["last lines of run.log:"] + [f"  {line[:300]}" for line in lines[-40:]]
+    return "\n".join(out)
+
+
 def check(state: Path, ledger: Ledger, receiver: Receiver, opened: list[str],
           daemon_kills: int) -> list[tuple[str, str, bool]]:
     conn = catalog(state)
@@ -405,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         chaos.join()
         settled_s = settle(state, receiver, stall_s=300)
+        if backlog(state):
+            print(stall_report(state, work / "run.log"), flush=True)  # before the stop changes what Redis holds
         code = run.stop()
     finally:
         if run.proc.poll() is None:

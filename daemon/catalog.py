@@ -205,8 +205,18 @@ def check_file(path: Path) -> None:
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
     change_counter, valid_for = header[24:28], header[92:96]
-    if change_counter == valid_for and size < page_size * pages:
+    if change_counter == valid_for and size < page_size * pages and not _wal_has_frames(path):
         raise CatalogError(path, f"the file is truncated ({size} of {page_size * pages} bytes)")
+
+
+def _wal_has_frames(path: Path) -> bool:
+    """Whether the write-ahead log holds frames past its 32-byte header. A checkpoint copies them into the
+    database file in page order, header page first: one cut short by a full disk leaves a file shorter than
+    its header says, whose missing pages are still in the log (SQLite reads them from there)."""
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size > 32
+    except OSError:
+        return False
 
 
 class Catalog:

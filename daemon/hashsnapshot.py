@@ -48,15 +48,19 @@ def write_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]
     header = json.dumps({"format": FORMAT, "meta": meta, "arrays": specs}).encode()
     start = -(-(8 + len(header)) // ALIGN) * ALIGN
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(len(header).to_bytes(8, "little") + header)
-        for (_, _, _, at), a in zip(specs, arrays.values(), strict=True):
-            fh.seek(start + at)
-            fh.write(np.ascontiguousarray(a).data)
-        fh.truncate(start + offset)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(len(header).to_bytes(8, "little") + header)
+            for (_, _, _, at), a in zip(specs, arrays.values(), strict=True):
+                fh.seek(start + at)
+                fh.write(np.ascontiguousarray(a).data)
+            fh.truncate(start + offset)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: leave no gigabytes of half a snapshot behind
+        raise
 
 
 def read_arrays(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -236,7 +236,12 @@ class Daemon:
             except redis.RedisError:
                 pass  # still pending in the catalog: re-queued at the next start
         if hasattr(self, "owner"):
-            self.owner.save()
+            try:
+                self.owner.save()
+            except Exception as exc:  # noqa: BLE001 - the catalog must still close cleanly below
+                # the snapshots are caches: the next start reconciles or rebuilds them from the catalog
+                log.error("index snapshots not saved at stop (%s); the next start rebuilds what is missing",
+                          _one_line(exc))
         if hasattr(self, "catalog"):
             self.catalog.close()
         self.state.release()

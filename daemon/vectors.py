@@ -84,8 +84,12 @@ class VectorIndex:
         if not self.dirty:
             return
         tmp = self.path.with_suffix(".tmp")
-        self.index.save(str(tmp))
-        tmp.replace(self.path)
+        try:
+            self.index.save(str(tmp))
+            tmp.replace(self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk: leave no half-written snapshot behind
+            raise
         self.dirty = False
 
 

@@ -258,6 +258,36 @@ def test_disk_full_waits_in_a_degraded_state_and_resumes_by_itself(tmp_path, ser
     assert svc.stop() == 0
 
 
+def test_full_disk_at_stop_leaves_no_half_snapshot_and_the_next_start_rebuilds(tmp_path, services, photos,
+                                                                              small_fs):
+    """The hash snapshot is written at stop (4.7 GB at 10 M rows): a full disk there must neither end the stop
+    before the catalog closes nor leave a `.tmp` behind, and the next start rebuilds the index it lacks."""
+    root, state = tmp_path / "in", small_fs / "state"
+    root.mkdir()
+    env = base_env(state, **NO_SWEEP)
+    svc = Service(["run", "--hash-only", str(root)], env, tmp_path / "run.log")
+    services.append(svc)
+    wait_for(lambda: "ready: model" in svc.stderr(), 120, what="a worker")
+    files = distinct_files(photos, tmp_path / "staging")
+    landed = [copy_into(src, root / f"{i:02d}-{src.name}") for i, src in enumerate(files[:6])]
+    all_decided(state, landed)
+
+    filler = fill(small_fs)
+    assert svc.stop() == 0
+    assert "index snapshots not saved at stop" in svc.stderr()
+    assert not [p for p in state.rglob("*.tmp")]
+    filler.unlink()
+
+    again = Service(["run", "--hash-only", str(root)], env, tmp_path / "run2.log")
+    services.append(again)
+    wait_for(lambda: "index loaded: 6 hashed (no snapshot)" in again.stderr(), 120, what="the rebuilt index")
+    landed.append(copy_into(files[0], root / "copy-of-00.jpg"))
+    all_decided(state, landed)
+    rows = {r["path"]: r for r in catalog_rows(state)}
+    assert len(rows) == 7 and rows[str(landed[-1])]["verdict"] == "exact-copy"
+    assert again.stop() == 0
+
+
 # --- row 10: a damaged catalog ------------------------------------------------------------------------
 
 
