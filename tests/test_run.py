@@ -118,4 +118,3 @@ def test_daemon_and_worker_meet_at_an_external_redis(tmp_path, photos, redis_url
     assert data["model"]["state"] == "hash-only"
     assert worker.stop(signal.SIGTERM) == 0
     assert daemon.stop(signal.SIGTERM) == 0
-
