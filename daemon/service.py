@@ -70,6 +70,7 @@ class Daemon:
         self.health = Health()
         self._rescan_lock = threading.Lock()
         self._rescan_wanted = self._rescanning = False
+        self._redis_back_at = -float(q.WORKER_TTL_S)  # when Redis last answered again after an outage
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -154,6 +155,7 @@ class Daemon:
         while not self.stopping.is_set():
             step = self._probe_disk if self.health.is_degraded("disk-full") else self._step
             if self._guarded(step) and self.health.recover("redis"):
+                self._redis_back_at = time.monotonic()
                 log.warning("Redis answers again: re-queueing what its outage lost")
                 self._guarded(lambda: self._recover_lost("Redis was down"))
             if heartbeat is not None:
@@ -476,9 +478,14 @@ class Daemon:
             status = job.get_status(refresh=False)
         except NoSuchJobError:
             return LOST
-        if status == JobStatus.STARTED and not q.worker_alive(self.redis, job.worker_name or "", job.started_at):
-            job.delete()  # its worker died mid-job: free the id, so the same batch can be queued again
-            return CRASHED
+        if status == JobStatus.STARTED:
+            runner = q.job_runner(self.redis, job.worker_name or "", job.started_at)
+            if runner == q.UNSEEN and time.monotonic() - self._redis_back_at < q.WORKER_TTL_S:
+                return ALIVE  # Redis was just away: give the worker a refresh's time to record itself again
+            if runner != q.RUNNING:
+                job.delete()  # free the id, so the same batch can be queued again
+                # a worker that died mid-job costs the files an attempt; one that lost Redis mid-job does not
+                return LOST if runner == q.ABANDONED else CRASHED
         if status == JobStatus.QUEUED and job_id not in queued:
             job.delete()  # popped by a worker that died before starting it (rq's intermediate list)
             return LOST

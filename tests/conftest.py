@@ -53,9 +53,12 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
 class RedisServer:
     """A real redis-server on a free TCP port; can be killed and restarted (empty) for fault tests."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, *, append_only: bool = False):
+        """`append_only`: keep an fsync-always append-only file, so a restart replays what a kill left (the
+        private Redis of `run` keeps one); otherwise a restart comes back empty."""
         self.dir = workdir
         self.port = free_port()
+        self.append_only = append_only
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -65,7 +68,9 @@ class RedisServer:
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen([server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
+                                      "--save", "", "--dir", str(self.dir),
+                                      *(["--appendonly", "yes", "--appendfsync", "always"] if self.append_only
+                                        else ["--appendonly", "no"])],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
         wait_for(lambda: _ping(client), 10, what="redis-server")

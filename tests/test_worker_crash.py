@@ -7,11 +7,15 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import numpy as np
 import redis
+from PIL import Image
 from rq import Worker
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from tests.conftest import Service, base_env, catalog_rows, copy_into, wait_for
+from daemon.catalog import read_only_connection
+from tests.conftest import RedisServer, Service, base_env, catalog_rows, copy_into, wait_for
 from workers import queue as q
 
 MAX_ATTEMPTS = 2
@@ -82,3 +86,50 @@ def test_files_whose_jobs_are_lost_without_a_crash_are_never_given_up(tmp_path: 
     row = wait_for(lambda: next((r for r in catalog_rows(state) if r["state"] == "decided"), None), 120,
                    what="the verdict")
     assert row["path"] == str(waiting) and row["verdict"] == "new", row
+
+
+def test_a_job_cut_short_by_a_redis_restart_is_run_again_by_the_same_worker(tmp_path: Path, services):
+    """Redis dies mid-job and comes back from its append-only file after the job ended: the worker could not
+    send its results, and Redis holds the job as started by that worker, and the worker as registered. The
+    worker must keep running (rq would refuse its new loop: "an active worker named ... already"), and the
+    job must be run again without costing its files an attempt, not waited out for `queue.job_timeout_s`
+    (600 s; verdicts go in arrival order, so every later file waits too: the 3-minute soak's stall)."""
+    server = RedisServer(tmp_path / "redis", append_only=True)
+    server.start()
+    try:
+        root, state = tmp_path / "in", tmp_path / "state"
+        root.mkdir()
+        env = base_env(state, DUPWATCH_HASH_ONLY="true", DUPWATCH_REDIS__URL=server.url, DUPWATCH_LOG_LEVEL="INFO",
+                       DUPWATCH_QUEUE__BATCH_SIZE="8", DUPWATCH_QUEUE__BATCH_MS="60000",
+                       DUPWATCH_QUEUE__PENDING_RETRY_S="2")
+        daemon = Service(["daemon", str(root)], env, tmp_path / "daemon.log")
+        worker = Service(["worker", "--name", "w1"], env, tmp_path / "worker.log")
+        services.extend([daemon, worker])
+        wait_for(lambda: "ready" in worker.stderr() and "catch-up scan" in daemon.stderr(), 120, what="start")
+        side = 7000  # a PNG is decoded at full size: 49 Mpx, about a second each, so the job of 8 lasts seconds
+        ramp = np.linspace(0, 255, side).astype(np.uint8)
+        pixels = np.empty((side, side, 3), np.uint8)
+        pixels[..., 0], pixels[..., 1], pixels[..., 2] = ramp[:, None], ramp[None, :], 128
+        staging = tmp_path / "staging"
+        staging.mkdir()
+        Image.fromarray(pixels).save(staging / "big.png", compress_level=1)
+        for i in range(8):
+            copy_into(staging / "big.png", staging / f"big{i}.png")
+        for i in range(8):  # renamed into place together: one batch, one job
+            (staging / f"big{i}.png").rename(root / f"big{i}.png")
+        conn = server.client()
+        wait_for(lambda: StartedJobRegistry(q.INGEST_QUEUE, connection=conn).get_job_ids(), 60, 0.02,
+                 what="the job started")
+        server.kill()  # mid-job; the file holds the job as started and the worker as registered
+        wait_for(lambda: "lost Redis" in worker.stderr(), 60, what="the worker's job to end without Redis")
+        server.start()
+        rows = wait_for(lambda: (r := catalog_rows(state)) and len(r) == 8 and all(x["state"] == "decided" for x in r)
+                        and r, 90, 0.5, what="every file decided")
+        assert worker.proc.poll() is None, worker.stderr()[-2000:]  # the same worker, still running
+        assert all(r["verdict"] in ("new", "exact-copy") for r in rows), rows
+        attempts = read_only_connection(state / "catalog.sqlite3").execute("SELECT attempts FROM files").fetchall()
+        assert [a[0] for a in attempts] == [0] * 8  # Redis's loss is not the files' fault
+        assert worker.stop(signal.SIGTERM) == 0
+        assert daemon.stop(signal.SIGTERM) == 0
+    finally:
+        server.kill()

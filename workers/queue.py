@@ -78,13 +78,26 @@ def enqueue_batch(queue: Queue, items: Sequence[Sequence[Any]]) -> Job | None:
                          description=f"{len(items)} files")
 
 
-def worker_alive(conn: redis.Redis, name: str, since: datetime | None = None) -> bool:
-    """Whether the named worker refreshed its record within WORKER_TTL_S, and (given `since`, a job's
-    start) is the same incarnation that started the job, not a namesake restarted after it died."""
-    started = conn.hget(WORKER_KEY.format(name=name), "started")
+RUNNING, UNSEEN, DEAD, ABANDONED = "running", "unseen", "dead", "abandoned"
+"""What became of a started job's worker (`job_runner`)."""
+
+
+def job_runner(conn: redis.Redis, name: str, started_at: datetime | None) -> str:
+    """Whether the worker `name` is still running the job it started at `started_at`.
+
+    UNSEEN: its record expired: it died (SIGKILL, lost host), unless Redis was just away, which the worker
+    could not refresh its record through. DEAD: a namesake restarted after the job started. ABANDONED: the same process, but its rq loop was rebuilt after the job started: a loop ends only when
+    Redis went away mid-job, and the job ended with it (its results could not be sent), though a Redis that
+    replays its append-only file still holds it as started. RUNNING otherwise."""
+    started, loop = conn.hmget(WORKER_KEY.format(name=name), "started", "loop")
     if started is None:
-        return False
-    return since is None or float(started) <= since.replace(tzinfo=since.tzinfo or UTC).timestamp()
+        return UNSEEN
+    if started_at is None:
+        return RUNNING
+    at = started_at.replace(tzinfo=started_at.tzinfo or UTC).timestamp()
+    if float(started) > at:
+        return DEAD
+    return ABANDONED if loop is not None and float(loop) > at else RUNNING
 
 
 def ensure_group(conn: redis.Redis) -> None:

@@ -72,7 +72,8 @@ def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = N
     name = name or f"dupwatch-{socket.gethostname()}-{os.getpid()}"
     key = q.WORKER_KEY.format(name=name)
     _clear_dead_namesake(conn, name)
-    record = {**model_status, "host": socket.gethostname(), "pid": str(os.getpid()), "started": str(time.time())}
+    now = str(time.time())
+    record = {**model_status, "host": socket.gethostname(), "pid": str(os.getpid()), "started": now, "loop": now}
     stop = threading.Event()
     threading.Thread(target=_keep_record, args=(conn, key, record, stop), name="worker-record", daemon=True).start()
     loaded = model_status["state"] == "loaded"
@@ -81,6 +82,7 @@ def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = N
         while not _work(conn, name, burst, settings.log_level):
             log.warning("worker %s: lost Redis; taking jobs again in %.0f s", name, REDIS_RETRY_S)
             time.sleep(REDIS_RETRY_S)
+            _new_loop(conn, name, key, record)
     finally:
         stop.set()
         try:
@@ -88,6 +90,23 @@ def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = N
         except Exception:  # noqa: BLE001, S110 - Redis may be the thing that went away
             pass
         pipeline.close()
+
+
+def _new_loop(conn, name: str, key: str, record: dict[str, str]) -> None:
+    """Before rq's loop is rebuilt after Redis went away. The job that loop was running ended with it, but a
+    Redis that replays its append-only file still holds it as started by this worker, and the worker itself
+    as registered: rq would refuse the new loop's registration ("an active worker named ... already") and
+    the daemon would wait out the job's timeout. Record when this loop began (the daemon re-queues jobs
+    started before it: `queue.job_runner`) and drop rq's record of the loop that ended."""
+    record["loop"] = str(time.time())
+    while True:
+        try:
+            with conn.pipeline() as pipe:
+                pipe.hset(key, mapping=record).expire(key, q.WORKER_TTL_S)
+                pipe.delete(SimpleWorker.redis_worker_namespace_prefix + name).execute()
+            return
+        except redis.RedisError:  # still away (restarting, replaying its file)
+            time.sleep(REDIS_RETRY_S)
 
 
 REDIS_RETRY_S = 1.0
