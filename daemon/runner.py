@@ -92,7 +92,7 @@ class WorkerPool:
             # loop at once), or killed above, leaves its job started or parked with no one to run it, and
             # every later file would wait for it (verdicts go in arrival order): free them now; their
             # files, still pending in the catalog, are queued again at the next start.
-            self.daemon.release_jobs(lambda worker: worker in self.procs, "workers stopped", parked=True,
+            self.daemon.release_jobs(lambda worker, _at: worker in self.procs, "workers stopped", parked=True,
                                      requeue=False)
         except redis.RedisError as exc:  # Redis gone: those files stay pending and are re-queued at start
             log.warning("could not release the stopped workers' jobs: %s", exc)
@@ -138,8 +138,8 @@ def run_all(settings: Settings, roots: list[Path], reload: Callable[[], Settings
         daemon.open()
         # What the last life's workers held is lost: free it now, not after queue.pending_retry_s.
         try:
-            daemon.release_jobs(_from_an_earlier_run, "left started by an earlier run", parked=True,
-                                requeue=False)
+            daemon.release_jobs(lambda worker, _at: _from_an_earlier_run(worker), "left started by an earlier run",
+                                parked=True, requeue=False)
         except redis.RedisError as exc:  # Redis died as we started: the supervisor restarts it
             log.warning("could not free the jobs of an earlier run's workers: %s", exc)
         _install_signals(daemon, reload)

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -446,6 +447,9 @@ class Daemon:
             q.ensure_group(self.redis)
             self._requeue(self.catalog.pending(), "Redis restarted")
             return
+        # a job cut short by a Redis outage: at once (a few started jobs, one a worker), not after pending_retry_s
+        self.release_jobs(lambda worker, at: q.job_runner(self.redis, worker, at) == q.ABANDONED,
+                          "cut short by a Redis outage", crashed=False)
         StartedJobRegistry(q.INGEST_QUEUE, connection=self.redis, serializer=JSONSerializer).cleanup()
         failed = FailedJobRegistry(q.INGEST_QUEUE, connection=self.redis, serializer=JSONSerializer)
         failed_jobs = set(failed.get_job_ids())
@@ -495,13 +499,14 @@ class Daemon:
 
     def worker_died(self, name: str) -> None:
         """A supervised worker process died: re-queue its job now instead of waiting for rq's expiry."""
-        self.release_jobs(lambda worker: worker == name, f"worker {name} died")
+        self.release_jobs(lambda worker, _at: worker == name, f"worker {name} died")
 
-    def release_jobs(self, dead: Callable[[str], bool], why: str, *, parked: bool = False,
-                     requeue: bool = True) -> int:
-        """Free the started jobs of workers for which `dead(name)` holds: delete each job (which takes
+    def release_jobs(self, dead: Callable[[str, datetime | None], bool], why: str, *, parked: bool = False,
+                     requeue: bool = True, crashed: bool = True) -> int:
+        """Free the started jobs for which `dead(worker name, started at)` holds: delete each job (which takes
         it out of rq's registries and frees its deterministic id) and re-queue its files that are still
-        pending. rq itself would free them only when the job timeout expires. Returns how many.
+        pending, at the cost of an attempt if `crashed`. rq itself would free them only when the job timeout
+        expires. Returns how many.
 
         `parked` (only when no worker of this Redis runs: at start, at stop): also free jobs parked in rq's
         intermediate list, popped by a worker that died before it started them. Without `requeue` their
@@ -523,14 +528,14 @@ class Daemon:
                 job = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
             except NoSuchJobError:
                 continue
-            if job.worker_name and dead(job.worker_name):
+            if job.worker_name and dead(job.worker_name, job.started_at):
                 ids.update(int(item[0]) for item in job.args[0])
                 job.delete()
                 released += 1
         if released:
             log.warning("released %d jobs (%s)", released, why)
         if ids and requeue:
-            self._requeue([r for r in self.catalog.pending() if r.id in ids], why, crashed=True)
+            self._requeue([r for r in self.catalog.pending() if r.id in ids], why, crashed=crashed)
         return released
 
     def _recover_lost(self, why: str) -> None:
