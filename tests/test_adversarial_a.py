@@ -72,9 +72,15 @@ def all_decided(state: Path, paths: list[Path], timeout: float = 60) -> None:
 
 
 def once_each(svc_list: list[Service], paths: list[Path]) -> None:
-    """Each landed file was announced exactly once, over all lives of the service."""
-    printed = collections.Counter(line.split()[2] for s in svc_list for line in s.verdict_lines())
-    assert printed == collections.Counter(str(p) for p in paths)
+    """Each landed file was announced exactly once, over all lives of the service. The console line follows
+    the verdict's commit, so the last one may reach stdout a moment after the catalog shows the verdict."""
+    want = collections.Counter(str(p) for p in paths)
+
+    def printed() -> collections.Counter[str]:
+        return collections.Counter(line.split()[2] for s in svc_list for line in s.verdict_lines())
+
+    wait_for(lambda: set(printed()) >= set(want), 30, what=f"a verdict line for each of {sorted(want)}")
+    assert printed() == want
 
 
 def private_redis(state: Path) -> redis.Redis:
