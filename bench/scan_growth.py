@@ -308,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         state = workdir / "state"
         launched = time.time()
         with Sampler() as sampler:
+            sampler.samples.append((launched, 0.0, os.getloadavg()[0]))  # the scan has used no CPU at its launch
             done = measure.run(shlex.split(args.dupwatch) + ["scan", "--hash-only", "--files-from", str(listing)],
                                env=child_env(DUPWATCH_STATE_DIR=str(state)))
         # the scan's last seconds, which no sample may have seen: its whole CPU time (wait4) at its exit

@@ -54,6 +54,7 @@ def test_scan_growth_bench_decides_every_file_and_cleans_up(tmp_path: Path, caps
     assert "# scan: 40 JSON lines for 40 files, 40 decided rows" in text and "NOT ALL DECIDED" not in text
     assert "not `new`: 0" in text  # the collages are distinct: no file is a copy of another
     assert "| 1-40 |" in text and "last/first = 1.00" in text
+    assert "CPU-ms a verdict: first window" in text  # sampled from the scan's launch to its exit
     assert out.read_text().startswith("# bench/scan_growth.py") and not work.exists()
 
 
