@@ -157,16 +157,33 @@ def build_files(folder: Path, n: int, sizes: list[float], *, debian: bool = True
     return files
 
 
-def small_frame(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """A random crop (35-100 % of the side) at a random aspect, resized to a web size."""
+def small_size(rng: np.random.Generator) -> tuple[int, int]:
+    """A web size (w, h): a long side of SMALL_LONG_SIDE at one of SMALL_ASPECTS."""
     aspect = float(rng.choice(SMALL_ASPECTS))
     long_side = int(rng.integers(*SMALL_LONG_SIDE))
-    w, h = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
+    return (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
+
+
+def cover_box(width: int, height: int, w: int, h: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """A random box of aspect w:h in a `width` x `height` photo, 35-100 % of the largest such box's side."""
     share = float(rng.uniform(0.35, 1.0))
-    scale = min(photo.width / w, photo.height / h) * share
+    scale = min(width / w, height / h) * share
     cw, ch = max(1, round(w * scale)), max(1, round(h * scale))
-    left, top = int(rng.integers(0, photo.width - cw + 1)), int(rng.integers(0, photo.height - ch + 1))
-    return photo.crop((left, top, left + cw, top + ch)).resize((w, h), Image.Resampling.BILINEAR)
+    left, top = int(rng.integers(0, width - cw + 1)), int(rng.integers(0, height - ch + 1))
+    return left, top, left + cw, top + ch
+
+
+def small_box(width: int, height: int, rng: np.random.Generator) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """A random crop box (35-100 % of the side) at a random aspect in a `width` x `height` photo, and the
+    web size (w, h) it is resized to."""
+    w, h = small_size(rng)
+    return cover_box(width, height, w, h, rng), (w, h)
+
+
+def small_frame(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A random crop (35-100 % of the side) at a random aspect, resized to a web size."""
+    box, size = small_box(photo.width, photo.height, rng)
+    return photo.crop(box).resize(size, Image.Resampling.BILINEAR)
 
 
 def build_small_files(folder: Path, n: int, *, debian: bool = True, seed: int = 0) -> list[Path]:

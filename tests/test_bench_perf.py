@@ -7,12 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` is a plain folder, not a package
 
-from bench import latency, throughput
+from bench import latency, scan_growth, throughput
 
 
 def test_throughput_bench_prints_positive_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,3 +45,27 @@ def test_latency_bench_prints_positive_numbers(tmp_path: Path, capsys: pytest.Ca
     (row,) = json.loads(out.read_text())["rows"]
     assert row["delivered"] == row["files"] == 10
     assert 0 < row["p50"] <= row["p95"] <= row["p99"] <= row["max"]
+
+
+def test_scan_growth_bench_decides_every_file_and_cleans_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work, out = tmp_path / "work", tmp_path / "growth.txt"
+    scan_growth.main(["--n", "40", "--no-debian", "--jobs", "1", "--workdir", str(work), "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "# scan: 40 JSON lines for 40 files, 40 decided rows" in text and "NOT ALL DECIDED" not in text
+    assert "not `new`: 0" in text  # the collages are distinct: no file is a copy of another
+    assert "| 1-40 |" in text and "last/first = 1.00" in text
+    assert "CPU-ms a verdict: first window" in text  # sampled from the scan's launch to its exit
+    assert out.read_text().startswith("# bench/scan_growth.py") and not work.exists()
+
+
+def test_scan_growth_crops_are_distinct_for_the_hash_rule() -> None:
+    """A box is refused when it is an earlier box, one of its pHash crop windows, or has one as a window."""
+    earlier = np.array([[100.0, 100.0, 900.0, 700.0]])
+    windows = scan_growth._sub_boxes(earlier)[0]
+    assert scan_growth.too_close(earlier[0], earlier)
+    assert all(scan_growth.too_close(w, earlier) for w in windows)  # a crop the rule anticipates of the earlier box
+    bigger = np.array([0.0, 0.0, 1000.0, 800.0])
+    assert scan_growth.too_close(bigger, scan_growth._sub_boxes(bigger[None, :])[0][2:3])  # the earlier box is a window of this one
+    shifted = earlier[0] + np.array([100.0, 0.0, 100.0, 0.0])  # same size, moved by 1/8 of its width
+    assert not scan_growth.too_close(shifted, earlier)
+    assert not scan_growth.too_close(earlier[0], np.zeros((0, 4)))
