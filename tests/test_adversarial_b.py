@@ -561,22 +561,35 @@ def post(url: str, body: bytes) -> int:
         return exc.code
 
 
-def test_search_uploads_are_bounded_and_their_memory_returns(tmp_path, photos, services):
-    from concurrent.futures import ThreadPoolExecutor
-
-    from PIL import Image
-
-    root = tmp_path / "in"
-    root.mkdir()
+def start_search_api(services, tmp_path, root, photos):
+    """`run` with its API on a free port, and the search URL, after one real search (which loads what a
+    search needs, so memory measured after it is the uploads' alone)."""
     port = free_port()
     svc = start_run(services, tmp_path, root, DUPWATCH_API__ENABLED="true", DUPWATCH_API__PORT=str(port))
     url = f"http://127.0.0.1:{port}/api/v1/search"
-    assert post(url, photos["rocket"].read_bytes()) == 200  # loads what a search needs
-    baseline = rss_mb(svc.proc.pid)
+    assert post(url, photos["rocket"].read_bytes()) == 200
+    return svc, url
+
+
+def huge_png(tmp_path):
+    """A few KB of PNG file that decodes to 10^8 pixels."""
+    from PIL import Image
 
     huge = tmp_path / "huge.png"
-    Image.new("1", (10_000, 10_000)).save(huge)  # a few KB of file, 10^8 pixels
+    Image.new("1", (10_000, 10_000)).save(huge)
     assert huge.stat().st_size < 100_000
+    return huge
+
+
+def test_search_uploads_are_bounded_and_their_memory_returns(tmp_path, photos, services):
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path / "in"
+    root.mkdir()
+    svc, url = start_search_api(services, tmp_path, root, photos)
+    baseline = rss_mb(svc.proc.pid)
+
+    huge = huge_png(tmp_path)
     assert post(url, huge.read_bytes()) == 413  # refused from its header (the next test)
     after_huge = rss_mb(svc.proc.pid)
 
@@ -597,17 +610,10 @@ def peak_rss_mb(pid: int) -> float:
 def test_huge_png_is_refused_from_its_header_as_an_upload_and_as_a_file(tmp_path, photos, services):
     """Pillow has no reduced decode for PNG: a 12 KB PNG of 10,000 x 10,000 decodes to 300 MB. Its header
     says so; uploads (413, naming the limit) and files (`too-large`) are refused by the same rule."""
-    from PIL import Image
-
     root = tmp_path / "in"
     root.mkdir()
-    port = free_port()
-    svc = start_run(services, tmp_path, root, DUPWATCH_API__ENABLED="true", DUPWATCH_API__PORT=str(port))
-    url = f"http://127.0.0.1:{port}/api/v1/search"
-    assert post(url, photos["rocket"].read_bytes()) == 200  # loads what a search needs
-    huge = tmp_path / "huge.png"
-    Image.new("1", (10_000, 10_000)).save(huge)
-    assert huge.stat().st_size < 100_000
+    svc, url = start_search_api(services, tmp_path, root, photos)
+    huge = huge_png(tmp_path)
 
     before = rss_mb(svc.proc.pid)
     Path(f"/proc/{svc.proc.pid}/clear_refs").write_text("5")  # peak RSS := current RSS
