@@ -53,7 +53,8 @@ SHARED_INLIERS = 0.95  # share of the inliers on identical pixels from which the
 SHARED_BLOCK = 16  # px at 512: the blocks the rest of the overlap is judged in
 DIFFERENT_LEVELS = 15.0  # 0-255: mean difference after the colour fit over which a block differs
 REST_DIFFERS = 0.5  # share of the non-identical blocks that differ from which the pictures are not one picture
-PICTURE_DETAIL = 8.0  # 0-255: grey standard deviation of a block of the copy that holds a picture, not a flat fill
+PICTURE_DETAIL = 2.0  # 0-255: grey standard deviation of a block that holds a picture (a pattern), not a flat fill
+UNCORRELATED = 0.5  # correlation of two blocks' grey levels under which they hold different detail
 PICTURE_SHARE = 0.25  # share of the overlap that must differ: less is an overlay (a caption, a logo), not a picture
 FEATURE_CACHE_ENTRIES = 64
 """Pictures whose SIFT features are kept (see FeatureCache): about 130 KB each, 8 MB in all."""
@@ -433,11 +434,15 @@ def _on_shared_frame(c: np.ndarray, warped: np.ndarray, fitted: np.ndarray, vali
                            (5, 5), 0)
     covered = blocks(valid.astype(np.float32)) > 0.9
     rest = covered & (blocks(raw) > IDENTICAL_LEVELS)  # the overlap the files do not share pixel for pixel
-    differs = covered & (blocks(fit) > DIFFERENT_LEVELS)
+    mine, theirs = (cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32) for a in (c, fitted))
+    spread, spread_theirs = (np.sqrt(np.maximum(blocks(g * g) - blocks(g) ** 2, 0)) for g in (mine, theirs))
+    textured = (spread >= PICTURE_DETAIL) & (spread_theirs >= PICTURE_DETAIL)
+    correlation = (blocks(mine * theirs) - blocks(mine) * blocks(theirs)) / np.maximum(spread * spread_theirs, 1e-3)
+    # a block differs in its levels, or, where both files have detail, in its pattern: two dark, blurred
+    # pictures differ by under DIFFERENT_LEVELS in half their blocks, but their detail does not correlate
+    differs = covered & ((blocks(fit) > DIFFERENT_LEVELS) | (rest & textured & (correlation < UNCORRELATED)))
     if differs.sum() < PICTURE_SHARE * covered.sum() or differs.sum() < REST_DIFFERS * rest.sum():
         return none  # the rest agrees (one picture), or what differs is too small to be a picture (an overlay)
-    gray = cv2.cvtColor(c, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    spread = np.sqrt(np.maximum(blocks(gray * gray) - blocks(gray) ** 2, 0))
     if (spread[differs] >= PICTURE_DETAIL).mean() < 0.5:
         return none  # what differs is flat in the copy: a block or band laid over the picture, not a picture
     return identical
