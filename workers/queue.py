@@ -86,9 +86,10 @@ def job_runner(conn: redis.Redis, name: str, started_at: datetime | None) -> str
     """Whether the worker `name` is still running the job it started at `started_at`.
 
     UNSEEN: its record expired: it died (SIGKILL, lost host), unless Redis was just away, which the worker
-    could not refresh its record through. DEAD: a namesake restarted after the job started. ABANDONED: the same process, but its rq loop was rebuilt after the job started: a loop ends only when
-    Redis went away mid-job, and the job ended with it (its results could not be sent), though a Redis that
-    replays its append-only file still holds it as started. RUNNING otherwise."""
+    could not refresh its record through. DEAD: a namesake restarted after the job started. ABANDONED: the
+    same process, but its rq loop was rebuilt after the job started: a loop ends only when Redis went away
+    mid-job, and the job ended with it (its results could not be sent), though a Redis that replays its
+    append-only file still holds it as started. RUNNING otherwise."""
     started, loop = conn.hmget(WORKER_KEY.format(name=name), "started", "loop")
     if started is None:
         return UNSEEN
