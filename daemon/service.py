@@ -332,11 +332,15 @@ class Daemon:
             batch, self._batch = self._batch, []
         self._enqueue(batch)
 
-    def _enqueue(self, items: list[tuple[int, str, int | None, int | None]]) -> None:
+    def _enqueue(self, items: list[tuple[int, str, int | None, int | None]], *, at_front: bool = False) -> None:
+        """Queue `items` in batches. `at_front`: ahead of everything waiting, first batch first. Verdicts go in
+        arrival order, so a file queued again (its job lost) at the back of a long queue holds back every
+        verdict after it until the whole queue is worked off (the 12-minute soak: 3,565 jobs, 20 minutes)."""
         size = self.settings.queue.batch_size
-        for start in range(0, len(items), size):
+        starts = range(0, len(items), size)
+        for start in reversed(starts) if at_front else starts:
             chunk = items[start:start + size]
-            job = q.enqueue_batch(self.queue, chunk)
+            job = q.enqueue_batch(self.queue, chunk, at_front=at_front)
             if job is not None:  # None: this very batch is already waiting or running
                 self.catalog.mark_queued([i[0] for i in chunk], job.id)
 
@@ -564,7 +568,7 @@ class Daemon:
             if crashed:
                 self.catalog.count_attempt([r[0] for r in retry])
             log.info("re-queueing %d pending files (%s)", len(retry), why)
-            self._enqueue(retry)
+            self._enqueue(retry, at_front=True)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import redis
 from PIL import Image
 from rq import Worker
+from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -134,3 +135,25 @@ def test_a_job_cut_short_by_a_redis_restart_is_run_again_by_the_same_worker(tmp_
         assert daemon.stop(signal.SIGTERM) == 0
     finally:
         server.kill()
+
+
+def test_a_file_queued_again_goes_ahead_of_the_files_after_it(tmp_path: Path, photos, redis_url, services):
+    """Verdicts go in arrival order: a file whose job was lost, queued again behind a long queue, would hold back
+    every verdict after it until the whole queue was worked off (the 12-minute soak stalled on 3,565 jobs). It
+    goes to the front."""
+    root, _state, _env, daemon = start_daemon(tmp_path, redis_url, services)
+    conn = redis.Redis.from_url(redis_url)
+    try:
+        queue = q.ingest_queue(conn)
+        first = copy_into(photos["rocket"], root / "first.jpg")
+        wait_for(lambda: len(queue) == 1, 60, what="the first file queued")
+        second = copy_into(photos["astronaut"], root / "second.jpg")
+        wait_for(lambda: len(queue) == 2, 60, what="the second file queued")
+        lost = queue.get_job_ids()[0]
+        Job.fetch(lost, connection=conn, serializer=JSONSerializer).delete()  # lost: gone from Redis
+        wait_for(lambda: "(job lost)" in daemon.stderr() and len(queue) == 2, 60, what="the first file queued again")
+        jobs = [Job.fetch(i, connection=conn, serializer=JSONSerializer) for i in queue.get_job_ids()]
+        assert [[path for _id, path in job.args[0]] for job in jobs] == [[str(first)], [str(second)]]
+    finally:
+        conn.close()
+    assert daemon.stop(signal.SIGTERM) == 0

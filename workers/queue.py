@@ -57,8 +57,9 @@ def batch_job_id(items: Sequence[Sequence[Any]]) -> str:
     return f"ingest-{digest}"
 
 
-def enqueue_batch(queue: Queue, items: Sequence[Sequence[Any]]) -> Job | None:
-    """Enqueue a batch unless the same batch is already waiting or running. Returns the job or None."""
+def enqueue_batch(queue: Queue, items: Sequence[Sequence[Any]], *, at_front: bool = False) -> Job | None:
+    """Enqueue a batch unless the same batch is already waiting or running (`at_front`: to be taken next).
+    Returns the job or None."""
     job_id = batch_job_id(items)
     try:
         existing = Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer)
@@ -75,7 +76,7 @@ def enqueue_batch(queue: Queue, items: Sequence[Sequence[Any]]) -> Job | None:
                     type(exc).__name__, exc)
     payload = [[int(i[0]), str(i[1])] for i in items]
     return queue.enqueue(JOB_FUNCTION, payload, job_id=job_id, result_ttl=0, failure_ttl=86400,
-                         description=f"{len(items)} files")
+                         description=f"{len(items)} files", at_front=at_front)
 
 
 RUNNING, UNSEEN, DEAD, ABANDONED = "running", "unseen", "dead", "abandoned"
