@@ -340,9 +340,10 @@ class Daemon:
         starts = range(0, len(items), size)
         for start in reversed(starts) if at_front else starts:
             chunk = items[start:start + size]
-            job = q.enqueue_batch(self.queue, chunk, at_front=at_front)
-            if job is not None:  # None: this very batch is already waiting or running
-                self.catalog.mark_queued([i[0] for i in chunk], job.id)
+            q.enqueue_batch(self.queue, chunk, at_front=at_front)
+            # marked even when this very batch was already waiting or running (same id): left with a deleted
+            # job's id, its files were judged lost again at every check
+            self.catalog.mark_queued([i[0] for i in chunk], q.batch_job_id(chunk))
 
     def _catch_up(self) -> None:
         """Enqueue what landed while the daemon was down: files the catalog lacks or that changed."""
@@ -495,11 +496,34 @@ class Daemon:
                 # a worker that died mid-job costs the files an attempt; one that lost Redis mid-job does not
                 return LOST if runner == q.ABANDONED else CRASHED
         if status == JobStatus.QUEUED and job_id not in queued:
-            job.delete()  # popped by a worker that died before starting it (rq's intermediate list)
-            return LOST
+            return self._popped_fate(job)
         if status == JobStatus.FAILED:
             return CRASHED
         return ALIVE if status in (JobStatus.QUEUED, JobStatus.STARTED) else LOST
+
+    def _popped_fate(self, job: Job) -> str:
+        """A queued job missing from the queue as it was read. A worker moves the job to rq's intermediate
+        list and only then marks it started: judged lost in between (milliseconds, longer on a loaded host),
+        jobs a worker was about to run were deleted and their files queued again, check after check (the
+        12-minute soak's re-queue storm). ALIVE while it is back in the queue (queued after the read), no
+        longer queued (started since), or in the intermediate list for less than `WORKER_TTL_S`; a worker
+        that popped it and died leaves it there, and after that it is LOST."""
+        hand = self.queue.intermediate_queue
+        with self.redis.pipeline() as pipe:  # MULTI: one view of the three
+            pipe.lpos(self.queue.key, job.id)
+            pipe.lpos(hand.key, job.id)
+            pipe.hget(job.key, "status")
+            in_queue, in_hand, status = pipe.execute()
+        if in_queue is not None or status != JobStatus.QUEUED.encode():
+            return ALIVE  # the next check judges it as it is then
+        if in_hand is not None:
+            hand.set_first_seen(job.id)  # rq's own mark, kept a day: the first check to see it there sets it
+            seen = hand.get_first_seen(job.id)
+            if seen is None or time.time() - seen.timestamp() < q.WORKER_TTL_S:
+                return ALIVE
+            hand.remove(job.id)
+        job.delete()
+        return LOST
 
     def worker_died(self, name: str) -> None:
         """A supervised worker process died: re-queue its job now instead of waiting for rq's expiry."""

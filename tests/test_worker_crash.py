@@ -5,12 +5,14 @@ of again, which is what Redis holds after a worker is SIGKILLed mid-job."""
 from __future__ import annotations
 
 import signal
+import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
 import redis
 from PIL import Image
-from rq import Worker
+from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -157,3 +159,55 @@ def test_a_file_queued_again_goes_ahead_of_the_files_after_it(tmp_path: Path, ph
     finally:
         conn.close()
     assert daemon.stop(signal.SIGTERM) == 0
+
+
+def test_a_job_a_worker_has_taken_but_not_yet_started_is_left_to_it(tmp_path: Path, photos, redis_url, services):
+    """A worker moves a job from the queue to rq's intermediate list, then marks it started. In between it is in
+    neither the queue nor the started registry; judged lost there, jobs a worker was about to run were deleted
+    and their files queued again, check after check (the 12-minute soak's re-queue storm). Left there for
+    longer than a worker's record lives (`WORKER_TTL_S`), its worker died holding it: then it is queued again."""
+    root, _state, _env, daemon = start_daemon(tmp_path, redis_url, services)  # checks every 2 s
+    conn = redis.Redis.from_url(redis_url)
+    try:
+        queue = q.ingest_queue(conn)
+        copy_into(photos["rocket"], root / "taken.jpg")
+        wait_for(lambda: len(queue) == 1, 60, what="the file queued")
+        job_id = queue.get_job_ids()[0]
+        popped = Queue.lmove(conn, queue.key, timeout=None)  # rq's worker's own pop, as it takes a job
+        assert popped is not None and popped[1].decode() == job_id
+        for _ in range(int(q.WORKER_TTL_S) - 5):  # about five checks, well inside the worker's time
+            time.sleep(1)
+            assert conn.exists(f"rq:job:{job_id}"), daemon.stderr()[-2000:]
+        assert "(job lost)" not in daemon.stderr()
+        wait_for(lambda: "(job lost)" in daemon.stderr() and len(queue) == 1, 60, what="the file queued again")
+        assert queue.get_job_ids() == [job_id]  # the same batch, the same id
+        assert job_id not in queue.intermediate_queue.get_job_ids()
+    finally:
+        conn.close()
+    assert daemon.stop(signal.SIGTERM) == 0
+
+
+def test_a_file_whose_batch_is_already_queued_is_marked_with_that_job(tmp_path: Path, photos, redis_url, services):
+    """A daemon killed between queueing a batch and recording its job id leaves the files with an older id. At
+    the next start they are queued again; the very same batch is already waiting, so nothing new is queued,
+    but the files must be marked with its id: left with the old one, they were judged lost at every check."""
+    root, state, env, daemon = start_daemon(tmp_path, redis_url, services)
+    conn = redis.Redis.from_url(redis_url)
+    try:
+        queue = q.ingest_queue(conn)
+        copy_into(photos["rocket"], root / "waiting.jpg")
+        wait_for(lambda: len(queue) == 1, 60, what="the file queued")
+        assert daemon.stop(signal.SIGTERM) == 0
+        with sqlite3.connect(state / "catalog.sqlite3") as db:  # what the kill left: an id Redis never held
+            db.execute("UPDATE files SET job_id = 'ingest-gone'")
+        again = Service(["daemon", str(root)], env, tmp_path / "daemon2.log")
+        services.append(again)
+        wait_for(lambda: "(left pending by the last run)" in again.stderr(), 60, what="the file queued again")
+        time.sleep(6)  # three checks
+        assert "(job lost)" not in again.stderr(), again.stderr()[-2000:]
+        with sqlite3.connect(f"file:{state / 'catalog.sqlite3'}?mode=ro", uri=True) as db:
+            assert db.execute("SELECT job_id FROM files").fetchall() == [(queue.get_job_ids()[0],)]
+        assert len(queue) == 1
+    finally:
+        conn.close()
+    assert again.stop(signal.SIGTERM) == 0
