@@ -200,3 +200,27 @@ def test_every_command_runs_numpy_blas_on_one_thread(tmp_path):
                           check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[1]"
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="glibc on Linux")
+def test_every_command_shares_two_malloc_arenas_among_its_threads(tmp_path):
+    """Every allocating thread would get a glibc arena of its own, holding its freed image buffers (peak RSS);
+    `main` caps them at MALLOC_ARENAS before any command runs. malloc_stats lists each arena in use."""
+    import sys
+
+    code = ("import ctypes, threading, daemon.cli as c\n"
+            "together = threading.Barrier(8)\n"
+            "def busy():\n"
+            "    held = [bytearray(1 << 16) for _ in range(20)]\n"
+            "    together.wait()  # all 8 alive at once: none inherits an arena another has left\n"
+            "def command():\n"
+            "    threads = [threading.Thread(target=busy) for _ in range(8)]\n"
+            "    [t.start() for t in threads]; [t.join() for t in threads]\n"
+            "    ctypes.CDLL(None).malloc_stats()\n"
+            "c.cli = command\n"
+            "c.main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=base_env(tmp_path / "state"), capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    arenas = [line for line in proc.stderr.splitlines() if line.startswith("Arena ")]
+    assert 1 <= len(arenas) <= 2, proc.stderr
