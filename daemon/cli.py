@@ -221,8 +221,8 @@ def few_malloc_arenas() -> None:
     """Share MALLOC_ARENAS malloc arenas among all threads (glibc; elsewhere nothing changes). Each decode and
     verification thread otherwise gets an arena of its own, which keeps the freed buffers of its last image
     (SIFT's pyramid at 1024 px, decoded pictures): a scan of 600 small JPEGs peaked at 441 MiB with them and
-    403 MiB with 2, with 4 s of system CPU instead of 20 and the same verdicts (issue 14). Before any thread
-    starts: arenas already made stay."""
+    403-425 MiB with 2, with 4-6 s of system CPU instead of 20 and the same verdicts (issue 14). Before any
+    thread starts: arenas already made stay."""
     import ctypes
 
     try:
