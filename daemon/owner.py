@@ -239,7 +239,9 @@ class IndexOwner:
         waiting: deque[tuple[Row, Evidence | None, Future | None, Future | None]] = deque()
         seen: set[int] = set()
         while (room := limit - len(events) - len(waiting)) > 0:
-            head = [r for r in self.catalog.head(min(256, room) + len(waiting)) if r.id not in seen]
+            asked = min(256, room) + len(waiting)
+            rows = self.catalog.head(asked)
+            head = [r for r in rows if r.id not in seen]
             ready = list(itertools.takewhile(lambda row: row.state != "pending", head))
             known = self._lookups([row for row in ready if row.error is None])
             self._release_later = []  # see _commit: until the batch is evaluated, `known` cannot see commits
@@ -250,7 +252,7 @@ class IndexOwner:
                     self._release(row)
                 self._release_later = None
             events += self._commit(waiting, wait=False)
-            if not ready or len(ready) < len(head):
+            if not ready or len(ready) < len(head) or len(rows) < asked:  # fewer than asked: none was left
                 break
         events += self._commit(waiting, wait=True)  # the writer waits for the pool here; it computes nothing
         return self._emit(events)
