@@ -197,4 +197,16 @@ def main() -> None:
     # Before torch is first imported (OpenMP reads it once): spinning OpenMP threads would take the cores
     # from the decode threads and from other processes between batches (800x slower small ops, measured).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    one_blas_thread()
     cli()
+
+
+def one_blas_thread() -> None:
+    """Run numpy's BLAS (OpenBLAS) on the calling thread only. dupwatch parallelises with its own threads
+    (decode, verification pool), so BLAS threads add no speed, and theirs spin between calls on cores those
+    threads need: an alignment's colour fit (a least-squares fit and a 200 k x 4 product) cost 130-170
+    CPU-ms with numpy's default 2 threads and 55 with one, with the same results (issue 14).
+    numpy loaded its BLAS when this module was imported, too late for OPENBLAS_NUM_THREADS."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")

@@ -184,3 +184,19 @@ def test_a_scan_decodes_the_next_batch_while_it_decides_one(edited_set, tmp_path
     assert [r["verdict"] for r in records] == ["new", "edited-copy", "new", "edited-copy", "edited-copy", "new"]
     assert records[-1] == records[0]  # listed again: reported as it stands
     assert overlapped == [True, True] and decoded_by == {"scan-ahead_0"}
+
+
+def test_every_command_runs_numpy_blas_on_one_thread(tmp_path):
+    """dupwatch parallelises with its own threads (decode, the verification pool); OpenBLAS's threads only spin
+    beside them, at 2-3x the CPU of an alignment's colour fit. `main` limits them before any command runs, even
+    where the environment asks numpy for more."""
+    import sys
+
+    code = ("import daemon.cli as c; from threadpoolctl import threadpool_info; "
+            "c.cli = lambda: print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'})); "
+            "c.main()")
+    env = base_env(tmp_path / "state", OPENBLAS_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[1]"

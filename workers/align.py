@@ -425,7 +425,7 @@ def _on_shared_frame(c: np.ndarray, warped: np.ndarray, fitted: np.ndarray, vali
     inliers are a shared frame and no support (workers.content's picture box catches most frames from
     one image alone; this catches the ones its colour statistics miss, such as the page template)."""
     none = np.zeros(len(points), bool)
-    raw = np.abs(c.astype(np.int16) - warped.astype(np.int16)).max(axis=2).astype(np.float32)
+    raw = _channel_max(np.abs(c.astype(np.int16) - warped.astype(np.int16))).astype(np.float32)
     local = cv2.blur(raw, (9, 9))
     height, width = raw.shape
     at = np.clip((points * (width, height)).astype(int), 0, (width - 1, height - 1))
@@ -438,7 +438,7 @@ def _on_shared_frame(c: np.ndarray, warped: np.ndarray, fitted: np.ndarray, vali
     def blocks(a: np.ndarray) -> np.ndarray:
         return a[:h, :w].reshape(h // side, side, w // side, side).mean(axis=(1, 3))
 
-    fit = cv2.GaussianBlur(np.abs(c.astype(np.int16) - fitted.astype(np.int16)).max(axis=2).astype(np.float32),
+    fit = cv2.GaussianBlur(_channel_max(np.abs(c.astype(np.int16) - fitted.astype(np.int16))).astype(np.float32),
                            (5, 5), 0)
     covered = blocks(valid.astype(np.float32)) > 0.9
     rest = covered & (blocks(raw) > IDENTICAL_LEVELS)  # the overlap the files do not share pixel for pixel
@@ -470,21 +470,34 @@ def _fit_colour(c: np.ndarray, warped: np.ndarray, valid: np.ndarray) -> tuple[n
     keep = np.ones(len(src), bool)
     for _ in range(2):  # refit without the pixels that do not follow the global change (overlays)
         coefficients, *_ = np.linalg.lstsq(design[keep], dst[keep], rcond=None)
-        residual = np.abs(design @ coefficients - dst).max(axis=1)
+        residual = _channel_max(np.abs(design @ coefficients - dst))
         keep = residual < max(20.0, float(np.percentile(residual, 80)))
     linear = design @ coefficients
-    bins = _colour_bins(warped.reshape(-1, 3)[where])
+    pixels = warped.reshape(-1, 3)
+    full_bins = _colour_bins(pixels)
+    bins = full_bins[where]
     correction = np.zeros((512, 3), np.float32)
     counts = np.bincount(bins[keep], minlength=512).astype(np.float32)
     for channel in range(3):
         sums = np.bincount(bins[keep], weights=(dst - linear)[keep, channel], minlength=512)
         correction[:, channel] = np.where(counts > 0, sums / np.maximum(counts, 1), 0)
-    full = warped.reshape(-1, 3).astype(np.float32)
-    full_design = np.hstack([full, np.ones((len(full), 1), np.float32)])
-    full_bins = _colour_bins(warped.reshape(-1, 3))
-    mapped = full_design @ coefficients + correction[full_bins]
+    full_design = np.ones((len(pixels), 4), np.float32)  # filled in place: hstack's values, one copy fewer
+    full_design[:, :3] = pixels
+    mapped = full_design @ coefficients
+    mapped += np.take(correction, full_bins, axis=0)  # indexing's rows at a quarter of its cost
     fitted = np.clip(mapped, 0, 255).reshape(warped.shape).astype(np.uint8)
     return fitted, _name_colour(src[keep], dst[keep])
+
+
+def _channel_max(a: np.ndarray) -> np.ndarray:
+    """The largest of each pixel's 3 channels (the last axis), by two elementwise maxima: the same values
+    as a.max(axis=-1), which numpy reduces pixel by pixel at about 20 times the cost (issue 14)."""
+    return np.maximum(np.maximum(a[..., 0], a[..., 1]), a[..., 2])
+
+
+def _channel_min(a: np.ndarray) -> np.ndarray:
+    """The smallest of each pixel's 3 channels: see _channel_max."""
+    return np.minimum(np.minimum(a[..., 0], a[..., 1]), a[..., 2])
 
 
 def _colour_bins(rgb: np.ndarray) -> np.ndarray:
@@ -498,8 +511,8 @@ def _name_colour(src: np.ndarray, dst: np.ndarray) -> list[str]:
     names = []
     weights = np.array([0.299, 0.587, 0.114], np.float32)
     luma_src, luma_dst = float((src @ weights).mean()), float((dst @ weights).mean())
-    chroma_src = float((src.max(axis=1) - src.min(axis=1)).mean())
-    chroma_dst = float((dst.max(axis=1) - dst.min(axis=1)).mean())
+    chroma_src = float((_channel_max(src) - _channel_min(src)).mean())
+    chroma_dst = float((_channel_max(dst) - _channel_min(dst)).mean())
     if chroma_dst < 3 and chroma_src > 10:
         names.append("grayscale")
     elif chroma_src > 10 and luma_src > 5 and luma_dst > 5:
@@ -534,7 +547,7 @@ def _changed(c: np.ndarray, fitted: np.ndarray, valid: np.ndarray) -> np.ndarray
     smooth_f = cv2.GaussianBlur(fitted, (3, 3), 0)
     high = cv2.dilate(smooth_f, kernel).astype(np.int16)
     low = cv2.erode(smooth_f, kernel).astype(np.int16)
-    excess = np.maximum(smooth_c - high, low - smooth_c).max(axis=2)
+    excess = _channel_max(np.maximum(smooth_c - high, low - smooth_c))
     return (excess > DIFF_THRESHOLD) & valid
 
 
