@@ -83,6 +83,9 @@ VECTOR_COLUMNS = ("embedding", "copy_embedding", "copy_inner")
 VECTOR_DTYPE = np.float16
 """How vectors are stored: half the bytes of float32, and the usearch index holds them as f16 anyway."""
 
+MAX_BATCH = 256
+"""Files per statement of the batched lookups (two parameters each: far below SQLite's 32,766)."""
+
 SCHEMA_VERSION = 4
 """Recorded in `meta` as `schema_version`. A catalog from dupwatch 0.1 has none: it is version 1."""
 
@@ -335,11 +338,26 @@ class Catalog:
 
     def never_copies_of(self, path: str, file_id: int) -> set[int]:
         """Ids a file can never be a copy of: the earlier versions of its path, and the files a person
-        marked "not a duplicate" of it. One statement: the owner asks this for every file it decides."""
-        return {r["id"] for r in self.query(
-            "SELECT id FROM files WHERE path = CAST(? AS TEXT) AND id < ? "
-            "UNION SELECT b FROM not_duplicates WHERE a = ? UNION SELECT a FROM not_duplicates WHERE b = ?",
-            (sql_path(path), file_id, file_id, file_id))}
+        marked "not a duplicate" of it."""
+        return self.never_copies_of_many([(path, file_id)])[file_id]
+
+    def never_copies_of_many(self, files: Sequence[tuple[str, int]]) -> dict[int, set[int]]:
+        """`never_copies_of` for each (path, id), in one statement: the owner asks it for a whole batch of
+        files before deciding them (one statement per file was a tenth of a verdict at 10 M rows).
+        UNION ALL, not UNION: a UNION's de-duplication builds a temporary b-tree, which cost more than the
+        three index lookups (0.05 ms of 0.06 at 1 M, 2026-11-28); the set de-duplicates."""
+        out: dict[int, set[int]] = {file_id: set() for _, file_id in files}
+        for at in range(0, len(files), MAX_BATCH):
+            part = files[at:at + MAX_BATCH]
+            values = ",".join("(CAST(? AS TEXT), ?)" for _ in part)
+            for r in self.query(
+                    f"WITH q(path, id) AS (VALUES {values}) "
+                    "SELECT q.id, f.id FROM q JOIN files f ON f.path = q.path AND f.id < q.id "
+                    "UNION ALL SELECT q.id, n.b FROM q JOIN not_duplicates n ON n.a = q.id "
+                    "UNION ALL SELECT q.id, n.a FROM q JOIN not_duplicates n ON n.b = q.id",
+                    [x for path, file_id in part for x in (sql_path(path), file_id)]):
+                out[r[0]].add(r[1])
+        return out
 
     def known_versions(self) -> dict[str, tuple[int, int]]:
         """path -> (size, mtime_ns) of every current row: what the catch-up scan compares against."""
@@ -435,6 +453,22 @@ class Catalog:
         rows = self.query(f"{ROW_SQL} WHERE {column} = ? AND id < ? AND state = 'decided'"
                           f"{live}{skip} AND error IS NULL ORDER BY id LIMIT 1", (value, before_id, *excluded))
         return Row.from_sql(rows[0]) if rows else None
+
+    def first_decided_with(self, column: str, keys: Sequence[tuple[Any, int]], *,
+                           include_deleted: bool) -> dict[tuple[Any, int], int | None]:
+        """For each (value, before_id): the id of `decided_with`'s row with no exclusions, or None; in one
+        statement for a whole batch (each value is still one index lookup, ORDER BY id LIMIT 1)."""
+        live = "" if include_deleted else " AND deleted_at IS NULL"
+        out: dict[tuple[Any, int], int | None] = {}
+        for at in range(0, len(keys), MAX_BATCH):
+            part = keys[at:at + MAX_BATCH]
+            values = ",".join("(?, ?)" for _ in part)
+            for r in self.query(
+                    f"WITH q(value, before) AS (VALUES {values}) SELECT q.value, q.before, (SELECT id FROM files "
+                    f"WHERE {column} = q.value AND id < q.before AND state = 'decided'{live} AND error IS NULL "
+                    "ORDER BY id LIMIT 1) FROM q", [x for key in part for x in key]):
+                out[(r[0], r[1])] = r[2]
+        return out
 
     def get(self, file_id: int) -> Row | None:
         rows = self.query(f"{ROW_SQL} WHERE id = ?", (file_id,))

@@ -36,7 +36,6 @@ import and kernels (about 120 MiB and 1.2 CPU-s on 2 cores, 2026-11-27).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -300,6 +299,11 @@ class _Segment:
         return self._cost[key]
 
 
+_STAMP_MAX = int(np.iinfo(np.int32).max)
+_NO_IDS = np.zeros(0, np.int64)
+"""Per-query constants, made once: a verdict at 10 M costs about 0.3 ms, so microseconds of numpy setup show."""
+
+
 class HashIndex(ExhaustiveHashIndex):
     """The exhaustive search's answers, through multi-index hashing (see the module docstring)."""
 
@@ -313,6 +317,7 @@ class HashIndex(ExhaustiveHashIndex):
         self._seen = np.zeros(1024, np.int32)
         self._cands = np.zeros(1024, np.int64)
         self._stamp = 0
+        self._radii_cache: dict[tuple[HashRule, int, int], tuple] = {}
 
     def add_many(self, ids: np.ndarray, windows: np.ndarray, dhash: np.ndarray) -> None:
         super().add_many(ids, windows, dhash)
@@ -344,11 +349,24 @@ class HashIndex(ExhaustiveHashIndex):
         rows = self._ids.nbytes + self._windows.nbytes + self._dhash.nbytes + self._live.nbytes
         return rows + sum(s.nbytes() for s in self._segments) + 12 * n
 
-    @functools.lru_cache(maxsize=16)  # noqa: B019 - a few rules per process (settings, SIGHUP reloads)
     def _radii(self, rule: HashRule, dihedral: int, windows: int) -> tuple:
         """Per table, each query hash's radius: flips at `phash`, pad windows at `window` (full-frame
         table); the full frame at `window` (crop table); dHash at the larger of `dhash` and, when the
-        agreement clause is on, `confirm_dhash` (candidates then checked against the whole rule)."""
+        agreement clause is on, `confirm_dhash` (candidates then checked against the whole rule).
+
+        Cached per index, a few rules a process (settings, SIGHUP reloads). Not functools.lru_cache on the
+        method: its cache is the class's and holds `self`, so an index the owner replaced (a rolled-back
+        batch rebuilds it) was never freed, gigabytes at 10 M."""
+        key = (rule, dihedral, windows)
+        got = self._radii_cache.get(key)
+        if got is None:
+            if len(self._radii_cache) >= 16:
+                self._radii_cache.clear()
+            got = self._radii_cache[key] = self._radii_of(rule, dihedral, windows)
+        return got
+
+    @staticmethod
+    def _radii_of(rule: HashRule, dihedral: int, windows: int) -> tuple:
         full_r = np.array([rule.phash] * dihedral + [rule.window] * windows, np.int64)
         agree = rule.confirm_dhash if rule.confirm_phash >= 0 else -1
         return (tuple(full_r.tolist()), full_r, np.array([rule.window], np.int64),
@@ -368,7 +386,7 @@ class HashIndex(ExhaustiveHashIndex):
             self._cands = np.zeros(len(self._ids), np.int64)
             self._stamp = 0
         self._stamp += 1
-        if self._stamp == np.iinfo(np.int32).max:
+        if self._stamp == _STAMP_MAX:
             self._seen[:] = 0
             self._stamp = 1
         qwin = np.array(windows, np.int64).view(np.uint64)  # copies: writable, contiguous, so one compiled
@@ -386,7 +404,7 @@ class HashIndex(ExhaustiveHashIndex):
                 count = seg.crops.probe(qwin[:1], crop_r, seen, stamp, cands, count)
             count = seg.dhash.probe(qd, dhash_r, seen, stamp, cands, count)
         count = add_range(self._indexed, n, seen, stamp, cands, count)
-        skip = np.sort(np.fromiter(excluded, np.int64)) if excluded else np.zeros(0, np.int64)
+        skip = np.sort(np.fromiter(excluded, np.int64)) if excluded else _NO_IDS
         pos, ph, crop, pad, d = verify(cands[:count], self._ids, self._windows.view(np.uint64),
                                         self._dhash.view(np.uint64), self._live, before_id, skip, qwin, qdih, qd[0],
                                         rule_arr).tolist()

@@ -58,8 +58,19 @@ def chunk_radius(r: int, m: int, c: int) -> int:
 @numba.njit(cache=True)
 def probe(queries, radii, shifts, widths, off_base, offsets, ent_val, ent_pos, seen, stamp, out, n_out):  # pragma: no cover
     """Add to `out` every stored position with an entry within its query's radius; returns the new count.
-    Buckets are enumerated per chunk at its `chunk_radius` with Gosper's hack (masks of j set bits)."""
+    Buckets are enumerated per chunk at its `chunk_radius` with Gosper's hack (masks of j set bits).
+
+    Why three passes per chunk (keys, then bounds, then entries): at 10 M rows the buckets lie far apart and
+    each visit is a cache miss on `offsets` and another on `ent_val`. Walking bucket by bucket makes every
+    miss wait for the one before (the entry loop's bounds come from the offsets just loaded); gathering all
+    the bounds first, then touching each bucket's first entry, issues the misses independently, so the CPU
+    overlaps them. Same buckets, same entries, same order of candidates as one pass."""
     m = shifts.shape[0]
+    cap = 256
+    keys = np.empty(cap, np.int64)
+    starts = np.empty(cap, np.int64)
+    ends = np.empty(cap, np.int64)
+    n_ent = ent_val.shape[1]
     for qi in range(queries.shape[0]):
         r = radii[qi]
         if r < 0:
@@ -74,22 +85,41 @@ def probe(queries, radii, shifts, widths, off_base, offsets, ent_val, ent_pos, s
             limit = np.int64(1) << w
             qk = np.int64((q >> shift) & np.uint64(limit - 1))
             base = off_base[c]
+            nk = 0
             for j in range(min(per_chunk, w) + 1):
                 v = (np.int64(1) << j) - 1
                 while v < limit:
-                    key = qk ^ v
-                    for i in range(offsets[base + key], offsets[base + key + 1]):
-                        if _popcount(ent_val[c, i] ^ q) <= r:
-                            p = ent_pos[c, i]
-                            if seen[p] != stamp:
-                                seen[p] = stamp
-                                out[n_out] = p
-                                n_out += 1
+                    if nk == cap:
+                        cap *= 2
+                        grown = np.empty(cap, np.int64)
+                        grown[:nk] = keys[:nk]
+                        keys = grown
+                        starts = np.empty(cap, np.int64)
+                        ends = np.empty(cap, np.int64)
+                    keys[nk] = base + (qk ^ v)
+                    nk += 1
                     if v == 0:
                         break
                     low = v & -v
                     ripple = v + low
                     v = (((ripple ^ v) >> 2) // low) | ripple
+            for t in range(nk):
+                starts[t] = offsets[keys[t]]
+                ends[t] = offsets[keys[t] + 1]
+            touched = np.uint64(0)
+            for t in range(nk):
+                if starts[t] < n_ent:
+                    touched ^= ent_val[c, starts[t]]
+            if touched == np.uint64(1) and n_ent < 0:  # never true: keeps the touching loads from being dropped
+                return -1
+            for t in range(nk):
+                for i in range(starts[t], ends[t]):
+                    if _popcount(ent_val[c, i] ^ q) <= r:
+                        p = ent_pos[c, i]
+                        if seen[p] != stamp:
+                            seen[p] = stamp
+                            out[n_out] = p
+                            n_out += 1
     return n_out
 
 

@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,18 @@ LOAD_CHUNK = 50_000
 """Decided rows per id range of start-up's stream: what is held at once besides the indexes."""
 HASH_SNAPSHOT = "hashes"
 """The hash index snapshot's folder in the state dir (daemon.hashsnapshot)."""
+EXACT_KEYS = (("sha256", "sha256"), ("pixel_sha", "pixels"))
+"""(catalog column, signal) by which an exact copy is found, in the order they are tried."""
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """The catalog's exact lookups for a batch of rows, read in one statement per kind before the batch is
+    evaluated (`IndexOwner._lookups`). Rows committed after the read stay in `_uncommitted` until the
+    batch is evaluated (`_release_later`), so the two together see what a per-row query would."""
+
+    excluded: dict[int, set[int]]  # row id -> never_copies_of
+    first: dict[str, dict[tuple[str, int], int | None]]  # column -> (value, row id) -> first_decided_with
 
 
 class IndexOwner:
@@ -84,6 +96,7 @@ class IndexOwner:
         # (column, value) -> ids of rows evaluated but not yet committed (waiting on a verification ahead
         # of them): the catalog's exact lookups cannot see them, so exact copies are looked up here too
         self._uncommitted: dict[tuple[str, str], list[int]] = {}
+        self._release_later: list[Row] | None = None  # committed rows kept in `_uncommitted` (see Lookups)
         self.decided = 0  # verdicts decided by this process (status line, metrics)
         self.looked_away = 0  # hash-only matches the gradient look rejected before a verification (bench/scale.py)
         self._retired: queue.SimpleQueue[int] = queue.SimpleQueue()  # ids to drop from the indexes
@@ -226,26 +239,49 @@ class IndexOwner:
         waiting: deque[tuple[Row, Evidence | None, Future | None, Future | None]] = deque()
         seen: set[int] = set()
         while (room := limit - len(events) - len(waiting)) > 0:
-            head = [r for r in self.catalog.head(min(256, room) + len(waiting)) if r.id not in seen]
+            asked = min(256, room) + len(waiting)
+            rows = self.catalog.head(asked)
+            head = [r for r in rows if r.id not in seen]
             ready = list(itertools.takewhile(lambda row: row.state != "pending", head))
-            for row in ready:
-                seen.add(row.id)
-                evidence = self.evidence(row) if row.error is None else None
-                for key in self._exact_keys(row):
-                    self._uncommitted.setdefault(key, []).append(row.id)
-                verification = self._verify(row, evidence) if evidence is not None else None
-                explanation = self._explain(row, evidence) if evidence is not None and verification is None else None
-                waiting.append((row, evidence, verification, explanation))
-                # Live as head() read it: a deletion after that read is retired before the next verdict.
-                if row.error is None and (self.settings.match.keep_deleted or _live(row)):
-                    self._index(row)  # (content replaced or deleted before its verdict: never indexed)
-                if len(waiting) > MAX_WAITING:
-                    events += self._commit(waiting, wait=True)
+            known = self._lookups([row for row in ready if row.error is None])
+            self._release_later = []  # see _commit: until the batch is evaluated, `known` cannot see commits
+            try:
+                self._evaluate_batch(ready, known, seen, waiting, events)
+            finally:
+                for row in self._release_later:
+                    self._release(row)
+                self._release_later = None
             events += self._commit(waiting, wait=False)
-            if not ready or len(ready) < len(head):
+            if not ready or len(ready) < len(head) or len(rows) < asked:  # fewer than asked: none was left
                 break
         events += self._commit(waiting, wait=True)  # the writer waits for the pool here; it computes nothing
         return self._emit(events)
+
+    def _evaluate_batch(self, ready: list[Row], known: Lookups, seen: set[int], waiting: deque,
+                        events: list[VerdictEvent]) -> None:
+        """Evaluate, index and queue each row of a head batch in order (see `decide_ready`)."""
+        for row in ready:
+            seen.add(row.id)
+            evidence = self.evidence(row, known=known) if row.error is None else None
+            for key in self._exact_keys(row):
+                self._uncommitted.setdefault(key, []).append(row.id)
+            verification = self._verify(row, evidence) if evidence is not None else None
+            explanation = self._explain(row, evidence) if evidence is not None and verification is None else None
+            waiting.append((row, evidence, verification, explanation))
+            # Live as head() read it: a deletion after that read is retired before the next verdict.
+            if row.error is None and (self.settings.match.keep_deleted or _live(row)):
+                self._index(row)  # (content replaced or deleted before its verdict: never indexed)
+            if len(waiting) > MAX_WAITING:
+                events += self._commit(waiting, wait=True)
+
+    def _lookups(self, rows: list[Row]) -> Lookups:
+        """The catalog's exact lookups for a batch of rows about to be evaluated, one statement per kind
+        (earlier versions and "not a duplicate" pairs, then sha256 and pixel sha), instead of three per row."""
+        keep = self.settings.match.keep_deleted
+        first = {column: self.catalog.first_decided_with(
+            column, [(v, row.id) for row in rows if (v := getattr(row, column)) is not None], include_deleted=keep)
+            for column, _ in EXACT_KEYS}
+        return Lookups(self.catalog.never_copies_of_many([(row.path, row.id) for row in rows]), first)
 
     def _emit(self, events: list[VerdictEvent]) -> list[VerdictEvent]:
         for event in events:
@@ -320,10 +356,10 @@ class IndexOwner:
         batch = []
         while waiting and (wait or all(f is None or f.done() for f in waiting[0][2:])):
             row, evidence, verification, explanation = waiting.popleft()
-            for key in self._exact_keys(row):
-                self._uncommitted[key].remove(row.id)
-                if not self._uncommitted[key]:
-                    del self._uncommitted[key]
+            if self._release_later is not None:  # a batch's `Lookups` were read before this commit
+                self._release_later.append(row)
+            else:
+                self._release(row)
             if evidence is None:
                 batch.append((row, Decision("error")))
                 continue
@@ -354,6 +390,8 @@ class IndexOwner:
             log.error("a batch of %d verdicts was rolled back; rebuilding the in-memory index", len(batch))
             waiting.clear()
             self._uncommitted.clear()
+            if self._release_later is not None:
+                self._release_later.clear()
             self.hashes = HashIndex(len(WINDOWS))
             self.copies.close()
             self.vectors.close()
@@ -362,19 +400,32 @@ class IndexOwner:
         self.decided += len(events)
         return events
 
-    def evidence(self, row: Row, excluded: set[int] | None = None) -> Evidence:
-        """Every signal for a featured row against everything decided before it (no writes)."""
+    def _release(self, row: Row) -> None:
+        """A committed row's exact keys leave `_uncommitted`: the catalog's lookups see it now."""
+        for key in self._exact_keys(row):
+            ids = self._uncommitted.get(key)
+            if ids is not None and row.id in ids:
+                ids.remove(row.id)
+                if not ids:
+                    del self._uncommitted[key]
+
+    def evidence(self, row: Row, excluded: set[int] | None = None, known: Lookups | None = None) -> Evidence:
+        """Every signal for a featured row against everything decided before it (no writes). `known`: the
+        catalog's lookups read for this row's batch (`decide_ready`); without it they are read here."""
         keep = self.settings.match.keep_deleted
         if excluded is None:  # never a copy of a pair marked "not a duplicate", nor of its own earlier version
-            excluded = self.catalog.never_copies_of(row.path, row.id)
+            excluded = known.excluded[row.id] if known is not None else self.catalog.never_copies_of(row.path, row.id)
         exact = None
-        for column, signal in (("sha256", "sha256"), ("pixel_sha", "pixels")):
+        for column, signal in EXACT_KEYS:
             value = getattr(row, column)
             if value is not None:
-                hit = self.catalog.decided_with(column, value, row.id, include_deleted=keep, excluded=excluded)
+                hit = known.first[column][(value, row.id)] if known is not None else None
+                if known is None or (hit is not None and hit in excluded):  # the earliest is excluded: ask again
+                    found = self.catalog.decided_with(column, value, row.id, include_deleted=keep, excluded=excluded)
+                    hit = found.id if found is not None else None
                 ahead = [i for i in self._uncommitted.get((column, value), ()) if i < row.id and i not in excluded]
                 if hit is not None or ahead:
-                    exact = (hit.id if hit is not None else ahead[0], signal)
+                    exact = (hit if hit is not None else ahead[0], signal)
                     break
         if exact is not None:
             return Evidence(exact=exact)
@@ -405,7 +456,7 @@ class IndexOwner:
     def _exact_keys(row: Row) -> list[tuple[str, str]]:
         if row.error is not None:
             return []
-        return [(c, v) for c in ("sha256", "pixel_sha") if (v := getattr(row, c)) is not None]
+        return [(c, v) for c, _ in EXACT_KEYS if (v := getattr(row, c)) is not None]
 
     def _index(self, row: Row) -> None:
         if row.windows is not None and row.dhash is not None:

@@ -72,6 +72,8 @@ class Daemon:
         self._rescan_lock = threading.Lock()
         self._rescan_wanted = self._rescanning = False
         self._redis_back_at = -float(q.WORKER_TTL_S)  # when Redis last answered again after an outage
+        # queued jobs seen in rq's intermediate list (taken, not yet started), at the checks before this one
+        self._in_hand: dict[str, float] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -475,9 +477,10 @@ class Daemon:
         files), and the queue is read once: checked per file with LPOS, 80,000 files pending behind a
         3,700-job queue held the deciding thread for minutes (the 30-minute soak)."""
         queued = set(self.queue.get_job_ids()) if job_ids else set()
-        return {job_id: self._job_fate(job_id, queued) for job_id in job_ids}
+        before, self._in_hand = self._in_hand, {}
+        return {job_id: self._job_fate(job_id, queued, before) for job_id in job_ids}
 
-    def _job_fate(self, job_id: str | None, queued: set[str]) -> str:
+    def _job_fate(self, job_id: str | None, queued: set[str], in_hand_before: dict[str, float]) -> str:
         """CRASHED: a worker took the job and died (or the job failed): one of its files' attempts.
         LOST: gone some other way (Redis restarted, popped by a worker that died before starting it)."""
         if job_id is None:
@@ -496,12 +499,12 @@ class Daemon:
                 # a worker that died mid-job costs the files an attempt; one that lost Redis mid-job does not
                 return LOST if runner == q.ABANDONED else CRASHED
         if status == JobStatus.QUEUED and job_id not in queued:
-            return self._popped_fate(job)
+            return self._popped_fate(job, in_hand_before)
         if status == JobStatus.FAILED:
             return CRASHED
         return ALIVE if status in (JobStatus.QUEUED, JobStatus.STARTED) else LOST
 
-    def _popped_fate(self, job: Job) -> str:
+    def _popped_fate(self, job: Job, in_hand_before: dict[str, float]) -> str:
         """A queued job missing from the queue as it was read. A worker moves the job to rq's intermediate
         list and only then marks it started: judged lost in between (milliseconds, longer on a loaded host),
         jobs a worker was about to run were deleted and their files queued again, check after check (the
@@ -517,9 +520,10 @@ class Daemon:
         if in_queue is not None or status != JobStatus.QUEUED.encode():
             return ALIVE  # the next check judges it as it is then
         if in_hand is not None:
-            hand.set_first_seen(job.id)  # rq's own mark, kept a day: the first check to see it there sets it
-            seen = hand.get_first_seen(job.id)
-            if seen is None or time.time() - seen.timestamp() < q.WORKER_TTL_S:
+            # since when, by this daemon's checks: rq's own first-seen mark lives a day, past the job, and the
+            # same batch queued again later has the same id
+            seen = self._in_hand[job.id] = in_hand_before.get(job.id, time.monotonic())
+            if time.monotonic() - seen < q.WORKER_TTL_S:
                 return ALIVE
             hand.remove(job.id)
         job.delete()

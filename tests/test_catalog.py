@@ -45,7 +45,7 @@ def test_every_per_file_query_of_the_owner_is_an_index_lookup(tmp_path):
     verdicts = {r.verdict for r in map(catalog.get, ids)}
     assert {"exact-copy", "new"} <= verdicts  # the sha256 and pixel_sha lookups ran
     plans = {}
-    for sql in {s for s in statements if s.split()[0].upper() in ("SELECT", "UPDATE", "INSERT", "DELETE")}:
+    for sql in {s for s in statements if s.split()[0].upper() in ("SELECT", "WITH", "UPDATE", "INSERT", "DELETE")}:
         plans[sql] = [row[3] for row in catalog.conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
     assert any("files_pixel_sha" in " ".join(p) for p in plans.values())
     assert any("files_undecided" in " ".join(p) for p in plans.values())
@@ -270,3 +270,51 @@ def test_deciding_a_file_costs_four_statements_and_its_matches(tmp_path):
     by_sha = sum(e.best is not None and e.best.signal == "sha256" for e in events)  # no pixel digest lookup
     reads_writes = [s for s in statements if s.split()[0].upper() in ("SELECT", "UPDATE", "INSERT")]
     assert len(reads_writes) <= 4 * len(ids) - by_sha + matches + 2, reads_writes
+
+
+def test_a_batch_decided_at_once_finds_the_exact_copies_one_query_per_file_would(tmp_path):
+    """The owner reads a batch's exact-copy lookups in one statement per kind before evaluating it. Each file
+    must still get the earliest earlier file with its sha256 (else pixel sha) that is not excluded: not past a
+    "not a duplicate" mark nor an earlier version of its own path (looked up again), and not missing a file
+    of the same batch that a commit in the middle of the batch (more rows than MAX_WAITING) took out of the
+    owner's uncommitted list."""
+    from daemon.owner import MAX_WAITING
+
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    owner = IndexOwner(Settings(state_dir=tmp_path, hash_only=True), catalog)
+    rng = np.random.default_rng(1)
+    n = 2 * MAX_WAITING + 40  # one head batch, committed twice in its middle
+    paths = [f"/w/{k}.jpg" for k in range(n - 1)] + ["/w/3.jpg"]  # the last one: a new version of /w/3.jpg
+    ids = [owner.register(p, 100 + k, k) for k, p in enumerate(paths)]
+    sha = [f"{k % 50:064x}" for k in range(n)]  # file k and k+50, k+100 are byte-identical
+    pix = [f"{k % 29 + 1000:064x}" for k in range(n)]
+    sha[n - 1] = sha[3]  # the new version of /w/3.jpg: byte-identical to its old version, which cannot count
+    catalog.conn.execute("INSERT INTO not_duplicates (a, b, marked_at) VALUES (?, ?, 0)", (ids[0], ids[50]))
+    for k, file_id in enumerate(ids):
+        catalog.store_features(file_id, {**_features(rng, k), "sha256": sha[k], "pixel_sha": pix[k]})
+    events = owner.decide_ready()
+    assert len(events) == n
+
+    def expected(k: int) -> tuple[str, int | None, str | None]:
+        excluded = {ids[j] for j in range(k) if paths[j] == paths[k]}
+        excluded |= {ids[50]} if k == 0 else {ids[0]} if k == 50 else set()
+        for column, values, signal in (("sha256", sha, "sha256"), ("pixel_sha", pix, "pixels")):
+            earlier = [ids[j] for j in range(k) if values[j] == values[k] and ids[j] not in excluded]
+            if earlier:
+                return "exact-copy", earlier[0], signal
+        return "new", None, None
+
+    got = {e.file.id: (e.kind, e.matches[0].file.id if e.matches else None, e.matches[0].signal if e.matches else None)
+           for e in events}
+    assert got == {ids[k]: expected(k) for k in range(n)}
+    assert got[ids[50]] == ("exact-copy", ids[21], "pixels")  # the excluded first twin is passed over
+    assert got[ids[100]] == ("exact-copy", ids[0], "sha256")  # ids[0] was committed after the batch's read
+    assert got[ids[n - 1]][1] != ids[3]  # never a copy of its own earlier version
+    # a later batch, whose earliest twins were decided before it: marked "not a duplicate", or an earlier
+    # version of the same path, the first twin is passed over for the next one
+    marked, replaced = owner.register("/w/marked.jpg", 1, 1), owner.register("/w/7.jpg", 2, 2)
+    catalog.conn.execute("INSERT INTO not_duplicates (a, b, marked_at) VALUES (?, ?, 0)", (ids[0], marked))
+    catalog.store_features(marked, {**_features(rng, 0), "sha256": sha[0], "pixel_sha": "ab" * 32})
+    catalog.store_features(replaced, {**_features(rng, 0), "sha256": sha[7], "pixel_sha": "cd" * 32})
+    later = {e.file.id: e.matches[0].file.id for e in owner.decide_ready()}
+    assert later == {marked: ids[50], replaced: ids[57]}
