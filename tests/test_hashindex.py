@@ -196,6 +196,21 @@ def test_rows_must_arrive_in_id_order(index):
         index.add(15, np.array([0, 0], np.int64), 0)
 
 
+def test_an_index_that_has_answered_queries_is_freed_when_dropped():
+    """The owner drops its index and builds another after a rolled-back batch: at 10 M the old one is
+    gigabytes, so nothing the queries cached (such as the radii per rule) may keep it alive."""
+    import gc
+    import weakref
+
+    index = HashIndex(2, tail_rows=1)  # not the fixture: pytest holds on to a fixture's value
+    index.add(10, np.array([0b1111, -1], np.int64), 0)
+    assert _best(index, 0b1111).id == 10  # the probe path, which caches the rule's radii
+    dropped = weakref.ref(index)
+    del index
+    gc.collect()
+    assert dropped() is None
+
+
 @pytest.mark.parametrize("entries", [2_048, 100_000, 800_000, 1_000_000, 8_000_000, 80_000_000])
 def test_no_chunk_is_wider_than_log2_of_its_entries(entries):
     """Each extra bit of a chunk doubles its bucket offsets (8 B a bucket): a chunk wider than log2(entries)
