@@ -349,7 +349,7 @@ class Daemon:
 
     def _catch_up(self) -> None:
         """Enqueue what landed while the daemon was down: files the catalog lacks or that changed."""
-        self._scan("catch-up scan", live=False)
+        self._scan("catch-up scan")
         self.catchup_done.set()
 
     def rescan(self) -> None:
@@ -370,15 +370,16 @@ class Daemon:
                     return
                 self._rescan_wanted = False
             try:
-                self._scan("rescan after lost events", live=True)
+                self._scan("rescan after lost events")
             except Exception:  # the next overflow tries again
                 log.exception("rescan failed")
 
-    def _scan(self, what: str, live: bool) -> None:
+    def _scan(self, what: str) -> None:
         """Land every file the catalog lacks or holds another version of, then mark deleted the catalogued
         files that are gone (deleted while the daemon was down, or their delete events were among those
-        lost), so their content stops matching. `live`: while the watcher runs, a file still being written
-        goes through its settle check instead."""
+        lost), so their content stops matching. The watcher runs meanwhile (also during the catch-up scan at
+        start), so a file still being written (a recent mtime) goes through its settle check: landed as
+        found, the first part of a file written as the daemon started got a row and a verdict of its own."""
         started = time.monotonic()
         known = self.catalog.known_versions()
         settle_ns = self.settings.watch.settle_ms * 1_000_000
@@ -393,7 +394,7 @@ class Daemon:
                 st = Path(path).stat()
                 version = known.pop(path, None)
                 if version != (st.st_size, st.st_mtime_ns):
-                    if live and time.time_ns() - st.st_mtime_ns < settle_ns:
+                    if time.time_ns() - st.st_mtime_ns < settle_ns:
                         self.watcher.settle(path)
                     else:
                         self.landed(path)

@@ -291,3 +291,24 @@ def test_end_to_end_slow_writer_rename_and_move_are_read_whole(tmp_path: Path, r
     for path, verdict, sha, error in rows:
         assert verdict == "new", (path, error)
         assert sha == hashlib.sha256(expected[path]).hexdigest()
+
+
+def test_a_file_being_written_as_the_daemon_starts_lands_once_whole(tmp_path: Path, run_service) -> None:
+    """The catch-up scan at start meets a file its writer still holds open, half written. The watcher runs by
+    then, so the file goes through the settle check and lands at its close: one row, the whole file. Landed
+    as the scan found it, its first half got a row and an error verdict of its own (a fault test, at load 13)."""
+    root, state = tmp_path / "in", tmp_path / "state"
+    root.mkdir()
+    data = image_bytes(23, 256)
+    with open(root / "half.png", "wb") as fh:
+        fh.write(data[:len(data) // 2])
+        fh.flush()
+        svc = run_service(root, state, DUPWATCH_WATCH__SETTLE_MS="60000")  # still "being written" at the scan
+        wait_for(lambda: "catch-up scan:" in svc.stderr(), 60, what="the catch-up scan")
+        fh.write(data[len(data) // 2:])
+    row = wait_for(lambda: next((r for r in catalog_rows(state) if r["state"] == "decided"), None), 60,
+                   what="the verdict")
+    time.sleep(1.0)  # a second row would be there by now
+    rows = catalog_rows(state)
+    assert [(r["path"], r["verdict"]) for r in rows] == [(str(root / "half.png"), "new")], rows
+    assert row["error"] is None
