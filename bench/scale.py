@@ -88,6 +88,10 @@ def make_photos(folder: Path, n: int, seed: int = 0, debian_cache: Path | None =
 
 FILL_BATCH = 50_000
 """Rows per transaction of the fill: each of its three statements' batches runs in one transaction."""
+STREAM_BATCH = 1000
+"""Files stored, then decided, per `decide_ready` call in the stream: the daemon's own limit per call."""
+STREAM_SINGLE = 2000
+"""The stream's last files decided one a call, for the per-verdict p50/p99."""
 BULK_PRAGMAS = ("PRAGMA synchronous=OFF", "PRAGMA cache_size=-2000000", "PRAGMA temp_store=MEMORY")
 """For the fill only (a crash mid-fill means filling again, so no fsync): a 2 GB page cache keeps the
 random-keyed sha256 and pixel_sha index pages in memory as they grow."""
@@ -145,16 +149,12 @@ def fill_file(path: Path, n: int, seed: int, vectors: bool) -> float:
 
 
 def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, vectors: bool = False,
-          catalogs: Path | None = None) -> dict:
+          catalogs: Path | None = None, stream: list[Path] | None = None) -> dict:
     """One N: build, start, scan, time, count. Returns the row of the table as a dict."""
     from daemon.catalog import Catalog
     from daemon.config import Settings
     from daemon.hashindex import ExhaustiveHashIndex
     from daemon.owner import HASH_SNAPSHOT, IndexOwner, _compile_hash_kernels
-    from workers.models.copy import load_copy_model
-    from workers.pipeline import Pipeline
-    from workers.settings import DecodeSettings
-
     _compile_hash_kernels(_default_rule())  # compile (or load) the numba kernels outside the timings
     out: dict = {"n": n, "vectors": vectors}
     with tempfile.TemporaryDirectory(dir=os.environ.get("SCALE_TMP")) as tmp:
@@ -187,7 +187,7 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, v
         owner = IndexOwner(settings, catalog)
         out["startup_s"] = time.monotonic() - started
         out["segments"] = len(owner.hashes._segments)
-        pipeline = Pipeline(DecodeSettings(), None, load_copy_model(settings)[0] if vectors else None)
+        pipeline = pipeline_for(settings, vectors)
         # all new to the catalog (the strict zip below fails if one were not)
         ids = [i for p in photos if (i := owner.register(str(p), p.stat().st_size, p.stat().st_mtime_ns)) is not None]
         feats = pipeline.run(list(zip(ids, map(str, photos), strict=True)))
@@ -218,6 +218,8 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, v
         out["decide_p50_ms"], out["decide_p99_ms"] = (float(np.percentile(each, q)) * 1e3 for q in (50, 99))
         out["decide_cpu_p50_ms"], out["decide_cpu_p99_ms"] = (float(np.percentile(cpu, q)) * 1e3 for q in (50, 99))
         out["single_verdicts_s"] = len(each) / sum(each)
+        if stream:
+            out.update(decide_stream(owner, pipeline_for(settings, vectors), stream, n, state, seed))
         out["photos"] = len(photos)
         out["photo_chance"] = sum(1 for e in events if e.matches and e.matches[0].file.id <= n)
         out["photo_copies"] = sum(1 for e in events if e.kind in ("edited-copy", "exact-copy"))
@@ -275,6 +277,54 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, v
     return out
 
 
+def pipeline_for(settings, vectors: bool):
+    """The worker's own pipeline: decode and hashes, and SSCD with vectors."""
+    from workers.models.copy import load_copy_model
+    from workers.pipeline import Pipeline
+    from workers.settings import DecodeSettings
+
+    return Pipeline(DecodeSettings(), None, load_copy_model(settings)[0] if vectors else None)
+
+
+def decide_stream(owner, pipeline, files: list[Path], n: int, state: Path, seed: int) -> dict:
+    """The sustained rate: `files` (distinct collages) decided as the daemon decides a backlog, STREAM_BATCH
+    stored and then decided in one `decide_ready` call at a time, features supplied (computed first, not
+    timed); then the last STREAM_SINGLE one file a call, for per-verdict p50/p99 over enough samples that the
+    p99 is not one slow call. The photos' batch above is about 90 verdicts right after start-up: too short to
+    call sustained (one scheduler hiccup moves it by a tenth)."""
+    ids = [i for p in files if (i := owner.register(str(p), p.stat().st_size, p.stat().st_mtime_ns)) is not None]
+    feats = [f for lo in range(0, len(ids), 1000)
+             for f in pipeline.run(list(zip(ids[lo:lo + 1000], map(str, files[lo:lo + 1000]), strict=True)))]
+    pipeline.close()
+    rule = owner.thresholds.hashes
+    decoys = plant_decoys(owner.catalog, state / "archive", n, {
+        hit.id for f in feats if f.windows is not None and f.dihedral is not None and f.dhash is not None
+        and (hit := owner.hashes.best(f.windows, f.dihedral, f.dhash, f.id, rule)) is not None}, seed)
+    single = min(STREAM_SINGLE, len(feats) // 5)
+    batched, events = feats[:len(feats) - single], []
+    wall = cpu = 0.0
+    for lo in range(0, len(batched), STREAM_BATCH):
+        owner.accept(batched[lo:lo + STREAM_BATCH])
+        t0, c0 = time.perf_counter(), time.process_time()
+        events += owner.decide_ready(limit=STREAM_BATCH + 1)
+        wall, cpu = wall + time.perf_counter() - t0, cpu + time.process_time() - c0
+    assert len(events) == len(batched), (len(events), len(batched))
+    each, each_cpu = [], []
+    for f in feats[len(batched):]:
+        owner.accept([f])
+        t0, c0 = time.perf_counter(), time.process_time()
+        one = owner.decide_ready(limit=2)
+        each.append(time.perf_counter() - t0)
+        each_cpu.append(time.process_time() - c0)
+        assert len(one) == 1, (f.path, len(one))
+        events += one
+    return {"stream": len(feats), "stream_batched": len(batched), "stream_s": len(batched) / wall,
+            "stream_cpu_ms": cpu / len(batched) * 1e3,
+            "stream_p50_ms": float(np.percentile(each, 50)) * 1e3, "stream_p99_ms": float(np.percentile(each, 99)) * 1e3,
+            "stream_cpu_p99_ms": float(np.percentile(each_cpu, 99)) * 1e3, "stream_single": len(each),
+            "stream_not_new": sum(1 for e in events if e.kind != "new"), "stream_decoys": decoys}
+
+
 def cold_start(state: Path, vectors: bool) -> dict:
     """A start with no snapshots (the indexes built from the catalog), then the save that writes them."""
     from daemon.catalog import Catalog
@@ -322,7 +372,8 @@ def _default_rule():
 
 def table(rows: list[dict]) -> str:
     head = ("catalogued", "vectors", "start-up s from snapshots", "first start s (no snapshots; peak RSS MiB)",
-            "snapshot save s", "verdicts/s batched",
+            "snapshot save s", "stream: verdicts/s batched (CPU ms a verdict)", "stream: per verdict p50/p99 ms (CPU p99)",
+            "stream: not new (decoys)", "verdicts/s batched",
             "verdicts/s one at a time", "decide per verdict p50/p99 ms", "its CPU p50/p99 ms", "evidence p50/p99 ms", "hash p50/p99 ms",
             "vector p50/p99 ms", "exhaustive p50/p99 ms", "chance: photos (decoys, looked away)",
             "chance: random probes", "hash index B/row (snapshot)", "vector index B/row", "disk B/row", "peak RSS MiB")
@@ -331,7 +382,11 @@ def table(rows: list[dict]) -> str:
         vec = r.get("vectors")
         lines.append("| " + " | ".join((
             f"{r['n']:,}", "512-d SSCD" if vec else "hash-only", f"{r['startup_s']:.2f}",
-            f"{r['rebuild_s']:.1f} ({r['cold_rss_mib']:,.0f})", f"{r['save_s']:.1f}", f"{r['verdicts_s']:,.0f}",
+            f"{r['rebuild_s']:.1f} ({r['cold_rss_mib']:,.0f})", f"{r['save_s']:.1f}",
+            *((f"{r['stream_s']:,.0f} of {r['stream_batched']:,} ({r['stream_cpu_ms']:.2f})",
+               f"{r['stream_p50_ms']:.2f} / {r['stream_p99_ms']:.2f} of {r['stream_single']:,} ({r['stream_cpu_p99_ms']:.2f})",
+               f"{r['stream_not_new']} of {r['stream']:,} ({r['stream_decoys']})") if "stream" in r else ("-",) * 3),
+            f"{r['verdicts_s']:,.0f}",
             f"{r['single_verdicts_s']:,.0f}",
             f"{r['decide_p50_ms']:.2f} / {r['decide_p99_ms']:.2f}",
             f"{r['decide_cpu_p50_ms']:.2f} / {r['decide_cpu_p99_ms']:.2f}",
@@ -357,6 +412,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="where bench/photos.py keeps the Debian photo packages (fetched when missing)")
     ap.add_argument("--no-debian", action="store_true", help="scikit-image's photos only (14)")
     ap.add_argument("--probes", type=int, default=20_000, help="random hash sets for the chance-match rate")
+    ap.add_argument("--stream", type=int, default=10_000, help="distinct collages decided after the photos, "
+                    "for the sustained rate (bench/scan_growth.py's; built once, kept under --catalogs); 0: none")
     ap.add_argument("--exhaustive", type=int, default=100, help="photos also searched exhaustively")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--catalogs", type=Path, help="keep each filled catalog here and reuse it on the next run "
@@ -367,6 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--child-vectors", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--photo-dir", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--stream-dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--cold", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.cold is not None:
@@ -374,8 +432,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.child is not None:
         photos = sorted(args.photo_dir.glob("*.jpg"))
+        stream = sorted(args.stream_dir.glob("*/*.jpg")) if args.stream_dir else None
         print(json.dumps(child(args.child, photos, args.probes, args.exhaustive, args.seed, bool(args.child_vectors),
-                               args.catalogs)))
+                               args.catalogs, stream)))
         return
     header = (f"# bench/scale.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
               f"{os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f} at start\n"
@@ -406,11 +465,19 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         made = make_photos(Path(tmp), args.photos, args.seed, None if args.no_debian else args.debian_cache)
         print(f"# {len(made)} photos", flush=True)
+        stream_dir = (args.catalogs or Path(tmp)) / f"stream-{args.stream}-{args.seed}"
+        if args.stream and not (stream_dir / "done").exists():
+            from bench.scan_growth import build_files
+
+            build_files(stream_dir, args.stream, args.seed, os.cpu_count() or 1, not args.no_debian, "collage")
+            (stream_dir / "done").touch()
         for n, vec in zip(sizes, flags, strict=True):
             cmd = [sys.executable, __file__, "--child", str(n), "--child-vectors", str(vec), "--photo-dir", tmp,
                    "--probes", str(args.probes), "--exhaustive", str(args.exhaustive), "--seed", str(args.seed)]
             if args.catalogs:
                 cmd += ["--catalogs", str(args.catalogs)]
+            if args.stream:
+                cmd += ["--stream-dir", str(stream_dir)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 sys.exit(f"N={n} failed:\n{done.stderr[-3000:]}")
