@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from daemon.checkpointer import BACKSTOP_PAGES, Checkpointer
 from workers.features import FEATURE_FIELDS
 
 SCHEMA = """
@@ -249,6 +250,8 @@ class Catalog:
                     if column not in have:
                         self.conn.execute(f"ALTER TABLE files ADD COLUMN {column} {kind}")
                 self.schema_version = self._migrate()
+            self.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+            self._checkpointer = Checkpointer(connect(self.path))
 
     def _migrate(self) -> int:
         """Bring an older catalog up to SCHEMA_VERSION, one step per version, each step with its version
@@ -279,6 +282,8 @@ class Catalog:
 
     def close(self) -> None:
         with self._lock:
+            if hasattr(self, "_checkpointer"):
+                self._checkpointer.close()
             if hasattr(self, "conn"):
                 self.conn.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 
 import numpy as np
 import pytest
@@ -318,3 +319,31 @@ def test_a_batch_decided_at_once_finds_the_exact_copies_one_query_per_file_would
     catalog.store_features(replaced, {**_features(rng, 0), "sha256": sha[7], "pixel_sha": "cd" * 32})
     later = {e.file.id: e.matches[0].file.id for e in owner.decide_ready()}
     assert later == {marked: ids[50], replaced: ids[57]}
+
+
+def _write_pages(catalog: Catalog, megabytes: int, tag: str) -> None:
+    """About `megabytes` of new pages through the writer's own transactions (a meta value per commit)."""
+    blob = "x" * 100_000
+    for k in range(megabytes * 10):
+        with catalog.transaction() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (f"{tag}{k}", blob))
+
+
+def test_the_write_ahead_log_is_copied_into_the_catalog_off_the_writers_commits(tmp_path):
+    """A background checkpoint, not the writer: the database file grows to hold what was committed without
+    another commit, and with the thread stopped, 8 MB of commits (past SQLite's own 1,000-page automatic
+    checkpoint, which ran inside the commit that crossed it) leave the copying to it."""
+    path = tmp_path / "catalog.sqlite3"
+    catalog = Catalog(path)
+    empty = path.stat().st_size
+    _write_pages(catalog, 4, "first")
+    deadline = time.monotonic() + 10
+    while path.stat().st_size < empty + 4_000_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.stat().st_size >= empty + 4_000_000, "the log was never copied into the database file"
+    catalog._checkpointer.close()
+    copied = path.stat().st_size
+    _write_pages(catalog, 8, "second")
+    time.sleep(1)
+    assert path.stat().st_size == copied, "a commit checkpointed on the writer's own time"
+    catalog.conn.close()
