@@ -398,6 +398,14 @@ class Catalog:
             args.append(older_than)
         return [Row.from_sql(r) for r in self.query(sql + " ORDER BY id", args)]
 
+    def pending_of_jobs(self, job_ids: Collection[str]) -> list[Row]:
+        """Pending rows last queued in one of these jobs (a few: the jobs workers hold)."""
+        if not job_ids:
+            return []
+        marks = ",".join("?" * len(job_ids))
+        return [Row.from_sql(r) for r in self.query(
+            f"{ROW_SQL} WHERE state = 'pending' AND job_id IN ({marks}) ORDER BY id", list(job_ids))]
+
     # --- features and verdicts ---------------------------------------------------------------------
 
     def store_features(self, file_id: int, features: dict[str, Any]) -> bool:

@@ -464,6 +464,12 @@ class Daemon:
         for job_id in failed_jobs:
             failed.remove(job_id, delete_job=True)
         rows = self.catalog.pending(None if failed_jobs else time.time() - self.settings.queue.pending_retry_s)
+        if not failed_jobs:  # and, however recent, the files of jobs popped by a worker and not yet started: one
+            # that lost Redis as it popped (a disk full under Redis's log) leaves its job there, lost
+            # after WORKER_TTL_S (`_popped_fate`) rather than pending_retry_s
+            old = {r.id for r in rows}
+            rows += [r for r in self.catalog.pending_of_jobs(self.queue.intermediate_queue.get_job_ids())
+                     if r.id not in old]
         fates = self._job_fates({r.job_id for r in rows} - failed_jobs)
         fates.update(dict.fromkeys(failed_jobs, CRASHED))
         crashed = [r for r in rows if fates.get(r.job_id) == CRASHED]

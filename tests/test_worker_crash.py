@@ -34,13 +34,14 @@ def take_and_die(conn: redis.Redis, name: str) -> str:
     return job.id
 
 
-def start_daemon(tmp_path: Path, redis_url: str, services) -> tuple[Path, Path, dict[str, str], Service]:
+def start_daemon(tmp_path: Path, redis_url: str, services,
+                 pending_retry_s: str = "0.5") -> tuple[Path, Path, dict[str, str], Service]:
     """A hash-only daemon on the shared Redis with no worker: the test plays the workers' part. A short
-    re-queue delay, so that a lost job is noticed within the test's waits."""
+    re-queue delay by default, so that a lost job is noticed within the test's waits."""
     root, state = tmp_path / "in", tmp_path / "state"
     root.mkdir()
     env = base_env(state, DUPWATCH_HASH_ONLY="true", DUPWATCH_REDIS__URL=redis_url,
-                   DUPWATCH_QUEUE__MAX_ATTEMPTS=str(MAX_ATTEMPTS), DUPWATCH_QUEUE__PENDING_RETRY_S="0.5")
+                   DUPWATCH_QUEUE__MAX_ATTEMPTS=str(MAX_ATTEMPTS), DUPWATCH_QUEUE__PENDING_RETRY_S=pending_retry_s)
     daemon = Service(["daemon", str(root)], env, tmp_path / "daemon.log")
     services.append(daemon)
     wait_for(lambda: "catch-up scan" in daemon.stderr(), 60, what="daemon start")
@@ -167,8 +168,10 @@ def test_a_job_a_worker_has_taken_but_not_yet_started_is_left_to_it(tmp_path: Pa
     """A worker moves a job from the queue to rq's intermediate list, then marks it started. In between it is in
     neither the queue nor the started registry; judged lost there, jobs a worker was about to run were deleted
     and their files queued again, check after check (the 12-minute soak's re-queue storm). Left there for
-    longer than a worker's record lives (`WORKER_TTL_S`), its worker died holding it: then it is queued again."""
-    root, _state, _env, daemon = start_daemon(tmp_path, redis_url, services)  # checks every 2 s
+    longer than a worker's record lives (`WORKER_TTL_S`), its worker died holding it (or lost Redis as it
+    popped it: a disk full under Redis's log): then it is queued again, however recently its files were
+    queued; the periodic re-queue of old files (`queue.pending_retry_s`, here an hour) is not what finds it."""
+    root, _state, _env, daemon = start_daemon(tmp_path, redis_url, services, pending_retry_s="3600")  # checks every 2 s
     conn = redis.Redis.from_url(redis_url)
     try:
         queue = q.ingest_queue(conn)
