@@ -57,4 +57,5 @@ def disk_full(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sqlite3.OperationalError):
         return getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "disk is full" in str(exc)
-    return isinstance(exc, redis.ResponseError) and str(exc).startswith("MISCONF")
+    # inside a MULTI, redis-py words it "Command # 1 (SADD ...) of pipeline caused error: MISCONF ..."
+    return isinstance(exc, redis.ResponseError) and "MISCONF " in str(exc)

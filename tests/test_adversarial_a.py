@@ -15,6 +15,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -231,6 +232,32 @@ def fill(fs: Path) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+def test_redis_refusing_writes_on_a_full_disk_is_a_full_disk_in_a_pipeline_too(small_fs):
+    """The private Redis keeps its log in the state dir: on a full disk it refuses writes (MISCONF). A write
+    in a MULTI (rq's enqueue) raises it worded otherwise; taken for any other error, it ended `run`."""
+    from daemon.health import disk_full
+    from daemon.redis_server import EmbeddedRedis
+
+    server = EmbeddedRedis(small_fs / "state")
+    conn = redis.Redis.from_url(server.start())
+    try:
+        conn.set("before", "x")
+        fill(small_fs)
+        with pytest.raises(redis.ResponseError) as plain:
+            for _ in range(50):  # the first write that cannot be logged turns Redis to refusing the next
+                conn.set("during", "x" * 65536)
+                time.sleep(0.1)
+        with pytest.raises(redis.ResponseError) as piped, conn.pipeline() as pipe:
+            pipe.sadd("queues", "q").rpush("q", "job").execute()
+        with pytest.raises(redis.ResponseError) as other:
+            conn.lrange("before", 0, 1)  # WRONGTYPE (a read: allowed on a full disk): not a full disk
+    finally:
+        conn.close()
+        server.stop()
+    assert "MISCONF" in str(plain.value) and not str(piped.value).startswith("MISCONF")
+    assert disk_full(plain.value) and disk_full(piped.value) and not disk_full(other.value)
 
 
 def test_disk_full_waits_in_a_degraded_state_and_resumes_by_itself(tmp_path, services, photos, small_fs):
