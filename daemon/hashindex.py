@@ -28,7 +28,10 @@ Rows arrive one at a time (in id order), so the index is a stack of segments bui
 rows sit in a small tail that is scanned; a full tail becomes a segment, and segments of similar size
 merge into one rebuilt with chunks re-tuned to its size (about log2(entries) bits, so a bucket holds about
 one entry). Sizes double like a binary counter: about log2(N / TAIL_ROWS) segments, each row rebuilt that
-many times over the catalog's life. The probe, verify and build loops are compiled with numba
+many times over the catalog's life. A query's probe of every segment and table is one kernel call
+(`probe_many`, several queries at once): `probe_ahead` runs it for a batch of queries on the owner's second
+thread with the GIL released, and `best(..., probed=)` finishes each search with the rows added since by
+range. The probe, verify and build loops are compiled with numba
 (daemon.hashkernels), imported when the first segment is built: until then (fewer than TAIL_ROWS rows, such
 as a scan of a small folder) `best()` is the exhaustive search itself, and the process never pays numba's
 import and kernels (about 120 MiB and 1.2 CPU-s on 2 cores, 2026-11-27).
@@ -37,7 +40,8 @@ import and kernels (about 120 MiB and 1.2 CPU-s on 2 cores, 2026-11-27).
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable
+import threading
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -255,12 +259,10 @@ class _Table:
     def nbytes(self) -> int:
         return self.offsets.nbytes + self.ent_val.nbytes + self.ent_pos.nbytes
 
-    def probe(self, queries: np.ndarray, radii: np.ndarray, seen: np.ndarray, stamp: int, out: np.ndarray,
-              n_out: int) -> int:
-        from daemon.hashkernels import probe
-
-        return probe(queries, radii, self.shifts, self.widths_arr, self.off_base, self.offsets, self.ent_val,
-                      self.ent_pos, seen, stamp, out, n_out)
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The table as daemon.hashkernels' probe takes it."""
+        return tuple(np.ascontiguousarray(a) for a in (self.shifts, self.widths_arr, self.off_base, self.offsets,
+                                                       self.ent_val, self.ent_pos))
 
 
 class _Segment:
@@ -304,6 +306,40 @@ _NO_IDS = np.zeros(0, np.int64)
 """Per-query constants, made once: a verdict at 10 M costs about 0.3 ms, so microseconds of numpy setup show."""
 
 
+@dataclass(frozen=True)
+class Probed:
+    """The probing half of one `HashIndex.best`, done ahead (`probe_ahead`): every position below `upto`
+    that may match, from the index it was probed on. Rows from `upto` on are added by range when the
+    search is finished, so rows indexed since (the batch's own) are searched all the same."""
+
+    index: object
+    rule: HashRule
+    cands: np.ndarray
+    upto: int
+
+
+class _Scratch:
+    """Per-thread candidate buffers: a stamp per stored position (seen this query) and the candidates."""
+
+    def __init__(self) -> None:
+        self.seen = np.zeros(1024, np.int32)
+        self.cands = np.zeros(1024, np.int64)
+        self.stamp = 0
+
+    def reserve(self, k: int, n: int, capacity: int) -> int:
+        """Ready for k queries over n positions: returns the stamp before theirs (query i takes stamp + i + 1).
+        Grown to `capacity` (the stored rows' arrays, which double), not to n, which grows by one a verdict."""
+        if len(self.seen) < n:
+            self.seen = np.zeros(max(n, capacity), np.int32)
+            self.cands = np.zeros(max(n, capacity), np.int64)
+            self.stamp = 0
+        if self.stamp + k >= _STAMP_MAX:
+            self.seen[:] = 0
+            self.stamp = 0
+        stamp, self.stamp = self.stamp, self.stamp + k
+        return stamp
+
+
 class HashIndex(ExhaustiveHashIndex):
     """The exhaustive search's answers, through multi-index hashing (see the module docstring)."""
 
@@ -314,15 +350,17 @@ class HashIndex(ExhaustiveHashIndex):
         # times its rows; tests set it to infinity so that even their small segments are probed
         self._segments: list[_Segment] = []
         self._indexed = 0  # positions below this are in segments; the rest is the scanned tail
-        self._seen = np.zeros(1024, np.int32)
-        self._cands = np.zeros(1024, np.int64)
-        self._stamp = 0
+        self._scratch = _Scratch()  # best()'s, on the owner's thread
+        self._ahead = _Scratch()  # probe_ahead()'s, on the one thread that probes ahead
+        self._sealing = threading.Lock()  # segments and _indexed change together under it
         self._radii_cache: dict[tuple[HashRule, int, int], tuple] = {}
+        self._plans: dict[tuple, tuple] = {}  # see _plan
 
     def add_many(self, ids: np.ndarray, windows: np.ndarray, dhash: np.ndarray) -> None:
         super().add_many(ids, windows, dhash)
         if self._n - self._indexed >= self._tail_rows:
-            self._seal()
+            with self._sealing:
+                self._seal()
 
     def load(self, chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
         """Bulk load at start-up: (ids, windows, dhash) chunks in id order, then one segment built for all."""
@@ -344,10 +382,14 @@ class HashIndex(ExhaustiveHashIndex):
         self._indexed = self._n
 
     def nbytes(self) -> int:
-        """Memory held: stored rows, segments, and the per-query scratch arrays."""
-        n = len(self._ids)
+        """Memory held: stored rows, segments, and the per-query scratch arrays (each thread's)."""
         rows = self._ids.nbytes + self._windows.nbytes + self._dhash.nbytes + self._live.nbytes
-        return rows + sum(s.nbytes() for s in self._segments) + 12 * n
+        scratch = sum(s.seen.nbytes + s.cands.nbytes for s in (self._scratch, self._ahead))
+        return rows + sum(s.nbytes() for s in self._segments) + scratch
+
+    def segmented(self) -> bool:
+        """Whether any rows are in segments (probed); until then `best` scans every row."""
+        return bool(self._segments)
 
     def _radii(self, rule: HashRule, dihedral: int, windows: int) -> tuple:
         """Per table, each query hash's radius: flips at `phash`, pad windows at `window` (full-frame
@@ -373,39 +415,82 @@ class HashIndex(ExhaustiveHashIndex):
                 np.array([max(rule.dhash, agree)], np.int64),
                 np.array([rule.phash, rule.window, rule.dhash, rule.confirm_phash, rule.confirm_dhash], np.int64))
 
+    def _plan(self, segments: tuple[_Segment, ...], rule: HashRule, dihedral: int, windows: int) -> tuple:
+        """What `probe_many` walks for these segments at this rule's radii: the tables of the probed segments
+        (a numba typed list, with each table's kind) and the ranges of those scanned instead. Cached: the
+        segments change once every TAIL_ROWS rows."""
+        key = (tuple(id(seg) for seg in segments), rule, dihedral, windows)
+        got = self._plans.get(key)
+        if got is None or got[0] != segments:
+            import numba
+            from numba.typed import List
+
+            radii, _, crop_r, dhash_r, _ = self._radii(rule, dihedral, windows)
+            tables = List.empty_list(numba.typeof(segments[0].full.arrays()))  # typed even when left empty
+            kinds, scanned = [], []
+            for seg in segments:
+                if seg.probe_cost(radii, int(crop_r[0]), int(dhash_r[0])) >= self._scan_factor * (seg.hi - seg.lo):
+                    scanned.append((seg.lo, seg.hi))
+                    continue
+                for kind, table in enumerate((seg.full, seg.crops, seg.dhash)):
+                    if table is not None:
+                        tables.append(table.arrays())
+                        kinds.append(kind)
+            if len(self._plans) >= 8:
+                self._plans.clear()
+            got = self._plans[key] = (segments, tables, np.array(kinds, np.int64),
+                                      np.array(scanned, np.int64).reshape(-1, 2))
+        return got[1:]
+
+    def _candidates(self, segments: tuple[_Segment, ...], queries: Sequence[tuple[np.ndarray, np.ndarray, int]],
+                    rule: HashRule, scratch: _Scratch, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every position of `segments` that may match each query (windows, dihedral, dhash): one kernel
+        call for them all. Returns the candidates concatenated and their bounds [k + 1]."""
+        from daemon.hashkernels import probe_many
+
+        if not segments:
+            return _NO_IDS, np.zeros(len(queries) + 1, np.int64)
+        dihedral, windows = len(queries[0][1]), len(queries[0][0])
+        tables, kinds, scanned = self._plan(segments, rule, dihedral, windows)
+        _, full_r, crop_r, dhash_r, _ = self._radii(rule, dihedral, windows)
+        qwin = np.array([q[0] for q in queries], np.int64).view(np.uint64)
+        full_q = np.concatenate([np.array([q[1] for q in queries], np.int64).view(np.uint64), qwin], axis=1)
+        dh_q = np.array([[q[2]] for q in queries], np.int64).view(np.uint64)
+        stamp = scratch.reserve(len(queries), n, len(self._ids))
+        return probe_many(tables, kinds, scanned, full_q, full_r, np.ascontiguousarray(qwin[:, :1]), crop_r, dh_q,
+                          dhash_r, scratch.seen, stamp, scratch.cands)
+
+    def probe_ahead(self, queries: Sequence[tuple[np.ndarray, np.ndarray, int]], rule: HashRule) -> list[Probed]:
+        """The probing half of `best` for each query (windows, dihedral, dhash): most of a search at 10 M
+        (bucket reads, each a cache miss), on the segments as they are now, for `best(..., probed=)` to finish
+        later. Safe on one other thread while the owner's thread adds rows and searches: segments never change
+        once built, the list of them is read under the lock sealing holds, the scratch is this thread's own,
+        and one kernel call per batch of queries holds the GIL for none of its work (a call per segment and
+        table, each taking the GIL back, left the prober waiting on the writer's Python: slower than none)."""
+        with self._sealing:
+            segments, upto = tuple(self._segments), self._indexed
+        cands, bounds = self._candidates(segments, queries, rule, self._ahead, upto)
+        return [Probed(self, rule, cands[bounds[i]:bounds[i + 1]], upto) for i in range(len(queries))]
+
     def best(self, windows: np.ndarray, dihedral: np.ndarray, dhash: int, before_id: int, rule: HashRule,
-             excluded: Collection[int] = frozenset()) -> HashHit | None:
-        """The closest earlier file that the rule accepts as an edited copy, or None (exact)."""
+             excluded: Collection[int] = frozenset(), probed: Probed | None = None) -> HashHit | None:
+        """The closest earlier file that the rule accepts as an edited copy, or None (exact). `probed`: this
+        query's `probe_ahead`, if it was made (on this index); the rows added since are searched by range."""
         n = self._n
         if not self._segments:  # all rows in the tail: the scan is the exhaustive search, no kernels needed
             return super().best(windows, dihedral, dhash, before_id, rule, excluded)
-        from daemon.hashkernels import add_range, verify
+        from daemon.hashkernels import verify
 
-        if len(self._seen) < n:
-            self._seen = np.zeros(len(self._ids), np.int32)
-            self._cands = np.zeros(len(self._ids), np.int64)
-            self._stamp = 0
-        self._stamp += 1
-        if self._stamp == _STAMP_MAX:
-            self._seen[:] = 0
-            self._stamp = 1
-        qwin = np.array(windows, np.int64).view(np.uint64)  # copies: writable, contiguous, so one compiled
-        qdih = np.array(dihedral, np.int64).view(np.uint64)  # signature serves every caller (numba types differ)
+        if probed is None or probed.index is not self or probed.rule != rule:
+            probed = Probed(self, rule, self._candidates(tuple(self._segments), [(windows, dihedral, dhash)], rule,
+                                                         self._scratch, n)[0], self._indexed)
+        cands = np.concatenate([probed.cands, np.arange(probed.upto, n, dtype=np.int64)])
+        qwin = np.array(windows, np.int64).view(np.uint64)
+        qdih = np.array(dihedral, np.int64).view(np.uint64)
         qd = np.array([dhash], np.int64).view(np.uint64)
-        full_q = np.concatenate([qdih, qwin])
-        radii, full_r, crop_r, dhash_r, rule_arr = self._radii(rule, len(qdih), len(qwin))
-        stamp, cands, seen, count = self._stamp, self._cands, self._seen, 0
-        for seg in self._segments:
-            if seg.probe_cost(radii, int(crop_r[0]), int(dhash_r[0])) >= self._scan_factor * (seg.hi - seg.lo):
-                count = add_range(seg.lo, seg.hi, seen, stamp, cands, count)
-                continue
-            count = seg.full.probe(full_q, full_r, seen, stamp, cands, count)
-            if seg.crops is not None:
-                count = seg.crops.probe(qwin[:1], crop_r, seen, stamp, cands, count)
-            count = seg.dhash.probe(qd, dhash_r, seen, stamp, cands, count)
-        count = add_range(self._indexed, n, seen, stamp, cands, count)
+        rule_arr = self._radii(rule, len(qdih), len(qwin))[4]
         skip = np.sort(np.fromiter(excluded, np.int64)) if excluded else _NO_IDS
-        pos, ph, crop, pad, d = verify(cands[:count], self._ids, self._windows.view(np.uint64),
+        pos, ph, crop, pad, d = verify(cands, self._ids, self._windows.view(np.uint64),
                                         self._dhash.view(np.uint64), self._live, before_id, skip, qwin, qdih, qd[0],
                                         rule_arr).tolist()
         if pos < 0:

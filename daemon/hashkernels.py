@@ -169,3 +169,38 @@ def verify(cands, ids, windows, dhash, live, before_id, excluded, qwin, qdih, qd
             best_score = score
             best[0], best[1], best[2], best[3], best[4] = p, ph, crop, pad, d
     return best
+
+
+@numba.njit(cache=True, nogil=True)
+def probe_many(tables, kinds, scanned, full_q, full_r, crop_q, crop_r, dh_q, dh_r, seen, stamp, scratch):  # pragma: no cover
+    """Candidates of k queries in one call (the GIL released throughout: the owner's prober thread runs it
+    beside the writer). Query i is row i of full_q [k, F] (its flips/rotations and pad windows, at full_r),
+    crop_q [k, 1] (its full frame against stored crop windows, at crop_r) and dh_q [k, 1] (dHash, at dh_r);
+    `tables` are the segments' tables, kinds[t] 0 (full frame), 1 (crops) or 2 (dHash), and `scanned` the
+    [lo, hi) position ranges of the segments scanned instead of probed. Query i takes stamp + i + 1.
+    Returns the candidates of all queries concatenated and their bounds [k + 1]."""
+    k = full_q.shape[0]
+    bounds = np.zeros(k + 1, np.int64)
+    res = np.empty(4096, np.int64)
+    total = 0
+    for i in range(k):
+        s = stamp + i + 1
+        n = 0
+        for t in range(len(tables)):
+            shifts, widths, off_base, offsets, ent_val, ent_pos = tables[t]
+            if kinds[t] == 0:
+                n = probe(full_q[i], full_r, shifts, widths, off_base, offsets, ent_val, ent_pos, seen, s, scratch, n)
+            elif kinds[t] == 1:
+                n = probe(crop_q[i], crop_r, shifts, widths, off_base, offsets, ent_val, ent_pos, seen, s, scratch, n)
+            else:
+                n = probe(dh_q[i], dh_r, shifts, widths, off_base, offsets, ent_val, ent_pos, seen, s, scratch, n)
+        for r in range(scanned.shape[0]):
+            n = add_range(scanned[r, 0], scanned[r, 1], seen, s, scratch, n)
+        if total + n > res.shape[0]:
+            grown = np.empty(max(2 * res.shape[0], total + n), np.int64)
+            grown[:total] = res[:total]
+            res = grown
+        res[total:total + n] = scratch[:n]
+        total += n
+        bounds[i + 1] = total
+    return res[:total], bounds

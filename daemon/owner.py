@@ -5,6 +5,9 @@ its features, so a verdict can only point to an earlier file and never has to be
 a batch of consecutive files, their state changes and their webhook outbox rows commit in one SQLite
 transaction; the hash table and vector indexes are caches that can always be rebuilt from the catalog.
 
+A batch's hash searches are probed ahead on a second thread (`_probe_ahead`) while the writer evaluates,
+indexes and commits the rows before them; each search is finished in order on the writer's thread.
+
 Geometric verification (workers.align, about 55 ms a pair) never runs on the writer's thread: a row whose
 evidence is not conclusive gets its verification submitted to a small thread pool and the writer goes on
 evaluating (and indexing) the rows after it; verdicts are committed strictly in arrival order as their
@@ -38,7 +41,7 @@ from daemon import __version__, hashsnapshot
 from daemon.catalog import Catalog, Row
 from daemon.config import Settings
 from daemon.events import FileInfo, Match, VerdictEvent
-from daemon.hashindex import HashHit, HashIndex, HashRule
+from daemon.hashindex import HashHit, HashIndex, HashRule, Probed
 from daemon.vectors import ModelVectors
 from daemon.verdict import Decision, Evidence, Thresholds, decide, pair_score, to_verify
 from workers.features import Features
@@ -51,6 +54,9 @@ log = logging.getLogger("dupwatch.owner")
 
 Sink = Callable[[VerdictEvent], None]
 
+PROBE_CHUNK = 16
+"""Rows a task of the prober thread probes ahead, in one kernel call (see `_probe_ahead`): few enough that
+the writer's first row of a batch waits little (~7 ms at 10 M), enough that a hand-off costs little."""
 MAX_WAITING = 64
 """Rows evaluated ahead of the oldest unfinished verification; past this the writer waits for it."""
 LOAD_CHUNK = 50_000
@@ -93,6 +99,7 @@ class IndexOwner:
                                     settings.index.dtype)
         self.verifier = _verifier(settings)
         self._pool: ThreadPoolExecutor | None = None
+        self._prober: ThreadPoolExecutor | None = None  # see _probe_ahead
         # (column, value) -> ids of rows evaluated but not yet committed (waiting on a verification ahead
         # of them): the catalog's exact lookups cannot see them, so exact copies are looked up here too
         self._uncommitted: dict[tuple[str, str], list[int]] = {}
@@ -260,9 +267,10 @@ class IndexOwner:
     def _evaluate_batch(self, ready: list[Row], known: Lookups, seen: set[int], waiting: deque,
                         events: list[VerdictEvent]) -> None:
         """Evaluate, index and queue each row of a head batch in order (see `decide_ready`)."""
-        for row in ready:
+        probed = self._probe_ahead(ready)
+        for k, row in enumerate(ready):
             seen.add(row.id)
-            evidence = self.evidence(row, known=known) if row.error is None else None
+            evidence = self.evidence(row, known=known, probed=probed(k)) if row.error is None else None
             for key in self._exact_keys(row):
                 self._uncommitted.setdefault(key, []).append(row.id)
             verification = self._verify(row, evidence) if evidence is not None else None
@@ -273,6 +281,31 @@ class IndexOwner:
                 self._index(row)  # (content replaced or deleted before its verdict: never indexed)
             if len(waiting) > MAX_WAITING:
                 events += self._commit(waiting, wait=True)
+
+    def _probe_ahead(self, ready: list[Row]) -> Callable[[int], Probed | None]:
+        """Start the probing half of the batch's hash searches on a second thread (`HashIndex.probe_ahead`),
+        PROBE_CHUNK rows a task, in order; returns each row's result by its place in `ready`, waiting for it.
+
+        Why: at 10 M the probe (a few thousand bucket reads, each a cache miss) is most of a verdict, and it
+        needs nothing the batch's earlier verdicts change: their rows are searched by range when the search is
+        finished (`best(..., probed=)`), so the answer is the one a search in order gives. The writer meanwhile
+        checks exact copies, verifies candidates, indexes and commits: the two overlap on two cores. A single
+        row (the daemon keeping up) is searched on the writer's thread: a hand-off would only add latency."""
+        index, rule = self.hashes, self.thresholds.hashes
+        if len(ready) < 2 or not index.segmented():
+            return lambda k: None
+        if self._prober is None:
+            self._prober = ThreadPoolExecutor(1, thread_name_prefix="dupwatch-probe")
+
+        def probe(rows: list[Row]) -> list[Probed | None]:
+            hashed = [(r.windows, r.dihedral, r.dhash) for r in rows
+                      if r.error is None and r.windows is not None and r.dihedral is not None and r.dhash is not None]
+            found = iter(index.probe_ahead(hashed, rule) if hashed else [])
+            return [next(found) if r.error is None and r.windows is not None and r.dihedral is not None
+                    and r.dhash is not None else None for r in rows]
+
+        tasks = [self._prober.submit(probe, ready[lo:lo + PROBE_CHUNK]) for lo in range(0, len(ready), PROBE_CHUNK)]
+        return lambda k: tasks[k // PROBE_CHUNK].result()[k % PROBE_CHUNK]
 
     def _lookups(self, rows: list[Row]) -> Lookups:
         """The catalog's exact lookups for a batch of rows about to be evaluated, one statement per kind
@@ -409,9 +442,11 @@ class IndexOwner:
                 if not ids:
                     del self._uncommitted[key]
 
-    def evidence(self, row: Row, excluded: set[int] | None = None, known: Lookups | None = None) -> Evidence:
+    def evidence(self, row: Row, excluded: set[int] | None = None, known: Lookups | None = None,
+                 probed: Probed | None = None) -> Evidence:
         """Every signal for a featured row against everything decided before it (no writes). `known`: the
-        catalog's lookups read for this row's batch (`decide_ready`); without it they are read here."""
+        catalog's lookups read for this row's batch (`decide_ready`); without it they are read here.
+        `probed`: its hash search's probe, made ahead (`_probe_ahead`)."""
         keep = self.settings.match.keep_deleted
         if excluded is None:  # never a copy of a pair marked "not a duplicate", nor of its own earlier version
             excluded = known.excluded[row.id] if known is not None else self.catalog.never_copies_of(row.path, row.id)
@@ -431,7 +466,8 @@ class IndexOwner:
             return Evidence(exact=exact)
         hashed = None
         if row.windows is not None and row.dihedral is not None and row.dhash is not None:
-            hashed = self.hashes.best(row.windows, row.dihedral, row.dhash, row.id, self.thresholds.hashes, excluded)
+            hashed = self.hashes.best(row.windows, row.dihedral, row.dhash, row.id, self.thresholds.hashes, excluded,
+                                      probed)
         k = self.settings.match.top_k
         mine = self.copies.vector(row)
         inner = row.copy_inner if mine is not None else None
@@ -523,8 +559,9 @@ class IndexOwner:
             self._hashes_saved = state
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        for pool in (self._pool, self._prober):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _verifier(settings: Settings) -> Callable[..., Any] | None:

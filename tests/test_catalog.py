@@ -347,3 +347,43 @@ def test_the_write_ahead_log_is_copied_into_the_catalog_off_the_writers_commits(
     time.sleep(1)
     assert path.stat().st_size == copied, "a commit checkpointed on the writer's own time"
     catalog.conn.close()
+
+
+def test_a_batch_probed_ahead_finds_the_hash_matches_one_file_at_a_time_would(tmp_path):
+    """Once the hash index has segments, the owner probes a batch's hash searches ahead on a second thread,
+    before the batch's own rows are indexed. A file of the batch that is a near copy of an earlier file of
+    the same batch, or of one decided before it, must get the verdict and the match that deciding one file a
+    call (each search made in order, on the writer's thread) gives."""
+    from daemon.hashindex import TAIL_ROWS
+
+    rng = np.random.default_rng(7)
+    old, new = TAIL_ROWS + 60, 300
+    feats = [{**_features(rng, k), "sha256": f"{k:064x}", "pixel_sha": f"{k + 10**6:064x}"} for k in range(old + new)]
+    for k in range(old, old + new):
+        if k % 3 == 2:
+            continue  # a third of the batch: new pictures
+        source = feats[rng.integers(0, old) if k % 3 == 0 else rng.integers(old, k)]  # before it, or in the batch
+        near = np.array(source["windows"], np.int64)
+        near[0] ^= 0b101 << int(rng.integers(0, 60))  # 2 bits off the full frame: within the shipped radius
+        feats[k].update(windows=near, phash=int(near[0]), dhash=source["dhash"])
+        feats[k]["dihedral"][0] = near[0]
+    verdicts = []
+    for one_at_a_time in (False, True):
+        catalog = Catalog(tmp_path / f"catalog{one_at_a_time}.sqlite3")
+        owner = IndexOwner(Settings(state_dir=tmp_path / str(one_at_a_time), hash_only=True), catalog)
+        ids = [owner.register(f"/w/{k}.jpg", 100 + k, k) for k in range(old + new)]
+        for file_id, f in zip(ids[:old], feats[:old], strict=True):
+            catalog.store_features(file_id, f)
+        assert len(owner.decide_ready(limit=old + 1)) == old and owner.hashes.segmented()
+        for file_id, f in zip(ids[old:], feats[old:], strict=True):
+            catalog.store_features(file_id, f)
+        events = [e for _ in range(new) for e in owner.decide_ready(limit=1)] if one_at_a_time else owner.decide_ready()
+        assert one_at_a_time or owner._prober is not None  # the batch was probed ahead
+        verdicts.append([(e.kind, ids.index(e.matches[0].file.id) if e.matches else None) for e in events])
+        owner.close()
+        catalog.close()
+    batch, in_order = verdicts
+    assert batch == in_order
+    matched = [m for kind, m in batch if kind == "edited-copy"]
+    assert sum(m is not None and m >= old for m in matched) > new // 4  # matches inside the batch
+    assert sum(m is not None and m < old for m in matched) > new // 4  # and before it

@@ -9,7 +9,8 @@ flipped, placed where a real edit would put it (one of the 8 flips/rotations, th
 stored crop window, a pad window landing on a stored full frame, dHash, or pHash and dHash both moderately
 close), under several rules. The index under test always probes (its segments are small, and by default
 a segment that costs more to probe than to scan is scanned); a second index with default costs is
-checked on a sample, so the scan path is held to the same answers.
+checked on a sample, so the scan path is held to the same answers. An eighth of the queries are probed ahead
+(`probe_ahead`) before the rows of their stage are added, and finished with `best(..., probed=)`.
 The seed is printed; set HASHINDEX_SEED to replay a failure.
 """
 
@@ -124,11 +125,21 @@ def test_index_returns_the_exhaustive_best_on_100k_random_and_planted_queries():
     ids = np.cumsum(rng.integers(1, 4, len(windows))) + 10
     index, reference = HashIndex(W, tail_rows=16, scan_factor=np.inf), ExhaustiveHashIndex(W)
     scanning = HashIndex(W, tail_rows=16)  # default costs: small segments are scanned, not probed
-    checked = found = anchored = 0
+    checked = found = anchored = ahead_checked = 0
     for stage in range(STAGES):
         lo, hi = stage * ROWS_PER_STAGE, (stage + 1) * ROWS_PER_STAGE
-        for i in range(lo, hi):
+        qwin, qdih, qd, before, excluded, rules = _queries(rng, windows[:hi], dhash[:hi], ids[:hi],
+                                                           QUERIES_PER_STAGE)
+        for i in range(lo, lo + 5):  # a tail (unsealed rows) as the probes ahead are made
             index.add(int(ids[i]), windows[i], int(dhash[i]))
+        # every 8th query probed ahead, before the rest of this stage's rows arrive (seals and merges follow):
+        # the owner probes a batch ahead while it indexes the batch's own rows (IndexOwner._probe_ahead)
+        ahead = {}
+        for r, rule in enumerate(RULES):  # a call per rule, each for all of its queries
+            sel = [t for t in range(0, QUERIES_PER_STAGE, 8) if rules[t] == r]
+            ahead.update(zip(sel, index.probe_ahead([(qwin[t], qdih[t], int(qd[t])) for t in sel], rule)))
+        for i in range(lo, hi):
+            index.add(int(ids[i]), windows[i], int(dhash[i]))  # the first 5: already there, ignored
             scanning.add(int(ids[i]), windows[i], int(dhash[i]))
             reference.add(int(ids[i]), windows[i], int(dhash[i]))
         for gone in rng.choice(ids[:hi], 12, replace=False):  # removals, both sides
@@ -136,8 +147,6 @@ def test_index_returns_the_exhaustive_best_on_100k_random_and_planted_queries():
             scanning.remove(int(gone))
             reference.remove(int(gone))
         assert len(index._segments) > 1  # probing through several segments of different chunk widths
-        qwin, qdih, qd, before, excluded, rules = _queries(rng, windows[:hi], dhash[:hi], ids[:hi],
-                                                           QUERIES_PER_STAGE)
         for r, rule in enumerate(RULES):
             for start in range(0, QUERIES_PER_STAGE, 512):
                 sel = np.flatnonzero(rules[start:start + 512] == r) + start
@@ -148,15 +157,18 @@ def test_index_returns_the_exhaustive_best_on_100k_random_and_planted_queries():
                         assert want[k] == reference.best(qwin[t], qdih[t], int(qd[t]), int(before[t]), rule,
                                                          excluded[t])
                         anchored += 1
-                    got = index.best(qwin[t], qdih[t], int(qd[t]), int(before[t]), rule, excluded[t])
-                    assert got == want[k], f"seed {seed}, stage {stage}, query {t}, {rule}"
+                    got = index.best(qwin[t], qdih[t], int(qd[t]), int(before[t]), rule, excluded[t], ahead.get(t))
+                    assert got == want[k], f"seed {seed}, stage {stage}, query {t}, {rule}, ahead {t in ahead}"
+                    ahead_checked += t in ahead
                     found += got is not None
                     if k % 16 == 0:
                         assert scanning.best(qwin[t], qdih[t], int(qd[t]), int(before[t]), rule,
                                              excluded[t]) == want[k], f"seed {seed}: scan path"
                 checked += len(sel)
-    print(f"{checked} queries, {found} matches, {anchored} checked against ExhaustiveHashIndex.best")
+    print(f"{checked} queries ({ahead_checked} probed ahead), {found} matches, {anchored} checked against "
+          "ExhaustiveHashIndex.best")
     assert checked >= 100_000 and found > checked // 4 and checked - found > checked // 10
+    assert ahead_checked >= checked // 9
 
 
 @pytest.fixture
@@ -233,10 +245,10 @@ def test_the_owners_warm_up_compiles_every_kernel_a_verdict_runs():
     code = ("from daemon.config import Settings; from daemon.verdict import Thresholds; "
             "from daemon.owner import _compile_hash_kernels; from daemon import hashkernels as h; "
             "_compile_hash_kernels(Thresholds.resolve(Settings(hash_only=True).match, None).hashes); "
-            "print(*(len(k.signatures) for k in (h.build_table, h.probe, h.add_range, h.verify)))")
+            "print(*(len(k.signatures) for k in (h.build_table, h.probe_many, h.verify)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert done.stdout.split() == ["1"] * 4, done.stdout
+    assert done.stdout.split() == ["1"] * 3, done.stdout
 
 
 def _compositions(total: int, parts: int, caps: list[int]):
@@ -255,6 +267,8 @@ def test_a_probe_finds_every_hash_at_the_radius_however_its_bits_fall_across_the
     """Chunks are probed at unequal radii (a = r // m for some, a - 1 for the others), so the hardest hash to
     find is one at exactly r bits whose flipped bits are spread over the chunks as evenly as they go: each
     split of r over the chunks is planted and must come back from the probe."""
+    from daemon.hashkernels import probe
+
     rng = np.random.default_rng(7)
     query = np.uint64(rng.integers(0, 2**63))
     table = _Table(_random(rng, entries), 1, 0)
@@ -273,7 +287,7 @@ def test_a_probe_finds_every_hash_at_the_radius_however_its_bits_fall_across_the
         table = _Table(values, 1, 0)
         assert table.widths == widths
         seen, out = np.zeros(entries, np.int32), np.zeros(entries, np.int64)
-        count = table.probe(np.array([query], np.uint64), np.array([r], np.int64), seen, 1, out, 0)
+        count = probe(np.array([query], np.uint64), np.array([r], np.int64), *table.arrays(), seen, 1, out, 0)
         found = set(out[:count].tolist())
         missing = [p for p in range(entries - len(planted), entries) if p not in found]
         assert not missing, f"r={r}, widths {widths}: {len(missing)} of {len(planted)} splits not probed"
