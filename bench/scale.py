@@ -27,6 +27,8 @@ For each N, in a fresh child process (so peak RSS is that N's alone):
      ("verdicts/s batched"), the second half one file at a time, each in its own call and transaction
      (per-verdict p50/p99, wall time and the process's CPU time, and "verdicts/s one at a time"). On a
      shared 2-core machine the wall-time p99 is mostly waiting for a core; the CPU time is the owner's own.
+     Then the stream (`decide_stream`): --stream distinct collages of bench/scan_growth.py, the sustained
+     rate (STREAM_BATCH a call) and the per-verdict p50/p99 over STREAM_SINGLE files one a call.
   4. Per photo, timed: the owner's evidence alone (every signal, no verification, no commit), the hash
      search alone with `HashIndex.best` and `ExhaustiveHashIndex.best` over the same rows (their answers
      must be equal, the run fails otherwise), and with vectors the copy-vector search: p50 / p99.
