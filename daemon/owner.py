@@ -286,7 +286,7 @@ class IndexOwner:
         """Start the probing half of the batch's hash searches on a second thread (`HashIndex.probe_ahead`),
         PROBE_CHUNK rows a task, in order; returns each row's result by its place in `ready`, waiting for it.
 
-        Why: at 10 M the probe (a few thousand bucket reads, each a cache miss) is most of a verdict, and it
+        Why: at 10 M the probe (thousands of bucket reads, each a cache miss) is about half a verdict, and it
         needs nothing the batch's earlier verdicts change: their rows are searched by range when the search is
         finished (`best(..., probed=)`), so the answer is the one a search in order gives. The writer meanwhile
         checks exact copies, verifies candidates, indexes and commits: the two overlap on two cores. A single
@@ -298,11 +298,9 @@ class IndexOwner:
             self._prober = ThreadPoolExecutor(1, thread_name_prefix="dupwatch-probe")
 
         def probe(rows: list[Row]) -> list[Probed | None]:
-            hashed = [(r.windows, r.dihedral, r.dhash) for r in rows
-                      if r.error is None and r.windows is not None and r.dihedral is not None and r.dhash is not None]
-            found = iter(index.probe_ahead(hashed, rule) if hashed else [])
-            return [next(found) if r.error is None and r.windows is not None and r.dihedral is not None
-                    and r.dhash is not None else None for r in rows]
+            queries = [_hash_query(r) if r.error is None else None for r in rows]
+            found = iter(index.probe_ahead([q for q in queries if q is not None], rule) if any(queries) else [])
+            return [next(found) if q is not None else None for q in queries]
 
         tasks = [self._prober.submit(probe, ready[lo:lo + PROBE_CHUNK]) for lo in range(0, len(ready), PROBE_CHUNK)]
         return lambda k: tasks[k // PROBE_CHUNK].result()[k % PROBE_CHUNK]
@@ -464,10 +462,8 @@ class IndexOwner:
                     break
         if exact is not None:
             return Evidence(exact=exact)
-        hashed = None
-        if row.windows is not None and row.dihedral is not None and row.dhash is not None:
-            hashed = self.hashes.best(row.windows, row.dihedral, row.dhash, row.id, self.thresholds.hashes, excluded,
-                                      probed)
+        query = _hash_query(row)
+        hashed = self.hashes.best(*query, row.id, self.thresholds.hashes, excluded, probed) if query else None
         k = self.settings.match.top_k
         mine = self.copies.vector(row)
         inner = row.copy_inner if mine is not None else None
@@ -582,6 +578,13 @@ def _compile_hash_kernels(rule: HashRule) -> None:
     warm = HashIndex(len(WINDOWS), tail_rows=1, scan_factor=float("inf"))
     warm.add(1, np.zeros(len(WINDOWS), np.int64), 0)
     warm.best(np.zeros(len(WINDOWS), np.int64), np.zeros(8, np.int64), 0, 2, rule)
+
+
+def _hash_query(row: Row) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """The row's hash search query (windows, dihedral, dhash), or None when it has no hashes."""
+    if row.windows is None or row.dihedral is None or row.dhash is None:
+        return None
+    return row.windows, row.dihedral, row.dhash
 
 
 def event_for(row: Row, catalog: Catalog) -> VerdictEvent:
