@@ -533,6 +533,7 @@ class Daemon:
             if time.monotonic() - seen < q.WORKER_TTL_S:
                 return ALIVE
             hand.remove(job.id)
+            del self._in_hand[job.id]  # queued again under the same id, the next pop starts a new clock
         job.delete()
         return LOST
 

@@ -187,6 +187,13 @@ def test_a_job_a_worker_has_taken_but_not_yet_started_is_left_to_it(tmp_path: Pa
         wait_for(lambda: "(job lost)" in daemon.stderr() and len(queue) == 1, 60, what="the file queued again")
         assert queue.get_job_ids() == [job_id]  # the same batch, the same id
         assert job_id not in queue.intermediate_queue.get_job_ids()
+        # taken again: the same id gets a worker's time again, not the clock of its first pop (judged lost at
+        # once, re-queued and re-taken, check after check: a re-queue storm in the 6-minute soak)
+        assert Queue.lmove(conn, queue.key, timeout=None) is not None
+        lost_lines = daemon.stderr().count("(job lost)")
+        for _ in range(int(q.WORKER_TTL_S) - 5):
+            time.sleep(1)
+            assert daemon.stderr().count("(job lost)") == lost_lines, daemon.stderr()[-2000:]
     finally:
         conn.close()
     assert daemon.stop(signal.SIGTERM) == 0
