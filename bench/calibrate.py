@@ -1,10 +1,10 @@
-"""Calibrate the hash rule (daemon.hashindex.HashRule), or the copy descriptor's scores, on the benchmark.
+"""Calibrate the hash rule (daemon.index.hashindex.HashRule), or the copy descriptor's scores, on the benchmark.
 
     python -m bench.calibrate --data bench/data/acc              # the calibration half (default)
     python -m bench.calibrate --data bench/data/acc --copy      # SSCD: copy, verify and veto scores
 
 With --copy, every file's hashes and copy-descriptor vectors (whole frame, and the picture inside a frame)
-are computed once with the workers' pipeline, then the stream is replayed through daemon.verdict.decide,
+are computed once with the workers' pipeline, then the stream is replayed through daemon.index.verdict.decide,
 the owner's own decision, for a grid of (copy, verify, veto) scores, without geometric verification (a
 borderline score is then `new`) or with it (--verify: workers.align on each pair a decision asks
 for). It prints the best settings at precision >= --precision with at most 1 % of distractors flagged,
@@ -28,7 +28,7 @@ import numpy as np
 
 from bench import dataset
 from daemon.config import MatchSettings
-from daemon.hashindex import HashIndex, HashRule
+from daemon.index.hashindex import HashIndex, HashRule
 from workers.hashing import WINDOWS
 from workers.pipeline import Pipeline
 from workers.settings import DecodeSettings
@@ -79,9 +79,9 @@ COPY_GRID = {"copy": (50, 60, 70, 80, 85, 90, 93, 96), "verify": (30, 40, 45, 50
 
 
 def copy_replay(entries: list[dataset.Entry], feats, th_list: list, align=None) -> dict:
-    """Each Thresholds' (correct, false, distractors flagged) over the stream, decided by daemon.verdict.
+    """Each Thresholds' (correct, false, distractors flagged) over the stream, decided by daemon.index.verdict.
     `align(i, j)`: the verification of file i against file j (each pair computed once), or None: none."""
-    from daemon.verdict import Evidence, decide, to_verify
+    from daemon.index.verdict import Evidence, decide, to_verify
 
     group = [e.group if e.role != "distractor" else f"distractor:{e.file}" for e in entries]
     ok = [f.error is None and f.copy_embedding is not None for f in feats]
@@ -116,7 +116,7 @@ def copy_replay(entries: list[dataset.Entry], feats, th_list: list, align=None) 
 
 
 def _pair_scores(f, full: np.ndarray, inner: np.ndarray, framed: np.ndarray) -> np.ndarray:
-    """daemon.verdict.pair_score of one file against many, vectorised (the same rule: framed pairs are
+    """daemon.index.verdict.pair_score of one file against many, vectorised (the same rule: framed pairs are
     compared by their pictures, never frame to frame)."""
     low = np.full(len(full), -100.0)
     scores = np.where(framed, low, full @ f.copy_embedding * 100.0) if f.copy_inner is not None else \
@@ -130,8 +130,8 @@ def _pair_scores(f, full: np.ndarray, inner: np.ndarray, framed: np.ndarray) -> 
 
 def copy_main(args, entries: list[dataset.Entry]) -> None:
     from daemon.config import Settings
-    from daemon.verdict import Thresholds
-    from workers.models.copy import load_copy_model
+    from daemon.index.verdict import Thresholds
+    from workers.models.loading import load_copy_model
     from workers.settings import CopyModelSettings
 
     settings = Settings(hash_only=False, require_model=True, copy_model=CopyModelSettings(name=args.copy_model))

@@ -122,7 +122,7 @@ def settings_for(mode: str, work: Path, device: str):
 
 
 def _worker(mode: str, work: str, device: str, files: list[str], batch: int, threads: int, barrier, results) -> None:
-    from workers.models.base import load_models
+    from workers.models.loading import load_models
     from workers.pipeline import Pipeline
     from workers.settings import DecodeSettings
 

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-ms", type=int, help="queue.batch_ms for the service (default: its own)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="where files and checkpoints are kept")
     parser.add_argument("--no-debian", action="store_true", help="scikit-image photos only")
-    parser.add_argument("--dupwatch", default=f"{shlex.quote(sys.executable)} -c 'from daemon.cli import main; main()'",
+    parser.add_argument("--dupwatch", default=f"{shlex.quote(sys.executable)} -c 'from daemon.cli.main import main; main()'",
                         help="command that runs dupwatch (default: this checkout)")
     parser.add_argument("--out", type=Path, help="also write the table here")
     parser.add_argument("--json", type=Path, help="also write the rows here")

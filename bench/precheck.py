@@ -24,8 +24,8 @@ import numpy as np
 
 from bench.machine import cpu_model
 from daemon.config import Settings
-from daemon.hashindex import ExhaustiveHashIndex, HashHit, HashRule
-from daemon.verdict import Thresholds
+from daemon.index.hashindex import ExhaustiveHashIndex, HashHit, HashRule
+from daemon.index.verdict import Thresholds
 from workers.align import align_files
 from workers.hashing import WINDOWS
 from workers.pipeline import Pipeline

@@ -139,8 +139,8 @@ def template_name(n: int, vectors: bool) -> str:
 
 def fill_file(path: Path, n: int, seed: int, vectors: bool) -> float:
     """A new catalog at `path` holding the N synthetic rows (checkpointed: one file); returns rows/s."""
-    from daemon.catalog import Catalog
     from daemon.config import Settings
+    from daemon.index.catalog import Catalog
     from workers.models.copy import copy_identity
 
     catalog = Catalog(path)
@@ -153,10 +153,10 @@ def fill_file(path: Path, n: int, seed: int, vectors: bool) -> float:
 def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, vectors: bool = False,
           catalogs: Path | None = None, stream: list[Path] | None = None) -> dict:
     """One N: build, start, scan, time, count. Returns the row of the table as a dict."""
-    from daemon.catalog import Catalog
     from daemon.config import Settings
-    from daemon.hashindex import ExhaustiveHashIndex
-    from daemon.owner import HASH_SNAPSHOT, IndexOwner, _compile_hash_kernels
+    from daemon.index.catalog import Catalog
+    from daemon.index.hashindex import ExhaustiveHashIndex
+    from daemon.index.owner import HASH_SNAPSHOT, IndexOwner, _compile_hash_kernels
     _compile_hash_kernels(_default_rule())  # compile (or load) the numba kernels outside the timings
     out: dict = {"n": n, "vectors": vectors}
     with tempfile.TemporaryDirectory(dir=os.environ.get("SCALE_TMP")) as tmp:
@@ -281,7 +281,7 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, v
 
 def pipeline_for(settings, vectors: bool):
     """The worker's own pipeline: decode and hashes, and SSCD with vectors."""
-    from workers.models.copy import load_copy_model
+    from workers.models.loading import load_copy_model
     from workers.pipeline import Pipeline
     from workers.settings import DecodeSettings
 
@@ -329,9 +329,9 @@ def decide_stream(owner, pipeline, files: list[Path], n: int, state: Path, seed:
 
 def cold_start(state: Path, vectors: bool) -> dict:
     """A start with no snapshots (the indexes built from the catalog), then the save that writes them."""
-    from daemon.catalog import Catalog
     from daemon.config import Settings
-    from daemon.owner import IndexOwner, _compile_hash_kernels
+    from daemon.index.catalog import Catalog
+    from daemon.index.owner import IndexOwner, _compile_hash_kernels
 
     _compile_hash_kernels(_default_rule())
     started = time.monotonic()
@@ -367,7 +367,7 @@ def plant_decoys(catalog, folder: Path, n: int, hit: set[int], seed: int) -> int
 
 def _default_rule():
     from daemon.config import Settings
-    from daemon.verdict import Thresholds
+    from daemon.index.verdict import Thresholds
 
     return Thresholds.resolve(Settings(hash_only=True).match, None).hashes
 

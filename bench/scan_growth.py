@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes cutting the files")
     ap.add_argument("--no-debian", action="store_true", help="scikit-image's photos only (14)")
     ap.add_argument("--keep", action="store_true", help="leave the files and the scan's state dir in --workdir")
-    ap.add_argument("--dupwatch", default=f"{shlex.quote(sys.executable)} -c 'from daemon.cli import main; main()'",
+    ap.add_argument("--dupwatch", default=f"{shlex.quote(sys.executable)} -c 'from daemon.cli.main import main; main()'",
                     help="command that runs dupwatch (default: this checkout)")
     ap.add_argument("--out", type=Path, help="also write the report here")
     args = ap.parse_args(argv)

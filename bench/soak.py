@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/soak.py` as well as `python -m bench.soak`
     sys.path.insert(0, str(REPO))
 
-from daemon.catalog import read_only_connection
+from daemon.index.catalog import read_only_connection
 
 
 def jpeg(rng: np.random.Generator, side: int = 48) -> bytes:
@@ -117,7 +117,7 @@ class Run:
     """`dupwatch run --hash-only ROOT` in its own process group, restartable."""
 
     def __init__(self, root: Path, state: Path, env: dict[str, str], log: Path):
-        self.args = [sys.executable, "-c", "from daemon.cli import main; main()", "run", "--hash-only", str(root)]
+        self.args = [sys.executable, "-c", "from daemon.cli.main import main; main()", "run", "--hash-only", str(root)]
         self.env, self.log, self.state = env, log, state
         self.proc = self._spawn()
 

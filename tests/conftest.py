@@ -21,7 +21,7 @@ import pytest
 import redis
 from PIL import Image
 
-from daemon.redis_server import server_binary
+from daemon.service.redis_server import server_binary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """This checkout: child processes import dupwatch from here."""
@@ -188,7 +188,7 @@ def receiver() -> Iterator[Receiver]:
 
 def dupwatch_cmd() -> list[str]:
     exe = Path(sys.executable).parent / "dupwatch"
-    return [str(exe)] if exe.exists() else [sys.executable, "-c", "from daemon.cli import main; main()"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-c", "from daemon.cli.main import main; main()"]
 
 
 def base_env(state_dir: Path, **extra: str) -> dict[str, str]:

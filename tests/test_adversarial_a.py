@@ -238,7 +238,7 @@ def test_redis_refusing_writes_on_a_full_disk_is_a_full_disk_in_a_pipeline_too(s
     """The private Redis keeps its log in the state dir: on a full disk it refuses writes (MISCONF). A write
     in a MULTI (rq's enqueue) raises it worded otherwise; taken for any other error, it ended `run`."""
     from daemon.health import disk_full
-    from daemon.redis_server import EmbeddedRedis
+    from daemon.service.redis_server import EmbeddedRedis
 
     server = EmbeddedRedis(small_fs / "state")
     conn = redis.Redis.from_url(server.start())

@@ -23,11 +23,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from daemon import outbox
-from daemon.catalog import Catalog
 from daemon.config import Settings, WatchSettings, WebhookSettings
-from daemon.walk import PathFilter
-from daemon.watcher import Watcher
+from daemon.index.catalog import Catalog
+from daemon.ingest.walk import PathFilter
+from daemon.ingest.watcher import Watcher
+from daemon.notify import outbox
 from tests.conftest import (
     Service,
     base_env,
@@ -477,8 +477,8 @@ def test_files_deleted_while_the_daemon_was_down_stop_matching_after_start(tmp_p
 def test_deletes_and_moves_from_the_watcher_thread_leave_the_indexes_to_the_deciding_thread(tmp_path, photos):
     """The watcher's thread must not touch the hash table or the usearch index, which the main loop
     searches and grows without locks: it only queues the ids, and the deciding thread drops them."""
-    from daemon.catalog import Catalog
-    from daemon.owner import IndexOwner
+    from daemon.index.catalog import Catalog
+    from daemon.index.owner import IndexOwner
     from workers.pipeline import Pipeline
 
     settings = Settings(state_dir=tmp_path / "state", hash_only=True)

@@ -30,7 +30,7 @@ from bench.metrics import (
 )
 from bench.photos import licence_of, skimage_photos
 
-DUPWATCH = f"{sys.executable} -c 'from daemon.cli import main; main()'"
+DUPWATCH = f"{sys.executable} -c 'from daemon.cli.main import main; main()'"
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from daemon.catalog import SCHEMA_VERSION, Catalog
 from daemon.config import Settings
-from daemon.owner import IndexOwner
+from daemon.index.catalog import SCHEMA_VERSION, Catalog
+from daemon.index.owner import IndexOwner
 from workers.hashing import WINDOWS
 
 FULL_SCAN = re.compile(r"\bSCAN (files|not_duplicates)\b(?! USING (COVERING )?INDEX files_undecided)")
@@ -279,7 +279,7 @@ def test_a_batch_decided_at_once_finds_the_exact_copies_one_query_per_file_would
     "not a duplicate" mark nor an earlier version of its own path (looked up again), and not missing a file
     of the same batch that a commit in the middle of the batch (more rows than MAX_WAITING) took out of the
     owner's uncommitted list."""
-    from daemon.owner import MAX_WAITING
+    from daemon.index.owner import MAX_WAITING
 
     catalog = Catalog(tmp_path / "catalog.sqlite3")
     owner = IndexOwner(Settings(state_dir=tmp_path, hash_only=True), catalog)
@@ -354,7 +354,7 @@ def test_a_batch_probed_ahead_finds_the_hash_matches_one_file_at_a_time_would(tm
     before the batch's own rows are indexed. A file of the batch that is a near copy of an earlier file of
     the same batch, or of one decided before it, must get the verdict and the match that deciding one file a
     call (each search made in order, on the writer's thread) gives."""
-    from daemon.hashindex import TAIL_ROWS
+    from daemon.index.hashindex import TAIL_ROWS
 
     rng = np.random.default_rng(7)
     old, new = TAIL_ROWS + 60, 300

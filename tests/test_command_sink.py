@@ -8,7 +8,7 @@ import time
 
 from daemon.config import CommandSettings
 from daemon.events import FileInfo, Match, VerdictEvent
-from daemon.sinks import CommandSink
+from daemon.notify.sinks import CommandSink
 from tests.conftest import Service, base_env, copy_into, wait_for
 
 

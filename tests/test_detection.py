@@ -181,8 +181,8 @@ def test_the_onnx_copy_path_never_imports_torch(photos):
     second of start-up and hundreds of MB), and still produces both copy vectors."""
     import sys
 
-    code = ("import sys; from daemon.config import Settings; from workers.models.base import load_models; "
-            "from workers.pipeline import Pipeline; import daemon.scan, daemon.owner; "
+    code = ("import sys; from daemon.config import Settings; from workers.models.loading import load_models; "
+            "from workers.pipeline import Pipeline; import daemon.cli.scan, daemon.index.owner; "
             "e, c, status = load_models(Settings(model={'name': 'none'})); p = Pipeline(Settings().decode, e, c); "
             f"f = p.run([(1, {str(photos['coffee'])!r})])[0]; "
             "assert status['copy_state'] == 'loaded' and f.copy_embedding.shape == (512,), status; "
@@ -197,7 +197,8 @@ def test_sscd_on_a_cpu_embeds_a_batch_in_bounded_calls(photos):
     images a call (peak memory), and the vectors are those of one whole-batch call."""
     from daemon.config import Settings
     from workers.defaults import COPY_CPU_CHUNK
-    from workers.models.copy import load_copy_model, run_batches
+    from workers.models.copy import run_batches
+    from workers.models.loading import load_copy_model
 
     copier, status = load_copy_model(Settings())
     assert copier is not None and copier.device == "cpu", status
@@ -222,7 +223,7 @@ def test_sscd_on_a_cpu_runs_in_the_decode_threads_with_a_whole_batch_s_vectors(p
     from daemon.config import Settings
     from workers.content import picture_box
     from workers.decode import decode_file
-    from workers.models.copy import load_copy_model
+    from workers.models.loading import load_copy_model
     from workers.pipeline import Pipeline
 
     copier, status = load_copy_model(Settings())

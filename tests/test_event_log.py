@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from daemon.events import FileInfo, VerdictEvent
-from daemon.sinks import EventLog
+from daemon.notify.sinks import EventLog
 
 
 def event(file_id: int) -> VerdictEvent:

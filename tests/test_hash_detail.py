@@ -17,8 +17,8 @@ from PIL import Image
 
 from bench import negatives
 from daemon.config import MatchSettings
-from daemon.hashindex import HashIndex
-from daemon.verdict import Thresholds
+from daemon.index.hashindex import HashIndex
+from daemon.index.verdict import Thresholds
 from tests.conftest import PHOTOS, base_env, dupwatch_cmd
 from workers import defaults
 from workers.hashing import WINDOWS, detail_batch, window_planes

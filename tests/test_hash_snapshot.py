@@ -13,10 +13,10 @@ import shutil
 import numpy as np
 import pytest
 
-from daemon.catalog import Catalog
 from daemon.config import Settings
-from daemon.hashindex import ExhaustiveHashIndex
-from daemon.owner import HASH_SNAPSHOT, IndexOwner
+from daemon.index.catalog import Catalog
+from daemon.index.hashindex import ExhaustiveHashIndex
+from daemon.index.owner import HASH_SNAPSHOT, IndexOwner
 from workers.hashing import WINDOWS
 
 

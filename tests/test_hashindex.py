@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import pytest
 
-from daemon.hashindex import ExhaustiveHashIndex, HashHit, HashIndex, HashRule, _hit, _Table, chunk_widths
+from daemon.index.hashindex import ExhaustiveHashIndex, HashHit, HashIndex, HashRule, _hit, _Table, chunk_widths
 from workers.hashing import hamming
 
 W = 9  # windows per file, as in workers.hashing.WINDOWS
@@ -242,8 +242,8 @@ def test_a_table_of_800k_entries_holds_less_offsets_than_entries():
 def test_the_owners_warm_up_compiles_every_kernel_a_verdict_runs():
     """Start-up compiles (or loads from numba's cache) the kernels, so that the first verdict does not stall
     on it. In a fresh interpreter: a kernel left to the first query would have no signature yet."""
-    code = ("from daemon.config import Settings; from daemon.verdict import Thresholds; "
-            "from daemon.owner import _compile_hash_kernels; from daemon import hashkernels as h; "
+    code = ("from daemon.config import Settings; from daemon.index.verdict import Thresholds; "
+            "from daemon.index.owner import _compile_hash_kernels; from daemon import hashkernels as h; "
             "_compile_hash_kernels(Thresholds.resolve(Settings(hash_only=True).match, None).hashes); "
             "print(*(len(k.signatures) for k in (h.build_table, h.probe_many, h.verify)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600,
@@ -267,7 +267,7 @@ def test_a_probe_finds_every_hash_at_the_radius_however_its_bits_fall_across_the
     """Chunks are probed at unequal radii (a = r // m for some, a - 1 for the others), so the hardest hash to
     find is one at exactly r bits whose flipped bits are spread over the chunks as evenly as they go: each
     split of r over the chunks is planted and must come back from the probe."""
-    from daemon.hashkernels import probe
+    from daemon.index.hashkernels import probe
 
     rng = np.random.default_rng(7)
     query = np.uint64(rng.integers(0, 2**63))
@@ -303,7 +303,7 @@ def test_a_small_index_is_the_exhaustive_search_and_never_imports_numba():
     code = """
 import sys
 import numpy as np
-from daemon.hashindex import TAIL_ROWS, ExhaustiveHashIndex, HashIndex, HashRule
+from daemon.index.hashindex import TAIL_ROWS, ExhaustiveHashIndex, HashIndex, HashRule
 rng = np.random.default_rng(7)
 rule = HashRule(8, 6, 6, 14, 10)
 rows = rng.integers(-2**63, 2**63 - 1, size=(TAIL_ROWS, 9), dtype=np.int64)

@@ -166,8 +166,8 @@ def test_hash_only_work_never_imports_torch(tmp_path, photos):
     img = tmp_path / "a.png"
     photos[PHOTOS[0]].save(img)
     code = ("import sys; from daemon.config import Settings; from workers.settings import DecodeSettings; "
-            "from workers.models.base import load_model; from workers.pipeline import Pipeline; "
-            "import daemon.scan, daemon.owner; "
+            "from workers.models.loading import load_model; from workers.pipeline import Pipeline; "
+            "import daemon.cli.scan, daemon.index.owner; "
             "e, _ = load_model(Settings(hash_only=True)); p = Pipeline(DecodeSettings(), e); "
             f"f = p.run([(1, {str(img)!r})])[0]; assert f.error is None and f.phash is not None; "
             "print('torch' in sys.modules)")

@@ -14,7 +14,8 @@ from PIL import Image
 
 from daemon.config import Settings
 from tests.conftest import TINY_MODEL, base_env, dupwatch_cmd
-from workers.models.base import ModelUnavailable, load_embedder, load_model
+from workers.models.base import ModelUnavailable
+from workers.models.loading import load_embedder, load_model
 from workers.settings import ModelSettings
 
 
@@ -87,7 +88,7 @@ def test_an_offline_host_without_cached_weights_never_imports_torch(tmp_path, ca
         blob = home / "hub" / "models--laion--some-other-model" / "blobs" / "0123"
         blob.parent.mkdir(parents=True)
         blob.write_bytes(b"weights")
-    code = ("import sys; from daemon.config import Settings; from workers.models.base import load_model; "
+    code = ("import sys; from daemon.config import Settings; from workers.models.loading import load_model; "
             "e, status = load_model(Settings()); assert e is None and status['state'] == 'unavailable', status; "
             "print(status['reason']); print('torch' in sys.modules)")
     env = {**base_env(tmp_path / "state"), "HF_HOME": str(home), "HOME": str(tmp_path)}

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from tests.conftest import TINY_MODEL, base_env, dupwatch_cmd
-from workers.models.base import ModelUnavailable, load_embedder
+from workers.models.base import ModelUnavailable
+from workers.models.loading import load_embedder
 from workers.settings import ModelSettings
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from daemon.catalog import Catalog
 from daemon.config import Settings
-from daemon.owner import IndexOwner
+from daemon.index.catalog import Catalog
+from daemon.index.owner import IndexOwner
 from workers.hashing import DIHEDRAL, WINDOWS
 from workers.pipeline import Pipeline
 from workers.precheck import GRADIENT_MAX_FRACTION, Geometry, geometry, gradient_distance

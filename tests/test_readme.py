@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from daemon.cli import cli
+from daemon.cli.main import cli
 from daemon.config import Settings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()

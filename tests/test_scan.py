@@ -129,8 +129,8 @@ def test_a_small_scan_never_loads_the_hash_kernels_and_the_daemon_warms_them(edi
 
     listing = tmp_path / "files.txt"
     listing.write_text("".join(f"{edited_set[k]}\n" for k in ("original", "reencode", "mirror", "unrelated")))
-    code = ("import io, sys; from daemon.config import Settings; from daemon.scan import run_scan; "
-            "from daemon.catalog import Catalog; from daemon.owner import IndexOwner; out = io.StringIO(); "
+    code = ("import io, sys; from daemon.config import Settings; from daemon.cli.scan import run_scan; "
+            "from daemon.index.catalog import Catalog; from daemon.index.owner import IndexOwner; out = io.StringIO(); "
             f"s = Settings(state_dir={str(tmp_path / 'state')!r}, hash_only=True); "
             f"run_scan(s, open({str(listing)!r}).read().split(), out=out); print(out.getvalue()); "
             "print('numba' in sys.modules); "
@@ -152,9 +152,9 @@ def test_a_scan_decodes_the_next_batch_while_it_decides_one(edited_set, tmp_path
     import io
     import threading
 
+    from daemon.cli.scan import run_scan
     from daemon.config import Settings
-    from daemon.owner import IndexOwner
-    from daemon.scan import run_scan
+    from daemon.index.owner import IndexOwner
     from workers.pipeline import Pipeline
 
     started = [threading.Event() for _ in range(3)]
@@ -192,7 +192,7 @@ def test_every_command_runs_numpy_blas_on_one_thread(tmp_path):
     where the environment asks numpy for more."""
     import sys
 
-    code = ("import daemon.cli as c; from threadpoolctl import threadpool_info; "
+    code = ("import daemon.cli.main as c; from threadpoolctl import threadpool_info; "
             "c.cli = lambda: print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'})); "
             "c.main()")
     env = base_env(tmp_path / "state", OPENBLAS_NUM_THREADS="2")
@@ -208,7 +208,7 @@ def test_every_command_shares_two_malloc_arenas_among_its_threads(tmp_path):
     `main` caps them at MALLOC_ARENAS before any command runs. malloc_stats lists each arena in use."""
     import sys
 
-    code = ("import ctypes, threading, daemon.cli as c\n"
+    code = ("import ctypes, threading, daemon.cli.main as c\n"
             "together = threading.Barrier(8)\n"
             "def busy():\n"
             "    held = [bytearray(1 << 16) for _ in range(20)]\n"

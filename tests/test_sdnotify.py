@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from daemon import sdnotify
+from daemon.service import sdnotify
 
 
 def _receive_all(sock: socket.socket) -> list[str]:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workers.models.copy import load_copy_model, resolve_path
+from workers.models.copy import resolve_path
+from workers.models.loading import load_copy_model
 from workers.models.sscd_export import export
 from workers.models.sscd_onnx import OnnxCopyDescriptor
 from workers.settings import CopyModelSettings, WorkerSettings

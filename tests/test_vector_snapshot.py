@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import daemon.owner
-from daemon.catalog import Catalog
+import daemon.index.owner
 from daemon.config import Settings
-from daemon.owner import IndexOwner
-from daemon.vectors import ModelVectors, VectorIndex
+from daemon.index.catalog import Catalog
+from daemon.index.owner import IndexOwner
+from daemon.index.vectors import ModelVectors, VectorIndex
 from workers.features import Features
 
 DIM = 32
@@ -121,8 +121,8 @@ def test_start_up_reconciles_the_snapshot_range_by_range(tmp_path: Path, monkeyp
         old.add(file_id, unit(rng))
     old.save()
 
-    monkeypatch.setattr(daemon.owner, "LOAD_CHUNK", 4)
-    with caplog.at_level(logging.INFO, logger="daemon.vectors"):
+    monkeypatch.setattr(daemon.index.owner, "LOAD_CHUNK", 4)
+    with caplog.at_level(logging.INFO, logger="daemon.index.vectors"):
         owner = reopened(settings)
     # each range touched only its own keys: nothing dropped and re-added across a range's boundary
     assert f"added {len(lost)} vectors the snapshot lacked, dropped {len(strays)} the catalog" in caplog.text

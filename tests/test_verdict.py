@@ -1,4 +1,4 @@
-"""Fusion rules (daemon.verdict) and the hash table they consult: pure logic, exact expectations."""
+"""Fusion rules (daemon.index.verdict) and the hash table they consult: pure logic, exact expectations."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from daemon.config import MatchSettings
-from daemon.hashindex import HashHit, HashIndex, HashRule
-from daemon.verdict import Evidence, Thresholds, decide, hash_score, to_verify
+from daemon.index.hashindex import HashHit, HashIndex, HashRule
+from daemon.index.verdict import Evidence, Thresholds, decide, hash_score, to_verify
 from workers.settings import CopyModelSettings, ModelSettings
 
 RULE = HashRule(phash=8, window=6, dhash=6, confirm_phash=14, confirm_dhash=10)
@@ -172,9 +172,9 @@ def test_negative_hashes_count_bits_correctly():
 
 def test_an_excluded_twin_does_not_hide_a_later_identical_file(tmp_path):
     """Three byte-identical files: with the pair (3, 1) marked "not a duplicate", 3 still matches 2."""
-    from daemon.catalog import Catalog
     from daemon.config import Settings
-    from daemon.owner import IndexOwner
+    from daemon.index.catalog import Catalog
+    from daemon.index.owner import IndexOwner
 
     catalog = Catalog(tmp_path / "catalog.sqlite3")
     owner = IndexOwner(Settings(state_dir=tmp_path, hash_only=True), catalog)

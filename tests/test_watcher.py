@@ -23,8 +23,8 @@ import pytest
 from PIL import Image
 
 from daemon.config import WatchSettings
-from daemon.walk import PathFilter
-from daemon.watcher import Watcher
+from daemon.ingest.walk import PathFilter
+from daemon.ingest.watcher import Watcher
 from tests.conftest import REPO_ROOT, Service, base_env, catalog_rows, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -199,8 +199,8 @@ ENOSPC_CHILD = textwrap.dedent("""
     import logging, os, sys, time
     from pathlib import Path
     from daemon.config import WatchSettings
-    from daemon.walk import PathFilter
-    from daemon.watcher import Watcher
+    from daemon.ingest.walk import PathFilter
+    from daemon.ingest.watcher import Watcher
     logging.basicConfig(level=logging.INFO)
     with open("/proc/sys/user/max_inotify_watches", "w") as fh:
         fh.write(sys.argv[2])

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from daemon import outbox
-from daemon.catalog import Catalog
-from daemon.cli_webhook import webhook
+from daemon.cli.webhook import webhook
 from daemon.config import Settings, WebhookSettings
 from daemon.events import KINDS, FileInfo, Match, VerdictEvent
+from daemon.index.catalog import Catalog
+from daemon.notify import outbox
 from daemon.webhooks import VerificationError, generate_secret, sign, signed_headers, verify
 
 pytestmark = pytest.mark.timeout(60)
@@ -383,7 +383,7 @@ def test_unconfigured_endpoint_waits_and_resumes(catalog, receivers, deliverers,
     r = receivers()
     ep = endpoint(r.url)
     put(catalog, [ep], event(1))
-    with caplog.at_level(logging.WARNING, logger="daemon.outbox"):
+    with caplog.at_level(logging.WARNING, logger="daemon.notify.outbox"):
         d = deliverers(catalog, [])
         d.set_endpoints([])
     assert sum("no longer configured" in m for m in caplog.messages) == 1  # warned once

@@ -17,7 +17,7 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from daemon.catalog import read_only_connection
+from daemon.index.catalog import read_only_connection
 from tests.conftest import RedisServer, Service, base_env, catalog_rows, copy_into, wait_for
 from workers import queue as q
 

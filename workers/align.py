@@ -121,7 +121,7 @@ class FeatureCache:
 
 
 FEATURES = FeatureCache()
-"""The process's cache: alignments of the verification pool (daemon.owner) share it."""
+"""The process's cache: alignments of the verification pool (daemon.index.owner) share it."""
 
 
 def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512,

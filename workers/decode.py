@@ -58,7 +58,7 @@ def read_file(path: str, max_bytes: int, *, follow_symlinks: bool = False) -> by
     `follow_symlinks`) a symbolic link anywhere in `path`: a link renamed over a landed file, or over
     one of its folders, must never make dupwatch read a file outside the watched roots (DESIGN §3.5).
     O_NOFOLLOW refuses a link as the last component; the path the kernel actually opened, compared with
-    the one asked for, catches a link among the folders (paths below a root are real: daemon.walk)."""
+    the one asked for, catches a link among the folders (paths below a root are real: daemon.ingest.walk)."""
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags if follow_symlinks else flags | os.O_NOFOLLOW)

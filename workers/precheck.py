@@ -51,7 +51,7 @@ class Geometry:
 
 def geometry(signal: str, copy_windows: np.ndarray, copy_dihedral: np.ndarray, original_windows: np.ndarray) -> Geometry:
     """The geometry of a hash match from the pHashes the index compared: the variant or window at the least
-    distance for the clause that matched (`signal`, daemon.hashindex.SIGNALS)."""
+    distance for the clause that matched (`signal`, daemon.index.hashindex.SIGNALS)."""
     if signal == "phash-crop":
         return Geometry("crop", 1 + int(np.argmin(hamming(copy_windows[0], original_windows[1:]))))
     if signal == "phash-pad":

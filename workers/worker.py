@@ -18,7 +18,7 @@ from rq.serializers import JSONSerializer
 
 from workers import jobs
 from workers import queue as q
-from workers.models.base import load_models
+from workers.models.loading import load_models
 from workers.pipeline import Pipeline
 from workers.settings import WorkerSettings
 

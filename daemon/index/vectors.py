@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.catalog import vector_bytes, vector_from_sql
+from daemon.index.catalog import vector_bytes, vector_from_sql
 
 try:  # onnxruntime 1.32 segfaults on import once usearch 2.26 is loaded (a native-library clash; the
     import onnxruntime  # noqa: F401  other order is fine), so load it first wherever it is installed

@@ -6,13 +6,13 @@ the same rules the owner applies, but nothing is registered or written.
 
 from __future__ import annotations
 
-from daemon.catalog import Catalog, Row
 from daemon.config import Settings
-from daemon.owner import IndexOwner
+from daemon.index.catalog import Catalog, Row
+from daemon.index.owner import IndexOwner
+from daemon.index.verdict import hash_score
 from daemon.state import StateDir
-from daemon.verdict import hash_score
 from workers.features import Features
-from workers.models.base import load_models
+from workers.models.loading import load_models
 from workers.pipeline import Pipeline
 
 PROBE_ID = 1 << 62

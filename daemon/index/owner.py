@@ -37,13 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from daemon import __version__, hashsnapshot
-from daemon.catalog import Catalog, Row
+from daemon import __version__
 from daemon.config import Settings
 from daemon.events import FileInfo, Match, VerdictEvent
-from daemon.hashindex import HashHit, HashIndex, HashRule, Probed
-from daemon.vectors import ModelVectors
-from daemon.verdict import Decision, Evidence, Thresholds, decide, pair_score, to_verify
+from daemon.index import hashsnapshot
+from daemon.index.catalog import Catalog, Row
+from daemon.index.hashindex import HashHit, HashIndex, HashRule, Probed
+from daemon.index.vectors import ModelVectors
+from daemon.index.verdict import Decision, Evidence, Thresholds, decide, pair_score, to_verify
 from workers.features import Features
 from workers.hashing import WINDOWS
 from workers.models.base import identity_of
@@ -62,7 +63,7 @@ MAX_WAITING = 64
 LOAD_CHUNK = 50_000
 """Decided rows per id range of start-up's stream: what is held at once besides the indexes."""
 HASH_SNAPSHOT = "hashes"
-"""The hash index snapshot's folder in the state dir (daemon.hashsnapshot)."""
+"""The hash index snapshot's folder in the state dir (daemon.index.hashsnapshot)."""
 EXACT_KEYS = (("sha256", "sha256"), ("pixel_sha", "pixels"))
 """(catalog column, signal) by which an exact copy is found, in the order they are tried."""
 

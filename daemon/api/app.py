@@ -51,14 +51,14 @@ from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from daemon import __version__, defaults
-from daemon import groups as duplicate_groups
-from daemon.api_port import DaemonPort
-from daemon.catalog import read_only_connection
+from daemon.api.metrics import Metrics
+from daemon.api.port import DaemonPort
 from daemon.events import MATCH_KINDS, Kind
-from daemon.metrics import Metrics
-from daemon.search import PROBE_ID, probe_row
-from daemon.status import redis_status
+from daemon.index.catalog import read_only_connection
 from daemon.text import dumps
+from daemon.views import groups as duplicate_groups
+from daemon.views.search import PROBE_ID, probe_row
+from daemon.views.status import redis_status
 from workers.decode import DecodeError, check_header, decode_bytes, read_file
 
 if TYPE_CHECKING:
@@ -270,7 +270,7 @@ class ApiServer:
     def _search_pipeline(self) -> Pipeline:
         """Load the model on the first search, not at start: most daemons are never searched."""
         if self._pipeline is None:
-            from workers.models.base import load_models
+            from workers.models.loading import load_models
             from workers.pipeline import Pipeline
 
             embedder, copier, _status = load_models(self.daemon.settings)
@@ -318,7 +318,7 @@ def create_app(api: ApiServer) -> FastAPI:
                   openapi_url="/api/v1/openapi.json", default_response_class=NameSafeJSON)
     if daemon.settings.api.host in LOOPBACK_HOSTS:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
-    review_page = package_files("daemon").joinpath("review.html").read_text(encoding="utf-8")
+    review_page = package_files("daemon.api").joinpath("review.html").read_text(encoding="utf-8")
 
     app.state.api = api
 
@@ -412,7 +412,7 @@ def create_app(api: ApiServer) -> FastAPI:
 
     @app.get("/api/v1/groups", dependencies=[Auth])
     def get_groups(db: DB) -> dict[str, Any]:
-        """Duplicate groups (daemon.groups): each earliest file with its copies and their edit summaries."""
+        """Duplicate groups (daemon.views.groups): each earliest file with its copies and their edit summaries."""
         return {"groups": [g.to_dict() for g in duplicate_groups.collect(db)]}
 
     @app.post("/api/v1/search", dependencies=[Auth])

@@ -1,7 +1,7 @@
 """The hash index's compiled loops (numba): building a multi-index table, probing it, verifying candidates.
 
 A module of their own so that numba (about 64 MiB and 0.45 CPU-s to import, 57 MiB and 0.75 CPU-s more to
-load these kernels from its cache, 2 cores, 2026-11-27) is imported only when daemon.hashindex builds its
+load these kernels from its cache, 2 cores, 2026-11-27) is imported only when daemon.index.hashindex builds its
 first segment: a catalog under TAIL_ROWS rows is searched exhaustively with numpy and never needs it.
 """
 

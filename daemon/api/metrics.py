@@ -20,14 +20,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from daemon.events import KINDS, VerdictEvent
 from daemon.health import REASONS
-from daemon.outbox import LATENCY_BUCKETS_S, STATES
-from daemon.status import catalog_counts, redis_status
+from daemon.notify.outbox import LATENCY_BUCKETS_S, STATES
+from daemon.views.status import catalog_counts, redis_status
 
 if TYPE_CHECKING:
-    from daemon.api_port import DaemonPort
+    from daemon.api.port import DaemonPort
 
 MODEL_STATES = ("loaded", "hash-only", "off", "unavailable", "no workers")
-"""What the workers report about each model (daemon.status.redis_status)."""
+"""What the workers report about each model (daemon.views.status.redis_status)."""
 
 
 class Metrics:

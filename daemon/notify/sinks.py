@@ -1,6 +1,6 @@
 """Where verdicts go besides webhooks: a human line on the console, a JSON-lines event log, and programs.
 
-Webhooks have their own durable outbox (daemon.outbox); these two are written after each commit.
+Webhooks have their own durable outbox (daemon.notify.outbox); these two are written after each commit.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TextIO
 
 from daemon.config import CommandSettings
 from daemon.events import VerdictEvent
-from daemon.outbox import wants
+from daemon.notify.outbox import wants
 from daemon.text import dumps, shown
 
 log = logging.getLogger("dupwatch.sinks")

@@ -32,7 +32,7 @@ many times over the catalog's life. A query's probe of every segment and table i
 (`probe_many`, several queries at once): `probe_ahead` runs it for a batch of queries on the owner's second
 thread with the GIL released, and `best(..., probed=)` finishes each search with the rows added since by
 range. The probe, verify and build loops are compiled with numba
-(daemon.hashkernels), imported when the first segment is built: until then (fewer than TAIL_ROWS rows, such
+(daemon.index.hashkernels), imported when the first segment is built: until then (fewer than TAIL_ROWS rows, such
 as a scan of a small folder) `best()` is the exhaustive search itself, and the process never pays numba's
 import and kernels (about 120 MiB and 1.2 CPU-s on 2 cores, 2026-11-27).
 """
@@ -220,7 +220,7 @@ def _probe_cost(widths: list[int], radius: int) -> int:
     """Buckets a query visits in one table at this radius."""
     if radius < 0:
         return 0
-    from daemon.hashkernels import chunk_radius  # only segments have a cost: numba is loaded by then
+    from daemon.index.hashkernels import chunk_radius  # only segments have a cost: numba is loaded by then
 
     m = len(widths)
     return sum(math.comb(w, j) for c, w in enumerate(widths) for j in range(min(chunk_radius(radius, m, c), w) + 1))
@@ -238,14 +238,14 @@ class _Table:
         self.ent_val = np.empty((len(widths), len(values)), np.uint64)
         self.ent_pos = np.empty((len(widths), len(values)), np.uint32)
         self.widths_arr = widths
-        from daemon.hashkernels import build_table
+        from daemon.index.hashkernels import build_table
 
         build_table(values.view(np.uint64), per_row, lo, self.shifts, widths, self.off_base, self.offsets,
                      self.ent_val, self.ent_pos)
 
     @classmethod
     def restore(cls, widths: np.ndarray, offsets: np.ndarray, ent_val: np.ndarray, ent_pos: np.ndarray) -> _Table:
-        """A table as built before, from its arrays (daemon.hashsnapshot): nothing is rebuilt."""
+        """A table as built before, from its arrays (daemon.index.hashsnapshot): nothing is rebuilt."""
         table = cls.__new__(cls)
         table.widths = [int(w) for w in widths]
         table.shifts = np.array([64 - sum(table.widths[: c + 1]) for c in range(len(table.widths))], np.int64)
@@ -260,7 +260,7 @@ class _Table:
         return self.offsets.nbytes + self.ent_val.nbytes + self.ent_pos.nbytes
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        """The table as daemon.hashkernels' probe takes it."""
+        """The table as daemon.index.hashkernels' probe takes it."""
         return tuple(np.ascontiguousarray(a) for a in (self.shifts, self.widths_arr, self.off_base, self.offsets,
                                                        self.ent_val, self.ent_pos))
 
@@ -278,7 +278,7 @@ class _Segment:
 
     @classmethod
     def restore(cls, lo: int, hi: int, tables: dict[str, _Table | None]) -> _Segment:
-        """A segment as built before, from its tables (daemon.hashsnapshot)."""
+        """A segment as built before, from its tables (daemon.index.hashsnapshot)."""
         seg = cls.__new__(cls)
         seg.lo, seg.hi = lo, hi
         full, dhash = tables["full"], tables["dhash"]
@@ -446,7 +446,7 @@ class HashIndex(ExhaustiveHashIndex):
                     rule: HashRule, scratch: _Scratch, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Every position of `segments` that may match each query (windows, dihedral, dhash): one kernel
         call for them all. Returns the candidates concatenated and their bounds [k + 1]."""
-        from daemon.hashkernels import probe_many
+        from daemon.index.hashkernels import probe_many
 
         if not segments:
             return _NO_IDS, np.zeros(len(queries) + 1, np.int64)
@@ -479,7 +479,7 @@ class HashIndex(ExhaustiveHashIndex):
         n = self._n
         if not self._segments:  # all rows in the tail: the scan is the exhaustive search, no kernels needed
             return super().best(windows, dihedral, dhash, before_id, rule, excluded)
-        from daemon.hashkernels import verify
+        from daemon.index.hashkernels import verify
 
         if probed is None or probed.index is not self or probed.rule != rule:
             probed = Probed(self, rule, self._candidates(tuple(self._segments), [(windows, dihedral, dhash)], rule,

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.hashindex import HashIndex, _Segment, _Table
+from daemon.index.hashindex import HashIndex, _Segment, _Table
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Why a Protocol and not the `Daemon` itself: the API runs on its own threads beside a main loop that owns the
 index, the catalog's writer and the sinks. Naming here exactly what the API reads (and which calls must run on
 the main loop) keeps that rule checkable by mypy, and lets the daemon's internals change without the API
-following them. `daemon.service.Daemon` implements it.
+following them. `daemon.service.loop.Daemon` implements it.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from daemon.catalog import Row
     from daemon.config import Settings
     from daemon.events import VerdictEvent
     from daemon.health import Health
+    from daemon.index.catalog import Row
 
 
 @dataclass(frozen=True)

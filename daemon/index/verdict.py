@@ -24,7 +24,7 @@ import numpy as np
 
 from daemon import defaults
 from daemon.config import MatchSettings
-from daemon.hashindex import HashHit, HashRule
+from daemon.index.hashindex import HashHit, HashRule
 from workers.align import identity_edit
 from workers.settings import CopyModelSettings, ModelSettings
 

@@ -1,6 +1,6 @@
 """Options every `dupwatch` command shares, and how flags become settings (`--section-key` = `section.key`).
 
-Separate from daemon.cli so command groups in other modules (daemon.cli_webhook) use the same options.
+Separate from daemon.cli.main so command groups in other modules (daemon.cli.webhook) use the same options.
 """
 
 from __future__ import annotations

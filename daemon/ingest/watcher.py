@@ -49,8 +49,8 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.config import WatchSettings
+from daemon.ingest.walk import PathFilter
 from daemon.text import shown
-from daemon.walk import PathFilter
 
 log = logging.getLogger("dupwatch.watcher")
 

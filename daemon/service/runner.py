@@ -18,8 +18,8 @@ from pathlib import Path
 import redis
 
 from daemon.config import Settings
-from daemon.redis_server import EmbeddedRedis, _die_with_parent
-from daemon.service import Daemon
+from daemon.service.loop import Daemon
+from daemon.service.redis_server import EmbeddedRedis, _die_with_parent
 
 log = logging.getLogger("dupwatch.run")
 

@@ -13,15 +13,16 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TextIO
 
-from daemon import __version__, outbox
-from daemon.catalog import Catalog
+from daemon import __version__
 from daemon.config import Settings
 from daemon.events import VerdictEvent
-from daemon.owner import IndexOwner, event_for
-from daemon.sinks import CommandSink, EventLog
+from daemon.index.catalog import Catalog
+from daemon.index.owner import IndexOwner, event_for
+from daemon.notify import outbox
+from daemon.notify.sinks import CommandSink, EventLog
 from daemon.state import StateDir
 from daemon.text import dumps
-from workers.models.base import load_models
+from workers.models.loading import load_models
 from workers.pipeline import Pipeline
 
 

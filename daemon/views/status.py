@@ -10,9 +10,9 @@ import json
 import sqlite3
 from typing import Any
 
-from daemon.catalog import read_only_connection
 from daemon.config import Settings
 from daemon.events import MATCH_KINDS
+from daemon.index.catalog import read_only_connection
 from daemon.state import StateDir
 from workers import queue as q
 

@@ -14,10 +14,10 @@ from typing import BinaryIO
 import click
 import httpx
 
-from daemon import outbox
-from daemon.catalog import connect
-from daemon.cli_options import common, settings_from
+from daemon.cli.options import common, settings_from
 from daemon.config import Settings, WebhookSettings
+from daemon.index.catalog import connect
+from daemon.notify import outbox
 from daemon.webhooks import DEFAULT_TOLERANCE_S, VerificationError, verify
 
 CATALOG_FILE = "catalog.sqlite3"

@@ -27,19 +27,22 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 from tqdm import tqdm
 
-from daemon import __version__, outbox, sdnotify, search
-from daemon.api import ApiServer
-from daemon.api_port import IndexState
-from daemon.catalog import Catalog, Row
+from daemon import __version__
+from daemon.api.app import ApiServer
+from daemon.api.port import IndexState
 from daemon.config import Settings
 from daemon.events import VerdictEvent
 from daemon.health import Health, disk_full
-from daemon.owner import IndexOwner
-from daemon.sinks import CommandSink, ConsoleSink, EventLog
+from daemon.index.catalog import Catalog, Row
+from daemon.index.owner import IndexOwner
+from daemon.ingest.walk import PathFilter
+from daemon.ingest.watcher import Watcher
+from daemon.notify import outbox
+from daemon.notify.sinks import CommandSink, ConsoleSink, EventLog
+from daemon.service import sdnotify
 from daemon.state import StateDir
 from daemon.text import shown
-from daemon.walk import PathFilter
-from daemon.watcher import Watcher
+from daemon.views import search
 from workers import queue as q
 from workers.features import Features
 
@@ -125,8 +128,8 @@ class Daemon:
 
         Everything is validated before anything is swapped, so an error leaves the running
         configuration exactly as it was (set_endpoints validates before it changes the list)."""
+        from daemon.index.verdict import Thresholds
         from daemon.logs import configure, level_number
-        from daemon.verdict import Thresholds
 
         thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model,
                                         None if settings.hash_only else settings.copy_model)
@@ -251,7 +254,7 @@ class Daemon:
             self.catalog.close()
         self.state.release()
 
-    # --- what the API sees (daemon.api_port.DaemonPort) ---------------------------------------------
+    # --- what the API sees (daemon.api.port.DaemonPort) ---------------------------------------------
 
     @property
     def catalog_path(self) -> Path:

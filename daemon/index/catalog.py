@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.checkpointer import BACKSTOP_PAGES, Checkpointer
+from daemon.index.checkpointer import BACKSTOP_PAGES, Checkpointer
 from workers.features import FEATURE_FIELDS
 
 SCHEMA = """

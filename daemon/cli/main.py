@@ -17,8 +17,8 @@ from typing import Any
 import click
 
 from daemon import __version__
-from daemon.cli_options import common, settings_from
-from daemon.cli_webhook import webhook
+from daemon.cli.options import common, settings_from
+from daemon.cli.webhook import webhook
 from daemon.events import KINDS
 from daemon.text import dumps, shown
 
@@ -48,7 +48,7 @@ def cli() -> None:
 @click.option("--api-port", type=int)
 def run(roots: tuple[str, ...], **params: Any) -> None:
     """Everything in one process tree: private Redis, watcher, workers, index, API."""
-    from daemon.runner import run_all
+    from daemon.service.runner import run_all
 
     settings = settings_from(dict(params))
     with _start_errors():
@@ -65,7 +65,7 @@ def daemon(roots: tuple[str, ...], **params: Any) -> None:
     """The watcher and index owner, for a fleet: workers run elsewhere against the same Redis.
 
     ROOTS default to the `watch.roots` setting (how the systemd unit starts it)."""
-    from daemon.runner import run_daemon
+    from daemon.service.runner import run_daemon
 
     settings = settings_from(dict(params))
     with _start_errors():
@@ -94,8 +94,8 @@ def worker(name: str | None, burst: bool, **params: Any) -> None:
 @click.option("--files-from", type=click.File("r"), help="Read paths, one per line ('-' for stdin).")
 def scan(roots: tuple[str, ...], files_from, **params: Any) -> None:
     """Process files once, in order; print one JSON line per file."""
-    from daemon.scan import run_scan
-    from daemon.walk import walk_roots
+    from daemon.cli.scan import run_scan
+    from daemon.ingest.walk import walk_roots
 
     settings = settings_from(params)
     if files_from is not None:
@@ -116,7 +116,7 @@ def scan(roots: tuple[str, ...], files_from, **params: Any) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def query(image: str, top_k: int, as_json: bool, **params: Any) -> None:
     """Top matches for any image among the catalogued files (read-only)."""
-    from daemon.search import search_image
+    from daemon.views.search import search_image
 
     settings = settings_from(params)
     with _start_errors():
@@ -135,7 +135,7 @@ def query(image: str, top_k: int, as_json: bool, **params: Any) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def status(as_json: bool, **params: Any) -> None:
     """Files, verdict counts, errors, queue depths, workers, model."""
-    from daemon.status import collect, render
+    from daemon.views.status import collect, render
 
     settings = settings_from(params)
     data = collect(settings)
@@ -149,7 +149,7 @@ def status(as_json: bool, **params: Any) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def matches(kind: str | None, limit: int, as_json: bool, **params: Any) -> None:
     """Recent verdicts that found a match (or errors)."""
-    from daemon.status import recent
+    from daemon.views.status import recent
 
     settings = settings_from(params)
     rows = recent(settings, kind, limit)
@@ -171,8 +171,8 @@ def matches(kind: str | None, limit: int, as_json: bool, **params: Any) -> None:
               help="Write an offline contact sheet (thumbnails embedded) to this file.")
 def groups(as_json: bool, html_file: str | None, **params: Any) -> None:
     """Duplicate groups: each original (earliest file) with its copies and what was edited."""
-    from daemon import groups as duplicate_groups
-    from daemon.status import read_only_catalog
+    from daemon.views import groups as duplicate_groups
+    from daemon.views.status import read_only_catalog
 
     settings = settings_from(params)
     conn = read_only_catalog(settings)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import redis
 
 if TYPE_CHECKING:
-    from daemon.service import Daemon
+    from daemon.service.loop import Daemon
 
 log = logging.getLogger("dupwatch.redis")
 

@@ -34,9 +34,9 @@ import httpcore
 import httpx
 
 from daemon import __version__, defaults
-from daemon.catalog import connect
 from daemon.config import Subscription, WebhookSettings
 from daemon.events import SCHEMA_VERSION, VerdictEvent
+from daemon.index.catalog import connect
 from daemon.text import dumps
 from daemon.webhooks import secret_key, signed_headers
 

@@ -1,0 +1,1 @@
+"""The HTTP API, review page and metrics, served in the daemon process."""

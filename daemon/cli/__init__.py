@@ -1,0 +1,1 @@
+"""The `dupwatch` command line: commands apart from the code they drive."""

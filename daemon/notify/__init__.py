@@ -1,0 +1,1 @@
+"""Where verdicts go: the webhook outbox and the scan/event-log sinks."""

@@ -1,0 +1,1 @@
+"""The running daemon: its main loop, private Redis, the `run` process tree, systemd notify."""

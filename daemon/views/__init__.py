@@ -1,0 +1,1 @@
+"""Read-side views over the catalog: status, duplicate groups, query by image."""
