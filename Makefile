@@ -1,4 +1,4 @@
-# The README's two commands: `make run DIR=...` and `make test`. Both build .venv first.
+# The README's commands: `make run DIR=...` and `make test`. Both build .venv first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

@@ -1,4 +1,4 @@
-"""How well workers.align explains edits whose parameters are known (issue 12 "Done when").
+"""How well workers.align explains edits whose parameters are known (the targets in docs/detection.md).
 
     python -m bench.explain --data bench/data/acc            # builds the data set if missing
     python -m bench.explain --data bench/data/acc --limit 200 --json bench/out/explain.json

@@ -15,7 +15,7 @@ Checks, printed as a table (exit status 1 if any fails):
 - only the bad files get `error` verdicts: an image that waited through restarts is never given up;
 - every webhook event id in the outbox reached the real HTTP receiver on 127.0.0.1, once; a re-send of the
   same id is allowed only where a daemon was SIGKILLed between the receiver's 2xx and recording it, so at
-  most one per daemon kill (README, guarantee 4);
+  most one per daemon kill (docs/guarantees.md, guarantee 4);
 - no file outside the watched root was opened (inotify on the outside folder, via watchdog);
 - `run` never exited by itself (it is restarted if it did, so the other checks still run).
 """

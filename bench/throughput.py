@@ -2,7 +2,7 @@
 
     python -m bench.throughput                                  # both folders, methods a c f g, 3 rounds
     python -m bench.throughput --n 388 --sizes 12 --small-n 3735 --methods acfg \
-        --mode 'sscd=' --out bench/out/tp.md --json bench/out/tp.json   # issue 14's table
+        --mode 'sscd=' --out bench/out/tp.md --json bench/out/tp.json   # docs/performance.md's table
 
 Folders (built once into `--work` and reused while their parameters match):
   camera: real photos (scikit-image's and the Debian photographs of bench.photos) scaled and cropped to
@@ -22,7 +22,7 @@ imports, model load, decode, hashing, for dupwatch also the catalog and index):
   e. `dupwatch scan` with ViT-S-32, the fastest architecture open_clip ships (ENVIRONMENT.md);
   f. Immaculate `--method pdq` (bench/anchors.py: its own Python 3.12 venv, a Rust core);
   g. Immaculate `--method sscd` (Meta's SSCD through onnxruntime);
-  plus one method per `--mode NAME=FLAGS`: `dupwatch scan FLAGS` (e.g. the SSCD modes of issue 11).
+  plus one method per `--mode NAME=FLAGS`: `dupwatch scan FLAGS` (e.g. the SSCD modes).
 Rounds interleave the methods (a b c ... a b c ...) so a noisy neighbour hits all of them alike; the
 table gives the median per method of images/s (N / wall), CPU-seconds per image (user + sys of the
 process and its children, from wait4) and peak RSS (the largest process), and each method's speed ratio
@@ -60,7 +60,7 @@ from bench.photos import Photo, debian_photos, skimage_photos
 DEFAULT_WORK = Path("/tmp/dupwatch-bench-throughput")
 FOLDERS = ("camera", "small")
 # Long sides of the small folder, drawn uniformly: with the aspect ratios below the median file is
-# 647 x 530 at the default size (issue 14 measured a folder of about 640 x 460).
+# 647 x 530 at the default size (a web folder measured about 640 x 460).
 SMALL_LONG_SIDE = (480, 900)
 SMALL_ASPECTS = (4 / 3, 3 / 2, 16 / 9, 1.0, 3 / 4)
 MODELS = {"d": "ViT-B-32", "e": "ViT-S-32"}

@@ -17,7 +17,7 @@ Who touches what:
 
 Nothing is ever read from a path the request names: files are addressed by catalog id only, and a
 thumbnail is served only for a current, undeleted catalog row inside a watched root whose bytes still
-hash to the catalogued sha256 (README, Guarantees: nothing is read outside the watched roots).
+hash to the catalogued sha256 (docs/guarantees.md: nothing is read outside the watched roots).
 """
 
 from __future__ import annotations

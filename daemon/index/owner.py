@@ -336,7 +336,7 @@ class IndexOwner:
 
     def _explain(self, row: Row, evidence: Evidence) -> Future | None:
         """The alignment of a copy that its scores decided without a verification, so that every edited copy
-        carries its `edit` (issue 12). It explains the verdict and never changes it."""
+        carries its `edit`. It explains the verdict and never changes it."""
         if self.verifier is None or not self.settings.match.explain_edits:
             return None
         decision = decide(evidence, self.thresholds)
@@ -360,7 +360,7 @@ class IndexOwner:
     def _align_all(self, path: str, candidates: list[tuple[int, str]],
                    look: tuple[int, Geometry] | None = None) -> dict[int, Any]:
         """Alignments per candidate (None: none found). A pair whose file is gone is left out, so the
-        decision is made without a verification rather than against one (issue 11: decide without it).
+        decision is made without a verification rather than against one: a missing file is no evidence.
         `look`: (candidate, geometry) of a hash-only match, whose gradients must agree before SIFT runs:
         a pair they reject is not a copy (None), at a few ms instead of the ~55 ms a SIFT pass costs."""
         assert self.verifier is not None
