@@ -22,7 +22,7 @@ from workers.models.loading import load_models
 from workers.pipeline import Pipeline
 from workers.settings import WorkerSettings
 
-log = logging.getLogger("dupwatch.worker")
+log = logging.getLogger(__name__)
 
 RQ_WORKER_TTL_S = 35
 """rq blocks in dequeue for worker_ttl - 15 s, which must stay under the connection's 30 s socket timeout

@@ -64,7 +64,7 @@ from workers.decode import DecodeError, check_header, decode_bytes, read_file
 if TYPE_CHECKING:
     from workers.pipeline import Pipeline
 
-log = logging.getLogger("dupwatch.api")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

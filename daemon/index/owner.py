@@ -51,7 +51,7 @@ from workers.models.base import identity_of
 from workers.models.copy import copy_identity
 from workers.precheck import GRADIENT_MAX_FRACTION, Geometry, geometry, gradient_distance
 
-log = logging.getLogger("dupwatch.owner")
+log = logging.getLogger(__name__)
 
 Sink = Callable[[VerdictEvent], None]
 

@@ -52,7 +52,7 @@ from daemon.config import WatchSettings
 from daemon.ingest.walk import PathFilter
 from daemon.text import shown
 
-log = logging.getLogger("dupwatch.watcher")
+log = logging.getLogger(__name__)
 
 QUIET_FALLBACK_S = 60.0
 """A file written but never seen closed (events dropped) lands after this long without events."""

@@ -46,7 +46,7 @@ from daemon.views import search
 from workers import queue as q
 from workers.features import Features
 
-log = logging.getLogger("dupwatch.daemon")
+log = logging.getLogger(__name__)
 
 RECONCILE_EVERY_S = 2.0
 ALIVE, CRASHED, LOST = "alive", "crashed", "lost"
@@ -98,7 +98,7 @@ class Daemon:
         try:
             q.ensure_group(self.redis)
             self.redis.set(q.EPOCH_KEY, self.epoch)
-        except redis.RedisError as exc:  # the soak killed the private Redis right here: `run` exited
+        except redis.RedisError as exc:  # a Redis down at start is an outage like any other, not a failure
             log.warning("Redis unreachable at start (%s); files wait, and when it answers what it lost is "
                         "re-queued", _one_line(exc))
         self.watcher = Watcher(self.filter, self.settings.watch, landed=self.landed, moved=self.owner.moved,
@@ -150,8 +150,8 @@ class Daemon:
         runs every turn, also while the rest is failing, since it is what brings Redis back."""
         self.watcher.start()
         self.deliverer.start()
-        # only files whose job Redis no longer holds: re-queueing every pending file at each restart piled
-        # copies of the same work in front of the new (16 restarts in the soak: a 3,700-job queue)
+        # only files whose job Redis no longer holds: re-queueing every pending file at each restart would pile
+        # a copy of the same work in front of the new at every restart
         self._guarded(lambda: self._recover_lost("left pending by the last run"))
         sdnotify.ready()
         beat = sdnotify.Heartbeat()
@@ -340,7 +340,7 @@ class Daemon:
     def _enqueue(self, items: list[tuple[int, str, int | None, int | None]], *, at_front: bool = False) -> None:
         """Queue `items` in batches. `at_front`: ahead of everything waiting, first batch first. Verdicts go in
         arrival order, so a file queued again (its job lost) at the back of a long queue holds back every
-        verdict after it until the whole queue is worked off (the 12-minute soak: 3,565 jobs, 20 minutes)."""
+        verdict after it until the whole queue is worked off."""
         size = self.settings.queue.batch_size
         starts = range(0, len(items), size)
         for start in reversed(starts) if at_front else starts:
@@ -484,8 +484,8 @@ class Daemon:
 
     def _job_fates(self, job_ids: set[str | None]) -> dict[str | None, str]:
         """ALIVE, CRASHED or LOST for each job. Per job, not per file (a job carries up to a batch of
-        files), and the queue is read once: checked per file with LPOS, 80,000 files pending behind a
-        3,700-job queue held the deciding thread for minutes (the 30-minute soak)."""
+        files), and the queue is read once: a check per file (LPOS over the queue) grows with pending files
+        times queue length, and would hold the deciding thread for minutes behind a large backlog."""
         queued = set(self.queue.get_job_ids()) if job_ids else set()
         before, self._in_hand = self._in_hand, {}
         return {job_id: self._job_fate(job_id, queued, before) for job_id in job_ids}
@@ -517,8 +517,7 @@ class Daemon:
     def _popped_fate(self, job: Job, in_hand_before: dict[str, float]) -> str:
         """A queued job missing from the queue as it was read. A worker moves the job to rq's intermediate
         list and only then marks it started: judged lost in between (milliseconds, longer on a loaded host),
-        jobs a worker was about to run were deleted and their files queued again, check after check (the
-        12-minute soak's re-queue storm). ALIVE while it is back in the queue (queued after the read), no
+        jobs a worker is about to run would be deleted and their files queued again, check after check. ALIVE while it is back in the queue (queued after the read), no
         longer queued (started since), or in the intermediate list for less than `WORKER_TTL_S`; a worker
         that popped it and died leaves it there, and after that it is LOST."""
         hand = self.queue.intermediate_queue
@@ -594,8 +593,8 @@ class Daemon:
     def _requeue(self, rows, why: str, *, crashed: bool = False) -> None:
         """Queue pending files again. `crashed`: a worker took their job and died, or it failed: one more
         of each file's `queue.max_attempts`, and a file out of attempts gets its `worker-crash` error.
-        Any other loss (a daemon restart, a Redis outage, waiting in a long backlog) costs no attempt: 16
-        daemon kills in the soak had otherwise turned 12,048 waiting files into `worker-crash` errors."""
+        Any other loss (a daemon restart, a Redis outage, waiting in a long backlog) costs no attempt, so a file
+        is given up only for what a worker did with it, never for how long it waited."""
         retry = []
         for row in rows:
             attempts = row.attempts + crashed
