@@ -326,6 +326,7 @@ def stall_report(state: Path, log: Path) -> str:
     order, so the first one usually blocks the rest), what Redis says of their jobs and of the workers, and the
     end of the log. Printed before the final stop, so a failure in CI can be diagnosed from its output."""
     import redis
+    from rq import Queue
     from rq.job import Job
     from rq.registry import StartedJobRegistry
     from rq.serializers import JSONSerializer
@@ -351,7 +352,7 @@ def stall_report(state: Path, log: Path) -> str:
                 out.append(f"  job {job_id}: {type(exc).__name__} {exc}")
         started = StartedJobRegistry(q.INGEST_QUEUE, connection=rc, serializer=JSONSerializer).get_job_ids()
         workers = {k.decode(): rc.hgetall(k) for k in rc.scan_iter(match=q.WORKER_KEY.format(name="*"))}
-        out.append(f"  redis: queue {rc.llen('rq:queue:' + q.INGEST_QUEUE)}, started {started}, workers {workers}, "
+        out.append(f"  redis: queue {Queue(q.INGEST_QUEUE, connection=rc).count}, started {started}, workers {workers}, "
                    f"results stream {rc.xlen(q.RESULTS_STREAM)}")
     except Exception as exc:  # noqa: BLE001
         out.append(f"  redis unreadable: {exc}")

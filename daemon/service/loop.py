@@ -43,6 +43,7 @@ from daemon.service import sdnotify
 from daemon.state import StateDir
 from daemon.text import shown
 from daemon.views import search
+from workers import library_internals as internals
 from workers import queue as q
 from workers.features import Features
 
@@ -471,7 +472,7 @@ class Daemon:
             # that lost Redis as it popped (a disk full under Redis's log) leaves its job there, lost
             # after WORKER_TTL_S (`_popped_fate`) rather than pending_retry_s
             old = {r.id for r in rows}
-            rows += [r for r in self.catalog.pending_of_jobs(self.queue.intermediate_queue.get_job_ids())
+            rows += [r for r in self.catalog.pending_of_jobs(internals.intermediate_list(self.queue).get_job_ids())
                      if r.id not in old]
         fates = self._job_fates({r.job_id for r in rows} - failed_jobs)
         fates.update(dict.fromkeys(failed_jobs, CRASHED))
@@ -520,21 +521,16 @@ class Daemon:
         jobs a worker is about to run would be deleted and their files queued again, check after check. ALIVE while it is back in the queue (queued after the read), no
         longer queued (started since), or in the intermediate list for less than `WORKER_TTL_S`; a worker
         that popped it and died leaves it there, and after that it is LOST."""
-        hand = self.queue.intermediate_queue
-        with self.redis.pipeline() as pipe:  # MULTI: one view of the three
-            pipe.lpos(self.queue.key, job.id)
-            pipe.lpos(hand.key, job.id)
-            pipe.hget(job.key, "status")
-            in_queue, in_hand, status = pipe.execute()
-        if in_queue is not None or status != JobStatus.QUEUED.encode():
+        in_queue, in_hand, still_queued = internals.where_is(self.redis, self.queue, job)
+        if in_queue or not still_queued:
             return ALIVE  # the next check judges it as it is then
-        if in_hand is not None:
+        if in_hand:
             # since when, by this daemon's checks: rq's own first-seen mark lives a day, past the job, and the
             # same batch queued again later has the same id
             seen = self._in_hand[job.id] = in_hand_before.get(job.id, time.monotonic())
             if time.monotonic() - seen < q.WORKER_TTL_S:
                 return ALIVE
-            hand.remove(job.id)
+            internals.intermediate_list(self.queue).remove(job.id)
             del self._in_hand[job.id]  # queued again under the same id, the next pop starts a new clock
         job.delete()
         return LOST
@@ -558,9 +554,10 @@ class Daemon:
         released = 0
         started_ids = started.get_job_ids(cleanup=False)
         if parked:
-            for job_id in self.queue.intermediate_queue.get_job_ids():
+            hand = internals.intermediate_list(self.queue)
+            for job_id in hand.get_job_ids():
                 if job_id not in started_ids:
-                    self.queue.intermediate_queue.remove(job_id)
+                    hand.remove(job_id)
                     job = self.queue.fetch_job(job_id)
                     if job is not None:
                         job.delete()
