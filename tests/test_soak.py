@@ -7,7 +7,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.system
 
 
 def test_three_minute_soak_loses_nothing_repeats_nothing_and_reads_nothing_outside(tmp_path):
