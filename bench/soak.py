@@ -54,6 +54,7 @@ if str(REPO) not in sys.path:  # `python bench/soak.py` as well as `python -m be
     sys.path.insert(0, str(REPO))
 
 from daemon.index.catalog import read_only_connection
+from daemon.text import shown
 
 
 def jpeg(rng: np.random.Generator, side: int = 48) -> bytes:
@@ -104,7 +105,7 @@ class Ledger:
     """What the stream put on disk: every landed version, by path."""
 
     versions: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: collections.defaultdict(list))
-    odd_names: list[str] = field(default_factory=list)  # tokens of non-UTF-8 names
+    odd_names: list[str] = field(default_factory=list)  # tokens of the non-UTF-8 names (also in `versions`)
     bad: set[tuple[str, int, int]] = field(default_factory=set)  # the versions that are not images
     counts: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -271,6 +272,7 @@ def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, 
             raw = os.fsencode(root / "d0") + b"/" + token.encode() + b"\xff\xfe.jpg"
             with open(raw, "wb") as fh:
                 fh.write(jpeg(rng))
+            ledger.landed(Path(os.fsdecode(raw)))  # surrogate-escaped, as the catalog gives it back
             ledger.odd_names.append(token)
         elif action == "symlink":
             target = pick.choice(sorted(outside.iterdir()))
@@ -381,7 +383,7 @@ def held(state: Path, missing: list[tuple[str, int, int]], log: Path, *, redis_t
     cols = "id, size, mtime_ns, state, current, job_id, attempts, detected_at, queued_at, error"
     out = [f"{len(missing)} landed versions with no verdict{f' (the first {limit})' if len(missing) > limit else ''}:"]
     for path, size, mtime in missing[:limit]:
-        out.append(f"  {path} (size {size}, mtime_ns {mtime})")
+        out.append(f"  {shown(path)} (size {size}, mtime_ns {mtime})")
         rows = conn.execute(f"SELECT {cols} FROM files WHERE path = ? ORDER BY id", (path,)).fetchall()
         for r in rows:
             this = " <- this version" if (r["size"], r["mtime_ns"]) == (size, mtime) else ""
@@ -398,7 +400,7 @@ def held(state: Path, missing: list[tuple[str, int, int]], log: Path, *, redis_t
     out.append("oldest undecided rows:")
     for r in head:
         out.append(f"  id {r['id']} {r['state']} job {r['job_id']} attempts {r['attempts']} queued "
-                   f"{now - (r['queued_at'] or r['detected_at']):.0f}s ago error {r['error']} {r['path']}"
+                   f"{now - (r['queued_at'] or r['detected_at']):.0f}s ago error {r['error']} {shown(r['path'])}"
                    + (job_line(r["job_id"]) if r["job_id"] else ""))
     if rc is not None:
         try:
@@ -425,17 +427,18 @@ def check(state: Path, ledger: Ledger, receiver: Receiver, opened: list[str],
     errors = {(r["path"], r["size"], r["mtime_ns"]) for r in rows if r["state"] == "decided" and r["verdict"] == "error"}
     wrong_errors = [v for v in landed if v in errors and v not in ledger.bad]
     undecided = sum(r["state"] != "decided" for r in rows)
-    odd_rows = sum(any(tok in r["path"] for r in rows) for tok in ledger.odd_names)
+    odd_rows = sum(any(tok in r["path"] for r in rows if r["state"] == "decided") for tok in ledger.odd_names)
     resent = sum(receiver.ids[i] - 1 for i in outbox if receiver.ids[i] > 1)
     never_sent = [i for i in outbox if receiver.ids[i] == 0]
     kinds = collections.Counter(r["verdict"] for r in rows if r["state"] == "decided")
     return [
-        ("paths written", f"{len(ledger.versions)} (+{len(ledger.odd_names)} non-UTF-8 names)", True),
-        ("landed versions", f"{len(landed)} (+{len(ledger.odd_names)} non-UTF-8 names)", True),
+        ("paths written", f"{len(ledger.versions)} ({len(ledger.odd_names)} non-UTF-8 names)", True),
+        ("landed versions", str(len(landed)), True),
         ("verdicts by kind", " ".join(f"{k} {v}" for k, v in sorted(kinds.items())), True),
-        ("versions with no verdict", f"{len(missing)} {missing[:3]}", not missing),
-        ("versions with 2+ verdicts", f"{len(repeated)} {repeated[:3]}", not repeated),
-        ("images given an error verdict", f"{len(wrong_errors)} {wrong_errors[:3]}", not wrong_errors),
+        ("versions with no verdict", f"{len(missing)} {[shown(p) for p, *_ in missing[:3]]}", not missing),
+        ("versions with 2+ verdicts", f"{len(repeated)} {[shown(p) for p, *_ in repeated[:3]]}", not repeated),
+        ("images given an error verdict", f"{len(wrong_errors)} {[shown(p) for p, *_ in wrong_errors[:3]]}",
+         not wrong_errors),
         ("rows still undecided", str(undecided), undecided == 0),
         ("non-UTF-8 names decided", f"{odd_rows} of {len(ledger.odd_names)}", odd_rows == len(ledger.odd_names)),
         ("webhook events in the outbox", str(len(outbox)), True),

@@ -7,6 +7,7 @@ what lands is read whole (sha256 of the final content, no error verdict).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import shutil
@@ -223,20 +224,53 @@ ENOSPC_CHILD = textwrap.dedent("""
 """)
 
 
+HEADROOM_WATCHES = 32
+"""Inotify watches the namespace test needs free above it: at most 8 at once (a limit of 7, and the watcher's
+probe of one more), with room for what other processes of this user add meanwhile."""
+
+
+def inotify_headroom(folder: Path, want: int) -> int:
+    """How many inotify watches (up to `want`) the kernel grants this user now, beside a second instance:
+    added on `want` fresh folders, then all released. A user namespace's watches and instances are also
+    charged to each parent namespace, up to its limit (fs.inotify.max_user_watches, max_user_instances, or a
+    container's own): the private limit a test sets binds only while every parent has this much room left."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fds = [libc.inotify_init1(os.O_CLOEXEC) for _ in range(2)]
+    try:
+        if min(fds) < 0:
+            return 0
+        granted = 0
+        for i in range(want):
+            (folder / str(i)).mkdir(parents=True)
+            if libc.inotify_add_watch(fds[0], os.fsencode(folder / str(i)), 0x100) < 0:  # IN_CREATE
+                break
+            granted += 1
+        return granted
+    finally:
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+
+
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) for a private inotify limit")
 @pytest.mark.parametrize("limit", ["0", "3", "7"], ids=["root-refused", "subfolders-refused", "new-folder-refused"])
 def test_inotify_watch_limit_falls_back_to_polling(tmp_path: Path, limit: str) -> None:
     """A user namespace gets its own inotify watch limit, so the kernel really refuses watches (ENOSPC)
     without touching the machine's limit. With 0 the root's watch fails; with 3 only sub-folders do,
-    which watchdog swallows; with 7 the start fits (root + 5) and a folder created later is refused.
+    which watchdog 7.1.0 swallows; with 7 the start fits (root + 5) and a folder created later is refused.
     Each must end in polling of what was refused, and only that (the root only when its own watch
-    failed), with the sysctl to raise in the log, and lose no file."""
+    failed), with the sysctl to raise in the log, and lose no file. The private limit is the one that binds
+    only where the parent namespaces leave room: measured first, not assumed."""
     root = tmp_path / "root"
     for i in range(5):
         (root / f"d{i}").mkdir(parents=True)
     probe = subprocess.run(["unshare", "-U", "-r", "true"], capture_output=True, check=False)
     if probe.returncode != 0:
         pytest.skip(f"unprivileged user namespaces unavailable: {probe.stderr.decode().strip()}")
+    headroom = inotify_headroom(tmp_path / "headroom", HEADROOM_WATCHES)
+    if headroom < HEADROOM_WATCHES:
+        pytest.skip(f"only {headroom} inotify watches (or no second instance) left to this user by its parent "
+                    f"namespaces; the test needs {HEADROOM_WATCHES} for its private limit to be the one that binds")
     proc = subprocess.run(["unshare", "-U", "-r", sys.executable, "-c", ENOSPC_CHILD, str(root), limit],
                           capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, check=False)
