@@ -51,29 +51,30 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
 
 
 class RedisServer:
-    """A real redis-server on a free TCP port; can be killed and restarted (empty) for fault tests."""
+    """A real redis-server on a unix socket in its own folder; can be killed and restarted (empty) for fault
+    tests. A socket, not a free TCP port: a port found free can be taken by another process before the server
+    binds it, or between a kill and the restart, and the ping would then reach someone else's Redis."""
 
     def __init__(self, workdir: Path, *, append_only: bool = False):
         """`append_only`: keep an fsync-always append-only file, so a restart replays what a kill left (the
         private Redis of `run` keeps one); otherwise a restart comes back empty."""
         self.dir = workdir
-        self.port = free_port()
+        self.socket = workdir / "redis.sock"
         self.append_only = append_only
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"unix://{self.socket}?db=0"
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--dir", str(self.dir),
+        self.proc = subprocess.Popen([server_binary(), "--port", "0", "--unixsocket", str(self.socket),
+                                      "--unixsocketperm", "700", "--save", "", "--dir", str(self.dir),
                                       *(["--appendonly", "yes", "--appendfsync", "always"] if self.append_only
                                         else ["--appendonly", "no"])],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        wait_for(lambda: _ping(client), 10, what="redis-server")
+        wait_for(lambda: _ping(self.client()), 10, what="redis-server")
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -81,7 +82,7 @@ class RedisServer:
             self.proc.wait()
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
+        return redis.Redis(unix_socket_path=str(self.socket))
 
 
 def _ping(client: redis.Redis) -> bool:
