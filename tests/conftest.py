@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,9 +36,23 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "grass"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free now, for a server a test starts later. Drawn below the kernel's
+    ephemeral range: a port from `bind(0)` lies inside it, where the kernel hands ports to every client's
+    connect() (webhook deliveries, Redis clients, other tests' HTTP calls), so one could take it before the
+    server binds. Below the range only another explicit bind can."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    draw = random.SystemRandom()
+    while True:
+        port = draw.randrange(max(1024, low - 16384), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # a service listens there
+            return port
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
