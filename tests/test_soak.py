@@ -58,6 +58,9 @@ def test_soak_settles_only_once_every_landed_version_has_its_verdict(tmp_path, a
         if run.proc.poll() is None:
             run.kill_all()
     assert soak.unsettled(state, ledger) == ([], 0, 0), (tmp_path / "run.log").read_text()[-3000:]
+    # the report on a version with no verdict names it with its path's rows
+    report = soak.held(state, [(str(last), 1, 1)], tmp_path / "run.log", redis_too=False)
+    assert f"{last} (size 1, mtime_ns 1)" in report and " decided current 1 job ingest-" in report, report
 
 
 def settled(state, ledger: soak.Ledger) -> bool:
