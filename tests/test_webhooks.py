@@ -13,7 +13,6 @@ import hmac
 import json
 import logging
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +30,7 @@ from daemon.events import KINDS, FileInfo, Match, VerdictEvent
 from daemon.index.catalog import Catalog
 from daemon.notify import outbox
 from daemon.webhooks import VerificationError, generate_secret, sign, signed_headers, verify
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -112,12 +112,6 @@ def receivers() -> Iterator[Callable[..., Receiver]]:
     yield make
     for r in started:
         r.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
