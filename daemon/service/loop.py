@@ -37,7 +37,7 @@ from daemon.index.catalog import Catalog, Row
 from daemon.index.owner import IndexOwner
 from daemon.ingest.walk import PathFilter
 from daemon.ingest.watcher import Watcher
-from daemon.notify import outbox
+from daemon.notify import deliverer, outbox
 from daemon.notify.sinks import CommandSink, ConsoleSink, EventLog
 from daemon.service import sdnotify
 from daemon.state import StateDir
@@ -91,7 +91,7 @@ class Daemon:
             self.catalog.conn.executescript(outbox.SCHEMA)
             self.owner = IndexOwner(self.settings, self.catalog, sinks, on_commit=self._outbox,
                                     warm_kernels=True)
-        self.deliverer = outbox.Deliverer(self.state.catalog, self.settings.webhooks)
+        self.deliverer = deliverer.Deliverer(self.state.catalog, self.settings.webhooks)
         self.redis = q.connect(self.redis_url)
         self.queue = q.ingest_queue(self.redis, self.settings.queue.job_timeout_s)
         self.epoch = uuid.uuid4().hex
