@@ -347,8 +347,8 @@ class Daemon:
         for start in reversed(starts) if at_front else starts:
             chunk = items[start:start + size]
             q.enqueue_batch(self.queue, chunk, at_front=at_front)
-            # marked even when this very batch was already waiting or running (same id): left with a deleted
-            # job's id, its files were judged lost again at every check
+            # marked even when this very batch is already waiting or running (same id): files left with a
+            # deleted job's id would be judged lost again at every check
             self.catalog.mark_queued([i[0] for i in chunk], q.batch_job_id(chunk))
 
     def _catch_up(self) -> None:
