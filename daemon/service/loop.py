@@ -104,10 +104,17 @@ class Daemon:
                         "re-queued", _one_line(exc))
         self.watcher = Watcher(self.filter, self.settings.watch, landed=self.landed, moved=self.owner.moved,
                                deleted=self.owner.deleted, deleted_tree=self.owner.deleted_under,
-                               overflowed=self.rescan)
+                               overflowed=self.rescan, roots_missing=self._roots_missing)
         if self.settings.api.enabled:
             self.api = ApiServer(self)
             self.api.start()
+
+    def _roots_missing(self, roots: list[Path]) -> None:
+        """The watcher's word on which roots are gone: a degraded state (/healthz, /readyz, metrics) while any is."""
+        if roots:
+            self.health.degrade("root-missing", "watched root gone: " + ", ".join(shown(str(r)) for r in roots))
+        else:
+            self.health.recover("root-missing")
 
     def _outbox(self, conn, event) -> None:
         outbox.enqueue(conn, self.settings.webhooks, event, __version__)
@@ -300,19 +307,25 @@ class Daemon:
 
     def landed(self, path: str) -> None:
         """A complete file appeared (watcher or catch-up). Register it, then batch it for the workers."""
+        inode: tuple[int, int] | None = None
         try:
             st = Path(path).stat()
             size: int | None = st.st_size
             mtime: int | None = st.st_mtime_ns
+            inode = (st.st_dev, st.st_ino)
         except OSError:
             size = mtime = None  # vanished or unreadable: the worker records the reason as an error verdict
         try:
-            file_id = self.owner.register(path, size, mtime)
+            file_id = self.owner.register(path, size, mtime, inode)
+            # the other names of a hard link hold the new bytes too, and no event said so under them
+            linked = [] if file_id is None or inode is None else self.catalog.other_names(inode, path, size, mtime)
         except Exception as exc:
             if not disk_full(exc):
                 raise
             self._disk_full(exc)  # not lost: the rescan that ends the disk-full state finds it
             return
+        for other in linked:
+            self.landed(other)
         if file_id is None:
             return
         with self._batch_lock:
@@ -445,7 +458,9 @@ class Daemon:
         for _stream, messages in entries or []:
             for msg_id, fields in messages:
                 payload = json.loads(fields[b"data"])
-                self.owner.accept(Features.from_json(f) for f in payload)
+                moved = self.owner.accept(Features.from_json(f) for f in payload)
+                if moved:
+                    self._requeue(moved, "moved while queued: read under the new name")
                 self.redis.xack(q.RESULTS_STREAM, q.RESULTS_GROUP, msg_id)
                 self.redis.xdel(q.RESULTS_STREAM, msg_id)
 
