@@ -89,7 +89,7 @@ class Daemon:
         with self.catalog.checked():  # a corrupt page shows up while the index is rebuilt from it
             self.catalog.conn.executescript(outbox.SCHEMA)
             self.owner = IndexOwner(self.settings, self.catalog, sinks, on_commit=self._outbox,
-                                    warm_kernels=True)
+                                    warm_kernels=True, background=True)
         self.deliverer = outbox.Deliverer(self.state.catalog, self.settings.webhooks)
         self.redis = q.connect(self.redis_url)
         self.queue = q.ingest_queue(self.redis, self.settings.queue.job_timeout_s)
