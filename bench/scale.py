@@ -303,7 +303,7 @@ def tail_missing_start(settings, state: Path, photo: Path) -> dict:
     owner.accept([dataclasses.replace(features, id=file_id)])
     assert len(owner.decide_ready(limit=2)) == 1
     out = {"startup_tail_missing_s": time.monotonic() - started,
-           "tail_rebuild": owner.copies.progress()["rebuilding"]}
+           "tail_rebuild": (owner.copies.progress() or {}).get("rebuilding")}
     assert owner.copies.index is not None
     owner.copies.index.wait()
     out["tail_rebuilt_s"] = time.monotonic() - started

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import daemon.index.vectors as vectors
 from daemon.config import Settings
+from daemon.index import vectors
 from daemon.index.catalog import Catalog
 from daemon.index.owner import IndexOwner
+from daemon.index.rebuilds import describe, rebuilding
 from daemon.index.vectors import VectorIndex
 from workers.features import Features
 
@@ -80,7 +81,7 @@ def filled(tmp_path: Path) -> tuple[Path, dict[int, np.ndarray], Path]:
 
 
 def test_sealed_segments_are_written_once_and_a_save_rewrites_the_tail(filled) -> None:
-    state, vecs, folder = filled
+    state, _, folder = filled
     before = stats(folder)
     tail = (folder / "tail.usearch").stat().st_mtime_ns
     owner = owner_on(state)
@@ -110,7 +111,7 @@ def test_a_lost_tail_costs_only_its_range(filled, monkeypatch) -> None:
 
 def test_a_lost_segment_is_rebuilt_in_the_background_while_verdicts_flow(filled, monkeypatch) -> None:
     state, vecs, folder = filled
-    lost = sorted(folder.glob("seg-*.usearch"))[0]
+    lost = min(folder.glob("seg-*.usearch"))
     lo, hi = (int(x) for x in lost.stem.split("-")[1:])
     lost.unlink()
     gate = threading.Event()
@@ -126,7 +127,9 @@ def test_a_lost_segment_is_rebuilt_in_the_background_while_verdicts_flow(filled,
     progress = owner.vectors.progress()
     assert progress is not None
     in_range = [i for i in vecs if lo < i <= hi]
-    assert progress["rebuilding"] == [{"lo": lo, "hi": hi, "built": 0, "total": len(in_range)}]
+    assert progress["rebuilding"] == [{"index": "semantic", "lo": lo, "hi": hi, "built": 0, "total": len(in_range)}]
+    assert rebuilding(state) == progress["rebuilding"]  # what `dupwatch status` reads, from another process
+    assert f"semantic vectors of ids {lo + 1}-{hi} rebuilding" in describe(rebuilding(state))
     rng = np.random.default_rng(3)
     more = decide(owner, unit(rng, 20), 2000)  # verdicts flow meanwhile (and seal the tail once)
     found = owner.vectors.search_vector(vecs[in_range[0]], 10**9, 1, set())
@@ -136,6 +139,7 @@ def test_a_lost_segment_is_rebuilt_in_the_background_while_verdicts_flow(filled,
     assert index is not None
     index.wait()
     assert owner.vectors.progress()["rebuilding"] == []  # type: ignore[index]
+    assert rebuilding(state) == []
     assert keys(index) == sorted({**vecs, **more})
     assert owner.vectors.search_vector(vecs[in_range[0]], 10**9, 1, set())[0][0] == in_range[0]
     owner.save()

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from daemon.index.catalog import vector_bytes, vector_from_sql
+from daemon.index.rebuilds import REBUILDING
 
 try:  # onnxruntime 1.32 segfaults on import once usearch 2.26 is loaded (a native-library clash; the
     import onnxruntime  # noqa: F401  other order is fine), so load it first wherever it is installed
@@ -122,8 +123,9 @@ class VectorIndex:
     commands and read-only owners, which never write files: `writable` False)."""
 
     def __init__(self, folder: Path, ndim: int, dtype: str, *, writable: bool = True, background: bool = False,
-                 reader: Callable[[], sqlite3.Connection] | None = None, column: str = "copy_embedding"):
-        self.folder, self.ndim, self.dtype = Path(folder), ndim, dtype
+                 reader: Callable[[], sqlite3.Connection] | None = None, column: str = "copy_embedding",
+                 role: str = "copy"):
+        self.folder, self.ndim, self.dtype, self.role = Path(folder), ndim, dtype, role
         self.writable, self.background = writable, background
         self._reader, self._column = reader, column
         self._lock = threading.Lock()  # guards `parts` swaps and removals against the background thread
@@ -229,7 +231,9 @@ class VectorIndex:
             self._seal()
         if not self.background:
             self._work(fetch)
-        elif self._thread is None:
+            return
+        self._report()
+        if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="vector-segments", daemon=True)
             self._thread.start()
 
@@ -299,9 +303,24 @@ class VectorIndex:
     def progress(self) -> dict[str, Any]:
         """What is partial: the ranges being rebuilt from the catalog and how far each is."""
         parts = list(self.parts)
-        rebuilding = [{"lo": p.lo, "hi": p.hi, "built": p.built, "total": int(sum(len(a) for a in p.pending))}
-                      for p in parts if p.index is None]
+        rebuilding = [{"index": self.role, "lo": p.lo, "hi": p.hi, "built": p.built,
+                       "total": int(sum(len(a) for a in p.pending))} for p in parts if p.index is None]
         return {"segments": len(parts) - 1, "vectors": len(self), "rebuilding": rebuilding}
+
+    def _report(self) -> None:
+        """Leave the rebuild's progress in `rebuilding.json` for `dupwatch status` (another process); the
+        file goes when nothing is left to rebuild."""
+        if not self.writable:
+            return
+        path = self.folder / REBUILDING
+        rebuilding = self.progress()["rebuilding"]
+        if not rebuilding:
+            path.unlink(missing_ok=True)
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(rebuilding))
+        tmp.replace(path)
 
     def _run(self) -> None:
         while True:
@@ -354,6 +373,8 @@ class VectorIndex:
                 at = self.parts.index(run[0])
                 self.parts = [*self.parts[:at], merged, *self.parts[at + len(run):]]
                 self._manifest_dirty = True
+            if kind == "rebuild":
+                self._report()
             log.info("vector segment %s: %d vectors (%s)", merged.name, len(built), kind)
 
     def _merge(self, run: list[Part]) -> Index:
@@ -386,6 +407,8 @@ class VectorIndex:
                     built.add(np.asarray([i for i, _ in got], np.int64),
                               np.stack([vector_from_sql(v) for _, v in got]), threads=2)
                 part.built = len(built)
+                if conn is not None:
+                    self._report()
         finally:
             if conn is not None:
                 conn.close()
@@ -511,7 +534,8 @@ class ModelVectors:
             if old.is_file() and self.writable:
                 old.unlink()
             self.index = VectorIndex(self.folder, ndim, self.dtype, writable=self.writable,
-                                     background=self.background, reader=self.reader, column=self.column)
+                                     background=self.background, reader=self.reader, column=self.column,
+                                     role=self.role)
         return self.index
 
     def vector(self, row) -> np.ndarray | None:
@@ -591,3 +615,4 @@ class ModelVectors:
     def progress(self) -> dict[str, Any] | None:
         """The index's parts and what is being rebuilt (None before the first vector)."""
         return None if self.index is None else self.index.progress()
+
