@@ -55,6 +55,7 @@ from daemon.api.metrics import Metrics
 from daemon.api.port import DaemonPort
 from daemon.events import MATCH_KINDS, Kind
 from daemon.index.catalog import read_only_connection
+from daemon.index.rebuilds import describe
 from daemon.text import dumps
 from daemon.views import groups as duplicate_groups
 from daemon.views.search import PROBE_ID, probe_row
@@ -356,7 +357,9 @@ def create_app(api: ApiServer) -> FastAPI:
         checks["index"] = ({"ok": False, "detail": "stopping"} if index.stopping else
                            {"ok": True, "detail": f"{index.hashed} hashed, {index.copy_vectors} copy vectors, "
                                                   f"{index.vectors} semantic vectors, {pending} "
-                                                  f"pending{'' if index.catchup_done else ', catch-up scan running'}"})
+                                                  f"pending{'' if index.catchup_done else ', catch-up scan running'}"
+                                                  + (f"; partial: {describe(list(index.rebuilding))}"
+                                                     if index.rebuilding else "")})
         degraded = daemon.degraded()
         if degraded:  # waiting (Redis down, disk full): not ready, and why
             waits = "; ".join(f"{reason}: {detail}" for reason, detail in degraded.items())

@@ -35,6 +35,7 @@ from daemon.events import VerdictEvent
 from daemon.health import Health, disk_full
 from daemon.index.catalog import Catalog, Row
 from daemon.index.owner import IndexOwner
+from daemon.index.rebuilds import describe
 from daemon.ingest.walk import PathFilter
 from daemon.ingest.watcher import Watcher
 from daemon.notify import outbox
@@ -90,7 +91,7 @@ class Daemon:
         with self.catalog.checked():  # a corrupt page shows up while the index is rebuilt from it
             self.catalog.conn.executescript(outbox.SCHEMA)
             self.owner = IndexOwner(self.settings, self.catalog, sinks, on_commit=self._outbox,
-                                    warm_kernels=True)
+                                    warm_kernels=True, background=True)
         self.deliverer = outbox.Deliverer(self.state.catalog, self.settings.webhooks)
         self.redis = q.connect(self.redis_url)
         self.queue = q.ingest_queue(self.redis, self.settings.queue.job_timeout_s)
@@ -234,7 +235,9 @@ class Daemon:
             queued = str(len(self.queue))
         except redis.RedisError:
             queued = "unknown (Redis down)"  # the heartbeat goes on: systemd's watchdog must not fire
-        return f"{self.owner.decided} verdicts, queue {queued}, watching {len(self.filter.roots)} roots"
+        partial = describe(list(self._rebuilding()))
+        return (f"{self.owner.decided} verdicts, queue {queued}, watching {len(self.filter.roots)} roots"
+                + (f"; partial: {partial}" if partial else ""))
 
     def close(self) -> None:
         """Stop what open() started, also when it stopped half-way (a corrupt catalog, a taken port)."""
@@ -278,7 +281,12 @@ class Daemon:
     def index_state(self) -> IndexState:
         return IndexState(hashed=len(self.owner.hashes), copy_vectors=len(self.owner.copies),
                           vectors=len(self.owner.vectors), catchup_done=self.catchup_done.is_set(),
-                          stopping=self.stopping.is_set(), watch_overflows=self.watcher.overflows)
+                          stopping=self.stopping.is_set(), watch_overflows=self.watcher.overflows,
+                          rebuilding=self._rebuilding())
+
+    def _rebuilding(self) -> tuple[dict[str, Any], ...]:
+        return tuple(r for role in (self.owner.copies, self.owner.vectors)
+                     for r in (role.progress() or {"rebuilding": []})["rebuilding"])
 
     def webhook_stats(self) -> dict[str, Any]:
         return self.deliverer.stats_snapshot()
