@@ -60,6 +60,7 @@ from daemon.text import dumps
 from daemon.views import groups as duplicate_groups
 from daemon.views.search import PROBE_ID, probe_row
 from daemon.views.status import redis_status
+from workers import queue as q
 from workers.decode import DecodeError, check_header, decode_bytes, read_file
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ class ApiServer:
         self.calls = LoopCalls()
         settings = daemon.settings.api
         # Its own client with short timeouts: /readyz must answer "Redis down" quickly, not after 30 s.
-        self.redis = redis.Redis.from_url(daemon.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self.redis = q.connect(daemon.redis_url, timeout_s=2)
         self.metrics = Metrics(daemon, self.read_catalog, self.redis)
         daemon.add_sink(self.metrics.observe)
         self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
