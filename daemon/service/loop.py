@@ -35,6 +35,7 @@ from daemon.events import VerdictEvent
 from daemon.health import Health, disk_full
 from daemon.index.catalog import Catalog, Row
 from daemon.index.owner import IndexOwner
+from daemon.index.rebuilds import describe
 from daemon.ingest.walk import PathFilter
 from daemon.ingest.watcher import Watcher
 from daemon.notify import deliverer, outbox
@@ -90,7 +91,7 @@ class Daemon:
         with self.catalog.checked():  # a corrupt page shows up while the index is rebuilt from it
             self.catalog.conn.executescript(outbox.SCHEMA)
             self.owner = IndexOwner(self.settings, self.catalog, sinks, on_commit=self._outbox,
-                                    warm_kernels=True)
+                                    warm_kernels=True, background=True)
         self.deliverer = deliverer.Deliverer(self.state.catalog, self.settings.webhooks)
         self.redis = q.connect(self.redis_url)
         self.queue = q.ingest_queue(self.redis, self.settings.queue.job_timeout_s)
@@ -104,10 +105,17 @@ class Daemon:
                         "re-queued", _one_line(exc))
         self.watcher = Watcher(self.filter, self.settings.watch, landed=self.landed, moved=self.owner.moved,
                                deleted=self.owner.deleted, deleted_tree=self.owner.deleted_under,
-                               overflowed=self.rescan)
+                               overflowed=self.rescan, roots_missing=self._roots_missing)
         if self.settings.api.enabled:
             self.api = ApiServer(self)
             self.api.start()
+
+    def _roots_missing(self, roots: list[Path]) -> None:
+        """The watcher's word on which roots are gone: a degraded state (/healthz, /readyz, metrics) while any is."""
+        if roots:
+            self.health.degrade("root-missing", "watched root gone: " + ", ".join(shown(str(r)) for r in roots))
+        else:
+            self.health.recover("root-missing")
 
     def _outbox(self, conn, event) -> None:
         outbox.enqueue(conn, self.settings.webhooks, event, __version__)
@@ -227,7 +235,9 @@ class Daemon:
             queued = str(len(self.queue))
         except redis.RedisError:
             queued = "unknown (Redis down)"  # the heartbeat goes on: systemd's watchdog must not fire
-        return f"{self.owner.decided} verdicts, queue {queued}, watching {len(self.filter.roots)} roots"
+        partial = describe(list(self._rebuilding()))
+        return (f"{self.owner.decided} verdicts, queue {queued}, watching {len(self.filter.roots)} roots"
+                + (f"; partial: {partial}" if partial else ""))
 
     def close(self) -> None:
         """Stop what open() started, also when it stopped half-way (a corrupt catalog, a taken port)."""
@@ -271,7 +281,12 @@ class Daemon:
     def index_state(self) -> IndexState:
         return IndexState(hashed=len(self.owner.hashes), copy_vectors=len(self.owner.copies),
                           vectors=len(self.owner.vectors), catchup_done=self.catchup_done.is_set(),
-                          stopping=self.stopping.is_set(), watch_overflows=self.watcher.overflows)
+                          stopping=self.stopping.is_set(), watch_overflows=self.watcher.overflows,
+                          rebuilding=self._rebuilding())
+
+    def _rebuilding(self) -> tuple[dict[str, Any], ...]:
+        return tuple(r for role in (self.owner.copies, self.owner.vectors)
+                     for r in (role.progress() or {"rebuilding": []})["rebuilding"])
 
     def webhook_stats(self) -> dict[str, Any]:
         return self.deliverer.stats_snapshot()
@@ -300,19 +315,25 @@ class Daemon:
 
     def landed(self, path: str) -> None:
         """A complete file appeared (watcher or catch-up). Register it, then batch it for the workers."""
+        inode: tuple[int, int] | None = None
         try:
             st = Path(path).stat()
             size: int | None = st.st_size
             mtime: int | None = st.st_mtime_ns
+            inode = (st.st_dev, st.st_ino)
         except OSError:
             size = mtime = None  # vanished or unreadable: the worker records the reason as an error verdict
         try:
-            file_id = self.owner.register(path, size, mtime)
+            file_id = self.owner.register(path, size, mtime, inode)
+            # the other names of a hard link hold the new bytes too, and no event said so under them
+            linked = [] if file_id is None or inode is None else self.catalog.other_names(inode, path, size, mtime)
         except Exception as exc:
             if not disk_full(exc):
                 raise
             self._disk_full(exc)  # not lost: the rescan that ends the disk-full state finds it
             return
+        for other in linked:
+            self.landed(other)
         if file_id is None:
             return
         with self._batch_lock:
@@ -445,7 +466,9 @@ class Daemon:
         for _stream, messages in entries or []:
             for msg_id, fields in messages:
                 payload = json.loads(fields[b"data"])
-                self.owner.accept(Features.from_json(f) for f in payload)
+                moved = self.owner.accept(Features.from_json(f) for f in payload)
+                if moved:
+                    self._requeue(moved, "moved while queued: read under the new name")
                 self.redis.xack(q.RESULTS_STREAM, q.RESULTS_GROUP, msg_id)
                 self.redis.xdel(q.RESULTS_STREAM, msg_id)
 
