@@ -110,6 +110,7 @@ class Watcher(FileSystemEventHandler):
         self.observers: list = []
         self.polled_roots: list[Path] = []  # roots or sub-folders watched by polling
         self._inotify: dict[Path, BaseObserver] = {}  # root -> its inotify observer
+        self._flat: dict[Path, BaseObserver] = {}  # folder watched without its sub-folders -> its observer
         self._suspects: dict[str, tuple[float, int]] = {}  # unwatched folder -> (found at, checks done)
         self.overflows = 0  # inotify queue overflows seen (metrics)
         self._alarm = _OverflowAlarm(self._overflowed)
@@ -128,24 +129,49 @@ class Watcher(FileSystemEventHandler):
                 self._poll(root)
                 continue
             observer = Observer()
-            try:
-                observer.schedule(self, str(root), recursive=True, follow_symlink=self.settings.follow_symlinks)
-                observer.start()
-                self.observers.append(observer)
+            observer.start()  # started first: schedule() then starts each watch itself and raises per watch
+            self.observers.append(observer)
+            self._watch_tree(observer, root)
+            if root not in self.polled_roots:
                 self._inotify[root] = observer
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EMFILE):
-                    raise
-                log.error(INOTIFY_HINT, root)
-                self._poll(root)
-                continue
-            self._suspect(str(root))
+                self._suspect(str(root))
         self._ticker.start()
 
+    def _watch_tree(self, observer: BaseObserver, folder: Path) -> None:
+        """Give `folder` and what is below it inotify watches on `observer`, polling only what the kernel
+        refuses. watchdog 7.1.0 skips a refused sub-folder (found later by `_suspect`); 7.1.1 and later
+        give up the whole tree (and release its watches) when any folder in it is refused: then `folder`
+        is watched alone and each sub-folder as its own tree, down to the folders refused. A move between
+        two such trees reads as a delete and a create: the file is landed again, not lost."""
+        follow = self.settings.follow_symlinks
+        try:
+            observer.schedule(self, str(folder), recursive=True, follow_symlink=follow)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                raise
+        try:
+            observer.schedule(self, str(folder), recursive=False, follow_symlink=follow)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                raise
+            log.error(INOTIFY_HINT, folder)
+            self._poll(folder)
+            return
+        with self._lock:
+            self._flat[folder] = observer
+        try:
+            with os.scandir(folder) as it:
+                subfolders = sorted(e.path for e in it if e.is_dir(follow_symlinks=follow))
+        except OSError:
+            return  # gone meanwhile
+        for sub in subfolders:  # one made from now on is found by `_suspect` and watched by `_recheck`
+            self._watch_tree(observer, Path(sub))
+
     def _suspect(self, folder: str) -> None:
-        """Note the folders at or below `folder` that have no inotify watch now, to be checked again.
-        watchdog 7.1.0 (constraints.txt) raises only when a root's own watch fails and silently skips refused sub-folders;
-        /proc/self/fdinfo lists the watches this process holds."""
+        """Note the folders at or below `folder` that have no inotify watch now, to be checked again:
+        watchdog skips a folder refused after its watch has started, and 7.1.0 one refused at start, without
+        raising; /proc/self/fdinfo lists the watches this process holds."""
         watched = inotify_watches()
         if watched is None:
             return  # no /proc to ask: trust watchdog
@@ -166,8 +192,9 @@ class Watcher(FileSystemEventHandler):
                 dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
 
     def _recheck(self) -> None:
-        """Look again at folders found without a watch: watched by now (a race), gone, refused by the
-        kernel (poll that subtree), or still waiting (check again later, then poll it anyway)."""
+        """Look again at folders found without a watch: watched by now (a race), gone, below a folder
+        watched alone (watch it now: watchdog will not), refused by the kernel (poll that subtree), or
+        still waiting (check again later, then poll it anyway)."""
         now = time.monotonic()
         with self._lock:
             due = [(f, n) for f, (found, n) in self._suspects.items() if now - found >= RECHECK_S[n]]
@@ -185,16 +212,20 @@ class Watcher(FileSystemEventHandler):
                 if key is None or key in watched:
                     del self._suspects[folder]  # gone, or watchdog caught up: it was a race
                     continue
-                if not refused and checks + 1 < len(RECHECK_S):
+                observer = self._flat.get(Path(folder).parent)  # no watchdog watch comes below such a folder
+                if not refused and observer is None and checks + 1 < len(RECHECK_S):
                     self._suspects[folder] = (self._suspects[folder][0], checks + 1)
                     continue
                 del self._suspects[folder]
-            if refused:
-                log.error(INOTIFY_HINT, folder)
+            if observer is not None:
+                self._watch_tree(observer, Path(folder))
             else:
-                log.warning("no inotify watch on %s after %.0f s although the kernel allows one; polling it",
-                            shown(folder), RECHECK_S[-1])
-            self._poll(Path(folder))
+                if refused:
+                    log.error(INOTIFY_HINT, folder)
+                else:
+                    log.warning("no inotify watch on %s after %.0f s although the kernel allows one; polling it",
+                                shown(folder), RECHECK_S[-1])
+                self._poll(Path(folder))
             self._land_tree(folder, settle=True)  # what arrived there unseen meanwhile
 
     def _polled(self, path: str) -> bool:
