@@ -15,7 +15,7 @@ Checks, printed as a table (exit status 1 if any fails):
 - only the bad files get `error` verdicts: an image that waited through restarts is never given up;
 - every webhook event id in the outbox reached the real HTTP receiver on 127.0.0.1, once; a re-send of the
   same id is allowed only where a daemon was SIGKILLed between the receiver's 2xx and recording it, so at
-  most one per daemon kill (README, guarantee 4);
+  most one per daemon kill (docs/guarantees.md, guarantee 4);
 - no file outside the watched root was opened (inotify on the outside folder, via watchdog);
 - `run` never exited by itself (it is restarted if it did, so the other checks still run).
 
@@ -360,6 +360,7 @@ def held(state: Path, missing: list[tuple[str, int, int]], log: Path, *, redis_t
     order, so the first one holds back the rest) and the end of the log. Printed before the final stop, and
     again after it, so a failure in CI can be diagnosed from its output."""
     import redis
+    from rq import Queue
     from rq.job import Job
     from rq.registry import StartedJobRegistry
     from rq.serializers import JSONSerializer
@@ -406,7 +407,7 @@ def held(state: Path, missing: list[tuple[str, int, int]], log: Path, *, redis_t
         try:
             started = StartedJobRegistry(q.INGEST_QUEUE, connection=rc, serializer=JSONSerializer).get_job_ids()
             workers = {k.decode(): rc.hgetall(k) for k in rc.scan_iter(match=q.WORKER_KEY.format(name="*"))}
-            out.append(f"redis: queue {rc.llen('rq:queue:' + q.INGEST_QUEUE)}, started {started}, workers "
+            out.append(f"redis: queue {Queue(q.INGEST_QUEUE, connection=rc).count}, started {started}, workers "
                        f"{workers}, results stream {rc.xlen(q.RESULTS_STREAM)}")
         except Exception as exc:  # noqa: BLE001
             out.append(f"redis unreadable: {exc}")

@@ -42,7 +42,7 @@ from tests.test_webhooks import endpoint as webhook_endpoint
 from tests.test_webhooks import event, put
 from tests.test_webhooks import row as webhook_row
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
 
 def start_run(services, tmp_path: Path, root: Path, **env: str) -> Service:

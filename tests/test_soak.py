@@ -17,6 +17,8 @@ import pytest
 from bench import soak
 from tests.conftest import REPO_ROOT, wait_for
 
+pytestmark = pytest.mark.system
+
 
 def test_three_minute_soak_loses_nothing_repeats_nothing_and_reads_nothing_outside(tmp_path):
     done = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "soak.py"), "--minutes", "3",

@@ -48,6 +48,12 @@ class Recorder:
         with self.lock:
             self.landed.append((path, time.monotonic()))
 
+    def on_moved(self, src: str, dest: str) -> bool:
+        """A move the catalog follows (the recorder knows every path)."""
+        with self.lock:
+            self.moved.append((src, dest))
+        return True
+
     def paths(self) -> list[str]:
         with self.lock:
             return [p for p, _ in self.landed]
@@ -87,7 +93,7 @@ def watch(tmp_path: Path):
         ws = WatchSettings(poll=poll, **{"poll_interval_s": 0.2, "settle_ms": 300, **settings})
         rec = Recorder()
         w = Watcher(PathFilter([root], ws), ws, landed=rec.on_landed,
-                    moved=lambda s, d: rec.moved.append((s, d)), deleted=rec.deleted.append)
+                    moved=rec.on_moved, deleted=rec.deleted.append)
         w.start()
         started.append(w)
         time.sleep(0.3 if poll else 0.1)  # the polling observer's first snapshot
