@@ -6,6 +6,7 @@ read-only connection as the API reads them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,23 @@ def test_the_first_page_reads_through_an_index(archive: Archive) -> None:
     assert "files_matched" in plans[0] and "TEMP B-TREE" not in plans[0]
     assert "files_copy_of" in plans[1] and "TEMP B-TREE" not in plans[1]
     conn.close()
+
+
+def test_the_html_report_is_an_index_page_and_one_page_per_n_groups(archive: Archive, tmp_path: Path) -> None:
+    leads = [archive.land(content) for content in range(7)]
+    for content in range(7):
+        archive.land(content)
+    conn = read_only_connection(archive.catalog.path)
+    index = tmp_path / "report" / "groups.html"
+    index.parent.mkdir()
+    written = groups.write_html(conn, index, 3, max_pixels=10**7, max_bytes=10**7)
+    conn.close()
+    assert (written.groups, written.pages) == (7, 3)
+    names = ["groups.html", "groups-2.html", "groups-3.html"]
+    assert sorted(p.name for p in index.parent.iterdir()) == sorted(names)
+    shown = []
+    for name in names:
+        text = (index.parent / name).read_text()
+        assert all(f'href="{other}"' in text for other in names)  # every page links to every page
+        shown += [int(x) for x in re.findall(r'data-original="(\d+)"', text)]
+    assert shown == leads
