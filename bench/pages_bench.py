@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.machine import cpu_model
+from bench.machine import finish, header
 from bench.scale import fill_file, template_name
 
 REPEATS = 20
@@ -98,9 +98,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    lines = [(f"# bench/pages_bench.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
-              f"{os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f} at start"),
-             f"# $ python bench/pages_bench.py {' '.join(sys.argv[1:])}",
+    lines = [header("bench/pages_bench.py"),
              f"# {PAGE} rows a page, median / worst of {REPEATS} reads, ms",
              "| files | copies | similar | matches page 1 | matches page 10 | groups page 1 | groups page 10 |",
              "|---|---|---|---|---|---|---|"]
@@ -110,10 +108,7 @@ def main() -> None:
         cells = " | ".join(f"{r[k][0]:.2f} / {r[k][1]:.2f}" for k in ("matches", "matches_10th", "groups", "groups_10th"))
         lines.append(f"| {n:,} | {r['copies']:,} | {r['similar']:,} | {cells} |")
         print(lines[-1], flush=True)
-    lines.append(f"# load avg at end {os.getloadavg()[0]:.1f}")
-    print(lines[-1])
-    if args.out:
-        args.out.write_text("\n".join(lines) + "\n")
+    finish(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.machine import cpu_model
+from bench.machine import finish, header
 
 TOP_K = 5
 """The owner's `match.top_k` default: the copies it looks at per query."""
@@ -92,9 +92,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=2000, help="half are planted copies")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    lines = [(f"# bench/segments_bench.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
-             f"{os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f} at start"),
-             f"# $ python bench/segments_bench.py {' '.join(sys.argv[1:])}",
+    lines = [header("bench/segments_bench.py"),
              ("| vectors | dtype | segments (sizes) | adds/s into the tail (with seals) | adds/s in merges | "
              f"copy recall@{TOP_K} vs exhaustive | search p50/p99 ms | save s | disk B/image |"), "|---" * 9 + "|"]
     print("\n".join(lines), flush=True)
@@ -107,10 +105,7 @@ def main() -> None:
                      f"{r['search_p50_ms']:.2f} / {r['search_p99_ms']:.2f} | {r['save_s']:.1f} | "
                      f"{r['bytes_per_image']:,.0f} |")
         print(lines[-1], flush=True)
-    lines.append(f"# load avg at end {os.getloadavg()[0]:.1f}")
-    print(lines[-1])
-    if args.out:
-        args.out.write_text("\n".join(lines) + "\n")
+    finish(lines, args.out)
 
 
 if __name__ == "__main__":

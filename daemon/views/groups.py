@@ -6,8 +6,10 @@ earliest file of a group is its original (verdicts only ever point to earlier fi
 Pairs a reviewer marked "not a duplicate" are not links. `similar` verdicts are not copies and never
 join a group.
 
-The HTML report is a contact sheet that opens offline: thumbnails are embedded as data URIs, read
-through the workers' safe decoder from catalogued paths only (nothing outside the watched roots).
+Groups are read a page at a time (`page`, keyset on the original's id), so a report or the API never holds
+every group. The HTML report is a paged contact sheet that opens offline: thumbnails are small and embedded
+as data URIs, read through the workers' safe decoder from catalogued paths only (nothing outside the watched
+roots).
 """
 
 from __future__ import annotations
