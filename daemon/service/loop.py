@@ -38,7 +38,7 @@ from daemon.index.owner import IndexOwner
 from daemon.index.rebuilds import describe
 from daemon.ingest.walk import PathFilter
 from daemon.ingest.watcher import Watcher
-from daemon.notify import outbox
+from daemon.notify import deliverer, outbox
 from daemon.notify.sinks import CommandSink, ConsoleSink, EventLog
 from daemon.service import sdnotify
 from daemon.state import StateDir
@@ -92,7 +92,7 @@ class Daemon:
             self.catalog.conn.executescript(outbox.SCHEMA)
             self.owner = IndexOwner(self.settings, self.catalog, sinks, on_commit=self._outbox,
                                     warm_kernels=True, background=True)
-        self.deliverer = outbox.Deliverer(self.state.catalog, self.settings.webhooks)
+        self.deliverer = deliverer.Deliverer(self.state.catalog, self.settings.webhooks)
         self.redis = q.connect(self.redis_url)
         self.queue = q.ingest_queue(self.redis, self.settings.queue.job_timeout_s)
         self.epoch = uuid.uuid4().hex
@@ -368,8 +368,8 @@ class Daemon:
         for start in reversed(starts) if at_front else starts:
             chunk = items[start:start + size]
             q.enqueue_batch(self.queue, chunk, at_front=at_front)
-            # marked even when this very batch was already waiting or running (same id): left with a deleted
-            # job's id, its files were judged lost again at every check
+            # marked even when this very batch is already waiting or running (same id): files left with a
+            # deleted job's id would be judged lost again at every check
             self.catalog.mark_queued([i[0] for i in chunk], q.batch_job_id(chunk))
 
     def _catch_up(self) -> None:
