@@ -38,7 +38,7 @@ from daemon.config import Subscription, WebhookSettings
 from daemon.events import SCHEMA_VERSION, VerdictEvent
 from daemon.index.catalog import connect
 from daemon.text import dumps
-from daemon.webhooks import secret_key, signed_headers
+from daemon.webhooks import secret_key, shown_url, signed_headers
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,10 @@ class _DeadlineTransport(httpx.HTTPTransport):
                                              network_backend=_DeadlineBackend())
 
 
+def _secret(endpoint: WebhookSettings) -> str | None:
+    return None if endpoint.secret is None else endpoint.secret.get_secret_value()
+
+
 def _client() -> httpx.Client:
     """The client every webhook attempt goes through: each attempt bounded as a whole (`_post`)."""
     return httpx.Client(headers={"user-agent": USER_AGENT}, transport=_DeadlineTransport())
@@ -274,7 +278,7 @@ def _post(client: httpx.Client, endpoint: WebhookSettings, msg_id: str, body: by
     token = _attempt_deadline.set(time.monotonic() + endpoint.timeout_s)
     try:
         request = client.build_request("POST", endpoint.url, content=body, timeout=endpoint.timeout_s,
-                                       headers=signed_headers(endpoint.secret, msg_id, body))
+                                       headers=signed_headers(_secret(endpoint), msg_id, body))
         response = client.send(request, stream=True)
         kept = bytearray()
         try:
@@ -348,17 +352,17 @@ class Deliverer:
         configured: dict[str, WebhookSettings] = {}
         for endpoint in endpoints:
             if endpoint.url in configured:
-                raise ValueError(f"webhook endpoint {endpoint.url} is configured twice")
+                raise ValueError(f"webhook endpoint {shown_url(endpoint.url)} is configured twice")
             try:
                 scheme = httpx.URL(endpoint.url).scheme
             except httpx.InvalidURL as exc:
-                raise ValueError(f"webhook url {endpoint.url!r}: {exc}") from exc
+                raise ValueError(f"webhook url {shown_url(endpoint.url)}: {exc}") from exc
             if scheme not in ("http", "https"):
-                raise ValueError(f"webhook url {endpoint.url!r} is not http(s)")
+                raise ValueError(f"webhook url {shown_url(endpoint.url)} is not http(s)")
             if endpoint.secret:
-                secret_key(endpoint.secret)
+                secret_key(endpoint.secret.get_secret_value())
             else:
-                log.warning("webhook %s has no secret: its requests are sent unsigned", endpoint.url)
+                log.warning("webhook %s has no secret: its requests are sent unsigned", shown_url(endpoint.url))
             configured[endpoint.url] = endpoint
         with self._lock:
             self._endpoints = configured
@@ -410,7 +414,7 @@ class Deliverer:
             if url not in self._lanes:
                 lane = _Lane(url)
                 lane.thread = threading.Thread(target=self._run_lane, args=(lane,), daemon=True,
-                                               name=f"webhook-deliverer {url}")
+                                               name=f"webhook-deliverer {shown_url(url)}")
                 self._lanes[url] = lane
                 lane.thread.start()
 
@@ -429,7 +433,7 @@ class Deliverer:
             self._warned_orphans.update(url for url, _ in orphans)
         for url, n in orphans:
             log.warning("%d webhook deliveries wait for %s, which is no longer configured; they are sent "
-                        "if it is configured again (see `dupwatch webhook list --state pending`)", n, url)
+                        "if it is configured again (see `dupwatch webhook list --state pending`)", n, shown_url(url))
 
     def _run_lane(self, lane: _Lane) -> None:
         conn = connect(self.db_path)
@@ -439,7 +443,7 @@ class Deliverer:
                     try:
                         wait = self._step(conn, client, lane.url)
                     except Exception:  # a sender must outlive any one failure (e.g. a locked database)
-                        log.exception("webhook sender for %s failed; trying again", lane.url)
+                        log.exception("webhook sender for %s failed; trying again", shown_url(lane.url))
                         wait = max(self.poll_s, 1.0)
                     if wait > 0:
                         lane.wake.wait(wait)
@@ -492,13 +496,13 @@ class Deliverer:
                          (attempt, time.time() + delay, error, status, row["id"]))
             self._count(failed_attempts=1, retried=1)
             log.info("webhook %s to %s: attempt %d failed (%s); next in %.2f s",
-                     row["event_id"], endpoint.url, attempt, error, delay)
+                     row["event_id"], shown_url(endpoint.url), attempt, error, delay)
         else:
             conn.execute("UPDATE deliveries SET state = 'dead', attempts = ?, last_error = ?, last_status = ? "
                          "WHERE id = ? AND state = 'pending'", (attempt, error, status, row["id"]))
             self._count(failed_attempts=1, dead=1)
             log.warning("webhook %s to %s is dead after %d attempt(s): %s (replay: dupwatch webhook replay %d)",
-                        row["event_id"], endpoint.url, attempt, error, row["id"])
+                        row["event_id"], shown_url(endpoint.url), attempt, error, row["id"])
 
     def _sent(self, conn: sqlite3.Connection, row: sqlite3.Row, attempt: int, status: int, elapsed: float) -> None:
         now = time.time()
