@@ -41,9 +41,9 @@ from daemon import __version__
 from daemon.config import Settings
 from daemon.events import FileInfo, Match, VerdictEvent
 from daemon.index import hashsnapshot
-from daemon.index.catalog import Catalog, Row
+from daemon.index.catalog import Catalog, Row, read_only_connection
 from daemon.index.hashindex import HashHit, HashIndex, HashRule, Probed
-from daemon.index.vectors import ModelVectors
+from daemon.index.vectors import ModelVectors, fetch_vectors
 from daemon.index.verdict import Decision, Evidence, Thresholds, decide, pair_score, to_verify
 from workers.features import Features
 from workers.hashing import WINDOWS
@@ -51,7 +51,7 @@ from workers.models.base import identity_of
 from workers.models.copy import copy_identity
 from workers.precheck import GRADIENT_MAX_FRACTION, Geometry, geometry, gradient_distance
 
-log = logging.getLogger("dupwatch.owner")
+log = logging.getLogger(__name__)
 
 Sink = Callable[[VerdictEvent], None]
 
@@ -84,10 +84,13 @@ class Lookups:
 
 class IndexOwner:
     def __init__(self, settings: Settings, catalog: Catalog, sinks: Iterable[Sink] = (),
-                 on_commit: Callable[[Any, VerdictEvent], None] | None = None, *, warm_kernels: bool = False):
+                 on_commit: Callable[[Any, VerdictEvent], None] | None = None, *, warm_kernels: bool = False,
+                 background: bool = False):
         """`warm_kernels`: load the hash index's compiled kernels at start even while the catalog is too small
         to need them (the daemon: so the verdict that builds the first segment does not wait for them).
-        One-shot commands leave them to that first segment, which a small folder never reaches."""
+        One-shot commands leave them to that first segment, which a small folder never reaches.
+        `background`: vector segments lost from disk are rebuilt, and segments merged, on a thread of their
+        own while verdicts flow (the daemon); one-shot commands build them before their first verdict."""
         self.settings = settings
         self.warm_kernels = warm_kernels
         self.catalog = catalog
@@ -98,10 +101,13 @@ class IndexOwner:
         self.thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model,
                                              None if settings.hash_only else settings.copy_model)
         self.hashes = HashIndex(len(WINDOWS))
-        self.copies = ModelVectors("copy", "copy_embedding", "copy_model", self.copy_identity,
-                                   settings.state_dir, settings.index.dtype)
-        self.vectors = ModelVectors("semantic", "embedding", "model", self.model_identity, settings.state_dir,
-                                    settings.index.dtype)
+        self.copies, self.vectors = (
+            ModelVectors(role, column, model_column, identity, settings.state_dir, settings.index.dtype,
+                         reader=lambda: read_only_connection(catalog.path), writable=not catalog.read_only,
+                         background=background)
+            for role, column, model_column, identity in (
+                ("copy", "copy_embedding", "copy_model", self.copy_identity),
+                ("semantic", "embedding", "model", self.model_identity)))
         self.verifier = _verifier(settings)
         self._pool: ThreadPoolExecutor | None = None
         self._prober: ThreadPoolExecutor | None = None  # see _probe_ahead
@@ -203,9 +209,7 @@ class IndexOwner:
             hashed.append(self._hash_arrays([r for r in rows if r["id"] > after], width))
         for role in (self.copies, self.vectors):
             def fetch(ids: list[int], column: str = role.column) -> list[tuple[int, bytes]]:
-                got = self.catalog.query(f"SELECT file_id, {column} FROM vectors WHERE file_id IN "
-                                         f"({','.join('?' * len(ids))}) ORDER BY file_id", ids)
-                return [(r["file_id"], r[column]) for r in got]
+                return fetch_vectors(self.catalog.query, column, ids)
 
             role.load_range(rows, upto, fetch)
 
@@ -370,7 +374,7 @@ class IndexOwner:
 
     def _explain(self, row: Row, evidence: Evidence) -> Future | None:
         """The alignment of a copy that its scores decided without a verification, so that every edited copy
-        carries its `edit` (issue 12). It explains the verdict and never changes it."""
+        carries its `edit`. It explains the verdict and never changes it."""
         if self.verifier is None or not self.settings.match.explain_edits:
             return None
         decision = decide(evidence, self.thresholds)
@@ -394,7 +398,7 @@ class IndexOwner:
     def _align_all(self, path: str, candidates: list[tuple[int, str]],
                    look: tuple[int, Geometry] | None = None) -> dict[int, Any]:
         """Alignments per candidate (None: none found). A pair whose file is gone is left out, so the
-        decision is made without a verification rather than against one (issue 11: decide without it).
+        decision is made without a verification rather than against one: a missing file is no evidence.
         `look`: (candidate, geometry) of a hash-only match, whose gradients must agree before SIFT runs:
         a pair they reject is not a copy (None), at a few ms instead of the ~55 ms a SIFT pass costs."""
         assert self.verifier is not None
@@ -621,6 +625,8 @@ class IndexOwner:
             self._hashes_saved = state
 
     def close(self) -> None:
+        self.copies.close()
+        self.vectors.close()
         for pool in (self._pool, self._prober):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)

@@ -52,7 +52,7 @@ from daemon.config import WatchSettings
 from daemon.ingest.walk import PathFilter, walk_folders
 from daemon.text import shown
 
-log = logging.getLogger("dupwatch.watcher")
+log = logging.getLogger(__name__)
 
 QUIET_FALLBACK_S = 60.0
 """A file written but never seen closed (events dropped) lands after this long without events."""
@@ -192,7 +192,7 @@ class Watcher(FileSystemEventHandler):
 
     def _suspect(self, folder: str) -> None:
         """Note the folders at or below `folder` that have no inotify watch now, to be checked again.
-        watchdog 7.1 raises only when a root's own watch fails and silently skips refused sub-folders;
+        watchdog 7.1.0 (constraints.txt) raises only when a root's own watch fails and silently skips refused sub-folders;
         /proc/self/fdinfo lists the watches this process holds."""
         watched = inotify_watches()
         if watched is None:
