@@ -173,7 +173,8 @@ def config_files() -> list[Path]:
     if named:
         path = Path(named).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"DUPWATCH_CONFIG names {path}, which is not a file")
+            raise FileNotFoundError(f"the configuration file {path} (--config, or DUPWATCH_CONFIG) is not a file: "
+                                    "deleted or moved?")
         return [path]
     return [p for p in defaults.CONFIG_PATHS if p.is_file()]
 

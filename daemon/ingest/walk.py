@@ -70,6 +70,7 @@ class PathFilter:
                 for name in sorted(filenames):
                     path = os.path.join(dirpath, name)
                     if not self.follow_symlinks and os.path.islink(path):
+                        skipped_link(path)
                         continue
                     if self.wanted(path):
                         yield path
@@ -103,6 +104,15 @@ def walk_folders(top: str | Path, follow_symlinks: bool,
 
 
 _refused: set[str] = set()
+_skipped: set[str] = set()
+
+
+def skipped_link(path: str) -> None:
+    """Say once that a symbolic link is not followed (and gets no verdict): its target may lie outside the
+    roots, which are all dupwatch reads."""
+    if path not in _skipped:
+        _skipped.add(path)
+        log.info("skipping %s: a symbolic link (watch.follow_symlinks is off)", shown(path))
 
 
 def _refuse(link: str) -> None:

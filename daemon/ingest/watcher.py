@@ -49,7 +49,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.config import WatchSettings
-from daemon.ingest.walk import PathFilter, walk_folders
+from daemon.ingest.walk import PathFilter, skipped_link, walk_folders
 from daemon.text import shown
 
 log = logging.getLogger(__name__)
@@ -357,7 +357,8 @@ class Watcher(FileSystemEventHandler):
 
     def _land(self, path: str) -> None:
         if not self.settings.follow_symlinks and os.path.islink(path):
-            return  # its target may lie outside the roots (invariant 5)
+            skipped_link(path)  # its target may lie outside the roots
+            return
         if not os.path.isdir(path):  # a FIFO or device named like an image gets its 'not-a-file' error,
             self.landed(path)          # as the catch-up scan gives it
 
