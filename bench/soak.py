@@ -91,13 +91,58 @@ class Receiver:
 
 
 class OpenWatch(FileSystemEventHandler):
-    """Records every open of a file in the outside folder (inotify IN_OPEN)."""
+    """Records every open of a file in the outside folder (inotify IN_OPEN), and, where fanotify is allowed
+    (root), which process opened it: an open seen by inotify alone cannot tell dupwatch from any other
+    process on the host that happened to read the folder."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path) -> None:
         self.opened: list[str] = []
+        self.openers: list[str] = []  # "path by pid N (command line)", from fanotify
+        self._fan = _fanotify_open_listener(folder)
+        if self._fan is not None:
+            threading.Thread(target=self._read_fanotify, args=(self._fan,), daemon=True).start()
 
     def on_opened(self, event: FileOpenedEvent) -> None:
         self.opened.append(os.fsdecode(event.src_path))
+
+    def _read_fanotify(self, fan: int) -> None:
+        """struct fanotify_event_metadata: u32 event_len, u8 vers, u8 reserved, u16 metadata_len, u64 mask,
+        s32 fd, s32 pid (24 bytes)."""
+        while True:
+            try:
+                buf = os.read(fan, 4096)
+            except OSError:
+                return
+            for off in range(0, len(buf) - 23, 24):
+                fd = int.from_bytes(buf[off + 16:off + 20], "little", signed=True)
+                pid = int.from_bytes(buf[off + 20:off + 24], "little", signed=True)
+                if fd < 0:
+                    continue
+                try:
+                    path = os.readlink(f"/proc/self/fd/{fd}")
+                finally:
+                    os.close(fd)
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    cmd = "(exited)"
+                self.openers.append(f"{path} by pid {pid} ({cmd.strip()[:160]})")
+
+
+def _fanotify_open_listener(folder: Path) -> int | None:
+    """A fanotify descriptor reporting opens of the files in `folder`, or None where it is not permitted."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fan_class_notif, fan_cloexec, fan_open, fan_event_on_child, fan_mark_add = 0, 1, 0x20, 0x08000000, 1
+    fan = libc.fanotify_init(fan_class_notif | fan_cloexec, os.O_RDONLY | os.O_LARGEFILE)
+    if fan < 0:
+        return None
+    if libc.fanotify_mark(fan, fan_mark_add, ctypes.c_uint64(fan_open | fan_event_on_child), -100,
+                          os.fsencode(folder)) != 0:
+        os.close(fan)
+        return None
+    return fan
 
 
 @dataclass
@@ -415,7 +460,7 @@ def held(state: Path, missing: list[tuple[str, int, int]], log: Path, *, redis_t
     return "\n".join(out)
 
 
-def check(state: Path, ledger: Ledger, receiver: Receiver, opened: list[str],
+def check(state: Path, ledger: Ledger, receiver: Receiver, opened: list[str], openers: list[str],
           daemon_kills: int) -> list[tuple[str, str, bool]]:
     conn = catalog(state)
     rows = conn.execute("SELECT path, size, mtime_ns, state, verdict FROM files").fetchall()
@@ -447,6 +492,7 @@ def check(state: Path, ledger: Ledger, receiver: Receiver, opened: list[str],
         ("events never delivered", str(len(never_sent)), not never_sent),
         ("re-sends (at most 1 per daemon kill)", f"{resent} ({daemon_kills} daemon kills)", resent <= daemon_kills),
         ("files outside the root opened", f"{len(opened)} {opened[:3]}", not opened),
+        *(("  opened by", who, False) for who in openers[:5]),
     ]
 
 
@@ -481,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     rng, pick = np.random.default_rng(seed), random.Random(seed)
     for i in range(5):
         (outside / f"secret{i}.jpg").write_bytes(jpeg(rng))
-    watch = OpenWatch()
+    watch = OpenWatch(outside)
     observer = Observer()
     observer.schedule(watch, str(outside))
     observer.start()
@@ -512,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         if run.proc.poll() is None:
             run.kill_all()
         observer.stop()
-    results = check(state, ledger, receiver, watch.opened, kills["daemon"])
+    results = check(state, ledger, receiver, watch.opened, watch.openers, kills["daemon"])
     results.append(("`run` exits by itself (restarted)", str(kills["exited by itself"]), not kills["exited by itself"]))
     elapsed = time.monotonic() - started
     print(f"\nsoak (seed {seed}): {elapsed / 60:.1f} min; actions {dict(ledger.counts)}; kills {dict(kills)}; "
