@@ -522,15 +522,15 @@ def _edit(row: sqlite3.Row) -> dict[str, Any] | None:
 
 def _same_origin(request: Request) -> None:
     """Refuse (403) a request whose Origin is not this API's own address, and (415) a body that is neither a
-    multipart form nor an image: a raw body of a 'simple' type (text/plain) is what a foreign page can send
-    without asking the browser first."""
+    multipart form nor an image (image/*, or application/octet-stream): a raw body of a 'simple' type
+    (text/plain, a urlencoded form) is what a foreign page can send without asking the browser first."""
     origin = request.headers.get("origin")
     if origin is not None and urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
         raise HTTPException(403, f"a search from another origin ({origin}) is refused")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "multipart/form-data" and not kind.startswith("image/"):
-        raise HTTPException(415, "send an image: multipart field 'file', or the raw bytes with an image/* "
-                                 "Content-Type")
+    if kind not in ("multipart/form-data", "application/octet-stream") and not kind.startswith("image/"):
+        raise HTTPException(415, "send an image: multipart field 'file', or the raw bytes with an image/* (or "
+                                 "application/octet-stream) Content-Type")
 
 
 async def _upload(request: Request, limit: int) -> bytes:
