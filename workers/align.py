@@ -153,15 +153,18 @@ def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512,
 
 
 def align_files(copy_path: str, original_path: str, *, max_side: int = 512,
-                max_pixels: int = defaults.MAX_PIXELS, max_bytes: int = defaults.MAX_FILE_BYTES) -> Alignment | None:
-    """Re-read both files with the workers' safe decoder and align them; None if either is a symlink,
-    gone or unreadable (the caller then decides without a verification: a missing file is no evidence)."""
+                max_pixels: int = defaults.MAX_PIXELS, max_bytes: int = defaults.MAX_FILE_BYTES,
+                follow_symlinks: bool = False) -> Alignment | None:
+    """Re-read both files with the workers' safe decoder and align them; None if either is gone, unreadable
+    or (unless `follow_symlinks`, the watcher's setting) reached through a symlink: the caller then decides
+    without a verification (a missing file is no evidence)."""
     images, digests = [], []
     for path in (copy_path, original_path):
-        if os.path.islink(path):
+        if not follow_symlinks and os.path.islink(path):
             return None
         try:
-            decoded = decode_file(path, size=max_side, max_pixels=max_pixels, max_bytes=max_bytes)
+            decoded = decode_file(path, size=max_side, max_pixels=max_pixels, max_bytes=max_bytes,
+                                  follow_symlinks=follow_symlinks)
         except DecodeError:
             return None
         images.append(decoded.image)

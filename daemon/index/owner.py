@@ -408,13 +408,15 @@ class IndexOwner:
             if not (os.path.isfile(path) and os.path.isfile(other)):
                 continue
             if look is not None and look[0] == file_id:
-                distance = gradient_distance(path, other, look[1], max_pixels=s.max_pixels, max_bytes=s.max_file_bytes)
+                distance = gradient_distance(path, other, look[1], max_pixels=s.max_pixels, max_bytes=s.max_file_bytes,
+                                             follow_symlinks=self.settings.watch.follow_symlinks)
                 if distance is not None and distance > GRADIENT_MAX_FRACTION:
                     self.looked_away += 1
                     out[file_id] = None
                     continue
             try:
-                out[file_id] = self.verifier(path, other, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes)
+                out[file_id] = self.verifier(path, other, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes,
+                                             follow_symlinks=self.settings.watch.follow_symlinks)
             except Exception as exc:  # noqa: BLE001 - a decoder or OpenCV error costs this pair its verification
                 log.warning("verification of %s against %s failed: %s", path, other, exc)
         return out
