@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -142,6 +143,36 @@ def test_the_shipped_acl_serves_daemon_and_worker_and_refuses_nothing_they_do(bi
             q.connect(server.url("default", "")).ping()
     finally:
         server.stop()
+
+
+def fleet_doc_blocks() -> list[tuple[str, str, str | None]]:
+    """FLEET.md's fenced blocks: (info string, text, the shipped file named by the marker line above it)."""
+    lines = (DEPLOY / "FLEET.md").read_text().splitlines(keepends=True)
+    blocks, named, i = [], None, 0
+    while i < len(lines):
+        line = lines[i]
+        if m := re.fullmatch(r"<!-- file: (\S+) -->\n", line):
+            named = m.group(1)
+        elif line.startswith("```"):
+            end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+            blocks.append((line[3:].strip(), "".join(lines[i + 1:end]), named))
+            named, i = None, end
+        i += 1
+    return blocks
+
+
+def test_every_config_block_in_fleet_md_is_the_shipped_file_the_fleet_test_runs():
+    """Commands (sh), the diagram (text) and the systemd drop-in (ini, which needs systemd) aside, each block on
+    FLEET.md names a shipped file and is that file, whole: what the page shows is what the test runs."""
+    blocks = fleet_doc_blocks()
+    named = [(text, name) for info, text, name in blocks if info not in ("sh", "text", "ini")]
+    assert named and all(name is not None for _, name in named), [t[:60] for t, n in named if n is None]
+    root = DEPLOY.parent
+    for text, name in named:
+        assert text == (root / name).read_text(), f"FLEET.md's block for {name} differs from the file"
+    used = {"deploy/redis-acl.conf", "deploy/fleet/redis-fleet.conf", "deploy/fleet/daemon.env",
+            "deploy/fleet/worker.env", "deploy/fleet/firewall.nft"}
+    assert {name for _, name in named} == used  # each one read by the fleet test below
 
 
 # --- the fleet on hosts of its own: network namespaces -------------------------------------------------------
