@@ -20,7 +20,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-log = logging.getLogger("dupwatch.queue")
+log = logging.getLogger(__name__)
 
 INGEST_QUEUE = "dupwatch-ingest"
 """rq queue of batch jobs: each carries up to `queue.batch_size` files."""

@@ -18,7 +18,7 @@ import redis
 
 from workers import queue as q
 
-log = logging.getLogger("dupwatch.worker")
+log = logging.getLogger(__name__)
 
 RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Pauses between looks while the worker may not take jobs; the last one repeats."""

@@ -21,13 +21,14 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from workers import jobs
+from workers import library_internals as internals
 from workers import queue as q
 from workers.models.loading import load_models
 from workers.pipeline import Pipeline
 from workers.ready import roots_problem, wait_until_ready
 from workers.settings import WorkerSettings
 
-log = logging.getLogger("dupwatch.worker")
+log = logging.getLogger(__name__)
 
 RQ_WORKER_TTL_S = 35
 """rq blocks in dequeue for worker_ttl - 15 s, which must stay under the connection's 30 s socket timeout
@@ -63,7 +64,7 @@ def _clear_dead_namesake(conn, name: str) -> None:
             pass
     elif record:
         return
-    if conn.delete(SimpleWorker.redis_worker_namespace_prefix + name):
+    if conn.delete(internals.worker_record_key(name)):
         log.warning("worker %s: cleared the record of a namesake that died without unregistering", name)
 
 
@@ -111,7 +112,7 @@ def _new_loop(conn, name: str, key: str, record: dict[str, str]) -> None:
         try:
             with conn.pipeline() as pipe:
                 pipe.hset(key, mapping=record).expire(key, q.WORKER_TTL_S)
-                pipe.delete(SimpleWorker.redis_worker_namespace_prefix + name).execute()
+                pipe.delete(internals.worker_record_key(name)).execute()
             return
         except redis.RedisError:  # still away (restarting, replaying its file)
             time.sleep(REDIS_RETRY_S)
@@ -140,7 +141,7 @@ class _RootsWorker(SimpleWorker):
             return
         with self.connection.pipeline() as pipe:  # MULTI: the job is in one of the two lists at every moment
             queue.push_job_id(job.id, pipeline=pipe, at_front=True)
-            pipe.lrem(queue.intermediate_queue.key, 1, job.id)
+            pipe.lrem(internals.intermediate_list(queue).key, 1, job.id)
             pipe.execute()
         log.error("worker %s: handed job %s back to the queue: %s", self.name, job.id, problem)
         self.lost_roots = True
@@ -163,8 +164,6 @@ def _work(conn: redis.Redis, name: str, burst: bool, log_level: str, roots: Sequ
                     with_scheduler=False)
     except redis.RedisError:  # rq's start or teardown could not reach Redis
         pass
-    # rq records every SIGTERM/SIGINT here (an idle worker stops by an exception, without `_stop_requested`);
-    # it has no public accessor
-    if burst or worker._shutdown_requested_date is not None:
+    if burst or internals.shutdown_requested(worker):
         return STOPPED
     return LOST_ROOTS if worker.lost_roots else LOST_REDIS
