@@ -145,6 +145,45 @@ def test_the_shipped_acl_serves_daemon_and_worker_and_refuses_nothing_they_do(bi
         server.stop()
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"),
+                    reason="a worker's own mount namespace needs root, unshare and nsenter (CI runs as root)")
+def test_a_worker_whose_mount_vanishes_hands_its_job_back_and_takes_it_again_once_it_returns(tmp_path: Path,
+                                                                                            photos, services):
+    """The mount holding the roots goes away on the worker's host while it waits for a job (it saw them before
+    it waited): the job it then takes goes back to the queue untouched, the worker says why in one line and
+    waits, and when the mount is back it runs the job: no `error` verdict for a file that was there all along.
+    The worker has a mount namespace of its own; an empty tmpfs over the folder above the root is its unmount."""
+    server = AclRedis(server_binary(), tmp_path / "redis")
+    try:
+        mount = tmp_path / "mnt"
+        root = mount / "images"
+        root.mkdir(parents=True)
+        env = base_env(tmp_path / "state", DUPWATCH_HASH_ONLY="true", DUPWATCH_WATCH__ROOTS=f'["{root}"]')
+        daemon = Service(["daemon"], {**env, "DUPWATCH_REDIS__URL": server.url(
+            "dupwatch-daemon", PASSWORDS["DAEMON-PASSWORD"])}, tmp_path / "daemon.log")
+        worker = Service(["worker", "--name", "w"], {
+            **env, "DUPWATCH_REDIS__URL": server.url("dupwatch-worker", PASSWORDS["WORKER-PASSWORD"])},
+            tmp_path / "worker.log", prefix=("unshare", "--mount", "--propagation", "private"))
+        services.extend([daemon, worker])
+        wait_for(lambda: "catch-up scan" in daemon.stderr() and "ready" in worker.stderr(), 60, what="start")
+        in_worker = ("nsenter", "-t", str(worker.proc.pid), "-m")
+        subprocess.run([*in_worker, "mount", "-t", "tmpfs", "none", str(mount)], check=True)  # its mount is gone
+        copy_into(photos["coffee"], root / "coffee.jpg")
+        wait_for(lambda: "handed job" in worker.stderr() and "takes no jobs" in worker.stderr(), 60,
+                 what="the job handed back")
+        assert [r["state"] for r in catalog_rows(tmp_path / "state")] == ["pending"]
+        subprocess.run([*in_worker, "umount", str(mount)], check=True)  # and back
+        rows = wait_for(lambda: (r := catalog_rows(tmp_path / "state")) and r[0]["state"] == "decided" and r, 60,
+                        what="the verdict once the mount is back")
+        assert rows[0]["verdict"] == "new", rows
+        assert "Traceback" not in worker.stderr(), worker.stderr()
+        assert worker.stop(signal.SIGTERM) == 0
+        assert daemon.stop(signal.SIGTERM) == 0
+        assert server.refusals() == []
+    finally:
+        server.stop()
+
+
 def fleet_doc_blocks() -> list[tuple[str, str, str | None]]:
     """FLEET.md's fenced blocks: (info string, text, the shipped file named by the marker line above it)."""
     lines = (DEPLOY / "FLEET.md").read_text().splitlines(keepends=True)
