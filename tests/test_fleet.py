@@ -322,7 +322,7 @@ class Hosts:
 
         def run() -> None:
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            with open(f"/var/run/netns/{self.names[role]}") as handle:
+            with open(f"/run/netns/{self.names[role]}") as handle:
                 if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
                     raise OSError(ctypes.get_errno(), "setns")
             out["value"] = make()
