@@ -333,6 +333,26 @@ class Hosts:
         return out["value"]
 
 
+def daemon_host(hosts: Hosts, tmp_path: Path, paths: dict[str, Path]) -> subprocess.Popen:
+    """FLEET.md §3-4 on the daemon host: certificates from make-tls.sh, the shipped redis.conf with
+    redis-fleet.conf and the ACL (plus the test's inspector), the firewall; then Redis, answering."""
+    etc, run = paths["/etc/dupwatch"], paths["/run/dupwatch"]
+    subprocess.run(["bash", str(FLEET / "make-tls.sh"), str(etc / "tls"), DAEMON_ADDRESS], check=True)
+    (etc / "redis-acl.conf").write_text(rewritten(ACL.read_text(), paths) + INSPECTOR + "\n")
+    (etc / "redis-fleet.conf").write_text(rewritten((FLEET / "redis-fleet.conf").read_text(), paths))
+    (etc / "redis.conf").write_text(rewritten((DEPLOY / "redis.conf").read_text(), paths)
+                                    + f"include {etc / 'redis-fleet.conf'}\n")
+    (etc / "firewall.nft").write_text(rewritten((FLEET / "firewall.nft").read_text(), paths))
+    subprocess.run([*hosts.exec("daemon"), "nft", "-f", str(etc / "firewall.nft")], check=True)
+    with open(tmp_path / "redis.log", "wb") as out:
+        proc = subprocess.Popen([*hosts.exec("daemon"), str(DEBIAN_REDIS), str(etc / "redis.conf")], stdout=out,
+                                stderr=subprocess.STDOUT)
+    inspector = q.connect(f"unix://inspector:inspector-secret@{run / 'redis.sock'}")
+    wait_for(lambda: proc.poll() is not None or _answers(inspector), 15, what="Redis on the daemon host")
+    assert proc.poll() is None, (tmp_path / "redis.log").read_text()
+    return proc
+
+
 def big_pngs(staging: Path, count: int, side: int = 2500) -> list[Path]:
     """Distinct PNGs that take a worker a while (a PNG is decoded at full size): a batch of them is long enough
     to kill its worker's host mid-way."""
@@ -366,20 +386,8 @@ def test_a_fleet_on_three_hosts_gives_every_verdict_and_loses_nothing_when_a_wor
     redis_proc = None
     try:
         hosts.build()
-        # the daemon host: certificates, the shipped Redis files, the firewall
-        subprocess.run(["bash", str(FLEET / "make-tls.sh"), str(etc / "tls"), DAEMON_ADDRESS], check=True)
-        (etc / "redis-acl.conf").write_text(rewritten(ACL.read_text(), paths) + INSPECTOR + "\n")
-        (etc / "redis-fleet.conf").write_text(rewritten((FLEET / "redis-fleet.conf").read_text(), paths))
-        (etc / "redis.conf").write_text(rewritten((DEPLOY / "redis.conf").read_text(), paths)
-                                        + f"include {etc / 'redis-fleet.conf'}\n")
-        (etc / "firewall.nft").write_text(rewritten((FLEET / "firewall.nft").read_text(), paths))
-        subprocess.run([*hosts.exec("daemon"), "nft", "-f", str(etc / "firewall.nft")], check=True)
-        with open(tmp_path / "redis.log", "wb") as out:
-            redis_proc = subprocess.Popen([*hosts.exec("daemon"), str(DEBIAN_REDIS), str(etc / "redis.conf")],
-                                          stdout=out, stderr=subprocess.STDOUT)
+        redis_proc = daemon_host(hosts, tmp_path, paths)
         inspector = q.connect(f"unix://inspector:inspector-secret@{run / 'redis.sock'}")
-        wait_for(lambda: redis_proc.poll() is not None or _answers(inspector), 15, what="Redis on the daemon host")
-        assert redis_proc.poll() is None, (tmp_path / "redis.log").read_text()
         assert hosts.reaches("a") and not hosts.reaches("outsider")  # the firewall: only the worker network
 
         receiver = hosts.in_host("daemon", Receiver)
@@ -412,8 +420,7 @@ def test_a_fleet_on_three_hosts_gives_every_verdict_and_loses_nothing_when_a_wor
         staged = big_pngs(tmp_path / "staging", 8)
         for path in staged:
             path.rename(root / path.name)
-        conn = q.connect(f"unix://inspector:inspector-secret@{run / 'redis.sock'}")
-        wait_for(lambda: any(j.worker_name == "host-a" for j in _started(conn)), 60, 0.02, what="host a's batch")
+        wait_for(lambda: any(j.worker_name == "host-a" for j in _started(inspector)), 60, 0.02, what="host a's batch")
         killed = hosts.kill_all("a")
         assert worker_a.proc.pid in killed or worker_a.proc.wait(5) is not None
         worker_b = Service(["worker", "--name", "host-b"], worker_env, tmp_path / "b.log", prefix=hosts.exec("b"))
