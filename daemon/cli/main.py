@@ -97,7 +97,7 @@ def worker(name: str | None, burst: bool, **params: Any) -> None:
         raise click.ClickException("a worker needs --redis-url (or DUPWATCH_REDIS__URL)")
     with _start_errors():
         run_worker(settings, settings.redis.url, name=name, burst=burst,
-                   follow_symlinks=settings.watch.follow_symlinks)
+                   follow_symlinks=settings.watch.follow_symlinks, roots=settings.watch.roots)
 
 
 @cli.command()
