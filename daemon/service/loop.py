@@ -1,5 +1,6 @@
 """The daemon: watcher + catch-up scan feed the catalog and the ingest queue; worker results come back on a
-stream; the index owner decides verdicts in arrival order; a reconciler re-queues whatever got lost.
+stream; the index owner decides verdicts in arrival order, its verifications done by the workers too
+(daemon.service.verifying); a reconciler re-queues whatever got lost.
 
 Everything that must survive a crash is in the catalog. Redis holds only work in flight, and the
 reconciler rebuilds that from the catalog: after a worker dies mid-job (its job fails or never finishes),
@@ -40,6 +41,7 @@ from daemon.ingest.watcher import Watcher
 from daemon.notify import outbox
 from daemon.notify.sinks import CommandSink, ConsoleSink, EventLog
 from daemon.service import sdnotify
+from daemon.service.verifying import QueueVerifier
 from daemon.state import StateDir
 from daemon.text import shown
 from daemon.views import search
@@ -86,12 +88,13 @@ class Daemon:
         self.commands = CommandSink(self.settings.commands)
         sinks: list[Callable[[VerdictEvent], None]] = [EventLog(self.state.events), self.commands]
         sinks += [ConsoleSink()] if self.console else []
+        self.redis = q.connect(self.redis_url)
+        self.verifier = QueueVerifier(self.redis, self.settings.queue.job_timeout_s, self.settings.queue.max_attempts)
         with self.catalog.checked():  # a corrupt page shows up while the index is rebuilt from it
             self.catalog.conn.executescript(outbox.SCHEMA)
             self.owner = IndexOwner(self.settings, self.catalog, sinks, on_commit=self._outbox,
-                                    warm_kernels=True)
+                                    warm_kernels=True, verifier=self.verifier)
         self.deliverer = outbox.Deliverer(self.state.catalog, self.settings.webhooks)
-        self.redis = q.connect(self.redis_url)
         self.queue = q.ingest_queue(self.redis, self.settings.queue.job_timeout_s)
         self.epoch = uuid.uuid4().hex
         self.consumer = f"daemon-{self.epoch[:8]}"
@@ -173,7 +176,7 @@ class Daemon:
             self.api.calls.run_pending()  # searches and "not a duplicate" marks from the API
         self._drain_results(block_ms=100)
         self._flush_batch(force=False)
-        if self.owner.decide_ready() and self.settings.webhooks:
+        if self.owner.decide_ready(wait=False) and self.settings.webhooks:
             self.deliverer.wake()
         now = time.monotonic()
         if now - self._last_reconcile >= RECONCILE_EVERY_S:
@@ -443,8 +446,10 @@ class Daemon:
         assert entries is None or isinstance(entries, list), "connect() speaks RESP2: [[stream, messages]]"
         for _stream, messages in entries or []:
             for msg_id, fields in messages:
-                payload = json.loads(fields[b"data"])
-                self.owner.accept(Features.from_json(f) for f in payload)
+                if b"verified" in fields:
+                    self.verifier.deliver(fields[b"verified"])
+                else:
+                    self.owner.accept(Features.from_json(f) for f in json.loads(fields[b"data"]))
                 self.redis.xack(q.RESULTS_STREAM, q.RESULTS_GROUP, msg_id)
                 self.redis.xdel(q.RESULTS_STREAM, msg_id)
 
@@ -462,6 +467,7 @@ class Daemon:
         self.release_jobs(lambda worker, at: q.job_runner(self.redis, worker, at) == q.ABANDONED,
                           "cut short by a Redis outage", crashed=False)
         StartedJobRegistry(q.INGEST_QUEUE, connection=self.redis, serializer=JSONSerializer).cleanup()
+        self.verifier.check()
         failed = FailedJobRegistry(q.INGEST_QUEUE, connection=self.redis, serializer=JSONSerializer)
         failed_jobs = set(failed.get_job_ids())
         for job_id in failed_jobs:
@@ -543,6 +549,7 @@ class Daemon:
     def worker_died(self, name: str) -> None:
         """A supervised worker process died: re-queue its job now instead of waiting for rq's expiry."""
         self.release_jobs(lambda worker, _at: worker == name, f"worker {name} died")
+        self.verifier.check(dead_worker=name)
 
     def release_jobs(self, dead: Callable[[str, datetime | None], bool], why: str, *, parked: bool = False,
                      requeue: bool = True, crashed: bool = True) -> int:
