@@ -26,6 +26,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from workers import library_internals as internals
 from workers import queue as q
 from workers.verify import Verified, VerifyRequest
 
@@ -81,7 +82,7 @@ class QueueVerifier:
         if not self._asked:
             return
         queued = set(self.queue.get_job_ids())
-        in_hand = set(self.queue.intermediate_queue.get_job_ids())
+        in_hand = set(internals.intermediate_list(self.queue).get_job_ids())
         for job_id, asked in list(self._asked.items()):
             if not asked.sent:
                 self._send(job_id, asked)
@@ -119,7 +120,7 @@ class QueueVerifier:
             Job.fetch(job_id, connection=self.conn, serializer=JSONSerializer).delete()  # frees the id
         except NoSuchJobError:
             pass
-        self.queue.intermediate_queue.remove(job_id)
+        internals.intermediate_list(self.queue).remove(job_id)
         asked.missing, asked.in_hand_since = False, None
         if asked.sends >= self.max_attempts:
             log.warning("verification %s lost %d times: deciding file %s without it", job_id, asked.sends,
