@@ -6,9 +6,9 @@ features, the ratio test and RANSAC (tried on the mirrored copy too, since SIFT 
 then decomposes it into what a person understands (crop box, rotation, flip, scale, perspective,
 padding), and diffs the aligned pixels after a global colour fit to find the altered regions.
 
-The same alignment serves as the geometric verification (its inlier count), so a
-candidate is aligned once and the result is kept. Pure numpy + OpenCV + Pillow: workers import it,
-and it never imports the daemon.
+The same alignment serves as the geometric verification (its inlier count), so a candidate is aligned
+once and the result is kept. It runs in the workers (workers.verify: a verification job, or the threads of a
+one-process `scan`), never in the daemon process. Pure numpy + OpenCV + Pillow; it never imports the daemon.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class FeatureCache:
 
 
 FEATURES = FeatureCache()
-"""The process's cache: alignments of the verification pool (daemon.index.owner) share it."""
+"""The process's cache: the verifications a worker (or a one-process `scan`) runs share it."""
 
 
 def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512,

@@ -154,7 +154,8 @@ def _work(conn: redis.Redis, name: str, burst: bool, log_level: str, roots: Sequ
     rq's loop ends on any error, and one during a job's bookkeeping (a Redis restart at that moment) would end
     the worker for good: the model stays loaded and a fresh loop takes the next job instead."""
     try:
-        worker = _RootsWorker([q.ingest_queue(conn)], connection=conn, serializer=JSONSerializer, name=name,
+        worker = _RootsWorker([q.verify_queue(conn), q.ingest_queue(conn)], connection=conn,
+                              serializer=JSONSerializer, name=name,
                               worker_ttl=RQ_WORKER_TTL_S)
     except redis.RedisError:  # rq talks to Redis as it builds a worker
         return LOST_REDIS
