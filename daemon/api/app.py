@@ -41,6 +41,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from importlib.resources import files as package_files
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 import redis
 import uvicorn
@@ -175,6 +176,11 @@ class ApiServer:
     def start(self) -> None:
         host, port = self.daemon.settings.api.host, self.daemon.settings.api.port
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        api = self.daemon.settings.api
+        if host not in LOOPBACK_HOSTS and not api.token and not api.allow_no_token:
+            raise RuntimeError(f"api.host = {host} is not loopback and api.token is unset: anyone who can reach "
+                               "it would read the catalog and its thumbnails. Set api.token (env DUPWATCH_API__TOKEN), "
+                               "or api.allow_no_token = true to serve it open on purpose")
         try:
             sock = socket.create_server((host, port), family=family)
         except OSError as exc:
@@ -192,8 +198,8 @@ class ApiServer:
         log.info("API and review page on http://%s:%d/ (%s)", host if family == socket.AF_INET else f"[{host}]",
                  port, auth)
         if host not in LOOPBACK_HOSTS and not self.daemon.settings.api.token:
-            log.warning("the API listens on %s without api.token: anyone who can reach it can read the "
-                        "catalog and see thumbnails", host)
+            log.warning("the API listens on %s without api.token (api.allow_no_token): anyone who can reach it "
+                        "can read the catalog and see thumbnails", host)
 
     def stop(self) -> None:
         self.calls.close()
@@ -298,7 +304,7 @@ def _authorised(request: Request) -> None:
     if not token:
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.encode()):
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
         raise HTTPException(401, "a valid bearer token is required (api.token)",
                             headers={"WWW-Authenticate": "Bearer"})
 
@@ -422,7 +428,10 @@ def create_app(api: ApiServer) -> FastAPI:
 
     @app.post("/api/v1/search", dependencies=[Auth])
     async def search(request: Request, top_k: Annotated[int, Query(ge=1, le=100)] = 5) -> dict[str, Any]:
-        """Upload an image (multipart field `file`, or the raw bytes as the body); nothing is stored."""
+        """Upload an image (multipart field `file`, or the raw bytes as the body with an image/* content
+        type); nothing is stored. A request from a page of another origin is refused: without a token, any
+        web page open in the user's browser could otherwise post to it (a multipart form needs no preflight)."""
+        _same_origin(request)
         if not api.search_slots.acquire(blocking=False):
             await _discard(request, daemon.settings.api.max_upload_bytes)
             raise HTTPException(503, f"{SEARCHES_AT_ONCE} searches are running; try again",
@@ -510,6 +519,19 @@ def _file(row: sqlite3.Row) -> dict[str, Any]:
 def _edit(row: sqlite3.Row) -> dict[str, Any] | None:
     """The copy's edit explanation as stored by the index owner (JSON text in the catalog)."""
     return json.loads(row["edit"]) if row["edit"] else None
+
+
+def _same_origin(request: Request) -> None:
+    """Refuse (403) a request whose Origin is not this API's own address, and (415) a body that is neither a
+    multipart form nor an image (image/*, or application/octet-stream): a raw body of a 'simple' type
+    (text/plain, a urlencoded form) is what a foreign page can send without asking the browser first."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
+        raise HTTPException(403, f"a search from another origin ({origin}) is refused")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("multipart/form-data", "application/octet-stream") and not kind.startswith("image/"):
+        raise HTTPException(415, "send an image: multipart field 'file', or the raw bytes with an image/* (or "
+                                 "application/octet-stream) Content-Type")
 
 
 async def _upload(request: Request, limit: int) -> bytes:
