@@ -189,12 +189,12 @@ def report(scored: dict[str, Any], head: str) -> str:
     for key, c in scored.items():
         totals.update({f"{key.split('/')[1]}_{k}": v for k, v in c.items()})
     neg, cop = totals["negative_files"], totals["copy_files"]
-    lines += ["", f"negatives flagged: {totals['negative_flagged']}/{neg}"
+    lines += ["", (f"negatives flagged: {totals['negative_flagged']}/{neg}"
                   f" ({100 * totals['negative_flagged'] / max(1, neg):.1f} %);"
                   f" copies matched to a picture they show: {totals['copy_right']}/{cop}"
                   f" ({100 * totals['copy_right'] / max(1, cop):.1f} %),"
                   f" with embedded: {totals['copy_embedded']}/{cop} ({100 * totals['copy_embedded'] / max(1, cop):.1f} %);"
-                  f" bare re-saves that found their framed file: {totals['bare_right']}/{totals['bare_files']}"]
+                  f" bare re-saves that found their framed file: {totals['bare_right']}/{totals['bare_files']}")]
     return "\n".join(lines)
 
 
