@@ -92,6 +92,9 @@ def find(image: Image.Image) -> list[Box]:
         if any(_overlap(box, seen) for seen in boxes):
             continue  # a part of a picture already found (a white wall cut it in two)
         x0, y0, x1, y1 = box
+        edges = (x0 == 0, y0 == 0, x1 == w, y1 == h)  # left, top, right, bottom
+        if sum(edges) > 2 or (sum(edges) == 2 and edges[0] != edges[2]):
+            continue  # in a corner of the file, or along three sides: a part of a photo, not one placed in it
         if AREA[0] <= (x1 - x0) * (y1 - y0) / (h * w) <= AREA[1] and _framed(frame, *box):
             boxes.append(box)
     return [(x0 / w, y0 / h, x1 / w, y1 / h) for x0, y0, x1, y1 in boxes[:MAX_PICTURES]]
