@@ -1,10 +1,11 @@
-# The README's two commands: `make run DIR=...` and `make test`. Both build .venv first.
+# The README's commands: `make run DIR=...` and `make test` (the whole suite, CI's command); `make check` is the
+# fast tier for a change (ruff, mypy, the tests not marked `system` or `slow`). All build .venv first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DIR ?= ./incoming
 
-.PHONY: install run test lint test-system-deps clean
+.PHONY: install run test check lint test-system-deps clean
 
 # Debian packages some tests use (systemd-analyze, shellcheck, headless Chromium). Installed when we are
 # root on a Debian-like host; elsewhere those tests skip and say which package is missing.
@@ -29,6 +30,11 @@ run: install
 
 test: install lint test-system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Unit and component tests only: the system tests (whole `run` trees under faults, soaks, benchmarks) and the
+# slow ones are marked in tests/ and left to `make test`.
+check: install lint
+	$(BIN)/python -m pytest -q -m "not system and not slow" $(PYTEST_ARGS)
 
 # The checks `make test` runs before pytest (both configured in pyproject.toml): a finding fails the build.
 lint: install

@@ -8,7 +8,7 @@ Immaculate's `pdq` and `sscd`, in one run on the same files.
 
 Every method sees the same files in the same stream order (one split's stream, `--split`, the test half
 by default: defaults are chosen on the calibration half) and may only match a file against EARLIER
-files, as the service does (DESIGN §3.2). Metric definitions: bench/metrics.py.
+files, as the service does. Metric definitions: bench/metrics.py.
 
 - dupwatch, once per `--mode NAME=FLAGS`: `dupwatch scan --files-from LIST --state-dir TMP FLAGS` in a
   fresh state dir, FLAGS passed through as they are (so a new mode needs no code). Verdicts
@@ -199,7 +199,7 @@ def parse_scan_output(lines: list[str], data: Path, files: list[str]) -> list[di
 
 def _model_status(command: str, state_dir: Path) -> Any:
     """The `model` of `dupwatch status --json` for the scan's state dir: without weights a run falls
-    back to hash-only (DESIGN §1), and a result must say which mode it measured."""
+    back to hash-only, and a result must say which mode it measured."""
     argv = shlex.split(command) + ["status", "--json"]
     env = {**os.environ, "DUPWATCH_STATE_DIR": str(state_dir)}
     done = measure.run(argv, env=env)
@@ -262,7 +262,7 @@ def _accepted(run: MethodRun) -> list[Prediction]:
 
 def _false_matches(run: MethodRun, entries: list[dataset.Entry]) -> dict[str, int]:
     """Wrong matches at the default, split into template collisions (query and match in the same
-    frame, different photos: what issue 11 asks to count apart) and all others."""
+    frame, different photos: what the benchmark counts apart) and all others."""
     by_file = {e.file: e for e in entries}
     groups = {e.file: e.group for e in entries}
     wrong = [p for p in _accepted(run) if not is_correct(p, groups)]
@@ -311,7 +311,7 @@ def _wrong_matches(run: MethodRun, entries: list[dataset.Entry]) -> list[dict[st
 
 def _verdicts_by_op(run: MethodRun, entries: list[dataset.Entry]) -> dict[str, dict[str, int]]:
     """dupwatch's verdict counts per role (originals, distractors) and per edit op: shows, e.g.,
-    whether lossless re-saves come out as exact-copy as DESIGN §4 says they should."""
+    whether lossless re-saves come out as exact-copy as docs/detection.md says they should."""
     counts: dict[str, dict[str, int]] = {}
     for entry in entries:
         key = _op_label(entry) if entry.role == "edit" else entry.role

@@ -22,7 +22,7 @@ Layout of the folder:
 Originals are real photographs (bench/photos.py). Photos of 1800 px or more on their long side give two
 originals: their left and right halves, which share no pixel (two shots of one scene are not copies);
 `scene` links them. Distractors have no copy in the data set; they are the negatives that fooled the hash
-rule (issue 11), by kind:
+rule, by kind:
     photo      a distinct photo seen once, under a random edit family (as copies are)
     template   a DIFFERENT photo pasted into the same page/app/letterbox/watermark frame that copies use
                (bench/templates.py): a match through the frame is a template collision

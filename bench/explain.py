@@ -1,4 +1,4 @@
-"""How well workers.align explains edits whose parameters are known (issue 12 "Done when").
+"""How well workers.align explains edits whose parameters are known (the targets in docs/detection.md).
 
     python -m bench.explain --data bench/data/acc            # builds the data set if missing
     python -m bench.explain --data bench/data/acc --limit 200 --json bench/out/explain.json
@@ -33,31 +33,12 @@ from PIL import Image, ImageDraw
 
 from bench import dataset, edits
 from bench.machine import cpu_model
+from bench.metrics import coverage, iou, normalised_box
 from workers.align import Alignment, align_files
 
 TARGETS = {"crop IoU >= 0.85": 0.90, "flip reported": 0.98, "no false flip": 0.99, "rotation within 2°": 0.90,
            "overlay covered >= 50 %": 0.80, "mild: altered <= 0.02": 0.95}
 MILD = ("jpeg30", "resize0.5", "blur", "brightness")
-
-
-def _normalised(box: list[float], size: tuple[int, int]) -> list[float]:
-    return [box[0] / size[0], box[1] / size[1], box[2] / size[0], box[3] / size[1]]
-
-
-def iou(a: list[float], b: list[float]) -> float:
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def coverage(target: list[float], boxes: list[list[float]], grid: int = 200) -> float:
-    """Share of `target` covered by the union of `boxes` (normalised), on a raster."""
-    covered = np.zeros((grid, grid), bool)
-    for x0, y0, x1, y1 in boxes:
-        covered[int(y0 * grid):int(np.ceil(y1 * grid)), int(x0 * grid):int(np.ceil(x1 * grid))] = True
-    x0, y0, x1, y1 = target
-    part = covered[int(y0 * grid):int(np.ceil(y1 * grid)), int(x0 * grid):int(np.ceil(x1 * grid))]
-    return float(part.mean()) if part.size else 0.0
 
 
 def _overlay_boxes(op: dict[str, Any], copy_size: tuple[int, int]) -> list[list[float]]:
@@ -96,7 +77,7 @@ def score(entry: dataset.Entry, result: Alignment | None, original_size: tuple[i
         return out
     op = ops[0]
     if op["op"] == "crop":
-        truth = _normalised(op["box"], original_size)
+        truth = normalised_box(op["box"], original_size)
         found = (edit["crop"] or [0.0, 0.0, 1.0, 1.0]) if edit else None
         out["crop IoU >= 0.85"] = [found is not None and iou(found, truth) >= 0.85]
     elif op["op"] == "hflip":
@@ -105,7 +86,7 @@ def score(entry: dataset.Entry, result: Alignment | None, original_size: tuple[i
         out["rotation within 2°"] = [edit is not None and abs(edit["rotation"] - op["degrees"]) <= 2]
     elif op["op"] in ("text", "emoji", "meme"):
         out["overlay covered >= 50 %"] = [
-            edit is not None and coverage(_normalised(box, copy_size), edit["altered"]) >= 0.5
+            edit is not None and coverage(normalised_box(box, copy_size), edit["altered"]) >= 0.5
             for box in _overlay_boxes(op, copy_size)]
     elif op["op"] in MILD:
         out["mild: altered <= 0.02"] = [edit is not None and edit["altered_fraction"] <= 0.02]

@@ -1,6 +1,6 @@
 """Index scaling benchmark: usearch HNSW with CLIP-shaped 512-d embeddings.
 
-Why this exists: DESIGN.md §5 sets index targets for 1 M vectors on 2 cores (add >= 5,000/s,
+Why this exists: the project sets index targets for 1 M vectors on 2 cores (add >= 5,000/s,
 single top-10 search p99 <= 2 ms, recall@10 >= 0.95, memory <= 1.5 KB per image) and asks for
 10 M / 100 M capacity planning from measured growth.  This script measures add rate, single-query
 latency (one query at a time, as the daemon searches), batched throughput, recall@10 against exact
@@ -376,7 +376,7 @@ def build_and_measure(
 
 
 def misses(b: BuildResult, s: SearchResult) -> list[str]:
-    """The DESIGN.md §5 index targets that one setting misses (empty: it meets them all)."""
+    """The index targets that one setting misses (empty: it meets them all)."""
     checks = {
         "add": b.add_per_s >= TARGETS["add_per_s"],
         "p99": s.p99_ms <= TARGETS["p99_ms"],
@@ -387,7 +387,7 @@ def misses(b: BuildResult, s: SearchResult) -> list[str]:
 
 
 def meets(b: BuildResult, s: SearchResult) -> bool:
-    """Whether one setting meets every DESIGN.md §5 index target."""
+    """Whether one setting meets every index target."""
     return not misses(b, s)
 
 

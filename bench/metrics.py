@@ -136,3 +136,27 @@ def pair_precision_recall(predicted: set[frozenset[str]], truth: set[frozenset[s
     prediction has precision 1 (it claimed nothing wrong)."""
     correct = len(predicted & truth)
     return (correct / len(predicted) if predicted else 1.0, correct / len(truth) if truth else 0.0)
+
+
+def normalised_box(box: list[float], size: tuple[int, int]) -> list[float]:
+    """A pixel box `[x0, y0, x1, y1]` of an image of `size`, in 0-1 coordinates (as the `edit` object gives boxes)."""
+    return [box[0] / size[0], box[1] / size[1], box[2] / size[0], box[3] / size[1]]
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    """Intersection over union of two boxes `[x0, y0, x1, y1]`."""
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def coverage(target: list[float], boxes: list[list[float]], grid: int = 200) -> float:
+    """Share of `target` covered by the union of `boxes` (all normalised), on a raster."""
+    import numpy as np
+
+    covered = np.zeros((grid, grid), bool)
+    for x0, y0, x1, y1 in boxes:
+        covered[int(y0 * grid):int(np.ceil(y1 * grid)), int(x0 * grid):int(np.ceil(x1 * grid))] = True
+    x0, y0, x1, y1 = target
+    part = covered[int(y0 * grid):int(np.ceil(y1 * grid)), int(x0 * grid):int(np.ceil(x1 * grid))]
+    return float(part.mean()) if part.size else 0.0

@@ -2,8 +2,8 @@
 alike to a perceptual hash (or to a learned descriptor).
 
 A benchmark of varied photos only is easy: the hash rule once scored 0.99 precision on 13 such
-distractors and 0.91 once star fields, synthetic wallpapers and screenshot templates were added
-(issue 11). Each generator below draws a fresh image of one such kind from its generator, so two
+distractors and 0.91 once star fields, synthetic wallpapers and screenshot templates were added.
+Each generator below draws a fresh image of one such kind from its generator, so two
 calls give two different images of the same kind (two star fields, two gradients...), which is what
 trips a hash. The photo-based kinds (templates, same-scene tiles, bursts) live in bench/dataset.py,
 since they need the real photos.

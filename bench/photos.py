@@ -1,6 +1,6 @@
 """Real photos that can be had offline, each with its provenance.
 
-The edited-copy benchmark must be built from real photographs (DESIGN §5): synthetic patterns make
+The edited-copy benchmark must be built from real photographs: synthetic patterns make
 perceptual hashes look better or worse than they are on what users drop in a folder. Three sources:
 
 - scikit-image's bundled sample photos (always there once scikit-image is installed);

@@ -42,6 +42,7 @@ Printed as a table (with the machine and load), and written to --out when given.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -182,8 +183,6 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, v
             raise RuntimeError(f"first start failed:\n{done.stderr[-3000:]}")
         out.update(json.loads(done.stdout.strip().splitlines()[-1]))
         out["hash_snapshot_b_per_row"] = sum(p.stat().st_size for p in (state / HASH_SNAPSHOT).iterdir()) / max(n, 1)
-        if vectors:
-            out["vector_b_per_row"] = sum(p.stat().st_size for p in state.glob("vectors-*.usearch")) / max(n, 1)
         started = time.monotonic()
         catalog = Catalog(path)
         owner = IndexOwner(settings, catalog)
@@ -274,9 +273,51 @@ def child(n: int, photos: list[Path], probes: int, exhaustive: int, seed: int, v
         disk = sum(p.stat().st_size for p in state.glob("catalog.sqlite3*"))
         out["disk_b_per_row"] = disk / max(n + len(photos), 1)
         out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        owner.save()
+        out["vector_b_per_row"] = sum(p.stat().st_size for p in state.glob("vectors-*/*.usearch")) / max(n, 1)
         owner.close()
         catalog.close()
+        if vectors and stream:
+            out.update(tail_missing_start(settings, state, stream[-1]))
     return out
+
+
+def tail_missing_start(settings, state: Path, photo: Path) -> dict:
+    """Start with the newest vector segment's snapshot (the open tail, holding the stream) deleted, as the
+    daemon starts (its range rebuilt in the background): seconds until a new file's verdict is out, and
+    until the range is whole again."""
+    from daemon.index.catalog import Catalog
+    from daemon.index.owner import IndexOwner
+
+    copy = state / "after-restart.jpg"
+    shutil.copyfile(photo, copy)
+    pipeline = pipeline_for(settings, True)
+    features = pipeline.run([(0, str(copy))])[0]  # as a worker with its model loaded has it ready
+    pipeline.close()
+    for tail in state.glob("vectors-*/tail.usearch"):
+        tail.unlink()
+    started = time.monotonic()
+    catalog = Catalog(state / "catalog.sqlite3")
+    owner = IndexOwner(settings, catalog, background=True)
+    file_id = owner.register(str(copy), copy.stat().st_size, copy.stat().st_mtime_ns)
+    owner.accept([dataclasses.replace(features, id=file_id)])
+    assert len(owner.decide_ready(limit=2)) == 1
+    out = {"startup_tail_missing_s": time.monotonic() - started,
+           "tail_rebuild": (owner.copies.progress() or {}).get("rebuilding")}
+    assert owner.copies.index is not None
+    owner.copies.index.wait()
+    out["tail_rebuilt_s"] = time.monotonic() - started
+    owner.close()
+    catalog.close()
+    return out
+
+
+def keys_of(row: dict) -> dict:
+    """The row as `--json` prints it: the keys the project reads."""
+    return {"size": row["n"], "vectors": row["vectors"], "verdicts_per_s": row.get("stream_s"),
+            "p99_ms": row.get("stream_p99_ms"), "startup_s": row["startup_s"],
+            "startup_tail_missing_s": row.get("startup_tail_missing_s"),
+            "index_bytes_per_image": row["hash_snapshot_b_per_row"] + row["vector_b_per_row"]}
 
 
 def pipeline_for(settings, vectors: bool):
@@ -423,6 +464,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fill-only", action="store_true", help="fill the --catalogs for --sizes/--vectors that are "
                     "missing, print rows/s, and stop (start a 10 M fill ahead of the run)")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--json", action="store_true", help="also print one JSON line per size with the keys "
+                    "size, verdicts_per_s, p99_ms, startup_s, startup_tail_missing_s, index_bytes_per_image")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--child-vectors", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--photo-dir", type=Path, help=argparse.SUPPRESS)
@@ -485,6 +528,8 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(f"N={n} failed:\n{done.stderr[-3000:]}")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+            if args.json:
+                print(json.dumps(keys_of(rows[-1])), flush=True)
     text = f"{header}\n{table(rows)}\n# load avg at end {os.getloadavg()[0]:.1f}"
     print(text)
     if args.out:

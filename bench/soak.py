@@ -15,9 +15,13 @@ Checks, printed as a table (exit status 1 if any fails):
 - only the bad files get `error` verdicts: an image that waited through restarts is never given up;
 - every webhook event id in the outbox reached the real HTTP receiver on 127.0.0.1, once; a re-send of the
   same id is allowed only where a daemon was SIGKILLed between the receiver's 2xx and recording it, so at
-  most one per daemon kill (README, guarantee 4);
+  most one per daemon kill (docs/guarantees.md, guarantee 4);
 - no file outside the watched root was opened (inotify on the outside folder, via watchdog);
 - `run` never exited by itself (it is restarted if it did, so the other checks still run).
+
+The checks are read once the run has settled: every landed version decided (not only every catalogued row:
+a version can land before it has a row), every outbox row sent. Each version left without a verdict is named
+with its catalog rows, jobs and the log lines about it.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ if str(REPO) not in sys.path:  # `python bench/soak.py` as well as `python -m be
     sys.path.insert(0, str(REPO))
 
 from daemon.index.catalog import read_only_connection
+from daemon.text import shown
 
 
 def jpeg(rng: np.random.Generator, side: int = 48) -> bytes:
@@ -100,7 +105,7 @@ class Ledger:
     """What the stream put on disk: every landed version, by path."""
 
     versions: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: collections.defaultdict(list))
-    odd_names: list[str] = field(default_factory=list)  # tokens of non-UTF-8 names
+    odd_names: list[str] = field(default_factory=list)  # tokens of the non-UTF-8 names (also in `versions`)
     bad: set[tuple[str, int, int]] = field(default_factory=set)  # the versions that are not images
     counts: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -111,6 +116,20 @@ class Ledger:
     def count(self) -> int:
         """Versions landed so far."""
         return sum(len(v) for v in self.versions.values())
+
+    def all_versions(self) -> list[tuple[str, int, int]]:
+        """Every landed version as (path, size, mtime_ns), the catalog's key of a version."""
+        return [(p, s, m) for p, versions in self.versions.items() for s, m in versions]
+
+
+def run_env(state: Path, webhook_url: str | None) -> dict[str, str]:
+    """The environment of the soak's `run`: this checkout, its state dir, no API, every verdict kind sent to
+    `webhook_url` (none without)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DUPWATCH_")}
+    hooks = [{"url": webhook_url, "kinds": ["new", "exact-copy", "edited-copy", "similar", "error"]}] if webhook_url else []
+    env.update({"PYTHONPATH": str(REPO), "DUPWATCH_STATE_DIR": str(state), "DUPWATCH_API__ENABLED": "false",
+                "DUPWATCH_WEBHOOKS": json.dumps(hooks), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    return env
 
 
 class Run:
@@ -253,6 +272,7 @@ def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, 
             raw = os.fsencode(root / "d0") + b"/" + token.encode() + b"\xff\xfe.jpg"
             with open(raw, "wb") as fh:
                 fh.write(jpeg(rng))
+            ledger.landed(Path(os.fsdecode(raw)))  # surrogate-escaped, as the catalog gives it back
             ledger.odd_names.append(token)
         elif action == "symlink":
             target = pick.choice(sorted(outside.iterdir()))
@@ -297,65 +317,100 @@ def killer(run: Run, pick: random.Random, deadline: float, kills: collections.Co
             kills[what] += 1
 
 
-def settle(state: Path, receiver: Receiver, stall_s: float) -> float:
-    """Wait until nothing is undecided and every outbox row was sent, for as long as the backlog keeps
-    shrinking: a 20,000-file burst near the end can take minutes on 2 busy cores, and that is throughput,
-    not loss. Gives up after `stall_s` with no progress. Returns the seconds waited."""
+def unsettled(state: Path, ledger: Ledger) -> tuple[list[tuple[str, int, int]], int, int]:
+    """(landed versions with no decided row, rows not decided, deliveries pending). A version the daemon
+    has not catalogued yet has no row at all: a file renamed into place waits `watch.settle_ms` before it
+    lands, and one that landed while the daemon was down waits for the catch-up scan of its next start.
+    Counting rows alone read 0 in those windows, and the final stop then cut their verdicts off."""
+    conn = catalog(state)
+    try:
+        decided = {(r["path"], r["size"], r["mtime_ns"]) for r in
+                   conn.execute("SELECT path, size, mtime_ns FROM files WHERE state = 'decided'")}
+        open_rows = conn.execute("SELECT count(*) FROM files WHERE state != 'decided'").fetchone()[0]
+        unsent = conn.execute("SELECT count(*) FROM deliveries WHERE state = 'pending'").fetchone()[0]
+    finally:
+        conn.close()
+    return [v for v in ledger.all_versions() if v not in decided], int(open_rows), int(unsent)
+
+
+def settle(state: Path, ledger: Ledger, stall_s: float) -> float:
+    """Wait until every landed version is decided, no row is undecided and every outbox row was sent, for as
+    long as that backlog keeps shrinking: a 20,000-file burst near the end can take minutes on 2 busy cores,
+    and that is throughput, not loss. Gives up after `stall_s` with no progress. Returns the seconds waited."""
     started = time.monotonic()
     best, best_at = None, started
     while time.monotonic() - best_at < stall_s:
         try:
-            conn = catalog(state)
-            try:
-                open_rows = conn.execute("SELECT count(*) FROM files WHERE state != 'decided'").fetchone()[0]
-                unsent = conn.execute("SELECT count(*) FROM deliveries WHERE state = 'pending'").fetchone()[0]
-            finally:
-                conn.close()
-            if open_rows == 0 and unsent == 0:
+            missing, open_rows, unsent = unsettled(state, ledger)
+            left = len(missing) + open_rows + unsent
+            if left == 0:
                 break
-            if best is None or open_rows + unsent < best:
-                best, best_at = open_rows + unsent, time.monotonic()
+            if best is None or left < best:
+                best, best_at = left, time.monotonic()
         except sqlite3.Error:
             pass
         time.sleep(1)
     return time.monotonic() - started
 
 
-def stall_report(state: Path, log: Path) -> str:
-    """What holds the backlog when it stopped shrinking: the oldest undecided rows (verdicts go in arrival
-    order, so the first one usually blocks the rest), what Redis says of their jobs and of the workers, and the
-    end of the log. Printed before the final stop, so a failure in CI can be diagnosed from its output."""
+def held(state: Path, missing: list[tuple[str, int, int]], log: Path, *, redis_too: bool, limit: int = 20) -> str:
+    """What holds each landed version with no verdict: its path, the catalog's rows for that path (state, job,
+    attempts, error, when detected), what Redis says of their jobs (`redis_too`: while `run` still runs), and
+    the last log lines naming the file or its job; then the oldest undecided rows (verdicts go in arrival
+    order, so the first one holds back the rest) and the end of the log. Printed before the final stop, and
+    again after it, so a failure in CI can be diagnosed from its output."""
     import redis
+    from rq import Queue
     from rq.job import Job
     from rq.registry import StartedJobRegistry
     from rq.serializers import JSONSerializer
 
     from workers import queue as q
 
-    out = ["stalled backlog, oldest undecided rows:"]
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    rc = redis.Redis(unix_socket_path=str(state / "redis.sock"), socket_timeout=5) if redis_too else None
+
+    def job_line(job_id: str) -> str:
+        if rc is None:
+            return ""
+        try:
+            job = Job.fetch(job_id, connection=rc, serializer=JSONSerializer)
+            return f"; redis: {job.get_status()} worker {job.worker_name} started {job.started_at}"
+        except Exception as exc:  # noqa: BLE001 - a report, whatever Redis holds
+            return f"; redis: {type(exc).__name__} {exc}"
+
     conn = catalog(state)
-    head = conn.execute("SELECT id, state, job_id, attempts, queued_at, detected_at, error FROM files "
-                        "WHERE state != 'decided' ORDER BY id LIMIT 5").fetchall()
-    conn.close()
     now = time.time()
+    cols = "id, size, mtime_ns, state, current, job_id, attempts, detected_at, queued_at, error"
+    out = [f"{len(missing)} landed versions with no verdict{f' (the first {limit})' if len(missing) > limit else ''}:"]
+    for path, size, mtime in missing[:limit]:
+        out.append(f"  {shown(path)} (size {size}, mtime_ns {mtime})")
+        rows = conn.execute(f"SELECT {cols} FROM files WHERE path = ? ORDER BY id", (path,)).fetchall()
+        for r in rows:
+            this = " <- this version" if (r["size"], r["mtime_ns"]) == (size, mtime) else ""
+            out.append(f"    row {r['id']} {r['state']} current {r['current']} job {r['job_id']} attempts "
+                       f"{r['attempts']} detected {now - r['detected_at']:.0f}s ago error {r['error']}{this}"
+                       + (job_line(r["job_id"]) if r["job_id"] else ""))
+        if not rows:
+            out.append("    no catalog row: the daemon never saw it land")
+        names = [Path(path).name] + [r["job_id"] for r in rows if r["job_id"]]
+        about = [line for line in lines if any(n in line for n in names)]
+        out += [f"    log: {line[:300]}" for line in about[-5:]] or ["    log: no line names it or its job"]
+    head = conn.execute(f"SELECT path, {cols} FROM files WHERE state != 'decided' ORDER BY id LIMIT 5").fetchall()
+    conn.close()
+    out.append("oldest undecided rows:")
     for r in head:
         out.append(f"  id {r['id']} {r['state']} job {r['job_id']} attempts {r['attempts']} queued "
-                   f"{now - (r['queued_at'] or r['detected_at']):.0f}s ago error {r['error']}")
-    try:
-        rc = redis.Redis(unix_socket_path=str(state / "redis.sock"))
-        for job_id in dict.fromkeys(r["job_id"] for r in head if r["job_id"]):
-            try:
-                job = Job.fetch(job_id, connection=rc, serializer=JSONSerializer)
-                out.append(f"  job {job_id}: {job.get_status()} worker {job.worker_name} started {job.started_at}")
-            except Exception as exc:  # noqa: BLE001 - a report, whatever Redis holds
-                out.append(f"  job {job_id}: {type(exc).__name__} {exc}")
-        started = StartedJobRegistry(q.INGEST_QUEUE, connection=rc, serializer=JSONSerializer).get_job_ids()
-        workers = {k.decode(): rc.hgetall(k) for k in rc.scan_iter(match=q.WORKER_KEY.format(name="*"))}
-        out.append(f"  redis: queue {rc.llen('rq:queue:' + q.INGEST_QUEUE)}, started {started}, workers {workers}, "
-                   f"results stream {rc.xlen(q.RESULTS_STREAM)}")
-    except Exception as exc:  # noqa: BLE001
-        out.append(f"  redis unreadable: {exc}")
-    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+                   f"{now - (r['queued_at'] or r['detected_at']):.0f}s ago error {r['error']} {shown(r['path'])}"
+                   + (job_line(r["job_id"]) if r["job_id"] else ""))
+    if rc is not None:
+        try:
+            started = StartedJobRegistry(q.INGEST_QUEUE, connection=rc, serializer=JSONSerializer).get_job_ids()
+            workers = {k.decode(): rc.hgetall(k) for k in rc.scan_iter(match=q.WORKER_KEY.format(name="*"))}
+            out.append(f"redis: queue {Queue(q.INGEST_QUEUE, connection=rc).count}, started {started}, workers "
+                       f"{workers}, results stream {rc.xlen(q.RESULTS_STREAM)}")
+        except Exception as exc:  # noqa: BLE001
+            out.append(f"redis unreadable: {exc}")
     out += ["last lines of run.log:"] + [f"  {line[:300]}" for line in lines[-40:]]
     return "\n".join(out)
 
@@ -367,23 +422,24 @@ def check(state: Path, ledger: Ledger, receiver: Receiver, opened: list[str],
     outbox = [r[0] for r in conn.execute("SELECT event_id FROM deliveries")]
     conn.close()
     per_version = collections.Counter((r["path"], r["size"], r["mtime_ns"]) for r in rows if r["state"] == "decided")
-    landed = [(p, s, m) for p, versions in ledger.versions.items() for s, m in versions]
+    landed = ledger.all_versions()
     missing = [v for v in landed if per_version[v] == 0]
     repeated = [v for v in landed if per_version[v] > 1]
     errors = {(r["path"], r["size"], r["mtime_ns"]) for r in rows if r["state"] == "decided" and r["verdict"] == "error"}
     wrong_errors = [v for v in landed if v in errors and v not in ledger.bad]
     undecided = sum(r["state"] != "decided" for r in rows)
-    odd_rows = sum(any(tok in r["path"] for r in rows) for tok in ledger.odd_names)
+    odd_rows = sum(any(tok in r["path"] for r in rows if r["state"] == "decided") for tok in ledger.odd_names)
     resent = sum(receiver.ids[i] - 1 for i in outbox if receiver.ids[i] > 1)
     never_sent = [i for i in outbox if receiver.ids[i] == 0]
     kinds = collections.Counter(r["verdict"] for r in rows if r["state"] == "decided")
     return [
-        ("paths written", f"{len(ledger.versions)} (+{len(ledger.odd_names)} non-UTF-8 names)", True),
-        ("landed versions", f"{len(landed)} (+{len(ledger.odd_names)} non-UTF-8 names)", True),
+        ("paths written", f"{len(ledger.versions)} ({len(ledger.odd_names)} non-UTF-8 names)", True),
+        ("landed versions", str(len(landed)), True),
         ("verdicts by kind", " ".join(f"{k} {v}" for k, v in sorted(kinds.items())), True),
-        ("versions with no verdict", f"{len(missing)} {missing[:3]}", not missing),
-        ("versions with 2+ verdicts", f"{len(repeated)} {repeated[:3]}", not repeated),
-        ("images given an error verdict", f"{len(wrong_errors)} {wrong_errors[:3]}", not wrong_errors),
+        ("versions with no verdict", f"{len(missing)} {[shown(p) for p, *_ in missing[:3]]}", not missing),
+        ("versions with 2+ verdicts", f"{len(repeated)} {[shown(p) for p, *_ in repeated[:3]]}", not repeated),
+        ("images given an error verdict", f"{len(wrong_errors)} {[shown(p) for p, *_ in wrong_errors[:3]]}",
+         not wrong_errors),
         ("rows still undecided", str(undecided), undecided == 0),
         ("non-UTF-8 names decided", f"{odd_rows} of {len(ledger.odd_names)}", odd_rows == len(ledger.odd_names)),
         ("webhook events in the outbox", str(len(outbox)), True),
@@ -431,12 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     observer.start()
 
     receiver = Receiver()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DUPWATCH_")}
-    env.update({"PYTHONPATH": str(REPO), "DUPWATCH_STATE_DIR": str(state), "DUPWATCH_API__ENABLED": "false",
-                "DUPWATCH_WEBHOOKS": json.dumps([{"url": receiver.url, "kinds": ["new", "exact-copy", "edited-copy",
-                                                                                 "similar", "error"]}]),
-                "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
-    run = Run(root, state, env, work / "run.log")
+    run = Run(root, state, run_env(state, receiver.url), work / "run.log")
     ledger, kills, stop = Ledger(), collections.Counter[str](), threading.Event()
     started = time.monotonic()
     deadline = started + args.minutes * 60
@@ -452,9 +503,10 @@ def main(argv: list[str] | None = None) -> int:
                {k: w for k, w in ACTIONS.items() if k not in args.without})
         stop.set()
         chaos.join()
-        settled_s = settle(state, receiver, stall_s=300)
-        if backlog(state, 0):
-            print(stall_report(state, work / "run.log"), flush=True)  # before the stop changes what Redis holds
+        settled_s = settle(state, ledger, stall_s=300)
+        missing, open_rows, _ = unsettled(state, ledger)
+        if missing or open_rows:  # before the stop changes what Redis holds
+            print("before the final stop: " + held(state, missing, work / "run.log", redis_too=True), flush=True)
         code = run.stop()
     finally:
         if run.proc.poll() is None:
@@ -470,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'check':<34} {'value':<44} ok")
     for what, value, ok in results:
         print(f"{what:<34} {value[:44]:<44} {'yes' if ok else 'NO'}")
+    missing = unsettled(state, ledger)[0]
+    if missing:
+        print("\nafter the final stop: " + held(state, missing, work / "run.log", redis_too=False))
     return 0 if all(ok for *_, ok in results) else 1
 
 

@@ -2,7 +2,7 @@
 watermark frame.
 
 Each template is drawn from its own name alone, so every paste into "page" shares the same frame pixel
-for pixel. That is the trap issue 11 measured: two DIFFERENT photos in the same frame match through
+for pixel. That is the trap the benchmark measures: two DIFFERENT photos in the same frame match through
 the frame (182 false pairs), while ONE photo pasted into a frame is a true copy of that photo. The
 benchmark uses the same templates for both, so a method cannot pass by matching frames.
 """

@@ -2,7 +2,7 @@
 
     python -m bench.throughput                                  # both folders, methods a c f g, 3 rounds
     python -m bench.throughput --n 388 --sizes 12 --small-n 3735 --methods acfg \
-        --mode 'sscd=' --out bench/out/tp.md --json bench/out/tp.json   # issue 14's table
+        --mode 'sscd=' --out bench/out/tp.md --json bench/out/tp.json   # docs/performance.md's table
 
 Folders (built once into `--work` and reused while their parameters match):
   camera: real photos (scikit-image's and the Debian photographs of bench.photos) scaled and cropped to
@@ -22,7 +22,7 @@ imports, model load, decode, hashing, for dupwatch also the catalog and index):
   e. `dupwatch scan` with ViT-S-32, the fastest architecture open_clip ships (ENVIRONMENT.md);
   f. Immaculate `--method pdq` (bench/anchors.py: its own Python 3.12 venv, a Rust core);
   g. Immaculate `--method sscd` (Meta's SSCD through onnxruntime);
-  plus one method per `--mode NAME=FLAGS`: `dupwatch scan FLAGS` (e.g. the SSCD modes of issue 11).
+  plus one method per `--mode NAME=FLAGS`: `dupwatch scan FLAGS` (e.g. the SSCD modes).
 Rounds interleave the methods (a b c ... a b c ...) so a noisy neighbour hits all of them alike; the
 table gives the median per method of images/s (N / wall), CPU-seconds per image (user + sys of the
 process and its children, from wait4) and peak RSS (the largest process), and each method's speed ratio
@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ from bench.photos import Photo, debian_photos, skimage_photos
 DEFAULT_WORK = Path("/tmp/dupwatch-bench-throughput")
 FOLDERS = ("camera", "small")
 # Long sides of the small folder, drawn uniformly: with the aspect ratios below the median file is
-# 647 x 530 at the default size (issue 14 measured a folder of about 640 x 460).
+# 647 x 530 at the default size (a web folder measured about 640 x 460).
 SMALL_LONG_SIDE = (480, 900)
 SMALL_ASPECTS = (4 / 3, 3 / 2, 16 / 9, 1.0, 3 / 4)
 MODELS = {"d": "ViT-B-32", "e": "ViT-S-32"}
@@ -131,16 +132,31 @@ def load_photos(debian: bool) -> list[Photo]:
     return photos
 
 
-def build_files(folder: Path, n: int, sizes: list[float], *, debian: bool = True, seed: int = 0) -> list[Path]:
-    """N camera JPEGs in `folder` (reused when built with the same parameters). Returns them in order."""
-    params = {"n": n, "sizes": sizes, "debian": debian, "seed": seed, "version": 2}
+def cached_folder(folder: Path, params: dict[str, Any], names: list[str],
+                  build: Callable[[list[Path]], None]) -> list[Path]:
+    """The files `names` under `folder`/files, made by `build(paths)` unless the folder already holds them, built
+    with the same `params` (recorded in `folder`/params.json once every file is written). Returns them in order."""
     stamp = folder / "params.json"
-    files = [folder / "files" / f"IMG_{i:05d}.jpg" for i in range(n)]
+    files = [folder / "files" / name for name in names]
     if stamp.exists() and json.loads(stamp.read_text()) == params and all(f.exists() for f in files):
         return files
     (folder / "files").mkdir(parents=True, exist_ok=True)
     for old in (folder / "files").glob("*"):
         old.unlink()
+    build(files)
+    stamp.write_text(json.dumps(params))
+    return files
+
+
+def build_files(folder: Path, n: int, sizes: list[float], *, debian: bool = True, seed: int = 0) -> list[Path]:
+    """N camera JPEGs in `folder` (reused when built with the same parameters). Returns them in order."""
+    params = {"n": n, "sizes": sizes, "debian": debian, "seed": seed, "version": 2}
+    return cached_folder(folder, params, [f"IMG_{i:05d}.jpg" for i in range(n)],
+                         lambda files: _camera_files(files, sizes, debian, seed))
+
+
+def _camera_files(files: list[Path], sizes: list[float], debian: bool, seed: int) -> None:
+    n = len(files)
     photos = load_photos(debian)
     rng = np.random.default_rng(seed)
     cache: dict[str, Image.Image] = {}
@@ -153,8 +169,6 @@ def build_files(folder: Path, n: int, sizes: list[float], *, debian: bool = True
         frame.save(path, quality=90 + i % 6, exif=camera_exif(i).tobytes())
         print(f"\rbuilding files: {i + 1}/{n}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    stamp.write_text(json.dumps(params))
-    return files
 
 
 def small_size(rng: np.random.Generator) -> tuple[int, int]:
@@ -189,13 +203,12 @@ def small_frame(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
 def build_small_files(folder: Path, n: int, *, debian: bool = True, seed: int = 0) -> list[Path]:
     """N small JPEGs in `folder` (reused when built with the same parameters). Returns them in order."""
     params = {"n": n, "debian": debian, "seed": seed, "kind": "small", "version": 1}
-    stamp = folder / "params.json"
-    files = [folder / "files" / f"img_{i:05d}.jpg" for i in range(n)]
-    if stamp.exists() and json.loads(stamp.read_text()) == params and all(f.exists() for f in files):
-        return files
-    (folder / "files").mkdir(parents=True, exist_ok=True)
-    for old in (folder / "files").glob("*"):
-        old.unlink()
+    return cached_folder(folder, params, [f"img_{i:05d}.jpg" for i in range(n)],
+                         lambda files: _small_files(files, debian, seed))
+
+
+def _small_files(files: list[Path], debian: bool, seed: int) -> None:
+    n = len(files)
     photos = load_photos(debian)
     # Photo by photo (file i comes from photo i mod len), so only one decoded photo is held at a time.
     for j, photo in enumerate(photos):
@@ -205,8 +218,6 @@ def build_small_files(folder: Path, n: int, *, debian: bool = True, seed: int = 
             small_frame(image, rng).save(files[i], quality=int(rng.integers(75, 96)))
         print(f"\rbuilding small files: photo {j + 1}/{len(photos)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    stamp.write_text(json.dumps(params))
-    return files
 
 
 # ---- methods ------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Settings: one name per setting in three forms (README, Configuration).
+"""Settings: one name per setting in three forms (docs/configuration.md).
 
 TOML key `section.key`, environment `DUPWATCH_SECTION__KEY`, CLI flag `--section-key`. Precedence,
 highest first: flags, environment, TOML file, defaults (daemon.defaults). Webhooks are `[[webhooks]]`

@@ -43,7 +43,7 @@ MAX_ATTEMPTS = 3
 # grid's steps; measured with the same replay) keeps both bounds and catches caption bands and meme text
 # that move pHash but barely dHash: recall 0.523, precision 0.991, 1 distractor. dHash 3 reaches 0.990 and
 # dHash 4 0.988; the pHash/dHash agreement (14/10) 0.956. With the copy descriptor installed, SSCD and
-# verification catch the edits these clauses gave up. See the README's Detection section.
+# verification catch the edits these clauses gave up. docs/detection.md says how the radii were chosen.
 
 PHASH_MAX_DISTANCE = 6
 """pHash distance of the full frame or one of its flips/rotations for an edited copy."""
@@ -76,16 +76,16 @@ MIN_OVERLAP = 0.5
 """A verification confirms a copy only where the two frames overlap this much: the larger of the share of the copy
 the original fills and the share of the original the copy shows (workers.align.Alignment.overlap). A crop, a
 pad, a paste or a rotation keeps one of them near 1; two shots of one scene panned apart share a strip of each
-frame, hundreds of consistent inliers in it (issue 11's bursts). See the README for how it was chosen."""
+frame, hundreds of consistent inliers in it (bursts). docs/detection.md says how it was chosen."""
 
 VERIFY = True
 """Geometric verification settles the candidates whose scores are not conclusive. Off, a borderline copy score
-is `new` and a loose hash match needs the copy score as its second signal: faster, lower recall (the README's
+is `new` and a loose hash match needs the copy score as its second signal: faster, lower recall (docs/detection.md's
 accuracy table has both modes)."""
 
 MIN_INLIERS = 15
 """RANSAC inliers (SIFT at 512 px, ratio test) that make a geometric verification a confirmation: 15 kept 96 %
-of true pairs and rejected 31 of 33 non-template false matches in issue 11's measurement."""
+of true pairs and rejected 31 of 33 non-template false matches on the benchmark (docs/detection.md)."""
 
 SIMILAR_SCORE: float | None = None
 """Semantic (open_clip) score (0-100) at or over which a file is similar. None: from CALIBRATED."""
@@ -95,7 +95,7 @@ CALIBRATED_COPY: dict[tuple[str, int, str], tuple[float, float, float]] = {
     ("sscd_distilled", 320, "square"): (96.0, 55.0, 55.0),
 }
 """(copy, verify, veto) copy-descriptor scores per (copy_model.name, input_size, resize). Cosine x 100.
-See the README's Detection section for how they were chosen (bench/calibrate.py --copy)."""
+docs/detection.md says how they were chosen (bench/calibrate.py --copy)."""
 
 CALIBRATED: dict[tuple[str, str], tuple[float, float]] = {
     ("ViT-B-32", "laion2b_s34b_b79k"): (92.0, 85.0),

@@ -69,7 +69,7 @@ class VerdictEvent:
         return self.matches[0] if self.matches else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable, versioned payload (documented in the README)."""
+        """The stable, versioned payload (documented in docs/webhooks.md)."""
         return {
             "schema": SCHEMA_VERSION,
             "id": self.event_id,

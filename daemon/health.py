@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import threading
 
-REASONS = ("redis", "disk-full")
-"""Why the daemon can be degraded: its Redis is down or restarting; the state dir's file system is full."""
+REASONS = ("redis", "disk-full", "root-missing")
+"""Why the daemon can be degraded: its Redis is down or restarting; the state dir's file system is full; a
+watched root is gone (deleted, moved away, unmounted)."""
 
 
 class Health:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install dupwatch as systemd services on this host (Debian/Ubuntu; any systemd distro with python3.11+).
 # Idempotent: re-running upgrades the venv and the units, keeps /etc/dupwatch's edited files, and
-# enables exactly the workers asked for. See "Running as a service" in README.md.
+# enables exactly the workers asked for. See docs/operations.md.
 set -euo pipefail
 
 usage() {

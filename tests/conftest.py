@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,9 +36,23 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "grass"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free now, for a server a test starts later. Drawn below the kernel's
+    ephemeral range: a port from `bind(0)` lies inside it, where the kernel hands ports to every client's
+    connect() (webhook deliveries, Redis clients, other tests' HTTP calls), so one could take it before the
+    server binds. Below the range only another explicit bind can."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    draw = random.SystemRandom()
+    while True:
+        port = draw.randrange(max(1024, low - 16384), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # a service listens there
+            return port
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
@@ -51,29 +66,30 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
 
 
 class RedisServer:
-    """A real redis-server on a free TCP port; can be killed and restarted (empty) for fault tests."""
+    """A real redis-server on a unix socket in its own folder; can be killed and restarted (empty) for fault
+    tests. A socket, not a free TCP port: a port found free can be taken by another process before the server
+    binds it, or between a kill and the restart, and the ping would then reach someone else's Redis."""
 
     def __init__(self, workdir: Path, *, append_only: bool = False):
         """`append_only`: keep an fsync-always append-only file, so a restart replays what a kill left (the
         private Redis of `run` keeps one); otherwise a restart comes back empty."""
         self.dir = workdir
-        self.port = free_port()
+        self.socket = workdir / "redis.sock"
         self.append_only = append_only
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"unix://{self.socket}?db=0"
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--dir", str(self.dir),
+        self.proc = subprocess.Popen([server_binary(), "--port", "0", "--unixsocket", str(self.socket),
+                                      "--unixsocketperm", "700", "--save", "", "--dir", str(self.dir),
                                       *(["--appendonly", "yes", "--appendfsync", "always"] if self.append_only
                                         else ["--appendonly", "no"])],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        wait_for(lambda: _ping(client), 10, what="redis-server")
+        wait_for(lambda: _ping(self.client()), 10, what="redis-server")
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -81,7 +97,7 @@ class RedisServer:
             self.proc.wait()
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
+        return redis.Redis(unix_socket_path=str(self.socket))
 
 
 def _ping(client: redis.Redis) -> bool:

@@ -39,6 +39,8 @@ from tests.conftest import (
 )
 from workers import queue as q
 
+pytestmark = pytest.mark.system
+
 NO_SWEEP = {"DUPWATCH_QUEUE__PENDING_RETRY_S": "3600", "DUPWATCH_QUEUE__BATCH_SIZE": "4"}
 """The periodic re-queue of stale files is out of reach: recovery must be immediate."""
 

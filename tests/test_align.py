@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` is a folder, not a package
 
 from bench import edits, negatives, templates
+from bench.metrics import coverage, iou, normalised_box
 from bench.photos import skimage_photos
 from workers.align import MIN_INLIERS, FeatureCache, _plausible, _prepare, align, align_files
 
@@ -22,26 +23,6 @@ from workers.align import MIN_INLIERS, FeatureCache, _plausible, _prepare, align
 def pictures() -> dict[str, Image.Image]:
     wanted = {"skimage:astronaut", "skimage:coffee", "skimage:rocket"}
     return {p.id.split(":")[1]: p.load().convert("RGB") for p in skimage_photos() if p.id in wanted}
-
-
-def _normalised(box: list[int], size: tuple[int, int]) -> list[float]:
-    return [box[0] / size[0], box[1] / size[1], box[2] / size[0], box[3] / size[1]]
-
-
-def iou(a: list[float], b: list[float]) -> float:
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def coverage(target: list[float], boxes: list[list[float]], grid: int = 200) -> float:
-    """Share of `target` covered by the union of `boxes` (all normalised), on a raster."""
-    covered = np.zeros((grid, grid), bool)
-    for x0, y0, x1, y1 in boxes:
-        covered[int(y0 * grid):int(np.ceil(y1 * grid)), int(x0 * grid):int(np.ceil(x1 * grid))] = True
-    x0, y0, x1, y1 = target
-    part = covered[int(y0 * grid):int(np.ceil(y1 * grid)), int(x0 * grid):int(np.ceil(x1 * grid))]
-    return float(part.mean()) if part.size else 0.0
 
 
 def test_pixel_exact_copy_is_identity_without_features(pictures: dict[str, Image.Image]) -> None:
@@ -53,7 +34,7 @@ def test_pixel_exact_copy_is_identity_without_features(pictures: dict[str, Image
 def test_off_centre_crop_box(pictures: dict[str, Image.Image]) -> None:
     original = pictures["astronaut"]
     copy, params = edits.crop(original, np.random.default_rng(7))
-    truth = _normalised(params["box"], original.size)
+    truth = normalised_box(params["box"], original.size)
     assert truth[0] > 0.02 or truth[1] > 0.02, "the test needs an off-centre crop"
     result = align(copy, original)
     assert result is not None and result.inliers >= MIN_INLIERS
@@ -70,7 +51,7 @@ def test_crop_of_a_defocused_photo(pictures: dict[str, Image.Image]) -> None:
     copy, params = edits.crop(original, np.random.default_rng(7))
     result = align(copy, original)
     assert result is not None and result.inliers >= MIN_INLIERS
-    assert result.edit["crop"] is not None and iou(result.edit["crop"], _normalised(params["box"], original.size)) >= 0.85
+    assert result.edit["crop"] is not None and iou(result.edit["crop"], normalised_box(params["box"], original.size)) >= 0.85
     assert result.edit["flip"] is None and abs(result.edit["rotation"]) < 2
 
 
@@ -135,7 +116,7 @@ def test_emoji_overlays_are_found(pictures: dict[str, Image.Image]) -> None:
     result = align(copy, original)
     assert result is not None and params["stickers"]
     for sticker in params["stickers"]:
-        assert coverage(_normalised(sticker["box"], copy.size), result.edit["altered"]) >= 0.5, sticker
+        assert coverage(normalised_box(sticker["box"], copy.size), result.edit["altered"]) >= 0.5, sticker
     assert result.edit["altered_fraction"] < 0.5
 
 
@@ -145,7 +126,7 @@ def test_caption_band_is_padding_and_altered(pictures: dict[str, Image.Image]) -
     result = align(copy, original)
     assert result is not None and result.edit["padding"]
     for band in params["bands"]:
-        assert coverage(_normalised(band, copy.size), result.edit["altered"]) >= 0.5, band
+        assert coverage(normalised_box(band, copy.size), result.edit["altered"]) >= 0.5, band
     assert result.edit["crop"] is None
 
 

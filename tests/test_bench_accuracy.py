@@ -30,6 +30,8 @@ from bench.metrics import (
 )
 from bench.photos import licence_of, skimage_photos
 
+pytestmark = pytest.mark.system
+
 DUPWATCH = f"{sys.executable} -c 'from daemon.cli.main import main; main()'"
 
 

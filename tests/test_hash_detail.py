@@ -2,7 +2,7 @@
 
 Near-blank images (a black frame, a white page, a faint gradient) and sparse star fields have a pHash
 plane whose low DCT coefficients sit within JPEG noise of their median: their bits say nothing about the
-picture, so unrelated images of that kind matched at distance 0 (issue 11: star fields and gradients were
+picture, so unrelated images of that kind matched at distance 0 (star fields and gradients were
 15 of the 15 distractors flagged in hash-only mode). Real files through `dupwatch scan --hash-only`.
 """
 

@@ -103,13 +103,13 @@ def test_a_stale_snapshot_is_brought_up_to_date_exactly(tmp_path, catalog, caplo
     with catalog.transaction() as conn:
         conn.execute("UPDATE files SET state = 'decided', verdict = 'error' WHERE id = ?", (failed,))
     _fill(catalog, 50, rng)
-    with caplog.at_level(logging.INFO, logger="dupwatch.owner"):
+    with caplog.at_level(logging.INFO, logger="daemon.index.owner"):
         restored = IndexOwner(_settings(tmp_path), catalog)
     assert f"snapshot up to id {ids[-1]}" in caplog.text  # the snapshot was used, not a rebuild
     _assert_same_answers(restored, _rebuilt(tmp_path, catalog), catalog)
     restored.save()  # the repaired index saved: the next start needs no repair and gives the same
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="dupwatch.owner"):
+    with caplog.at_level(logging.INFO, logger="daemon.index.owner"):
         again = IndexOwner(_settings(tmp_path), catalog)
     assert f"snapshot up to id {_live(restored)[-1]}" in caplog.text
     _assert_same_answers(again, restored, catalog)

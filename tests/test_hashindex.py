@@ -243,7 +243,7 @@ def test_the_owners_warm_up_compiles_every_kernel_a_verdict_runs():
     """Start-up compiles (or loads from numba's cache) the kernels, so that the first verdict does not stall
     on it. In a fresh interpreter: a kernel left to the first query would have no signature yet."""
     code = ("from daemon.config import Settings; from daemon.index.verdict import Thresholds; "
-            "from daemon.index.owner import _compile_hash_kernels; from daemon import hashkernels as h; "
+            "from daemon.index.owner import _compile_hash_kernels; from daemon.index import hashkernels as h; "
             "_compile_hash_kernels(Thresholds.resolve(Settings(hash_only=True).match, None).hashes); "
             "print(*(len(k.signatures) for k in (h.build_table, h.probe_many, h.verify)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600,

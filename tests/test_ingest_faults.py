@@ -28,7 +28,7 @@ N_FILES = 1000
 WRITE_RATE = 80.0
 """Files per second the writer drops: slow enough that every fault happens mid-stream."""
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 
 
 def noise_png(path: Path, seed: int) -> None:

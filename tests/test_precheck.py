@@ -89,7 +89,7 @@ def _owner_with(tmp_path, original: Path, forged_from: Path | None = None) -> tu
     first = owner.register(str(original), 1, 1)
     assert first is not None
     feats = _features([forged_from or original])[0]
-    feats.id = first
+    feats.id, feats.path = first, str(original)  # read under the catalogued name
     owner.accept([feats])
     assert [e.kind for e in owner.decide_ready()] == ["new"]
     return owner, calls

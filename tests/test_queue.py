@@ -28,7 +28,7 @@ def test_a_job_redis_lost_part_of_is_reported_and_queued_afresh(redis_url: str, 
     first = q.enqueue_batch(queue, ITEMS)
     assert first is not None
     conn.hset(first.key, "created_at", "not a date")  # a hash Redis kept only part of, or another writer mangled
-    with caplog.at_level(logging.WARNING, logger="dupwatch.queue"):
+    with caplog.at_level(logging.WARNING, logger="workers.queue"):
         again = q.enqueue_batch(queue, ITEMS)
     assert again is not None and again.id == first.id
     assert f"job {first.id} in Redis is unreadable" in caplog.text

@@ -1,4 +1,5 @@
-"""The README stays true: every setting is in its configuration table, every command in its list."""
+"""The documentation stays true: every setting is in docs/configuration.md's table, every command in the
+README's command table, and every relative link in the README and docs/ names a file that exists."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pydantic import BaseModel
 from daemon.cli.main import cli
 from daemon.config import Settings
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
 
 
 def setting_names(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -25,10 +28,19 @@ def setting_names(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def test_every_setting_is_documented():
-    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", README, flags=re.MULTILINE))
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", CONFIGURATION, flags=re.MULTILINE))
     assert set(setting_names(Settings)) <= documented, set(setting_names(Settings)) - documented
 
 
 def test_every_command_is_documented():
     for name in cli.commands:
-        assert f"`dupwatch {name}" in README, name
+        assert f"| `dupwatch {name}" in README, name
+
+
+def test_every_relative_link_names_a_file_that_exists():
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, broken

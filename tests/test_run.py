@@ -9,9 +9,13 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from daemon.webhooks import verify
 from tests import imaging
 from tests.conftest import Service, base_env, catalog_rows, copy_into, dupwatch_cmd, wait_for
+
+pytestmark = pytest.mark.system
 
 SECRET = "whsec_dGVzdC1zZWNyZXQtZm9yLWR1cHdhdGNo"
 

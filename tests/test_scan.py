@@ -1,4 +1,4 @@
-"""`dupwatch scan`: the one-shot contract (DESIGN §6) on real photos and their edited copies."""
+"""`dupwatch scan`: the one-shot contract (docs/api.md) on real photos and their edited copies."""
 
 from __future__ import annotations
 

@@ -10,11 +10,14 @@ import sqlite3
 from pathlib import Path
 
 import imaging
+import pytest
 import redis
 from conftest import Service, base_env, catalog_rows, copy_into, wait_for
 from rq.registry import StartedJobRegistry
 
 from workers import queue as q
+
+pytestmark = pytest.mark.system
 
 
 def _counts(state: Path) -> tuple[int, int]:
@@ -99,8 +102,8 @@ def test_sighup_changes_a_threshold_live_and_logs_are_json(tmp_path: Path, servi
 
     records = [json.loads(line) for line in service.stderr().splitlines() if line.strip()]  # every line is JSON
     reload = next(r for r in records if r["msg"].startswith("configuration reloaded"))
-    assert reload["level"] == "info" and reload["logger"] == "dupwatch.daemon" and isinstance(reload["ts"], float)
-    assert any(r["logger"] == "dupwatch.worker" for r in records)  # worker processes log JSON too
+    assert reload["level"] == "info" and reload["logger"] == "daemon.service.loop" and isinstance(reload["ts"], float)
+    assert any(r["logger"] == "workers.worker" for r in records)  # worker processes log JSON too
     db = sqlite3.connect(f"file:{state / 'catalog.sqlite3'}?mode=ro", uri=True)
     verdicts = dict(db.execute("SELECT path, verdict FROM files"))
     db.close()

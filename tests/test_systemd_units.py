@@ -31,7 +31,7 @@ CHECKED = {
     "worker cuda:0": "dupwatch-worker@.service:dupwatch-worker@cuda:0.service",
     "worker cpu": "dupwatch-worker@.service:dupwatch-worker@cpu.service",
 }
-# Exposure (0 safe .. 10 exposed) per `systemd-analyze security --offline=yes`; README records the values.
+# Exposure (0 safe .. 10 exposed) per `systemd-analyze security --offline=yes`; docs/operations.md records the values.
 EXPOSURE_BUDGET = {"dupwatch-daemon.service": 1.5, "dupwatch-redis.service": 1.0, "worker cuda:0": 2.0}
 
 

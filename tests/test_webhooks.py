@@ -13,7 +13,6 @@ import hmac
 import json
 import logging
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +30,7 @@ from daemon.events import KINDS, FileInfo, Match, VerdictEvent
 from daemon.index.catalog import Catalog
 from daemon.notify import outbox
 from daemon.webhooks import VerificationError, generate_secret, sign, signed_headers, verify
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -112,12 +112,6 @@ def receivers() -> Iterator[Callable[..., Receiver]]:
     yield make
     for r in started:
         r.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -230,7 +224,7 @@ def test_enqueue_is_idempotent_and_filters_kinds_and_min_score(catalog: Catalog)
     assert [(r["endpoint"], r["file_id"]) for r in rows] == [
         ("http://a.invalid/", 1), ("http://a.invalid/", 3), ("http://b.invalid/", 5), ("http://b.invalid/", 6)]
     assert {(r["state"], r["attempts"]) for r in rows} == {("pending", 0)}
-    # The README's documented schema, held to a literal: a renamed or dropped key breaks receivers.
+    # The documented schema (docs/webhooks.md), held to a literal: a renamed or dropped key breaks receivers.
     assert json.loads(rows[0]["payload"]) == {
         "schema": 1, "id": "evt_39f47daa2f5c85059748cda0", "type": "file.exact-copy", "kind": "exact-copy",
         "detected_at": 1001.0, "decided_at": 2001.0,
@@ -447,7 +441,7 @@ def test_cli_list_replay_verify_test(catalog, receivers, tmp_path: Path) -> None
 
 
 def test_payload_carries_the_copy_edit(catalog: Catalog) -> None:
-    """The `edit` object (DESIGN §6) reaches webhook payloads unchanged, next to the match it explains."""
+    """The `edit` object (docs/detection.md) reaches webhook payloads unchanged, next to the match it explains."""
     edit = {"crop": [0.1, 0.2, 0.9, 1.0], "rotation": 15.0, "flip": "horizontal", "scale": 1.0,
             "perspective": False, "padding": False, "colour": ["grayscale"], "altered": [[0.0, 0.0, 1.0, 0.12]],
             "altered_fraction": 0.12, "summary": "cropped to 64 %, rotated 15° counter-clockwise, mirrored"}

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import redis
 from PIL import Image
 from rq import Queue, Worker
@@ -19,7 +20,10 @@ from rq.serializers import JSONSerializer
 
 from daemon.index.catalog import read_only_connection
 from tests.conftest import RedisServer, Service, base_env, catalog_rows, copy_into, wait_for
+from workers import library_internals as internals
 from workers import queue as q
+
+pytestmark = pytest.mark.system
 
 MAX_ATTEMPTS = 2
 
@@ -182,11 +186,11 @@ def test_a_job_a_worker_has_taken_but_not_yet_started_is_left_to_it(tmp_path: Pa
         assert popped is not None and popped[1].decode() == job_id
         for _ in range(int(q.WORKER_TTL_S) - 5):  # about five checks, well inside the worker's time
             time.sleep(1)
-            assert conn.exists(f"rq:job:{job_id}"), daemon.stderr()[-2000:]
+            assert conn.exists(Job.key_for(job_id)), daemon.stderr()[-2000:]
         assert "(job lost)" not in daemon.stderr()
         wait_for(lambda: "(job lost)" in daemon.stderr() and len(queue) == 1, 60, what="the file queued again")
         assert queue.get_job_ids() == [job_id]  # the same batch, the same id
-        assert job_id not in queue.intermediate_queue.get_job_ids()
+        assert job_id not in internals.intermediate_list(queue).get_job_ids()
         # taken again: the same id gets a worker's time again, not the clock of its first pop (judged lost at
         # once, re-queued and re-taken, check after check: a re-queue storm in the 6-minute soak)
         assert Queue.lmove(conn, queue.key, timeout=None) is not None

@@ -1,12 +1,12 @@
 """Align a copy with its original and explain the edit: what was done, and where the copy was changed.
 
-A match score says *that* two files are copies; a moderator needs to know *what* changed (issue 12,
-DESIGN §4 "Explain the edit"). This module finds a homography from the original to the copy with SIFT
+A match score says *that* two files are copies; a moderator needs to know *what* changed (docs/detection.md,
+the `edit` object). This module finds a homography from the original to the copy with SIFT
 features, the ratio test and RANSAC (tried on the mirrored copy too, since SIFT is not flip-invariant),
 then decomposes it into what a person understands (crop box, rotation, flip, scale, perspective,
 padding), and diffs the aligned pixels after a global colour fit to find the altered regions.
 
-The same alignment serves as the geometric verification of issue 11 (its inlier count), so a
+The same alignment serves as the geometric verification (its inlier count), so a
 candidate is aligned once and the result is kept. Pure numpy + OpenCV + Pillow: workers import it,
 and it never imports the daemon.
 """
@@ -31,15 +31,15 @@ from workers.decode import DecodeError, decode_file
 from workers.quality import quality_change
 
 MIN_INLIERS = 15
-"""RANSAC inliers below which there is no model: issue 11 measured 15 at 512 px to reject 31 of 33
-chance hash matches while keeping 96 % of true copies."""
+"""RANSAC inliers below which there is no model: 15 at 512 px rejects 31 of 33
+chance hash matches on the benchmark while keeping 96 % of true copies."""
 MIN_INLIER_SHARE = 0.03
 """Share of the smaller keypoint set that must be inliers, over MIN_INLIERS: two different text pages
 (the test half's documents) align by chance with 15-20 of 1,000 keypoints (1.5-2 %) on strongly
 projective fits, while the calibration half's true copies (385 of the 1,035 its replay verifies, re-aligned)
 kept at least 4.1 % (a screenshot of a recoloured photo) and 99 % of them over 6.8 %; its one chance fit had
 1.5 %. The replay with it lost no true copy (bench/results/calibrate-2026-11-28-s4-verify.txt)."""
-RATIO = 0.8  # Lowe's ratio test, as measured in issue 11
+RATIO = 0.8  # Lowe's ratio test, as calibrated on the benchmark (docs/detection.md)
 SIFT_FEATURES = 1000
 CONTRAST_THRESHOLDS = (0.04, 0.02, 0.01, 0.005)  # SIFT's default first, then lower for low-texture pictures
 TEXTURED_KEYPOINTS = 300  # fewer keypoints than this at a threshold: try the next one
@@ -75,7 +75,7 @@ class Alignment:
 
     inliers: int  # RANSAC inliers of the accepted model (0: pixel-exact, no features needed)
     matrix: list[list[float]]  # 3x3: the ORIGINAL's normalised (0-1) coords -> the COPY's normalised coords
-    edit: dict[str, Any]  # the DESIGN §6 `edit` object, JSON-safe
+    edit: dict[str, Any]  # the `edit` object (docs/detection.md), JSON-safe
     overlap: float = 1.0  # the larger of: the copy's share the original fills, the original's share the copy shows
     on_picture: int | None = None  # inliers inside the picture of a framed file (workers.content); None: = inliers
 
@@ -156,7 +156,7 @@ def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512,
 def align_files(copy_path: str, original_path: str, *, max_side: int = 512,
                 max_pixels: int = defaults.MAX_PIXELS, max_bytes: int = defaults.MAX_FILE_BYTES) -> Alignment | None:
     """Re-read both files with the workers' safe decoder and align them; None if either is a symlink,
-    gone or unreadable (the caller decides without verification then, issue 11 point 4)."""
+    gone or unreadable (the caller then decides without a verification: a missing file is no evidence)."""
     images, digests = [], []
     for path in (copy_path, original_path):
         if os.path.islink(path):
@@ -272,7 +272,7 @@ def _on_picture(points: np.ndarray, image: Image.Image) -> np.ndarray:
 def _shares(matrix: np.ndarray) -> tuple[float, float]:
     """(share of the copy the original's frame fills, share of the original the copy's frame shows).
     A copy has one of them near 1 (a crop shows part of the original and is filled by it; a pad or a paste
-    shows all of it); two shots of one scene panned apart share a strip of each frame (issue 11's bursts)."""
+    shows all of it); two shots of one scene panned apart share a strip of each frame (bursts)."""
     square = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], float)
     filled = _area(_intersection(_project(matrix, square)))
     shown = _area(_intersection(_project(np.linalg.inv(matrix), square)))
@@ -496,7 +496,7 @@ def _fit_colour(c: np.ndarray, warped: np.ndarray, valid: np.ndarray) -> tuple[n
 
 def _channel_max(a: np.ndarray) -> np.ndarray:
     """The largest of each pixel's 3 channels (the last axis), by two elementwise maxima: the same values
-    as a.max(axis=-1), which numpy reduces pixel by pixel at about 20 times the cost (issue 14)."""
+    as a.max(axis=-1), which numpy reduces pixel by pixel at about 20 times the cost."""
     return np.maximum(np.maximum(a[..., 0], a[..., 1]), a[..., 2])
 
 

@@ -56,7 +56,7 @@ class Decoded:
 def read_file(path: str, max_bytes: int, *, follow_symlinks: bool = False) -> bytes:
     """Read a regular file without following a FIFO or device into a blocking read, nor (unless
     `follow_symlinks`) a symbolic link anywhere in `path`: a link renamed over a landed file, or over
-    one of its folders, must never make dupwatch read a file outside the watched roots (DESIGN §3.5).
+    one of its folders, must never make dupwatch read a file outside the watched roots (docs/guarantees.md).
     O_NOFOLLOW refuses a link as the last component; the path the kernel actually opened, compared with
     the one asked for, catches a link among the folders (paths below a root are real: daemon.ingest.walk)."""
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)

@@ -74,5 +74,5 @@ squashed one gave the better operating point at high precision (ENVIRONMENT.md),
 
 COPY_CPU_CHUNK = 8
 """Images per copy-descriptor call on a CPU. onnxruntime keeps its activation buffers at the size of the largest
-call: SSCD at 320 x 320 peaked at 346 MiB for a call of 32 images and 199 MiB for 8 (the session alone,
-2 cores, 2026-11-27), for the same CPU time per image. A GPU takes the whole batch in one call."""
+call: SSCD at 320 x 320 peaks at about 346 MiB for a call of 32 images and 199 MiB for 8 (the session alone,
+2 cores), for the same CPU time per image. A GPU takes the whole batch in one call."""

@@ -35,8 +35,8 @@ DECODE_SIDE = 64
 
 GRADIENT_MAX_FRACTION = 0.30
 """A pair whose gradient hashes differ in more than this share of their bits is not one picture. Unrelated
-views sit near 0.5 (bits independent); measured on bench/data/acc's hash matches (see the README's Scale
-section) true copies stayed under it."""
+views sit near 0.5 (bits independent); measured on bench/data/acc's hash matches (see docs/detection.md)
+true copies stayed under it."""
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,13 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from workers import jobs
+from workers import library_internals as internals
 from workers import queue as q
 from workers.models.loading import load_models
 from workers.pipeline import Pipeline
 from workers.settings import WorkerSettings
 
-log = logging.getLogger("dupwatch.worker")
+log = logging.getLogger(__name__)
 
 RQ_WORKER_TTL_S = 35
 """rq blocks in dequeue for worker_ttl - 15 s, which must stay under the connection's 30 s socket timeout
@@ -58,7 +59,7 @@ def _clear_dead_namesake(conn, name: str) -> None:
             pass
     elif record:
         return
-    if conn.delete(SimpleWorker.redis_worker_namespace_prefix + name):
+    if conn.delete(internals.worker_record_key(name)):
         log.warning("worker %s: cleared the record of a namesake that died without unregistering", name)
 
 
@@ -103,7 +104,7 @@ def _new_loop(conn, name: str, key: str, record: dict[str, str]) -> None:
         try:
             with conn.pipeline() as pipe:
                 pipe.hset(key, mapping=record).expire(key, q.WORKER_TTL_S)
-                pipe.delete(SimpleWorker.redis_worker_namespace_prefix + name).execute()
+                pipe.delete(internals.worker_record_key(name)).execute()
             return
         except redis.RedisError:  # still away (restarting, replaying its file)
             time.sleep(REDIS_RETRY_S)
@@ -128,6 +129,4 @@ def _work(conn: redis.Redis, name: str, burst: bool, log_level: str) -> bool:
                     with_scheduler=False)
     except redis.RedisError:  # rq's start or teardown could not reach Redis
         pass
-    # rq records every SIGTERM/SIGINT here (an idle worker stops by an exception, without `_stop_requested`);
-    # it has no public accessor
-    return burst or worker._shutdown_requested_date is not None
+    return burst or internals.shutdown_requested(worker)

@@ -17,7 +17,7 @@ Who touches what:
 
 Nothing is ever read from a path the request names: files are addressed by catalog id only, and a
 thumbnail is served only for a current, undeleted catalog row inside a watched root whose bytes still
-hash to the catalogued sha256 (README, Guarantees: nothing is read outside the watched roots).
+hash to the catalogued sha256 (docs/guarantees.md: nothing is read outside the watched roots).
 """
 
 from __future__ import annotations
@@ -55,16 +55,18 @@ from daemon.api.metrics import Metrics
 from daemon.api.port import DaemonPort
 from daemon.events import MATCH_KINDS, Kind
 from daemon.index.catalog import read_only_connection
+from daemon.index.rebuilds import describe
 from daemon.text import dumps
 from daemon.views import groups as duplicate_groups
 from daemon.views.search import PROBE_ID, probe_row
 from daemon.views.status import redis_status
+from workers import queue as q
 from workers.decode import DecodeError, check_header, decode_bytes, read_file
 
 if TYPE_CHECKING:
     from workers.pipeline import Pipeline
 
-log = logging.getLogger("dupwatch.api")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -155,7 +157,7 @@ class ApiServer:
         self.calls = LoopCalls()
         settings = daemon.settings.api
         # Its own client with short timeouts: /readyz must answer "Redis down" quickly, not after 30 s.
-        self.redis = redis.Redis.from_url(daemon.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self.redis = q.connect(daemon.redis_url, timeout_s=2)
         self.metrics = Metrics(daemon, self.read_catalog, self.redis)
         daemon.add_sink(self.metrics.observe)
         self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
@@ -356,7 +358,9 @@ def create_app(api: ApiServer) -> FastAPI:
         checks["index"] = ({"ok": False, "detail": "stopping"} if index.stopping else
                            {"ok": True, "detail": f"{index.hashed} hashed, {index.copy_vectors} copy vectors, "
                                                   f"{index.vectors} semantic vectors, {pending} "
-                                                  f"pending{'' if index.catchup_done else ', catch-up scan running'}"})
+                                                  f"pending{'' if index.catchup_done else ', catch-up scan running'}"
+                                                  + (f"; partial: {describe(list(index.rebuilding))}"
+                                                     if index.rebuilding else "")})
         degraded = daemon.degraded()
         if degraded:  # waiting (Redis down, disk full): not ready, and why
             waits = "; ".join(f"{reason}: {detail}" for reason, detail in degraded.items())

@@ -109,10 +109,16 @@ class _Collector:
         size.add_metric(["hash"], index.hashed)
         size.add_metric(["copy_vector"], index.copy_vectors)
         size.add_metric(["vector"], index.vectors)
+        rebuild = GaugeMetricFamily("dupwatch_index_rebuild_vectors", "Vectors of ranges being rebuilt from the "
+                                    "catalog (searched by hashes and the loaded segments meanwhile): built and total.",
+                                    labels=["index", "of"])
+        for part in index.rebuilding:
+            rebuild.add_metric([part["index"], "built"], part["built"])
+            rebuild.add_metric([part["index"], "total"], part["total"])
         overflows = CounterMetricFamily(
             "dupwatch_watch_overflows", "inotify event-queue overflows (events lost; each starts a rescan).",
             value=index.watch_overflows)
-        return [size, overflows]
+        return [size, rebuild, overflows]
 
     def _health(self) -> list[Metric]:
         now, counters = self.daemon.degraded(), self.daemon.health_counters()

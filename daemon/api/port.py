@@ -31,6 +31,9 @@ class IndexState:
     stopping: bool
     watch_overflows: int = 0
     """inotify event-queue overflows the watcher has seen (each lost events and started a rescan)."""
+    rebuilding: tuple[dict[str, Any], ...] = ()
+    """Vector ranges being rebuilt from the catalog (index, lo, hi, built, total): searched by hashes and
+    the loaded segments meanwhile."""
 
 
 class DaemonPort(Protocol):

@@ -206,7 +206,7 @@ def one_blas_thread() -> None:
     """Run numpy's BLAS (OpenBLAS) on the calling thread only. dupwatch parallelises with its own threads
     (decode, verification pool), so BLAS threads add no speed, and theirs spin between calls on cores those
     threads need: an alignment's colour fit (a least-squares fit and a 200 k x 4 product) cost 130-170
-    CPU-ms with numpy's default 2 threads and 55 with one, with the same results (issue 14).
+    CPU-ms with numpy's default 2 threads and 55 with one, with the same results.
     numpy loaded its BLAS when this module was imported, too late for OPENBLAS_NUM_THREADS."""
     from threadpoolctl import threadpool_limits
 
@@ -221,7 +221,7 @@ def few_malloc_arenas() -> None:
     """Share MALLOC_ARENAS malloc arenas among all threads (glibc; elsewhere nothing changes). Each decode and
     verification thread otherwise gets an arena of its own, which keeps the freed buffers of its last image
     (SIFT's pyramid at 1024 px, decoded pictures): a scan of 600 small JPEGs peaked at 441 MiB with them and
-    403-425 MiB with 2, with 4-6 s of system CPU instead of 20 and the same verdicts (issue 14). Before any
+    403-425 MiB with 2, with 4-6 s of system CPU instead of 20 and the same verdicts. Before any
     thread starts: arenas already made stay."""
     import ctypes
 

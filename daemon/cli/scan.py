@@ -2,7 +2,7 @@
 
 Runs the worker pipeline in-process (no Redis needed) against the same catalog and index the daemon
 uses, so a scan is also a backfill. Output is one JSON object per input file, in input order, on stdout
-(the contract in the README's Commands section); progress goes to stderr.
+(the contract in docs/api.md); progress goes to stderr.
 """
 
 from __future__ import annotations

@@ -74,9 +74,10 @@ CREATE TABLE IF NOT EXISTS not_duplicates (
 );
 """
 
-ADDED_COLUMNS = {"copy_model": "TEXT", "edit": "TEXT"}
+ADDED_COLUMNS = {"copy_model": "TEXT", "edit": "TEXT", "dev": "INTEGER", "ino": "INTEGER", "replaces": "INTEGER"}
 """Columns newer than the first schema: added in place to a catalog made before them (`edit`: the copy's
-edit object as JSON, workers.align)."""
+edit object as JSON, workers.align; `dev`, `ino`: the file's identity on disk, which follows it through
+renames and names every hard link of it; `replaces`: the version of the same path this landing replaced)."""
 
 VECTOR_COLUMNS = ("embedding", "copy_embedding", "copy_inner")
 """The `vectors` table's columns: a file's model vectors, kept out of the hot `files` rows (schema 3)."""
@@ -87,7 +88,7 @@ VECTOR_DTYPE = np.float16
 MAX_BATCH = 256
 """Files per statement of the batched lookups (two parameters each: far below SQLite's 32,766)."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Recorded in `meta` as `schema_version`. A catalog from dupwatch 0.1 has none: it is version 1."""
 
 MIGRATIONS: dict[int, str] = {
@@ -114,6 +115,12 @@ ALTER TABLE files DROP COLUMN copy_inner;
 -- only). Below its last row a snapshot can only differ from the catalog by deletions (rows are decided in id
 -- order and a decided row never changes otherwise), so this lookup replaces a walk of every row.
 CREATE INDEX IF NOT EXISTS files_deleted ON files(id) WHERE deleted_at IS NOT NULL;
+""",
+    5: """
+-- A file by what it is on disk: a landing whose inode a row already holds under a name that is gone is that
+-- row moved (a rename inotify could not pair, a move between roots or while the daemon was down); the other
+-- names of a hard link whose bytes changed through one of them.
+CREATE INDEX IF NOT EXISTS files_inode ON files(ino) WHERE ino IS NOT NULL;
 """,
 }
 """Version -> the script that upgrades a catalog from the version before it, in one transaction with its
@@ -158,6 +165,9 @@ class Row:
     decided_at: float | None = None
     deleted_at: float | None = None
     current: int = 1
+    dev: int | None = None
+    ino: int | None = None
+    replaces: int | None = None
     attempts: int = 0
     queued_at: float | None = None
     job_id: str | None = None
@@ -309,37 +319,67 @@ class Catalog:
         """Record a landed file; return its new id, or None when this exact version is already known."""
         return self.land(path, size, mtime_ns)[0]
 
-    def land(self, path: str, size: int | None, mtime_ns: int | None) -> tuple[int | None, int | None]:
+    def land(self, path: str, size: int | None, mtime_ns: int | None,
+             inode: tuple[int, int] | None = None) -> tuple[int | None, int | None]:
         """Record a landed file: (its new id or None when this exact version is already known, the id of
         the version it replaced or None).
 
         A path whose size or mtime changed is a new landing: the old row stops being current and counts
-        as deleted, since its content is gone from disk (it must stop matching new files).
+        as deleted, since its content is gone from disk (it must stop matching new files). An old row
+        still pending (no worker has read it) is dropped instead: the bytes it was queued for are gone, and
+        the final bytes get the one verdict.
         """
-        return self.land_many([(path, size, mtime_ns)])[0]
+        return self.land_many([(path, size, mtime_ns)], [inode])[0]
 
-    def land_many(self, landed: Sequence[tuple[str, int | None, int | None]]) -> list[tuple[int | None, int | None]]:
-        """`land` for each (path, size, mtime_ns) in order, in one transaction: a scan batch costs one
-        commit instead of one per file, and a crash leaves either the whole batch registered or none of it
-        (a rerun registers it again)."""
+    def land_many(self, landed: Sequence[tuple[str, int | None, int | None]],
+                  inodes: Sequence[tuple[int, int] | None] | None = None) -> list[tuple[int | None, int | None]]:
+        """`land` for each (path, size, mtime_ns) in order (with its (st_dev, st_ino) where known), in one
+        transaction: a scan batch costs one commit instead of one per file, and a crash leaves either the
+        whole batch registered or none of it (a rerun registers it again)."""
         now = time.time()
         out: list[tuple[int | None, int | None]] = []
         with self.transaction() as c:
-            for path, size, mtime_ns in landed:
-                old = c.execute("SELECT id, size, mtime_ns FROM files WHERE path = CAST(? AS TEXT) AND current = 1",
-                                (sql_path(path),)).fetchone()
-                replaced = None
+            for k, (path, size, mtime_ns) in enumerate(landed):
+                dev, ino = (inodes[k] if inodes else None) or (None, None)
+                old = c.execute("SELECT id, size, mtime_ns, state, replaces FROM files "
+                                "WHERE path = CAST(? AS TEXT) AND current = 1", (sql_path(path),)).fetchone()
+                replaced = replaces = None
                 if old is not None:
                     if old["size"] == size and old["mtime_ns"] == mtime_ns:
+                        if ino is not None:  # a row from before identities were recorded learns its own
+                            c.execute("UPDATE files SET dev = ?, ino = ? WHERE id = ? AND ino IS NULL",
+                                      (dev, ino, old["id"]))
                         out.append((None, None))
                         continue
-                    c.execute("UPDATE files SET current = 0, deleted_at = ? WHERE id = ?", (now, old["id"]))
-                    replaced = int(old["id"])
-                cur = c.execute("INSERT INTO files (path, size, mtime_ns, detected_at) "
-                                "VALUES (CAST(? AS TEXT), ?, ?, ?)", (sql_path(path), size, mtime_ns, now))
+                    if old["state"] == "pending":
+                        c.execute("DELETE FROM files WHERE id = ?", (old["id"],))
+                        replaces = old["replaces"]
+                    else:
+                        c.execute("UPDATE files SET current = 0, deleted_at = ? WHERE id = ?", (now, old["id"]))
+                        replaced = replaces = int(old["id"])
+                cur = c.execute("INSERT INTO files (path, size, mtime_ns, detected_at, dev, ino, replaces) "
+                                "VALUES (CAST(? AS TEXT), ?, ?, ?, ?, ?, ?)",
+                                (sql_path(path), size, mtime_ns, now, dev, ino, replaces))
                 assert cur.lastrowid is not None  # set by every INSERT
                 out.append((cur.lastrowid, replaced))
         return out
+
+    def holders(self, inode: tuple[int, int], size: int | None, mtime_ns: int | None, path: str,
+                deleted_since: float) -> list[Row]:
+        """Rows of this very file (same device, inode, size and mtime) under names other than `path`: current
+        ones, and ones marked deleted after `deleted_since` (a move's two halves can arrive in either order,
+        from two roots' observers), newest first."""
+        return [Row.from_sql(r) for r in self.query(
+            f"{ROW_SQL} WHERE ino = ? AND dev = ? AND size IS ? AND mtime_ns IS ? AND path != CAST(? AS TEXT) "
+            "AND (current = 1 OR deleted_at > ?) ORDER BY current DESC, id DESC",
+            (inode[1], inode[0], size, mtime_ns, sql_path(path), deleted_since))]
+
+    def other_names(self, inode: tuple[int, int], path: str, size: int | None, mtime_ns: int | None) -> list[str]:
+        """Current paths other than `path` that catalogue this inode at another version: hard links whose
+        bytes were just changed through `path`, without any event under their own names."""
+        return [r["path"] for r in self.query(
+            "SELECT path FROM files WHERE ino = ? AND dev = ? AND current = 1 AND path != CAST(? AS TEXT) "
+            "AND (size IS NOT ? OR mtime_ns IS NOT ?)", (inode[1], inode[0], sql_path(path), size, mtime_ns))]
 
     def never_copies_of(self, path: str, file_id: int) -> set[int]:
         """Ids a file can never be a copy of: the earlier versions of its path, and the files a person
@@ -532,12 +572,34 @@ class Catalog:
                             (sql_path(src),)).fetchone()
             if row is None:
                 return False, None
-            old = c.execute("SELECT id FROM files WHERE path = CAST(? AS TEXT) AND current = 1",
-                            (sql_path(dest),)).fetchone()
-            if old is not None:
-                c.execute("UPDATE files SET current = 0, deleted_at = ? WHERE id = ?", (time.time(), old["id"]))
-            c.execute("UPDATE files SET path = CAST(? AS TEXT) WHERE id = ?", (sql_path(dest), row["id"]))
-            return True, None if old is None else int(old["id"])
+            return True, self._take_path(c, int(row["id"]), dest)
+
+    def revive(self, file_id: int, dest: str) -> int | None:
+        """A row marked deleted whose file turned up again under `dest` (moved between roots, its delete seen
+        first): current again, at its new path. Returns the id of the file it replaced at dest, or None."""
+        with self.transaction() as c:
+            return self._take_path(c, file_id, dest, revive=True)
+
+    @staticmethod
+    def _take_path(c: sqlite3.Connection, file_id: int, dest: str, revive: bool = False) -> int | None:
+        old = c.execute("SELECT id FROM files WHERE path = CAST(? AS TEXT) AND current = 1 AND id != ?",
+                        (sql_path(dest), file_id)).fetchone()
+        if old is not None:
+            c.execute("UPDATE files SET current = 0, deleted_at = ? WHERE id = ?", (time.time(), old["id"]))
+        back = ", current = 1, deleted_at = NULL" if revive else ""
+        c.execute(f"UPDATE files SET path = CAST(? AS TEXT){back} WHERE id = ?", (sql_path(dest), file_id))
+        return None if old is None else int(old["id"])
+
+    def renamed_since_read(self, read: Sequence[tuple[int, str]]) -> list[Row]:
+        """Of these (id, path a worker read it under): the pending rows that no longer have that path (moved
+        while queued). Their results describe a name, not the file: they are queued again under the new one."""
+        stale: list[Row] = []
+        for at in range(0, len(read), MAX_BATCH):
+            part = dict(read[at:at + MAX_BATCH])
+            stale += [row for row in (Row.from_sql(r) for r in self.query(
+                f"{ROW_SQL} WHERE state = 'pending' AND id IN ({','.join('?' * len(part))}) ORDER BY id",
+                list(part))) if row.path != part[row.id]]
+        return stale
 
     def deleted(self, path: str) -> int | None:
         """Mark a file deleted; return its id (so the index can stop matching it)."""

@@ -144,6 +144,12 @@ class ExhaustiveHashIndex:
         if i is not None:
             self._live[i] = False
 
+    def revive(self, file_id: int) -> None:
+        """Match a removed row again (its file was found under another name)."""
+        i = self._position(file_id)
+        if i is not None:
+            self._live[i] = True
+
     def distances(self, windows: np.ndarray, dihedral: np.ndarray, dhash: int, before_id: int,
                   excluded: Collection[int] = frozenset()) -> dict[str, np.ndarray] | None:
         """Per live file earlier than `before_id`: its id and each comparison's distance."""

@@ -41,10 +41,10 @@ from daemon import __version__
 from daemon.config import Settings
 from daemon.events import FileInfo, Match, VerdictEvent
 from daemon.index import hashsnapshot
-from daemon.index.catalog import Catalog, Row
+from daemon.index.catalog import Catalog, Row, read_only_connection
 from daemon.index.hashindex import HashHit, HashIndex, HashRule, Probed
 from daemon.index.pictures import PictureVectors
-from daemon.index.vectors import ModelVectors
+from daemon.index.vectors import ModelVectors, fetch_vectors
 from daemon.index.verdict import Decision, Evidence, Thresholds, decide, inner_rows, pair_score, to_verify
 from workers.features import Features
 from workers.hashing import WINDOWS
@@ -52,7 +52,7 @@ from workers.models.base import identity_of
 from workers.models.copy import copy_identity
 from workers.precheck import GRADIENT_MAX_FRACTION, Geometry, geometry, gradient_distance
 
-log = logging.getLogger("dupwatch.owner")
+log = logging.getLogger(__name__)
 
 Sink = Callable[[VerdictEvent], None]
 
@@ -63,6 +63,10 @@ MAX_WAITING = 64
 """Rows evaluated ahead of the oldest unfinished verification; past this the writer waits for it."""
 LOAD_CHUNK = 50_000
 """Decided rows per id range of start-up's stream: what is held at once besides the indexes."""
+MOVE_PAIRING_S = 120.0
+"""How long a file marked deleted can still turn up under another name as itself (`_arrived`): a move between
+two roots reaches their two observers as a delete and a create, in either order."""
+
 HASH_SNAPSHOT = "hashes"
 """The hash index snapshot's folder in the state dir (daemon.index.hashsnapshot)."""
 EXACT_KEYS = (("sha256", "sha256"), ("pixel_sha", "pixels"))
@@ -81,10 +85,13 @@ class Lookups:
 
 class IndexOwner:
     def __init__(self, settings: Settings, catalog: Catalog, sinks: Iterable[Sink] = (),
-                 on_commit: Callable[[Any, VerdictEvent], None] | None = None, *, warm_kernels: bool = False):
+                 on_commit: Callable[[Any, VerdictEvent], None] | None = None, *, warm_kernels: bool = False,
+                 background: bool = False):
         """`warm_kernels`: load the hash index's compiled kernels at start even while the catalog is too small
         to need them (the daemon: so the verdict that builds the first segment does not wait for them).
-        One-shot commands leave them to that first segment, which a small folder never reaches."""
+        One-shot commands leave them to that first segment, which a small folder never reaches.
+        `background`: vector segments lost from disk are rebuilt, and segments merged, on a thread of their
+        own while verdicts flow (the daemon); one-shot commands build them before their first verdict."""
         self.settings = settings
         self.warm_kernels = warm_kernels
         self.catalog = catalog
@@ -95,10 +102,13 @@ class IndexOwner:
         self.thresholds = Thresholds.resolve(settings.match, None if settings.hash_only else settings.model,
                                              None if settings.hash_only else settings.copy_model)
         self.hashes = HashIndex(len(WINDOWS))
-        self.copies = ModelVectors("copy", "copy_embedding", "copy_model", self.copy_identity,
-                                   settings.state_dir, settings.index.dtype)
-        self.vectors = ModelVectors("semantic", "embedding", "model", self.model_identity, settings.state_dir,
-                                    settings.index.dtype)
+        self.copies, self.vectors = (
+            ModelVectors(role, column, model_column, identity, settings.state_dir, settings.index.dtype,
+                         reader=lambda: read_only_connection(catalog.path), writable=not catalog.read_only,
+                         background=background)
+            for role, column, model_column, identity in (
+                ("copy", "copy_embedding", "copy_model", self.copy_identity),
+                ("semantic", "embedding", "model", self.model_identity)))
         self.pictures = PictureVectors(self.copy_identity, settings.index.dtype)  # pictures inside frames
         self.verifier = _verifier(settings)
         self._pool: ThreadPoolExecutor | None = None
@@ -109,7 +119,8 @@ class IndexOwner:
         self._release_later: list[Row] | None = None  # committed rows kept in `_uncommitted` (see Lookups)
         self.decided = 0  # verdicts decided by this process (status line, metrics)
         self.looked_away = 0  # hash-only matches the gradient look rejected before a verification (bench/scale.py)
-        self._retired: queue.SimpleQueue[int] = queue.SimpleQueue()  # ids to drop from the indexes
+        # ids to drop from the indexes, or (True) to take back in: a deleted file found again under another name
+        self._retired: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
         self._load()
 
     # --- start-up ------------------------------------------------------------------------------------
@@ -201,9 +212,7 @@ class IndexOwner:
             hashed.append(self._hash_arrays([r for r in rows if r["id"] > after], width))
         for role in (self.copies, self.vectors):
             def fetch(ids: list[int], column: str = role.column) -> list[tuple[int, bytes]]:
-                got = self.catalog.query(f"SELECT file_id, {column} FROM vectors WHERE file_id IN "
-                                         f"({','.join('?' * len(ids))}) ORDER BY file_id", ids)
-                return [(r["file_id"], r[column]) for r in got]
+                return fetch_vectors(self.catalog.query, column, ids)
 
             role.load_range(rows, upto, fetch)
 
@@ -218,12 +227,36 @@ class IndexOwner:
 
     # --- the flow ------------------------------------------------------------------------------------
 
-    def register(self, path: str, size: int | None, mtime_ns: int | None) -> int | None:
-        """Catalog a landed version of `path`; the version it replaces stops matching. Any thread."""
-        new_id, replaced = self.catalog.land(path, size, mtime_ns)
+    def register(self, path: str, size: int | None, mtime_ns: int | None,
+                 inode: tuple[int, int] | None = None) -> int | None:
+        """Catalog a landed version of `path`; the version it replaces stops matching. A file the catalog
+        holds under a name that no longer holds it (`inode`: its (st_dev, st_ino)) is that row moved, not a
+        landing: None, as for a version already known. Any thread."""
+        if inode is not None and self._arrived(path, size, mtime_ns, inode):
+            return None
+        new_id, replaced = self.catalog.land(path, size, mtime_ns, inode)
         if replaced is not None:
             self.retire(replaced)
         return new_id
+
+    def _arrived(self, path: str, size: int | None, mtime_ns: int | None, inode: tuple[int, int]) -> bool:
+        """Follow a move the watcher could not pair (a folder renamed twice before its first event was read,
+        a file moved in and renamed at once, a move between roots or while the daemon was down): a row of
+        this very file under another name that is gone moves here. A name that still holds the file is a
+        hard link, and this landing is a file of its own."""
+        for row in self.catalog.holders(inode, size, mtime_ns, path, time.time() - MOVE_PAIRING_S):
+            if _holds(row.path, inode):
+                continue
+            if row.current:
+                self.moved(row.path, path)
+            else:
+                replaced = self.catalog.revive(row.id, path)
+                if replaced is not None:
+                    self.retire(replaced)
+                self._retired.put((row.id, True))
+            log.debug("%s is %s moved", path, row.path)
+            return True
+        return False
 
     def register_many(self, landed: Sequence[tuple[str, int | None, int | None]]) -> list[int | None]:
         """`register` for a batch of (path, size, mtime_ns), in one catalog transaction (`scan`)."""
@@ -234,10 +267,15 @@ class IndexOwner:
             out.append(new_id)
         return out
 
-    def accept(self, features: Iterable[Features]) -> int:
+    def accept(self, features: Iterable[Features]) -> list[Row]:
         """Store worker results, a batch in one transaction. Duplicates (a re-queued job finishing twice)
-        are ignored."""
-        return self.catalog.store_features_many([(f.id, f.stored()) for f in features])
+        are ignored. Returns the rows whose file was moved after its job was queued: their result is that of
+        the old name (often `vanished`), not of the file, so it is not stored and they are to be queued again."""
+        results = list(features)
+        moved = self.catalog.renamed_since_read([(f.id, f.path) for f in results])
+        stale = {row.id for row in moved}
+        self.catalog.store_features_many([(f.id, f.stored()) for f in results if f.id not in stale])
+        return moved
 
     def decide_ready(self, limit: int = 1000) -> list[VerdictEvent]:
         """Decide every featured file at the head of the arrival order, up to the first pending one.
@@ -339,7 +377,7 @@ class IndexOwner:
 
     def _explain(self, row: Row, evidence: Evidence) -> Future | None:
         """The alignment of a copy that its scores decided without a verification, so that every edited copy
-        carries its `edit` (issue 12). It explains the verdict and never changes it."""
+        carries its `edit`. It explains the verdict and never changes it."""
         if self.verifier is None or not self.settings.match.explain_edits:
             return None
         decision = decide(evidence, self.thresholds)
@@ -363,7 +401,7 @@ class IndexOwner:
     def _align_all(self, path: str, candidates: list[tuple[int, str]],
                    look: tuple[int, Geometry] | None = None) -> dict[int, Any]:
         """Alignments per candidate (None: none found). A pair whose file is gone is left out, so the
-        decision is made without a verification rather than against one (issue 11: decide without it).
+        decision is made without a verification rather than against one: a missing file is no evidence.
         `look`: (candidate, geometry) of a hash-only match, whose gradients must agree before SIFT runs:
         a pair they reject is not a copy (None), at a few ms instead of the ~55 ms a SIFT pass costs."""
         assert self.verifier is not None
@@ -407,9 +445,13 @@ class IndexOwner:
         events: list[VerdictEvent] = []
         try:
             with self.catalog.transaction() as conn:
+                done: dict[int, tuple[Row, Decision]] = {}
                 for row, decision in batch:
                     if decision.edit is None and decision.alignment is not None:  # the verification's alignment
                         decision = replace(decision, edit=decision.alignment.edit)
+                    unchanged = self._same_bytes(row, done)
+                    decision = unchanged or decision
+                    done[row.id] = (row, decision)
                     now = time.time()
                     cur = conn.execute(
                         "UPDATE files SET state = 'decided', verdict = ?, match_id = ?, score = ?,"
@@ -417,6 +459,8 @@ class IndexOwner:
                         (decision.kind, decision.match_id, decision.score, decision.hash_distance,
                          decision.signal, None if decision.edit is None else json.dumps(decision.edit), now,
                          row.id))
+                    if unchanged is not None:
+                        continue  # the bytes this path already had, and their verdict: nothing to announce
                     event = self._event(row, decision, now)
                     if cur.rowcount == 1 and self.on_commit is not None:
                         self.on_commit(conn, event)
@@ -435,6 +479,23 @@ class IndexOwner:
             raise
         self.decided += len(events)
         return events
+
+    def _same_bytes(self, row: Row, done: dict[int, tuple[Row, Decision]]) -> Decision | None:
+        """The verdict of the version of this path that `row` replaced when it holds the very same bytes (an
+        mtime set back, the same file copied over itself, a write read before its landing was seen): those
+        bytes were decided already, and a second verdict would announce them twice. `done`: this commit's
+        rows so far, whose verdicts the catalog does not show yet."""
+        if row.replaces is None or row.sha256 is None or row.error is not None:
+            return None
+        if row.replaces in done:
+            before, decision = done[row.replaces]
+        else:
+            found = self.catalog.get(row.replaces)
+            if found is None or found.state != "decided" or found.verdict is None:
+                return None
+            before, decision = found, Decision(found.verdict, found.match_id, found.score, found.hash_distance,
+                                               found.signal, edit=found.edit)
+        return decision if before.error is None and before.sha256 == row.sha256 else None
 
     def _release(self, row: Row) -> None:
         """A committed row's exact keys leave `_uncommitted`: the catalog's lookups see it now."""
@@ -537,19 +598,26 @@ class IndexOwner:
 
     def retire(self, file_id: int) -> None:
         """Queue a file whose content is gone for removal from the indexes (see the module docstring)."""
-        self._retired.put(file_id)
+        self._retired.put((file_id, False))
 
     def _drop_retired(self) -> None:
         while True:
             try:
-                file_id = self._retired.get_nowait()
+                file_id, back = self._retired.get_nowait()
             except queue.Empty:
                 return
-            if not self.settings.match.keep_deleted:
+            if self.settings.match.keep_deleted:
+                continue  # deleted files stay in the indexes
+            if not back:
                 self.hashes.remove(file_id)
                 self.copies.remove(file_id)
                 self.vectors.remove(file_id)
                 self.pictures.remove(file_id)
+            elif (row := self.catalog.get(file_id)) is not None and row.state == "decided" and row.error is None:
+                self.hashes.revive(file_id)
+                self.copies.add(row)
+                self.vectors.add(row)
+                self.pictures.add(row)
 
     def save(self) -> None:
         """Snapshot the indexes (each only when changed since it was loaded or last saved; never from a
@@ -564,6 +632,8 @@ class IndexOwner:
             self._hashes_saved = state
 
     def close(self) -> None:
+        self.copies.close()
+        self.vectors.close()
         for pool in (self._pool, self._prober):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -608,6 +678,15 @@ def event_for(row: Row, catalog: Catalog) -> VerdictEvent:
                              decision.signal or "", decision.edit),)
     return VerdictEvent(kind=decision.kind, file=_info(row), detected_at=row.detected_at,
                         decided_at=row.decided_at or 0.0, matches=matches, reason=row.error, version=__version__)
+
+
+def _holds(path: str, inode: tuple[int, int]) -> bool:
+    """Whether the name `path` still names the file `inode` ((st_dev, st_ino))."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == inode
 
 
 def _live(row: Row) -> bool:

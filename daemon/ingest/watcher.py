@@ -52,7 +52,7 @@ from daemon.config import WatchSettings
 from daemon.ingest.walk import PathFilter
 from daemon.text import shown
 
-log = logging.getLogger("dupwatch.watcher")
+log = logging.getLogger(__name__)
 
 QUIET_FALLBACK_S = 60.0
 """A file written but never seen closed (events dropped) lands after this long without events."""
@@ -64,6 +64,9 @@ INOTIFY_HINT = ("the kernel refused an inotify watch (fs.inotify.max_user_watche
 OVERFLOW_HINT = ("inotify's event queue overflowed (more than fs.inotify.max_queued_events = %s events were "
                  "waiting): events were lost; rescanning the watched roots now. If bursts are usual, raise it: "
                  "`sudo sysctl fs.inotify.max_queued_events=1048576`")
+
+ROOT_CHECK_S = 1.0
+"""How often each watched root is checked to still be the folder that is watched."""
 
 RECHECK_S = (0.5, 1.0, 2.0, 4.0)
 """When a folder found without a watch is looked at again (seconds after it was found): watchdog adds
@@ -97,13 +100,18 @@ class _Tracked:
 
 class Watcher(FileSystemEventHandler):
     def __init__(self, filt: PathFilter, watch: WatchSettings, *, landed: Callable[[str], None],
-                 moved: Callable[[str, str], object], deleted: Callable[[str], None],
+                 moved: Callable[[str, str], bool], deleted: Callable[[str], None],
                  deleted_tree: Callable[[str], None] = lambda folder: None,
-                 overflowed: Callable[[], None] = lambda: None):
+                 overflowed: Callable[[], None] = lambda: None,
+                 roots_missing: Callable[[list[Path]], None] = lambda roots: None):
         self.filter = filt
         self.settings = watch
         self.landed, self.on_move, self.on_delete = landed, moved, deleted
-        self.on_delete_tree, self.on_overflow = deleted_tree, overflowed
+        self.on_delete_tree, self.on_overflow, self.on_roots_missing = deleted_tree, overflowed, roots_missing
+        self._roots: dict[Path, tuple[int, int] | None] = {}  # root -> (st_dev, st_ino) of the folder watched
+        self._observer_of: dict[Path, BaseObserver] = {}  # root -> the observer watching it
+        self.missing_roots: list[Path] = []
+        self._roots_checked = 0.0
         self._tracked: dict[str, _Tracked] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -124,27 +132,67 @@ class Watcher(FileSystemEventHandler):
         source.addHandler(self._alarm)
         for root in self.filter.roots:
             root.mkdir(parents=True, exist_ok=True)
-            if self.settings.poll:
-                self._poll(root)
-                continue
-            observer = Observer()
-            try:
-                observer.schedule(self, str(root), recursive=True, follow_symlink=self.settings.follow_symlinks)
-                observer.start()
-                self.observers.append(observer)
-                self._inotify[root] = observer
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EMFILE):
-                    raise
-                log.error(INOTIFY_HINT, root)
-                self._poll(root)
-                continue
-            self._suspect(str(root))
+            self._watch(root)
         self._ticker.start()
+
+    def _watch(self, root: Path) -> None:
+        self._roots[root] = _identity(root)
+        if self.settings.poll:
+            self._observer_of[root] = self._poll(root)
+            return
+        observer = Observer()
+        try:
+            observer.schedule(self, str(root), recursive=True, follow_symlink=self.settings.follow_symlinks)
+            observer.start()
+            self.observers.append(observer)
+            self._inotify[root] = self._observer_of[root] = observer
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                raise
+            log.error(INOTIFY_HINT, root)
+            self._observer_of[root] = self._poll(root)
+            return
+        self._suspect(str(root))
+
+    def _check_roots(self) -> None:
+        """A root deleted, moved away or unmounted takes its watch with it, silently: nothing would land there
+        again. Said loudly while it lasts (`roots_missing`: the daemon's health); when a folder is back under
+        the root's name it is watched afresh and the owner rescans (`overflowed`) for what landed meanwhile."""
+        missing, back = [], []
+        for root, watched in self._roots.items():
+            now = _identity(root)
+            if now is not None and now == watched:
+                continue
+            if now is not None and os.path.isdir(root):
+                back.append(root)
+            else:
+                missing.append(root)
+        for root in back:
+            self._unwatch(root)
+            self._watch(root)
+            log.warning("watched root %s is there again: watching it and catching up", shown(str(root)))
+        for root in missing:
+            if root not in self.missing_roots:
+                log.error("watched root %s is gone (deleted, moved away or unmounted): nothing there gets a verdict "
+                          "until a folder is back under that name", shown(str(root)))
+        if missing != self.missing_roots or back:
+            self.missing_roots = missing
+            self.on_roots_missing(missing)
+        if back:
+            self.on_overflow()
+
+    def _unwatch(self, root: Path) -> None:
+        old = self._observer_of.pop(root)
+        self._inotify.pop(root, None)
+        if root in self.polled_roots:
+            self.polled_roots.remove(root)
+        self.observers.remove(old)
+        old.stop()
+        old.join(1)
 
     def _suspect(self, folder: str) -> None:
         """Note the folders at or below `folder` that have no inotify watch now, to be checked again.
-        watchdog 7.1 raises only when a root's own watch fails and silently skips refused sub-folders;
+        watchdog 7.1.0 (constraints.txt) raises only when a root's own watch fails and silently skips refused sub-folders;
         /proc/self/fdinfo lists the watches this process holds."""
         watched = inotify_watches()
         if watched is None:
@@ -218,19 +266,21 @@ class Watcher(FileSystemEventHandler):
         with self._lock:
             self._tracked.setdefault(path, _Tracked(first_seen=now, last_event=now))
 
-    def _poll(self, root: Path) -> None:
+    def _poll(self, root: Path) -> BaseObserver:
         observer = PollingObserver(timeout=self.settings.poll_interval_s)
         observer.schedule(self, str(root), recursive=True)
         observer.start()
         self.observers.append(observer)
         self.polled_roots.append(root)
+        return observer
 
     def stop(self) -> None:
         logging.getLogger("watchdog.observers.inotify_c").removeHandler(self._alarm)
         self._stop.set()
-        for observer in self.observers:
+        observers = list(self.observers)
+        for observer in observers:
             observer.stop()
-        for observer in self.observers:
+        for observer in observers:
             observer.join(5)
         if self._ticker.is_alive():
             self._ticker.join(5)
@@ -248,11 +298,15 @@ class Watcher(FileSystemEventHandler):
         if isinstance(event, FileMovedEvent):
             dest = os.fsdecode(event.dest_path)
             with self._lock:
-                self._tracked.pop(src, None)
+                tracked = self._tracked.pop(src, None)
             src_in, dest_in = self.filter.wanted(src), self.filter.wanted(dest)
-            if dest_in:
-                self.on_move(src, dest) if src_in else self._land(dest)
-            elif src_in:
+            if dest_in and not (src_in and self.on_move(src, dest)):
+                if tracked is not None:  # moved in from outside (a `created` only), or still being written:
+                    with self._lock:      # the settle check goes on under the new name
+                        self._tracked[dest] = tracked
+                else:
+                    self._land(dest)  # a temp name renamed into place, or a name the catalog never had
+            elif src_in and not dest_in:
                 self.on_delete(src)
             return
         if isinstance(event, DirDeletedEvent):  # removed, or moved out of the roots (an unpaired move)
@@ -326,6 +380,9 @@ class Watcher(FileSystemEventHandler):
     def _tick(self) -> None:
         self._recheck()
         now = time.monotonic()
+        if now - self._roots_checked >= ROOT_CHECK_S:
+            self._roots_checked = now
+            self._check_roots()
         settle = self.settings.settle_ms / 1000.0
         ready: list[str] = []
         with self._lock:
@@ -349,6 +406,15 @@ class Watcher(FileSystemEventHandler):
                     del self._tracked[path]
         for path in ready:
             self._land(path)
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of a folder, None when there is none under that name."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def kernel_refuses_watch(folder: str) -> bool:

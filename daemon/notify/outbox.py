@@ -39,6 +39,7 @@ from daemon.events import SCHEMA_VERSION, VerdictEvent
 from daemon.index.catalog import connect
 from daemon.text import dumps
 from daemon.webhooks import secret_key, signed_headers
+from workers import library_internals as internals
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +256,8 @@ class _DeadlineTransport(httpx.HTTPTransport):
 
     def __init__(self) -> None:
         super().__init__()
-        self._pool = httpcore.ConnectionPool(ssl_context=ssl.create_default_context(cafile=certifi.where()),
-                                             network_backend=_DeadlineBackend())
+        internals.set_connection_pool(self, httpcore.ConnectionPool(
+            ssl_context=ssl.create_default_context(cafile=certifi.where()), network_backend=_DeadlineBackend()))
 
 
 def _client() -> httpx.Client:

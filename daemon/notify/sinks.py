@@ -19,7 +19,7 @@ from daemon.events import VerdictEvent
 from daemon.notify.outbox import wants
 from daemon.text import dumps, shown
 
-log = logging.getLogger("dupwatch.sinks")
+log = logging.getLogger(__name__)
 
 SYMBOL = {"exact-copy": "=", "edited-copy": "≈", "similar": "~"}
 

@@ -35,6 +35,7 @@ from daemon.events import VerdictEvent
 from daemon.health import Health, disk_full
 from daemon.index.catalog import Catalog, Row
 from daemon.index.owner import IndexOwner
+from daemon.index.rebuilds import describe
 from daemon.ingest.walk import PathFilter
 from daemon.ingest.watcher import Watcher
 from daemon.notify import outbox
@@ -43,10 +44,11 @@ from daemon.service import sdnotify
 from daemon.state import StateDir
 from daemon.text import shown
 from daemon.views import search
+from workers import library_internals as internals
 from workers import queue as q
 from workers.features import Features
 
-log = logging.getLogger("dupwatch.daemon")
+log = logging.getLogger(__name__)
 
 RECONCILE_EVERY_S = 2.0
 ALIVE, CRASHED, LOST = "alive", "crashed", "lost"
@@ -89,7 +91,7 @@ class Daemon:
         with self.catalog.checked():  # a corrupt page shows up while the index is rebuilt from it
             self.catalog.conn.executescript(outbox.SCHEMA)
             self.owner = IndexOwner(self.settings, self.catalog, sinks, on_commit=self._outbox,
-                                    warm_kernels=True)
+                                    warm_kernels=True, background=True)
         self.deliverer = outbox.Deliverer(self.state.catalog, self.settings.webhooks)
         self.redis = q.connect(self.redis_url)
         self.queue = q.ingest_queue(self.redis, self.settings.queue.job_timeout_s)
@@ -98,15 +100,22 @@ class Daemon:
         try:
             q.ensure_group(self.redis)
             self.redis.set(q.EPOCH_KEY, self.epoch)
-        except redis.RedisError as exc:  # the soak killed the private Redis right here: `run` exited
+        except redis.RedisError as exc:  # a Redis down at start is an outage like any other, not a failure
             log.warning("Redis unreachable at start (%s); files wait, and when it answers what it lost is "
                         "re-queued", _one_line(exc))
         self.watcher = Watcher(self.filter, self.settings.watch, landed=self.landed, moved=self.owner.moved,
                                deleted=self.owner.deleted, deleted_tree=self.owner.deleted_under,
-                               overflowed=self.rescan)
+                               overflowed=self.rescan, roots_missing=self._roots_missing)
         if self.settings.api.enabled:
             self.api = ApiServer(self)
             self.api.start()
+
+    def _roots_missing(self, roots: list[Path]) -> None:
+        """The watcher's word on which roots are gone: a degraded state (/healthz, /readyz, metrics) while any is."""
+        if roots:
+            self.health.degrade("root-missing", "watched root gone: " + ", ".join(shown(str(r)) for r in roots))
+        else:
+            self.health.recover("root-missing")
 
     def _outbox(self, conn, event) -> None:
         outbox.enqueue(conn, self.settings.webhooks, event, __version__)
@@ -150,8 +159,8 @@ class Daemon:
         runs every turn, also while the rest is failing, since it is what brings Redis back."""
         self.watcher.start()
         self.deliverer.start()
-        # only files whose job Redis no longer holds: re-queueing every pending file at each restart piled
-        # copies of the same work in front of the new (16 restarts in the soak: a 3,700-job queue)
+        # only files whose job Redis no longer holds: re-queueing every pending file at each restart would pile
+        # a copy of the same work in front of the new at every restart
         self._guarded(lambda: self._recover_lost("left pending by the last run"))
         sdnotify.ready()
         beat = sdnotify.Heartbeat()
@@ -226,7 +235,9 @@ class Daemon:
             queued = str(len(self.queue))
         except redis.RedisError:
             queued = "unknown (Redis down)"  # the heartbeat goes on: systemd's watchdog must not fire
-        return f"{self.owner.decided} verdicts, queue {queued}, watching {len(self.filter.roots)} roots"
+        partial = describe(list(self._rebuilding()))
+        return (f"{self.owner.decided} verdicts, queue {queued}, watching {len(self.filter.roots)} roots"
+                + (f"; partial: {partial}" if partial else ""))
 
     def close(self) -> None:
         """Stop what open() started, also when it stopped half-way (a corrupt catalog, a taken port)."""
@@ -270,7 +281,12 @@ class Daemon:
     def index_state(self) -> IndexState:
         return IndexState(hashed=len(self.owner.hashes), copy_vectors=len(self.owner.copies),
                           vectors=len(self.owner.vectors), catchup_done=self.catchup_done.is_set(),
-                          stopping=self.stopping.is_set(), watch_overflows=self.watcher.overflows)
+                          stopping=self.stopping.is_set(), watch_overflows=self.watcher.overflows,
+                          rebuilding=self._rebuilding())
+
+    def _rebuilding(self) -> tuple[dict[str, Any], ...]:
+        return tuple(r for role in (self.owner.copies, self.owner.vectors)
+                     for r in (role.progress() or {"rebuilding": []})["rebuilding"])
 
     def webhook_stats(self) -> dict[str, Any]:
         return self.deliverer.stats_snapshot()
@@ -299,19 +315,25 @@ class Daemon:
 
     def landed(self, path: str) -> None:
         """A complete file appeared (watcher or catch-up). Register it, then batch it for the workers."""
+        inode: tuple[int, int] | None = None
         try:
             st = Path(path).stat()
             size: int | None = st.st_size
             mtime: int | None = st.st_mtime_ns
+            inode = (st.st_dev, st.st_ino)
         except OSError:
             size = mtime = None  # vanished or unreadable: the worker records the reason as an error verdict
         try:
-            file_id = self.owner.register(path, size, mtime)
+            file_id = self.owner.register(path, size, mtime, inode)
+            # the other names of a hard link hold the new bytes too, and no event said so under them
+            linked = [] if file_id is None or inode is None else self.catalog.other_names(inode, path, size, mtime)
         except Exception as exc:
             if not disk_full(exc):
                 raise
             self._disk_full(exc)  # not lost: the rescan that ends the disk-full state finds it
             return
+        for other in linked:
+            self.landed(other)
         if file_id is None:
             return
         with self._batch_lock:
@@ -340,7 +362,7 @@ class Daemon:
     def _enqueue(self, items: list[tuple[int, str, int | None, int | None]], *, at_front: bool = False) -> None:
         """Queue `items` in batches. `at_front`: ahead of everything waiting, first batch first. Verdicts go in
         arrival order, so a file queued again (its job lost) at the back of a long queue holds back every
-        verdict after it until the whole queue is worked off (the 12-minute soak: 3,565 jobs, 20 minutes)."""
+        verdict after it until the whole queue is worked off."""
         size = self.settings.queue.batch_size
         starts = range(0, len(items), size)
         for start in reversed(starts) if at_front else starts:
@@ -444,7 +466,9 @@ class Daemon:
         for _stream, messages in entries or []:
             for msg_id, fields in messages:
                 payload = json.loads(fields[b"data"])
-                self.owner.accept(Features.from_json(f) for f in payload)
+                moved = self.owner.accept(Features.from_json(f) for f in payload)
+                if moved:
+                    self._requeue(moved, "moved while queued: read under the new name")
                 self.redis.xack(q.RESULTS_STREAM, q.RESULTS_GROUP, msg_id)
                 self.redis.xdel(q.RESULTS_STREAM, msg_id)
 
@@ -471,7 +495,7 @@ class Daemon:
             # that lost Redis as it popped (a disk full under Redis's log) leaves its job there, lost
             # after WORKER_TTL_S (`_popped_fate`) rather than pending_retry_s
             old = {r.id for r in rows}
-            rows += [r for r in self.catalog.pending_of_jobs(self.queue.intermediate_queue.get_job_ids())
+            rows += [r for r in self.catalog.pending_of_jobs(internals.intermediate_list(self.queue).get_job_ids())
                      if r.id not in old]
         fates = self._job_fates({r.job_id for r in rows} - failed_jobs)
         fates.update(dict.fromkeys(failed_jobs, CRASHED))
@@ -484,8 +508,8 @@ class Daemon:
 
     def _job_fates(self, job_ids: set[str | None]) -> dict[str | None, str]:
         """ALIVE, CRASHED or LOST for each job. Per job, not per file (a job carries up to a batch of
-        files), and the queue is read once: checked per file with LPOS, 80,000 files pending behind a
-        3,700-job queue held the deciding thread for minutes (the 30-minute soak)."""
+        files), and the queue is read once: a check per file (LPOS over the queue) grows with pending files
+        times queue length, and would hold the deciding thread for minutes behind a large backlog."""
         queued = set(self.queue.get_job_ids()) if job_ids else set()
         before, self._in_hand = self._in_hand, {}
         return {job_id: self._job_fate(job_id, queued, before) for job_id in job_ids}
@@ -517,25 +541,19 @@ class Daemon:
     def _popped_fate(self, job: Job, in_hand_before: dict[str, float]) -> str:
         """A queued job missing from the queue as it was read. A worker moves the job to rq's intermediate
         list and only then marks it started: judged lost in between (milliseconds, longer on a loaded host),
-        jobs a worker was about to run were deleted and their files queued again, check after check (the
-        12-minute soak's re-queue storm). ALIVE while it is back in the queue (queued after the read), no
+        jobs a worker is about to run would be deleted and their files queued again, check after check. ALIVE while it is back in the queue (queued after the read), no
         longer queued (started since), or in the intermediate list for less than `WORKER_TTL_S`; a worker
         that popped it and died leaves it there, and after that it is LOST."""
-        hand = self.queue.intermediate_queue
-        with self.redis.pipeline() as pipe:  # MULTI: one view of the three
-            pipe.lpos(self.queue.key, job.id)
-            pipe.lpos(hand.key, job.id)
-            pipe.hget(job.key, "status")
-            in_queue, in_hand, status = pipe.execute()
-        if in_queue is not None or status != JobStatus.QUEUED.encode():
+        in_queue, in_hand, still_queued = internals.where_is(self.redis, self.queue, job)
+        if in_queue or not still_queued:
             return ALIVE  # the next check judges it as it is then
-        if in_hand is not None:
+        if in_hand:
             # since when, by this daemon's checks: rq's own first-seen mark lives a day, past the job, and the
             # same batch queued again later has the same id
             seen = self._in_hand[job.id] = in_hand_before.get(job.id, time.monotonic())
             if time.monotonic() - seen < q.WORKER_TTL_S:
                 return ALIVE
-            hand.remove(job.id)
+            internals.intermediate_list(self.queue).remove(job.id)
             del self._in_hand[job.id]  # queued again under the same id, the next pop starts a new clock
         job.delete()
         return LOST
@@ -559,9 +577,10 @@ class Daemon:
         released = 0
         started_ids = started.get_job_ids(cleanup=False)
         if parked:
-            for job_id in self.queue.intermediate_queue.get_job_ids():
+            hand = internals.intermediate_list(self.queue)
+            for job_id in hand.get_job_ids():
                 if job_id not in started_ids:
-                    self.queue.intermediate_queue.remove(job_id)
+                    hand.remove(job_id)
                     job = self.queue.fetch_job(job_id)
                     if job is not None:
                         job.delete()
@@ -594,8 +613,8 @@ class Daemon:
     def _requeue(self, rows, why: str, *, crashed: bool = False) -> None:
         """Queue pending files again. `crashed`: a worker took their job and died, or it failed: one more
         of each file's `queue.max_attempts`, and a file out of attempts gets its `worker-crash` error.
-        Any other loss (a daemon restart, a Redis outage, waiting in a long backlog) costs no attempt: 16
-        daemon kills in the soak had otherwise turned 12,048 waiting files into `worker-crash` errors."""
+        Any other loss (a daemon restart, a Redis outage, waiting in a long backlog) costs no attempt, so a file
+        is given up only for what a worker did with it, never for how long it waited."""
         retry = []
         for row in rows:
             attempts = row.attempts + crashed

@@ -26,7 +26,7 @@ import redis
 if TYPE_CHECKING:
     from daemon.service.loop import Daemon
 
-log = logging.getLogger("dupwatch.redis")
+log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 

@@ -21,7 +21,7 @@ from daemon.config import Settings
 from daemon.service.loop import Daemon
 from daemon.service.redis_server import EmbeddedRedis, _die_with_parent
 
-log = logging.getLogger("dupwatch.run")
+log = logging.getLogger(__name__)
 
 LOCAL_WORKER_PREFIX = "dupwatch-local-"
 """Names of the workers `run` starts: prefix, then the run's pid and an index."""

@@ -1,8 +1,8 @@
-"""Duplicate groups: copy verdicts joined into groups, each led by its earliest file (issue 12).
+"""Duplicate groups: copy verdicts joined into groups, each led by its earliest file.
 
 A backfill answers "which of my files are copies of which": a verdict links a copy to ONE earlier
 file, which may itself be a copy, so the groups are the connected components of those links. The
-earliest file of a group is its original (verdicts only ever point to earlier files, DESIGN §3.2).
+earliest file of a group is its original (verdicts only ever point to earlier files: docs/guarantees.md).
 Pairs a reviewer marked "not a duplicate" are not links. `similar` verdicts are not copies and never
 join a group.
 

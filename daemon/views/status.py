@@ -13,6 +13,7 @@ from typing import Any
 from daemon.config import Settings
 from daemon.events import MATCH_KINDS
 from daemon.index.catalog import read_only_connection
+from daemon.index.rebuilds import describe, rebuilding
 from daemon.state import StateDir
 from workers import queue as q
 
@@ -45,6 +46,7 @@ def collect(settings: Settings) -> dict[str, Any]:
         with conn:
             out.update(catalog_counts(conn))
         conn.close()
+    out["rebuilding"] = rebuilding(settings.state_dir)
     url = redis_url_for(settings)
     if url is None:
         out["redis"] = "not running"
@@ -109,6 +111,8 @@ def render(data: dict[str, Any]) -> str:
         lines.append("errors     " + ", ".join(f"{k} {v}" for k, v in sorted(data["errors"].items())))
     lines.append("queues     " + (", ".join(f"{k} {v}" for k, v in data["queues"].items()) or data.get("redis", "")))
     lines.append(f"workers    {len(data['workers'])}")
+    if data.get("rebuilding"):
+        lines.append(f"partial    {describe(data['rebuilding'])}")
     copy = data.get("copy_model", {})
     lines.append(f"copies     {copy.get('configured')}: {copy.get('state', '?')}")
     if copy.get("state") == "unavailable":

@@ -15,7 +15,7 @@ import socket
 import threading
 from pathlib import Path
 
-log = logging.getLogger("dupwatch.model")
+log = logging.getLogger(__name__)
 
 HUB_HOST = "huggingface.co"
 PROBE_TIMEOUT_S = 1.5

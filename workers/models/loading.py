@@ -13,7 +13,7 @@ from workers.models.base import ImageEmbedder, ModelUnavailable, is_checkpoint_p
 from workers.models.copy import CopyDescriptor, copy_identity, resolve_path
 from workers.settings import CopyModelSettings, ModelSettings, WorkerSettings
 
-log = logging.getLogger("dupwatch.model")
+log = logging.getLogger(__name__)
 
 def load_embedder(settings: ModelSettings) -> ImageEmbedder:
     """Load the configured backend once per process (workers keep it for their whole life)."""

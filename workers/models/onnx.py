@@ -16,32 +16,24 @@ import torch
 from PIL import Image
 
 from workers.models.base import ModelUnavailable, identity_of
+from workers.models.onnx_session import open_session
 from workers.settings import ModelSettings
 
 
 class OnnxEmbedder:
     def __init__(self, settings: ModelSettings):
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise ModelUnavailable("onnxruntime is not installed", "pip install 'dupwatch[onnx]'") from exc
         path = Path(settings.pretrained).expanduser()
         if not path.is_file():
             raise ModelUnavailable(f"ONNX model {path} does not exist",
                                    "set model.pretrained to the exported .onnx file")
-        providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
-        wants_gpu = settings.device == "auto" or settings.device.startswith("cuda")  # as model.device documents
-        if wants_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
-            _, _, index = settings.device.partition(":")
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(index) if index.isdigit() else 0}))
-        options = ort.SessionOptions()
-        if settings.threads:
-            options.intra_op_num_threads = settings.threads
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            raise ModelUnavailable(f"cannot load ONNX model {path}: {exc}",
-                                   "check the file is an ONNX image model (model.pretrained)") from exc
+
+        def tune(options, _on_gpu: bool) -> None:
+            if settings.threads:
+                options.intra_op_num_threads = settings.threads
+
+        self.session = open_session(path, settings.device, (f"cannot load ONNX model {path}",
+                                                            "check the file is an ONNX image model (model.pretrained)"),
+                                    tune)
         self.input_name = self.session.get_inputs()[0].name
         self.size = settings.input_size
         self.resize = settings.resize

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 from workers import defaults
-from workers.models.base import ModelUnavailable
 from workers.models.copy import cut, run_batches
+from workers.models.onnx_session import open_session
 from workers.settings import CopyModelSettings
 
 
@@ -30,24 +30,17 @@ def usable_cores() -> int:
 
 class OnnxCopyDescriptor:
     def __init__(self, path: Path, settings: CopyModelSettings, identity: str):
-        try:
+        def tune(options, on_gpu: bool) -> None:
             import onnxruntime as ort
-        except ImportError as exc:
-            raise ModelUnavailable("onnxruntime is not installed", "pip install onnxruntime") from exc
-        providers = ["CPUExecutionProvider"]
-        wants_gpu = settings.device.startswith("cuda") or settings.device == "auto"
-        if wants_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.threads or (usable_cores() if len(providers) > 1 else 1)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            raise ModelUnavailable(f"cannot load copy descriptor {path}: {exc}",
-                                   "set copy_model.name to sscd or to an ONNX file taking uint8 NHWC RGB") from exc
+
+            options.intra_op_num_threads = settings.threads or (usable_cores() if on_gpu else 1)
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+        self.session = open_session(path, settings.device, (
+            f"cannot load copy descriptor {path}", "set copy_model.name to sscd or to an ONNX file taking uint8 NHWC RGB"),
+            tune)
         self.input_name = self.session.get_inputs()[0].name
         self.size, self.resize = settings.input_size, settings.resize
         self.identity = identity
