@@ -3,6 +3,7 @@
     python -m bench.frames --out bench/data/frames                     # build (skimage + Debian photos)
     python -m bench.frames --out bench/data/frames --split test --run  # build if missing, scan, report
     python -m bench.frames --out bench/data/frames --run --json bench/out/frames.json --per-template 10
+    python -m bench.frames --out bench/data/frames --split all --cost  # CPU-ms per file of finding pictures
 
 What it holds, per split (calibration, test; pictures split by photo, so no picture is in both):
 - sources: pictures catalogued bare first (originals/).
@@ -26,6 +27,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -198,6 +200,26 @@ def report(scored: dict[str, Any], head: str) -> str:
     return "\n".join(lines)
 
 
+def cost(data: Path, entries: list[Entry]) -> str:
+    """CPU-ms per file of finding the pictures (workers.frames.find) on the plane the workers decode, and how
+    many pictures each kind of file gets (each costs one more copy-descriptor inference)."""
+    from workers import defaults, frames
+    from workers.decode import decode_file
+
+    planes = [(e.role, decode_file(str(data / e.file), size=defaults.DECODE_SIZE, max_pixels=defaults.MAX_PIXELS,
+                                   max_bytes=defaults.MAX_FILE_BYTES).image) for e in entries]
+    found: dict[str, list[int]] = {}
+    started = time.process_time()
+    for role, plane in planes:
+        found.setdefault("framed" if role in ("copy", "negative") else "bare", []).append(len(frames.find(plane)))
+    spent = (time.process_time() - started) * 1000 / max(1, len(planes))
+    lines = [f"workers.frames.find: {spent:.2f} CPU-ms per file over {len(planes)} files (decode excluded)"]
+    for kind, counts in sorted(found.items()):
+        lines.append(f"  {kind:<7} {len(counts):>4} files, {sum(c > 0 for c in counts):>4} with pictures,"
+                     f" {sum(counts) / max(1, len(counts)):.2f} pictures (copy-descriptor inferences) per file")
+    return "\n".join(lines)
+
+
 def run(data: Path, entries: list[Entry], command: str, flags: list[str]) -> list[dict[str, Any]]:
     """`dupwatch scan` over the entries in order, in a fresh state dir."""
     files = [e.file for e in entries]
@@ -223,14 +245,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dupwatch", default="dupwatch")
     parser.add_argument("--flags", default="", help="extra `dupwatch scan` flags")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--cost", action="store_true", help="print the CPU cost of finding the pictures")
     args = parser.parse_args(argv)
     if not (args.out / "manifest.jsonl").exists():
         photos = collect_photos(True, None if args.no_debian else DEFAULT_DEBIAN_CACHE, [])
         entries = build(args.out, photos, args.per_template, args.seed)
         print(f"wrote {args.out}: {dict(Counter((e.split, e.role) for e in entries))}", file=sys.stderr)
+    entries = load(args.out, None if args.split == "all" else args.split)
+    if args.cost:
+        print(cost(args.out, entries))
     if not args.run:
         return
-    entries = load(args.out, None if args.split == "all" else args.split)
     records = run(args.out, entries, args.dupwatch, args.flags.split())
     scored = score(entries, records)
     env = machine()
