@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -126,8 +126,8 @@ STOPPED, LOST_REDIS, LOST_ROOTS = "stopped", "lost Redis", "lost the roots"
 """How one rq work loop ended (`_work`)."""
 
 
-class _RootsWorker(SimpleWorker):
-    """rq's in-process worker, which hands a job back untouched when the watched roots vanished (an unmounted
+class _RootsWorker(internals.PromptWorker):
+    """rq's in-process worker (woken promptly to stop), which hands a job back untouched when the watched roots vanished (an unmounted
     share) while it waited for one: checked before each dequeue only, a job that came during the wait would
     end in `error` verdicts for files that other hosts can read."""
 
@@ -154,7 +154,8 @@ def _work(conn: redis.Redis, name: str, burst: bool, log_level: str, roots: Sequ
     rq's loop ends on any error, and one during a job's bookkeeping (a Redis restart at that moment) would end
     the worker for good: the model stays loaded and a fresh loop takes the next job instead."""
     try:
-        worker = _RootsWorker([q.ingest_queue(conn)], connection=conn, serializer=JSONSerializer, name=name,
+        worker = _RootsWorker([q.verify_queue(conn), q.ingest_queue(conn)], connection=conn,
+                              serializer=JSONSerializer, name=name,
                               worker_ttl=RQ_WORKER_TTL_S)
     except redis.RedisError:  # rq talks to Redis as it builds a worker
         return LOST_REDIS
