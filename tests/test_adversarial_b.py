@@ -624,7 +624,7 @@ def test_huge_png_is_refused_from_its_header_as_an_upload_and_as_a_file(tmp_path
 
     before = rss_mb(svc.proc.pid)
     Path(f"/proc/{svc.proc.pid}/clear_refs").write_text("5")  # peak RSS := current RSS
-    request = urllib.request.Request(url, data=huge.read_bytes(), method="POST")
+    request = urllib.request.Request(url, data=huge.read_bytes(), method="POST", headers={"Content-Type": "image/png"})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=120)
     assert refused.value.code == 413

@@ -401,7 +401,8 @@ def test_cli_list_replay_verify_test(catalog, receivers, tmp_path: Path) -> None
                      "WHERE file_id = 2")
     runner = CliRunner()
 
-    env = {"DUPWATCH_WEBHOOKS": json.dumps([ep.model_dump()]), "DUPWATCH_CONFIG": None}
+    env = {"DUPWATCH_WEBHOOKS": json.dumps([{**ep.model_dump(), "secret": SECRET}]), "DUPWATCH_CONFIG": None,
+           "DUPWATCH_WEBHOOK_SECRET": None}
 
     def run(*args: str, **kw: Any):  # as `dupwatch webhook --state-dir D ...`: settings from flags and env
         return runner.invoke(webhook, ["--state-dir", str(settings.state_dir), *args], env=env,
@@ -422,13 +423,19 @@ def test_cli_list_replay_verify_test(catalog, receivers, tmp_path: Path) -> None
 
     body = b'{"id":"evt_x"}'
     h = signed_headers(SECRET, "evt_x", body)
-    args = ["verify", "--secret", SECRET, "--id", "evt_x", "--timestamp", h["webhook-timestamp"],
-            "--signature", h["webhook-signature"]]
+    (tmp_path / "secret").write_text(SECRET + "\n")
+    headers = ["--id", "evt_x", "--timestamp", h["webhook-timestamp"], "--signature", h["webhook-signature"]]
+    args = ["verify", "--secret-file", str(tmp_path / "secret"), *headers]
     assert run(*args, input=body).exit_code == 0
     bad = run(*args, input=body + b"!")
     assert bad.exit_code == 1 and "signature mismatch" in bad.stderr
+    nothing = run("verify", *headers, input=body)
+    assert nothing.exit_code == 2 and "DUPWATCH_WEBHOOK_SECRET" in nothing.stderr  # the secret is never guessed
+    old = run("verify", "--secret", SECRET, *headers, input=body)  # still works, said to be deprecated
+    assert old.exit_code == 0 and "deprecated" in old.stderr
     stale = signed_headers(SECRET, "evt_x", body, timestamp=int(time.time()) - 1000)
-    late = run("verify", "--secret", SECRET, "--id", "evt_x", "--timestamp", stale["webhook-timestamp"],
+    env["DUPWATCH_WEBHOOK_SECRET"] = SECRET
+    late = run("verify", "--id", "evt_x", "--timestamp", stale["webhook-timestamp"],
                "--signature", stale["webhook-signature"], input=body)
     assert late.exit_code == 1 and "too old" in late.stderr
 

@@ -49,7 +49,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.config import WatchSettings
-from daemon.ingest.walk import PathFilter
+from daemon.ingest.walk import PathFilter, skipped_link, walk_folders
 from daemon.text import shown
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ class Watcher(FileSystemEventHandler):
         if watched is None:
             return  # no /proc to ask: trust watchdog
         now = time.monotonic()
-        for dirpath, dirnames, _ in os.walk(folder, followlinks=self.settings.follow_symlinks):
+        for dirpath, dirnames, _ in walk_folders(folder, self.settings.follow_symlinks, self.filter.watched):
             if self._polled(dirpath):
                 dirnames[:] = []
                 continue
@@ -331,10 +331,19 @@ class Watcher(FileSystemEventHandler):
         except Exception:  # one odd event must never kill the observer thread
             log.exception("error handling %r", event)
 
+    def _canonical(self, path: str) -> str:
+        """With `follow_symlinks`, a path through a linked folder that is inside a root, named as that folder:
+        watchdog names a folder reached twice (`loop -> .`) by the last name it found for it."""
+        if not self.settings.follow_symlinks:
+            return path
+        folder = os.path.dirname(path)
+        real = os.path.realpath(folder)
+        return os.path.join(real, os.path.basename(path)) if real != folder and self.filter.watched(real) else path
+
     def _handle(self, event: FileSystemEvent) -> None:
-        src = os.fsdecode(event.src_path)
+        src = self._canonical(os.fsdecode(event.src_path))
         if isinstance(event, FileMovedEvent):
-            dest = os.fsdecode(event.dest_path)
+            dest = self._canonical(os.fsdecode(event.dest_path))
             with self._lock:
                 tracked = self._tracked.pop(src, None)
             src_in, dest_in = self.filter.wanted(src), self.filter.wanted(dest)
@@ -351,7 +360,7 @@ class Watcher(FileSystemEventHandler):
             self.on_delete_tree(src)
             return
         if isinstance(event, DirMovedEvent | DirCreatedEvent):
-            target = os.fsdecode(event.dest_path) if isinstance(event, DirMovedEvent) else src
+            target = self._canonical(os.fsdecode(event.dest_path)) if isinstance(event, DirMovedEvent) else src
             if self.filter.root_of(target) in self._inotify:
                 self._suspect(target)  # the settle thread checks again whether the kernel refused it
             if not self.filter.excluded(target):
@@ -386,7 +395,8 @@ class Watcher(FileSystemEventHandler):
 
     def _land(self, path: str) -> None:
         if not self.settings.follow_symlinks and os.path.islink(path):
-            return  # its target may lie outside the roots (invariant 5)
+            skipped_link(path)  # its target may lie outside the roots
+            return
         if not os.path.isdir(path):  # a FIFO or device named like an image gets its 'not-a-file' error,
             self.landed(path)          # as the catch-up scan gives it
 

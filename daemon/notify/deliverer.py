@@ -28,7 +28,7 @@ from daemon.config import WebhookSettings
 from daemon.index.catalog import connect
 from daemon.notify import outbox
 from daemon.notify.transport import client, post
-from daemon.webhooks import secret_key
+from daemon.webhooks import secret_key, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -120,17 +120,17 @@ class Deliverer:
         configured: dict[str, WebhookSettings] = {}
         for endpoint in endpoints:
             if endpoint.url in configured:
-                raise ValueError(f"webhook endpoint {endpoint.url} is configured twice")
+                raise ValueError(f"webhook endpoint {shown_url(endpoint.url)} is configured twice")
             try:
                 scheme = httpx.URL(endpoint.url).scheme
             except httpx.InvalidURL as exc:
-                raise ValueError(f"webhook url {endpoint.url!r}: {exc}") from exc
+                raise ValueError(f"webhook url {shown_url(endpoint.url)}: {exc}") from exc
             if scheme not in ("http", "https"):
-                raise ValueError(f"webhook url {endpoint.url!r} is not http(s)")
+                raise ValueError(f"webhook url {shown_url(endpoint.url)} is not http(s)")
             if endpoint.secret:
-                secret_key(endpoint.secret)
+                secret_key(endpoint.secret.get_secret_value())
             else:
-                log.warning("webhook %s has no secret: its requests are sent unsigned", endpoint.url)
+                log.warning("webhook %s has no secret: its requests are sent unsigned", shown_url(endpoint.url))
             configured[endpoint.url] = endpoint
         with self._lock:
             self._endpoints = configured
@@ -182,7 +182,7 @@ class Deliverer:
             if url not in self._lanes:
                 lane = _Lane(url)
                 lane.thread = threading.Thread(target=self._run_lane, args=(lane,), daemon=True,
-                                               name=f"webhook-deliverer {url}")
+                                               name=f"webhook-deliverer {shown_url(url)}")
                 self._lanes[url] = lane
                 lane.thread.start()
 
@@ -199,7 +199,7 @@ class Deliverer:
             self._warned_orphans.update(url for url, _ in orphans)
         for url, n in orphans:
             log.warning("%d webhook deliveries wait for %s, which is no longer configured; they are sent "
-                        "if it is configured again (see `dupwatch webhook list --state pending`)", n, url)
+                        "if it is configured again (see `dupwatch webhook list --state pending`)", n, shown_url(url))
 
     def _run_lane(self, lane: _Lane) -> None:
         conn = connect(self.db_path)
@@ -209,7 +209,7 @@ class Deliverer:
                     try:
                         wait = self._step(conn, http, lane.url)
                     except Exception:  # a sender must outlive any one failure (e.g. a locked database)
-                        log.exception("webhook sender for %s failed; trying again", lane.url)
+                        log.exception("webhook sender for %s failed; trying again", shown_url(lane.url))
                         wait = max(self.poll_s, 1.0)
                     if wait > 0:
                         lane.wake.wait(wait)
@@ -260,12 +260,12 @@ class Deliverer:
             outbox.reschedule(conn, row["id"], attempt, time.time() + delay, error, status)
             self._count(failed_attempts=1, retried=1)
             log.info("webhook %s to %s: attempt %d failed (%s); next in %.2f s",
-                     row["event_id"], endpoint.url, attempt, error, delay)
+                     row["event_id"], shown_url(endpoint.url), attempt, error, delay)
         else:
             outbox.mark_dead(conn, row["id"], attempt, error, status)
             self._count(failed_attempts=1, dead=1)
             log.warning("webhook %s to %s is dead after %d attempt(s): %s (replay: dupwatch webhook replay %d)",
-                        row["event_id"], endpoint.url, attempt, error, row["id"])
+                        row["event_id"], shown_url(endpoint.url), attempt, error, row["id"])
 
     def _sent(self, conn: sqlite3.Connection, row: sqlite3.Row, attempt: int, status: int, elapsed: float) -> None:
         now = time.time()

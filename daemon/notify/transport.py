@@ -106,6 +106,10 @@ class _DeadlineTransport(httpx.HTTPTransport):
             ssl_context=ssl.create_default_context(cafile=certifi.where()), network_backend=_DeadlineBackend()))
 
 
+def _secret(endpoint: WebhookSettings) -> str | None:
+    return None if endpoint.secret is None else endpoint.secret.get_secret_value()
+
+
 def client() -> httpx.Client:
     """The client every webhook attempt goes through: each attempt bounded as a whole (`post`)."""
     return httpx.Client(headers={"user-agent": USER_AGENT}, transport=_DeadlineTransport())
@@ -121,7 +125,7 @@ def post(client: httpx.Client, endpoint: WebhookSettings, msg_id: str, body: byt
     token = _attempt_deadline.set(time.monotonic() + endpoint.timeout_s)
     try:
         request = client.build_request("POST", endpoint.url, content=body, timeout=endpoint.timeout_s,
-                                       headers=signed_headers(endpoint.secret, msg_id, body))
+                                       headers=signed_headers(_secret(endpoint), msg_id, body))
         response = client.send(request, stream=True)
         kept = bytearray()
         try:

@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 
 from daemon.config import Settings
+from daemon.service.held import hup_held
 from daemon.service.loop import Daemon
 from daemon.service.redis_server import EmbeddedRedis, _die_with_parent
 
@@ -133,6 +134,8 @@ def _install_signals(daemon: Daemon, reload: Callable[[], Settings] | None) -> N
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, hup)
+    if hup_held() and reload is not None:  # asked for while starting
+        daemon.reload_with = reload
 
 
 def _from_an_earlier_run(worker: str) -> bool:
