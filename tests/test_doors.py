@@ -19,7 +19,7 @@ from daemon.notify import outbox
 from daemon.webhooks import generate_secret
 from tests.conftest import Service, base_env, dupwatch_cmd, free_port, wait_for
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 
 
 def test_api_off_loopback_without_a_token_refuses_to_start(tmp_path):

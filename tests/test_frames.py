@@ -18,6 +18,8 @@ from tests.conftest import base_env, dupwatch_cmd
 from workers import frames
 from workers.align import align
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def pictures(photos: dict[str, Path]) -> dict[str, Image.Image]:
