@@ -153,11 +153,14 @@ def test_a_bare_picture_finds_the_frame_it_was_first_seen_in(pictures: dict[str,
     index = PictureVectors(feats[0].copy_model, "f16")
     for f in feats[:4]:
         index.add(f)
-    found = [0 if f.copy_inner is None else len(f.copy_inner) // len(f.copy_embedding) for f in feats]
+    vectors = [f.copy_embedding for f in feats]
+    assert all(v is not None for v in vectors)
+    found = [0 if f.copy_inner is None else len(f.copy_inner) // 512 for f in feats]
     assert found == [1, 1, 1, 4, 0, 0]  # one picture per chat, four tiles, none in a bare photo
-    bare, tile = feats[4], feats[5]
-    assert index.search([bare.copy_embedding], before_id=bare.id, k=1, excluded=set()) == {10}
-    assert index.search([tile.copy_embedding], before_id=tile.id, k=1, excluded=set()) == {13}
-    assert index.search([bare.copy_embedding], before_id=10, k=1, excluded=set()) == set()  # earlier files only
+    bare, tile = vectors[4], vectors[5]
+    assert bare is not None and tile is not None
+    assert index.search([bare], before_id=14, k=1, excluded=set()) == {10}
+    assert index.search([tile], before_id=15, k=1, excluded=set()) == {13}
+    assert index.search([bare], before_id=10, k=1, excluded=set()) == set()  # earlier files only
     index.remove(10)
-    assert 10 not in index.search([bare.copy_embedding], before_id=bare.id, k=3, excluded=set())
+    assert 10 not in index.search([bare], before_id=14, k=3, excluded=set())
