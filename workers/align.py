@@ -6,9 +6,9 @@ features, the ratio test and RANSAC (tried on the mirrored copy too, since SIFT 
 then decomposes it into what a person understands (crop box, rotation, flip, scale, perspective,
 padding), and diffs the aligned pixels after a global colour fit to find the altered regions.
 
-The same alignment serves as the geometric verification (its inlier count), so a
-candidate is aligned once and the result is kept. Pure numpy + OpenCV + Pillow: workers import it,
-and it never imports the daemon.
+The same alignment serves as the geometric verification (its inlier count), so a candidate is aligned
+once and the result is kept. It runs in the workers (workers.verify: a verification job, or the threads of a
+one-process `scan`), never in the daemon process. Pure numpy + OpenCV + Pillow; it never imports the daemon.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class FeatureCache:
 
 
 FEATURES = FeatureCache()
-"""The process's cache: alignments of the verification pool (daemon.index.owner) share it."""
+"""The process's cache: the verifications a worker (or a one-process `scan`) runs share it."""
 
 
 def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512,
@@ -154,15 +154,18 @@ def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512,
 
 
 def align_files(copy_path: str, original_path: str, *, max_side: int = 512,
-                max_pixels: int = defaults.MAX_PIXELS, max_bytes: int = defaults.MAX_FILE_BYTES) -> Alignment | None:
-    """Re-read both files with the workers' safe decoder and align them; None if either is a symlink,
-    gone or unreadable (the caller then decides without a verification: a missing file is no evidence)."""
+                max_pixels: int = defaults.MAX_PIXELS, max_bytes: int = defaults.MAX_FILE_BYTES,
+                follow_symlinks: bool = False) -> Alignment | None:
+    """Re-read both files with the workers' safe decoder and align them; None if either is gone, unreadable
+    or (unless `follow_symlinks`, the watcher's setting) reached through a symlink: the caller then decides
+    without a verification (a missing file is no evidence)."""
     images, digests = [], []
     for path in (copy_path, original_path):
-        if os.path.islink(path):
+        if not follow_symlinks and os.path.islink(path):
             return None
         try:
-            decoded = decode_file(path, size=max_side, max_pixels=max_pixels, max_bytes=max_bytes)
+            decoded = decode_file(path, size=max_side, max_pixels=max_pixels, max_bytes=max_bytes,
+                                  follow_symlinks=follow_symlinks)
         except DecodeError:
             return None
         images.append(decoded.image)

@@ -19,7 +19,7 @@ from workers import queue as q
 
 
 def read_only_catalog(settings: Settings) -> sqlite3.Connection | None:
-    path = StateDir(settings.state_dir).catalog
+    path = StateDir(settings.state_dir, create=False).catalog
     if not path.exists():
         return None
     return read_only_connection(path)
@@ -29,7 +29,7 @@ def redis_url_for(settings: Settings) -> str | None:
     """The configured Redis, or the private one `run` keeps in the state dir (if it is up)."""
     if settings.redis.url:
         return settings.redis.url
-    sock = StateDir(settings.state_dir).redis_socket
+    sock = StateDir(settings.state_dir, create=False).redis_socket
     return f"unix://{sock}" if sock.exists() else None
 
 
@@ -79,7 +79,8 @@ def redis_status(conn_r, settings: Settings) -> dict[str, Any]:
     """Queues, workers and the model state the workers report: the live half of `status`, shared with the
     API's /readyz and /metrics so all three say the same. Raises if Redis cannot be reached."""
     queue = q.ingest_queue(conn_r, settings.queue.job_timeout_s)
-    out: dict[str, Any] = {"queues": {q.INGEST_QUEUE: len(queue), "results": conn_r.xlen(q.RESULTS_STREAM)},
+    out: dict[str, Any] = {"queues": {q.INGEST_QUEUE: len(queue), q.VERIFY_QUEUE: len(q.verify_queue(conn_r)),
+                                       "results": conn_r.xlen(q.RESULTS_STREAM)},
                            "workers": [], "model": {}}
     for key in conn_r.scan_iter(match=q.WORKER_KEY.format(name="*")):
         info = {k.decode(): v.decode() for k, v in conn_r.hgetall(key).items()}
