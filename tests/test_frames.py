@@ -73,8 +73,8 @@ def _scan(state: Path, paths: list[Path]) -> list[dict]:
 def test_framed_pictures_match_their_source_and_not_each_other(pictures: dict[str, Image.Image],
                                                                 tmp_path: Path) -> None:
     """The default (SSCD) scan: a screenshot of a catalogued photo is its edited copy, embedded where the
-    frame shows it; a different photo in the same frame is new; a bare re-save of a picture first seen in a
-    chat screenshot finds that screenshot."""
+    frame shows it, also when cropped to fit the frame; a different photo in the same frame is new; a bare
+    crop of a picture first seen in a chat screenshot finds that screenshot."""
     files = tmp_path / "in"
     files.mkdir()
     source = files / "source.jpg"
@@ -85,20 +85,25 @@ def test_framed_pictures_match_their_source_and_not_each_other(pictures: dict[st
     frametemplates.place("social", [pictures["chelsea"]]).save(other)
     chat = files / "chat.png"
     frametemplates.place("chat", [pictures["coffee"]]).save(chat)
-    chat_other = files / "chat-other.png"
+    rocket = files / "rocket.jpg"
+    pictures["rocket"].save(rocket, quality=92)
+    chat_other = files / "chat-other.png"  # a portrait picture in the chat: the photo cropped to fit it
     frametemplates.place("chat", [pictures["rocket"]]).save(chat_other)
     bare = files / "bare.jpg"  # cropped, so that no hash window of the chat frame holds it
     coffee = pictures["coffee"]
     coffee.crop((coffee.width // 10, coffee.height // 10, coffee.width * 9 // 10, coffee.height * 9 // 10)).save(
         bare, quality=80)
-    records = _scan(tmp_path / "state", [source, shown, other, chat, chat_other, bare])
+    records = _scan(tmp_path / "state", [source, shown, other, chat, rocket, chat_other, bare])
     by = {Path(r["path"]).name: r for r in records}
     assert by["social.png"]["verdict"] == "edited-copy" and by["social.png"]["match"] == str(source)
     edit = by["social.png"]["edit"]
     assert edit["embedded"] is not None and iou(edit["embedded"], _slots("social")[0]) >= 0.8, edit
     assert "shown inside a larger page" in edit["summary"]
-    for name in ("social-other.png", "chat.png", "chat-other.png"):
+    for name in ("social-other.png", "chat.png"):
         assert by[name]["verdict"] == "new", by[name]
+    cropped = by["chat-other.png"]
+    assert cropped["verdict"] == "edited-copy" and cropped["match"] == str(rocket), cropped
+    assert cropped["edit"]["embedded"] is not None and iou(cropped["edit"]["embedded"], _slots("chat")[0]) >= 0.7
     assert by["bare.jpg"]["verdict"] == "edited-copy" and by["bare.jpg"]["match"] == str(chat), by["bare.jpg"]
 
 

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from workers import defaults
+from workers import defaults, frames
 from workers.content import picture_box
 from workers.decode import DecodeError, decode_file
 from workers.quality import quality_change
@@ -63,6 +63,7 @@ REST_DIFFERS = 0.5  # share of the non-identical blocks that differ from which t
 PICTURE_DETAIL = 2.0  # 0-255: grey standard deviation of a block that holds a picture (a pattern), not a flat fill
 UNCORRELATED = 0.5  # correlation of two blocks' grey levels under which they hold different detail
 PICTURE_SHARE = 0.25  # share of the overlap that must differ: less is an overlay (a caption, a logo), not a picture
+HELD_INLIERS = 0.8  # share of the inliers inside a framed copy's picture for the match to be embedded there
 FEATURE_CACHE_ENTRIES = 64
 """Pictures whose SIFT features are kept (see FeatureCache): about 130 KB each, 8 MB in all."""
 
@@ -149,6 +150,9 @@ def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512,
         support &= ~_on_shared_frame(c, o, _fit_colour(c, o, everywhere)[0], everywhere, points)
     else:
         support &= ~_on_shared_frame(c, warped, fitted, valid, points)
+    if (box := _holding_picture(points, copy)) is not None:  # the visible picture, also when the match was
+        edit = {**edit, "embedded": box}  # cropped to fill it (a feed's square): its box in the frame
+        edit["summary"] = summary(edit)
     return Alignment(inliers, matrix.tolist(), edit, overlap=round(max(filled, shown), 4),
                      on_picture=int(support.sum()))
 
@@ -270,6 +274,21 @@ def _on_picture(points: np.ndarray, image: Image.Image) -> np.ndarray:
     m = PICTURE_MARGIN
     return ((points[:, 0] >= x0 - m) & (points[:, 0] <= x1 + m) & (points[:, 1] >= y0 - m)
             & (points[:, 1] <= y1 + m))
+
+
+def _holding_picture(points: np.ndarray, image: Image.Image) -> list[float] | None:
+    """The box of the picture inside a framed image (workers.frames) that holds nearly all the inliers
+    (HELD_INLIERS): where a match shown inside a page sits, also when it was cropped to fit. A copy that is
+    the picture itself spreads its inliers over the whole file, beyond any box found in it."""
+    best, share = None, HELD_INLIERS
+    m = PICTURE_MARGIN
+    for box in frames.find(image):
+        x0, y0, x1, y1 = box
+        held = float(((points[:, 0] >= x0 - m) & (points[:, 0] <= x1 + m) & (points[:, 1] >= y0 - m)
+                      & (points[:, 1] <= y1 + m)).mean()) if len(points) else 0.0
+        if held >= share:
+            best, share = [round(v, 4) for v in box], held
+    return best
 
 
 def _shares(matrix: np.ndarray) -> tuple[float, float]:
