@@ -169,3 +169,11 @@ def test_a_bare_picture_finds_the_frame_it_was_first_seen_in(pictures: dict[str,
     assert index.search([bare], before_id=10, k=1, excluded=set()) == set()  # earlier files only
     index.remove(10)
     assert 10 not in index.search([bare], before_id=14, k=3, excluded=set())
+
+
+def test_a_bare_picture_matched_to_its_framed_copy_is_not_embedded(pictures: dict[str, Image.Image]) -> None:
+    """A bare picture matched to the smaller one in a chat screenshot shows a part of that screenshot with
+    more around it: the match sits on a larger canvas of picture, not inside a page."""
+    result = align(pictures["coffee"], frametemplates.place("chat", [pictures["coffee"]]))
+    assert result is not None and result.edit["crop"] is not None
+    assert result.edit["embedded"] is None and "inside a larger page" not in result.edit["summary"], result.edit

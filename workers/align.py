@@ -140,7 +140,9 @@ def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512,
     warped, inside = _warp(c, o, matrix)
     valid = cv2.erode(inside, np.ones((5, 5), np.uint8)) > 0  # resampled edges are not edits
     fitted, colour = _fit_colour(c, warped, valid)
-    edit = explain(c, fitted, colour, valid, inside, matrix, copy.size, original.size)
+    pixels = _scale_matrix(c.shape) @ matrix @ np.linalg.inv(_scale_matrix(o.shape))  # prepared px -> px
+    magnified = math.sqrt(abs(np.linalg.det(_jacobian(pixels, (o.shape[1] / 2, o.shape[0] / 2)))))
+    edit = explain(c, fitted, colour, valid, inside, matrix, copy.size, original.size, magnified)
     filled, shown = _shares(matrix)
     support = _on_picture(points, copy) & _on_picture(sources, original)
     if c.shape == o.shape and np.abs(matrix - np.eye(3)).max() < SNAP_TO_IDENTITY:
@@ -425,15 +427,18 @@ def _warp(c: np.ndarray, o: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray,
 
 
 def explain(c: np.ndarray, fitted: np.ndarray, colour: list[str], valid: np.ndarray, inside: np.ndarray,
-            matrix: np.ndarray, copy_size: tuple[int, int], original_size: tuple[int, int]) -> dict[str, Any]:
-    """The whole `edit` object for a prepared copy, the colour-fitted warped original and an accepted model."""
+            matrix: np.ndarray, copy_size: tuple[int, int], original_size: tuple[int, int],
+            magnified: float = 1.0) -> dict[str, Any]:
+    """The whole `edit` object for a prepared copy, the colour-fitted warped original and an accepted model;
+    `magnified`: the scale the prepared original is warped onto the copy's prepared pixels at."""
     edit = _geometry(matrix, copy_size, original_size)
     added = _added_content(c, inside == 0)
     changed = _changed(c, fitted, valid) | added
     boxes, fraction = _regions(changed)
-    # the original placed whole on a canvas that holds content (a page, a chat, caption bands): its box
-    embedded = edit["padding"] if edit["padding"] and added.any() else None
-    edit.update(colour=colour, quality=quality_change(c, fitted, valid), altered=boxes, altered_fraction=fraction,
+    # the original placed whole on a canvas that holds content (a page, a chat, caption bands): its box (a
+    # bare copy of a part of a framed match shows that part with more around it, which is no frame)
+    embedded = edit["padding"] if edit["padding"] and edit["crop"] is None and added.any() else None
+    edit.update(colour=colour, quality=quality_change(c, fitted, valid, magnified), altered=boxes, altered_fraction=fraction,
                 embedded=embedded)
     edit["summary"] = summary(edit)
     return edit
