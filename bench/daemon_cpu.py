@@ -1,11 +1,12 @@
 """CPU of the daemon process per verdict in `dupwatch run`, on a copy-heavy stream, against its workers' CPU.
 
-    python -m bench.daemon_cpu --n 400                    # defaults (SSCD, CLIP), the small copy-heavy folder
-    python -m bench.daemon_cpu --n 400 --flags=--hash-only
+    python -m bench.daemon_cpu --n 300                    # defaults (SSCD, CLIP), 30 photos x 10 frames
+    python -m bench.daemon_cpu --n 300 --flags=--hash-only
+    python -m bench.daemon_cpu --n 300 --repo /tmp/main-export   # the same for another checkout (a before)
 
-`dupwatch run` (private Redis, daemon, worker processes) watches an empty root; once its workers are ready the
-folder of bench.throughput's small files (random crops and resizes of a few dozen photos: mostly edited copies)
-is copied in, and the command waits until every file has its verdict in the catalog. The `run` process's own
+`dupwatch run` (private Redis, daemon, worker processes) watches an empty root; once its workers are ready a
+copy-heavy folder is copied in (bench.throughput's small frames, random crops and resizes, `--per-photo` of each
+photo, interleaved so that each photo's first frame comes first: 1 - 1/per-photo of the files are copies), and the command waits until every file has its verdict in the catalog. The `run` process's own
 CPU (user + sys, psutil) and its children's (workers and Redis), each counted from the first copy to the last
 verdict, are divided by the verdicts: the daemon's share is what more workers, hosts or a GPU cannot shrink.
 """
@@ -29,7 +30,24 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.accuracy import machine
-from bench.throughput import DEFAULT_WORK, build_small_files, child_env
+from bench.throughput import DEFAULT_WORK, child_env, load_photos, small_frame
+
+
+def copy_heavy(folder: Path, n: int, per_photo: int, seed: int = 0) -> list[Path]:
+    """`n` small JPEGs from ceil(n / per_photo) photos, file i from photo i mod that (built once, reused)."""
+    import numpy as np
+
+    photos = load_photos(debian=True)[: -(-n // per_photo)]
+    files = [folder / f"heavy-{n}-{per_photo}-{seed}" / f"img_{i:05d}.jpg" for i in range(n)]
+    if all(f.exists() for f in files):
+        return files
+    files[0].parent.mkdir(parents=True, exist_ok=True)
+    for j, photo in enumerate(photos):
+        image = photo.load()
+        for i in range(j, n, len(photos)):
+            rng = np.random.default_rng([seed, 2, i])
+            small_frame(image, rng).save(files[i], quality=int(rng.integers(75, 96)))
+    return files
 
 
 def cpu_s(proc: psutil.Process) -> float:
@@ -109,6 +127,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=400, help="files copied in")
     ap.add_argument("--flags", default="", help="extra `dupwatch run` flags, e.g. --hash-only")
+    ap.add_argument("--per-photo", type=int, default=10, help="frames cut from each photo")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=1200.0)
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
@@ -116,7 +135,7 @@ def main() -> None:
                     "(e.g. an export of main, for the before)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    files = build_small_files(args.work / "small", args.n)
+    files = copy_heavy(args.work, args.n, args.per_photo)
     row = measure(files, shlex.split(args.flags), args.workers, args.timeout, args.repo.resolve())
     head = list(row)
     lines = [f"# daemon CPU per verdict, `dupwatch run`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
