@@ -5,8 +5,11 @@ random moments; then check that nothing was lost, repeated or leaked.
 
 The stream: bursts of small JPEGs, slow writers, files renamed into place from a temporary name, overwrites
 and deletes of files already decided, bad files, names that are not valid UTF-8, and symlinks to files
-outside the roots. The kills: a worker process, the private redis-server, or the whole `run` process group
-(then started again), at random moments drawn from the printed seed.
+outside the roots; folders renamed (once, or twice in a row) while their files are queued or after they were
+decided, decided files moved, files moved in from outside and renamed at once, hard links to decided files
+(overwritten later through one name), and mtimes set back on decided files. The kills: a worker process, the
+private redis-server, or the whole `run` process group (then started again), at random moments drawn from the
+printed seed.
 
 Checks, printed as a table (exit status 1 if any fails):
 - every landed version of every path has exactly one verdict (a version "landed" once its file was closed
@@ -16,6 +19,8 @@ Checks, printed as a table (exit status 1 if any fails):
 - every webhook event id in the outbox reached the real HTTP receiver on 127.0.0.1, once; a re-send of the
   same id is allowed only where a daemon was SIGKILLed between the receiver's 2xx and recording it, so at
   most one per daemon kill (docs/guarantees.md, guarantee 4);
+- no verdict matches a file to itself (a ghost row of a moved file; hard links apart), and the catalog's
+  current rows are exactly the files on disk;
 - no file outside the watched root was opened (inotify on the outside folder, via watchdog);
 - `run` never exited by itself (it is restarted if it did, so the other checks still run).
 
@@ -153,10 +158,37 @@ class Ledger:
     odd_names: list[str] = field(default_factory=list)  # tokens of the non-UTF-8 names (also in `versions`)
     bad: set[tuple[str, int, int]] = field(default_factory=set)  # the versions that are not images
     counts: collections.Counter[str] = field(default_factory=collections.Counter)
+    links: list[set[str]] = field(default_factory=list)  # the names of each file given hard links
+    folders: list[str] = field(default_factory=list)  # folders the stream made to move, where they are now
 
     def landed(self, path: Path) -> None:
         st = path.stat()
         self.versions[str(path)].append((st.st_size, st.st_mtime_ns))
+
+    def moved(self, src: str, dest: str) -> None:
+        """A rename of a file, or of a folder and every path below it: each current version follows its file
+        (earlier versions stay under the name they were decided under), and so do its hard-link names."""
+        below = src.rstrip("/") + "/"
+        for path in [p for p in self.versions if p == src or p.startswith(below)]:
+            new = dest + path[len(src):]
+            self.versions[new].append(self.versions[path].pop())
+            if not self.versions[path]:
+                del self.versions[path]
+            for group in self.links:
+                if path in group:
+                    group.discard(path)
+                    group.add(new)
+
+    def changed(self, path: Path) -> None:
+        """New bytes written into `path`'s file: a new version under each of its names (hard links)."""
+        self.landed(path)
+        for group in self.links:
+            if str(path) in group:
+                for other in group - {str(path)}:
+                    self.landed(Path(other))
+
+    def linked(self, path: str) -> bool:
+        return any(path in group for group in self.links)
 
     def count(self) -> int:
         """Versions landed so far."""
@@ -233,7 +265,7 @@ def decided_versions(state: Path) -> set[tuple[str, int, int]]:
 
 
 ACTIONS = {"burst": 1, "slow": 4, "rename": 6, "overwrite": 4, "delete": 3, "bad": 2, "odd-name": 2, "symlink": 1,
-           "pause": 6}
+           "pause": 6, "move-queued": 2, "move-decided": 2, "move-folder": 1, "move-in": 2, "hardlink": 1, "touch": 2}
 """What the stream does, with its relative frequency."""
 
 
@@ -294,18 +326,65 @@ def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, 
             part.write_bytes(jpeg(rng))
             os.rename(part, path)
             ledger.landed(path)
-        elif action in ("overwrite", "delete"):
+        elif action in ("overwrite", "delete", "move-decided", "hardlink", "touch"):
             done = [p for p, size, mtime in decided_versions(state)
                     if ledger.versions.get(p) and ledger.versions[p][-1] == (size, mtime) and Path(p).exists()]
             if done:
                 path = Path(pick.choice(sorted(done)))
                 if action == "delete":
                     path.unlink()
+                    for group in ledger.links:
+                        group.discard(str(path))
                     ledger.counts["deleted"] += 1
-                else:
-                    path.write_bytes(jpeg(rng))
-                    ledger.landed(path)
+                elif action == "overwrite":
+                    path.write_bytes(jpeg(rng))  # in place: its hard links hold the new bytes too
+                    ledger.changed(path)
                     ledger.counts["overwritten"] += 1
+                elif action == "move-decided":
+                    dest = name()
+                    os.rename(path, dest)
+                    ledger.moved(str(path), str(dest))
+                elif action == "hardlink":
+                    dest = name()
+                    os.link(path, dest)
+                    ledger.landed(dest)
+                    groups = [g for g in ledger.links if str(path) in g]
+                    if not groups:
+                        ledger.links.append(set())
+                        groups = [ledger.links[-1]]
+                    groups[0].update((str(path), str(dest)))
+                else:  # the same bytes with an mtime set back: a version, but no second verdict for them
+                    st = path.stat()
+                    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 86_400 * 10**9))
+                    ledger.landed(path)
+        elif action == "move-queued":  # a folder renamed (once or twice) while its files wait for their verdicts
+            n += 1
+            folder = root / f"q{n:07d}"
+            folder.mkdir()
+            for k in range(4):
+                (folder / f"{k}.jpg").write_bytes(jpeg(rng))
+                ledger.landed(folder / f"{k}.jpg")
+            time.sleep(pick.uniform(0.0, 0.5))
+            dest = root / f"q{n:07d}r"
+            os.rename(folder, dest)
+            ledger.moved(str(folder), str(dest))
+            ledger.folders.append(str(dest))
+        elif action == "move-folder":  # a folder of (mostly) decided files renamed twice before either event is read
+            if ledger.folders:
+                at = pick.randrange(len(ledger.folders))
+                src = Path(ledger.folders[at])
+                first, second = src.with_name(src.name + "x"), root / f"d{pick.randrange(7)}" / (src.name + "y")
+                os.rename(src, first)
+                os.rename(first, second)
+                ledger.moved(str(src), str(second))
+                ledger.folders[at] = str(second)
+        elif action == "move-in":  # moved in from outside the root and renamed at once
+            staged = tmp / f"in{n}.jpg"
+            staged.write_bytes(jpeg(rng))
+            first, final = name(), name()
+            os.rename(staged, first)
+            os.rename(first, final)
+            ledger.landed(final)
         elif action == "bad":
             path = name()
             path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" + rng.bytes(100))
@@ -496,6 +575,27 @@ def check(state: Path, ledger: Ledger, receiver: Receiver, opened: list[str], op
     ]
 
 
+def tree_checks(state: Path, root: Path, ledger: Ledger) -> list[tuple[str, str, bool]]:
+    """What moves and links must leave: no verdict matching a file to itself (the same inode under a name
+    that is gone: a ghost row), hard links apart; and current rows that are exactly the files on disk."""
+    conn = catalog(state)
+    selves = conn.execute(
+        "SELECT f.path, m.path FROM files f JOIN files m ON m.id = f.match_id "
+        "WHERE f.state = 'decided' AND f.ino IS NOT NULL AND f.ino = m.ino AND f.dev = m.dev").fetchall()
+    current = {r[0] for r in conn.execute("SELECT path FROM files WHERE current = 1")}
+    conn.close()
+    selves = [(a, b) for a, b in selves if not (ledger.linked(a) or ledger.linked(b))]
+    disk = {os.path.join(d, f) for d, _, files in os.walk(root) for f in files
+            if not os.path.islink(os.path.join(d, f))}
+    ghosts, uncatalogued = sorted(current - disk), sorted(disk - current)
+    return [
+        ("files a copy of themselves", f"{len(selves)} {[shown(a) for a, _ in selves[:2]]}", not selves),
+        ("current rows with no file", f"{len(ghosts)} {[shown(p) for p in ghosts[:2]]}", not ghosts),
+        ("files with no current row", f"{len(uncatalogued)} {[shown(p) for p in uncatalogued[:2]]}",
+         not uncatalogued),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=30.0)
@@ -559,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
             run.kill_all()
         observer.stop()
     results = check(state, ledger, receiver, watch.opened, watch.openers, kills["daemon"])
+    results += tree_checks(state, root, ledger)
     results.append(("`run` exits by itself (restarted)", str(kills["exited by itself"]), not kills["exited by itself"]))
     elapsed = time.monotonic() - started
     print(f"\nsoak (seed {seed}): {elapsed / 60:.1f} min; actions {dict(ledger.counts)}; kills {dict(kills)}; "

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -82,7 +82,9 @@ class ApiSettings(Section):
     enabled: bool = True
     host: str = defaults.API_HOST
     port: int = Field(defaults.API_PORT, ge=1, le=65535)
-    token: str | None = Field(None, description="Bearer token required by the API when set.")
+    token: SecretStr | None = Field(None, description="Bearer token required by the API when set.")
+    allow_no_token: bool = Field(False, description="Serve the API on an address other than loopback without "
+                                 "api.token: anyone who can reach it reads the catalog and its thumbnails.")
     max_upload_bytes: int = Field(defaults.API_MAX_UPLOAD_BYTES, ge=1, description="Largest search upload.")
 
 
@@ -95,7 +97,7 @@ class Subscription(Section):
 
 class WebhookSettings(Subscription):
     url: str
-    secret: str | None = Field(None, description="whsec_<base64> signing secret (Standard Webhooks).")
+    secret: SecretStr | None = Field(None, description="whsec_<base64> signing secret (Standard Webhooks).")
     timeout_s: float = Field(defaults.WEBHOOK_TIMEOUT_S, gt=0,
                              description="Bound on one whole attempt: connect, send, and the response body.")
 
@@ -115,9 +117,9 @@ class WebhookSettings(Subscription):
 
     @field_validator("secret")
     @classmethod
-    def _signing_secret(cls, value: str | None) -> str | None:
+    def _signing_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            secret_key(value)  # ValueError saying what is wrong with it
+            secret_key(value.get_secret_value())  # ValueError saying what is wrong with it
         return value
 
 
@@ -171,7 +173,8 @@ def config_files() -> list[Path]:
     if named:
         path = Path(named).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"DUPWATCH_CONFIG names {path}, which is not a file")
+            raise FileNotFoundError(f"the configuration file {path} (--config, or DUPWATCH_CONFIG) is not a file: "
+                                    "deleted or moved?")
         return [path]
     return [p for p in defaults.CONFIG_PATHS if p.is_file()]
 

@@ -16,6 +16,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 SECRET_PREFIX = "whsec_"
 SIGNATURE_VERSION = "v1"
@@ -31,6 +32,15 @@ class VerificationError(ValueError):
 def generate_secret(nbytes: int = 32) -> str:
     """A new random signing secret in the `whsec_<base64>` form every Standard Webhooks library reads."""
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(nbytes)).decode()
+
+
+def shown_url(url: str) -> str:
+    """A webhook URL as logs and thread names show it: scheme, host and port, and a digest that tells two
+    endpoints apart. Its path, query and user part can hold credentials (chat services put the key in the
+    path), and a log line travels further than the configuration."""
+    parts = urlsplit(url)
+    digest = hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{parts.scheme}://{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}/…#{digest}"
 
 
 def secret_key(secret: str) -> bytes:

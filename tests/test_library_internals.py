@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import signal
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpcore
@@ -46,6 +47,23 @@ def test_a_stop_signal_is_seen_by_shutdown_requested(redis_url: str):
         for s, h in handlers.items():
             signal.signal(s, h)
     assert internals.shutdown_requested(worker)
+
+
+@pytest.mark.parametrize("worker_class", [internals.PromptWorker, pytest.param(SimpleWorker, marks=pytest.mark.xfail(
+    strict=True, reason="rq's own subscribe: its teardown waits out a 60 s control-channel wait"))])
+def test_an_idle_workers_teardown_ends_at_once(redis_url: str, worker_class):
+    """A stop asked while the worker idles ends in about a second: rq's teardown unsubscribes, then joins the
+    control-channel thread, which then waits its whole `sleep_time` for a subscription."""
+    conn = q.connect(redis_url)
+    worker = worker_class([q.ingest_queue(conn)], connection=conn, serializer=JSONSerializer, name="pin-teardown")
+    worker.subscribe()
+    time.sleep(0.3)
+    worker.pubsub.unsubscribe()  # as rq's teardown does first; the thread then waits for a subscription
+    time.sleep(0.5)
+    done = threading.Thread(target=worker.unsubscribe, daemon=True)
+    done.start()
+    done.join(5)
+    assert not done.is_alive()
 
 
 def test_worker_record_key_is_where_rq_registers_a_worker(redis_url: str):

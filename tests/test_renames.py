@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import Service, base_env, free_port, wait_for
+from tests.conftest import Service, base_env, dupwatch_cmd, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -38,11 +38,12 @@ def jpeg(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def start(tmp_path: Path, services: list, *roots: Path, **env: str) -> Service:
+def start(tmp_path: Path, services: list, *roots: Path, ready: str = "ready: model", **env: str) -> Service:
+    log = tmp_path / f"run{len(services)}.log"
     svc = Service(["run", "--hash-only", *map(str, roots)],
-                  base_env(tmp_path / "state", DUPWATCH_QUEUE__PENDING_RETRY_S="3600", **env), tmp_path / "run.log")
+                  base_env(tmp_path / "state", DUPWATCH_QUEUE__PENDING_RETRY_S="3600", **env), log)
     services.append(svc)
-    wait_for(lambda: "ready: model" in svc.stderr() or svc.proc.poll() is not None, 120, what="ready")
+    wait_for(lambda: ready in svc.stderr() or svc.proc.poll() is not None, 120, what=ready)
     assert svc.proc.poll() is None, svc.stderr()
     return svc
 
@@ -182,3 +183,49 @@ def test_a_root_deleted_and_made_again_is_said_and_watched_again(tmp_path, servi
     all_decided(tmp_path / "state", {str(root / "b.jpg")}, timeout=20)
     wait_for(lambda: httpx.get(f"{api}/readyz").status_code == 200, 10, what="ready again")
     assert svc.stop() == 0
+
+
+def test_a_symlink_loop_is_refused_with_a_line_and_files_are_catalogued_once(tmp_path, services):
+    """Item 7: with `watch.follow_symlinks`, `loop -> .` is said and not followed: two files, two rows."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(jpeg(50))
+    (root / "b.jpg").write_bytes(jpeg(51))
+    (root / "loop").symlink_to(".")
+    svc = start(tmp_path, services, root, DUPWATCH_WATCH__FOLLOW_SYMLINKS="true")
+    all_decided(tmp_path / "state", {str(root / "a.jpg"), str(root / "b.jpg")})
+    (root / "c.jpg").write_bytes(jpeg(52))
+    all_decided(tmp_path / "state", {str(root / "c.jpg")})
+    time.sleep(2)
+    assert set(current(tmp_path / "state")) == {str(root / n) for n in ("a.jpg", "b.jpg", "c.jpg")}
+    assert "a symlink loop" in svc.stderr() and str(root / "loop") in svc.stderr()
+    assert svc.stop() == 0
+
+
+def test_results_left_unacknowledged_by_a_dead_daemon_are_taken_over_and_deleted(tmp_path, services, redis_url):
+    """Item 8: a result entry read by a daemon that died before storing it is claimed by the next daemon,
+    stored (the file gets its verdict) and deleted; the dead consumer is forgotten."""
+    import redis as redis_client
+
+    from workers import queue as q
+
+    root = tmp_path / "in"
+    root.mkdir()
+    env = {"DUPWATCH_REDIS__URL": redis_url, "DUPWATCH_WORKERS": "0"}
+    first = start(tmp_path, services, root, ready="catch-up scan", **env)
+    (root / "a.jpg").write_bytes(jpeg(60))
+    wait_for(lambda: any(r["job_id"] for r in current(tmp_path / "state").values()), 10, what="the job queued")
+    assert first.stop() == 0
+    worker = subprocess.run([*dupwatch_cmd(), "worker", "--burst"],
+                            env=base_env(tmp_path / "state", **env), capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert worker.returncode == 0, worker.stderr
+    conn = redis_client.Redis.from_url(redis_url)
+    assert conn.xreadgroup(q.RESULTS_GROUP, "daemon-dead", {q.RESULTS_STREAM: ">"}, count=10)  # read, never acked
+
+    second = start(tmp_path, services, root, ready="catch-up scan", **env)
+    all_decided(tmp_path / "state", {str(root / "a.jpg")}, timeout=20)
+    assert conn.xlen(q.RESULTS_STREAM) == 0
+    consumers = {c["name"] for c in conn.xinfo_consumers(q.RESULTS_STREAM, q.RESULTS_GROUP)}
+    assert b"daemon-dead" not in consumers and "daemon-dead" not in consumers
+    assert second.stop() == 0

@@ -212,7 +212,7 @@ ENOSPC_CHILD = textwrap.dedent("""
     from pathlib import Path
     from daemon.config import WatchSettings
     from daemon.ingest.walk import PathFilter
-    from daemon.ingest.watcher import Watcher
+    from daemon.ingest.watcher import Watcher, inotify_watches
     logging.basicConfig(level=logging.INFO)
     with open("/proc/sys/user/max_inotify_watches", "w") as fh:
         fh.write(sys.argv[2])
@@ -222,9 +222,16 @@ ENOSPC_CHILD = textwrap.dedent("""
     w = Watcher(PathFilter([root], ws), ws, landed=landed.append, moved=lambda s, d: None, deleted=print)
     w.start()
     time.sleep(0.5)
+    watched = inotify_watches() or set()
+    freed = [d for d in sorted(root.iterdir())  # which sub-folders got a watch is watchdog's choice
+             if (os.major(d.stat().st_dev), os.minor(d.stat().st_dev), d.stat().st_ino) in watched]
+    for d in freed[:int(sys.argv[3])]:  # removed: their watches go back to the kernel
+        d.rmdir()
+    print("REMOVED", [str(d) for d in freed[:int(sys.argv[3])]])
     (root / "late" / "later").mkdir(parents=True)
     time.sleep(0.3)
-    for name in ("d4/new.png", "top.png", "late/later/new.png"):
+    last = max(d.name for d in root.glob("d*"))  # d4, unless it was removed above
+    for name in (f"{last}/new.png", "top.png", "late/later/new.png"):
         (root / name).write_bytes(b"x")
     deadline = time.monotonic() + 10
     while len(set(landed)) < 3 and time.monotonic() < deadline:
@@ -264,14 +271,17 @@ def inotify_headroom(folder: Path, want: int) -> int:
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) for a private inotify limit")
-@pytest.mark.parametrize("limit", ["0", "3", "7"], ids=["root-refused", "subfolders-refused", "new-folder-refused"])
-def test_inotify_watch_limit_falls_back_to_polling(tmp_path: Path, limit: str) -> None:
+@pytest.mark.parametrize(("limit", "freed"), [("0", "0"), ("3", "0"), ("7", "0"), ("3", "2")],
+                         ids=["root-refused", "subfolders-refused", "new-folder-refused", "freed-watches-reused"])
+def test_inotify_watch_limit_falls_back_to_polling(tmp_path: Path, limit: str, freed: str) -> None:
     """A user namespace gets its own inotify watch limit, so the kernel really refuses watches (ENOSPC)
-    without touching the machine's limit. With 0 the root's watch fails; with 3 only sub-folders do,
-    which watchdog 7.1.0 swallows; with 7 the start fits (root + 5) and a folder created later is refused.
-    Each must end in polling of what was refused, and only that (the root only when its own watch
-    failed), with the sysctl to raise in the log, and lose no file. The private limit is the one that binds
-    only where the parent namespaces leave room: measured first, not assumed."""
+    without touching the machine's limit. With 0 the root's watch fails; with 3 only sub-folders do
+    (watchdog 7.1.0 skips them, 7.1.1 raises for the whole tree); with 7 the start fits (root + 5) and a
+    folder created later is refused; with 3 and two watched sub-folders removed, a folder created later fits
+    in the watches they freed and must be watched, not polled. Each must end in polling of what was
+    refused, and only that (the root only when its own watch failed), with the sysctl to raise in the
+    log, and lose no file. The private limit is the one that binds only where the parent namespaces leave
+    room: measured first, not assumed."""
     root = tmp_path / "root"
     for i in range(5):
         (root / f"d{i}").mkdir(parents=True)
@@ -282,17 +292,22 @@ def test_inotify_watch_limit_falls_back_to_polling(tmp_path: Path, limit: str) -
     if headroom < HEADROOM_WATCHES:
         pytest.skip(f"only {headroom} inotify watches (or no second instance) left to this user by its parent "
                     f"namespaces; the test needs {HEADROOM_WATCHES} for its private limit to be the one that binds")
-    proc = subprocess.run(["unshare", "-U", "-r", sys.executable, "-c", ENOSPC_CHILD, str(root), limit],
+    proc = subprocess.run(["unshare", "-U", "-r", sys.executable, "-c", ENOSPC_CHILD, str(root), limit, freed],
                           capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "sysctl fs.inotify.max_user_watches" in proc.stderr
     polled = eval(next(x for x in proc.stdout.splitlines() if x.startswith("POLLED "))[len("POLLED "):])
+    removed = eval(next(x for x in proc.stdout.splitlines() if x.startswith("REMOVED "))[len("REMOVED "):])
+    assert len(removed) == int(freed)
+    kept = sorted({str(root / f"d{i}") for i in range(5)} - set(removed))
     if limit == "0":
         assert polled == [str(root)]
+    elif freed != "0":
+        assert sorted(polled) == kept, polled  # what was refused at start, and not the folder made later
     else:
         assert polled and all(Path(p).parent != Path(p) and root in Path(p).parents for p in polled), polled
-    expected = sorted(str(root / n) for n in ("d4/new.png", "top.png", "late/later/new.png"))
+    expected = sorted([f"{kept[-1]}/new.png", *(str(root / n) for n in ("top.png", "late/later/new.png"))])
     assert f"LANDED {expected}" in proc.stdout
 
 

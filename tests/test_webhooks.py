@@ -28,7 +28,7 @@ from daemon.cli.webhook import webhook
 from daemon.config import Settings, WebhookSettings
 from daemon.events import KINDS, FileInfo, Match, VerdictEvent
 from daemon.index.catalog import Catalog
-from daemon.notify import outbox
+from daemon.notify import deliverer, outbox
 from daemon.webhooks import VerificationError, generate_secret, sign, signed_headers, verify
 from tests.conftest import free_port
 
@@ -133,11 +133,11 @@ def catalog(tmp_path: Path) -> Iterator[Catalog]:
 
 
 @pytest.fixture
-def deliverers() -> Iterator[Callable[..., outbox.Deliverer]]:
-    started: list[outbox.Deliverer] = []
+def deliverers() -> Iterator[Callable[..., deliverer.Deliverer]]:
+    started: list[deliverer.Deliverer] = []
 
-    def make(catalog: Catalog, endpoints: list[WebhookSettings], **overrides: Any) -> outbox.Deliverer:
-        d = outbox.Deliverer(catalog.path, endpoints, **{**FAST, **overrides})
+    def make(catalog: Catalog, endpoints: list[WebhookSettings], **overrides: Any) -> deliverer.Deliverer:
+        d = deliverer.Deliverer(catalog.path, endpoints, **{**FAST, **overrides})
         d.start()
         started.append(d)
         return d
@@ -288,17 +288,17 @@ def test_429_retry_after_is_honoured(catalog, receivers, deliverers) -> None:
 
 def test_retry_after_parsing() -> None:
     now = time.time()
-    assert outbox.retry_after_s("7") == 7.0
-    later = outbox.retry_after_s(email.utils.formatdate(now + 30, usegmt=True), now=now)
+    assert deliverer.retry_after_s("7") == 7.0
+    later = deliverer.retry_after_s(email.utils.formatdate(now + 30, usegmt=True), now=now)
     assert later is not None and 29 <= later <= 30
-    assert outbox.retry_after_s(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
-    assert outbox.retry_after_s("soon") is None and outbox.retry_after_s("-1") is None
-    assert outbox.retry_after_s("nan") is None and outbox.retry_after_s(None) is None
+    assert deliverer.retry_after_s(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
+    assert deliverer.retry_after_s("soon") is None and deliverer.retry_after_s("-1") is None
+    assert deliverer.retry_after_s("nan") is None and deliverer.retry_after_s(None) is None
 
 
 def test_backoff_is_capped_full_jitter() -> None:
     random.seed(1)
-    draws = [outbox.backoff_s(n, 1.0, 2.0, 600.0) for n in (1, 3, 12, 10_000) for _ in range(200)]
+    draws = [deliverer.backoff_s(n, 1.0, 2.0, 600.0) for n in (1, 3, 12, 10_000) for _ in range(200)]
     assert all(0 <= x <= 1 for x in draws[:200]) and all(0 <= x <= 4 for x in draws[200:400])
     assert all(0 <= x <= 600 for x in draws[400:]) and max(draws[400:]) > 500
 
@@ -401,7 +401,8 @@ def test_cli_list_replay_verify_test(catalog, receivers, tmp_path: Path) -> None
                      "WHERE file_id = 2")
     runner = CliRunner()
 
-    env = {"DUPWATCH_WEBHOOKS": json.dumps([ep.model_dump()]), "DUPWATCH_CONFIG": None}
+    env = {"DUPWATCH_WEBHOOKS": json.dumps([{**ep.model_dump(), "secret": SECRET}]), "DUPWATCH_CONFIG": None,
+           "DUPWATCH_WEBHOOK_SECRET": None}
 
     def run(*args: str, **kw: Any):  # as `dupwatch webhook --state-dir D ...`: settings from flags and env
         return runner.invoke(webhook, ["--state-dir", str(settings.state_dir), *args], env=env,
@@ -422,13 +423,19 @@ def test_cli_list_replay_verify_test(catalog, receivers, tmp_path: Path) -> None
 
     body = b'{"id":"evt_x"}'
     h = signed_headers(SECRET, "evt_x", body)
-    args = ["verify", "--secret", SECRET, "--id", "evt_x", "--timestamp", h["webhook-timestamp"],
-            "--signature", h["webhook-signature"]]
+    (tmp_path / "secret").write_text(SECRET + "\n")
+    headers = ["--id", "evt_x", "--timestamp", h["webhook-timestamp"], "--signature", h["webhook-signature"]]
+    args = ["verify", "--secret-file", str(tmp_path / "secret"), *headers]
     assert run(*args, input=body).exit_code == 0
     bad = run(*args, input=body + b"!")
     assert bad.exit_code == 1 and "signature mismatch" in bad.stderr
+    nothing = run("verify", *headers, input=body)
+    assert nothing.exit_code == 2 and "DUPWATCH_WEBHOOK_SECRET" in nothing.stderr  # the secret is never guessed
+    old = run("verify", "--secret", SECRET, *headers, input=body)  # still works, said to be deprecated
+    assert old.exit_code == 0 and "deprecated" in old.stderr
     stale = signed_headers(SECRET, "evt_x", body, timestamp=int(time.time()) - 1000)
-    late = run("verify", "--secret", SECRET, "--id", "evt_x", "--timestamp", stale["webhook-timestamp"],
+    env["DUPWATCH_WEBHOOK_SECRET"] = SECRET
+    late = run("verify", "--id", "evt_x", "--timestamp", stale["webhook-timestamp"],
                "--signature", stale["webhook-signature"], input=body)
     assert late.exit_code == 1 and "too old" in late.stderr
 

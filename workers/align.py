@@ -28,6 +28,7 @@ from PIL import Image
 from workers import defaults
 from workers.content import picture_box
 from workers.decode import DecodeError, decode_file
+from workers.quality import quality_change
 
 MIN_INLIERS = 15
 """RANSAC inliers below which there is no model: 15 at 512 px rejects 31 of 33
@@ -153,15 +154,18 @@ def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512,
 
 
 def align_files(copy_path: str, original_path: str, *, max_side: int = 512,
-                max_pixels: int = defaults.MAX_PIXELS, max_bytes: int = defaults.MAX_FILE_BYTES) -> Alignment | None:
-    """Re-read both files with the workers' safe decoder and align them; None if either is a symlink,
-    gone or unreadable (the caller then decides without a verification: a missing file is no evidence)."""
+                max_pixels: int = defaults.MAX_PIXELS, max_bytes: int = defaults.MAX_FILE_BYTES,
+                follow_symlinks: bool = False) -> Alignment | None:
+    """Re-read both files with the workers' safe decoder and align them; None if either is gone, unreadable
+    or (unless `follow_symlinks`, the watcher's setting) reached through a symlink: the caller then decides
+    without a verification (a missing file is no evidence)."""
     images, digests = [], []
     for path in (copy_path, original_path):
-        if os.path.islink(path):
+        if not follow_symlinks and os.path.islink(path):
             return None
         try:
-            decoded = decode_file(path, size=max_side, max_pixels=max_pixels, max_bytes=max_bytes)
+            decoded = decode_file(path, size=max_side, max_pixels=max_pixels, max_bytes=max_bytes,
+                                  follow_symlinks=follow_symlinks)
         except DecodeError:
             return None
         images.append(decoded.image)
@@ -172,8 +176,8 @@ def align_files(copy_path: str, original_path: str, *, max_side: int = 512,
 def identity_edit() -> dict[str, Any]:
     """The edit of a pixel-exact copy: nothing changed."""
     return {"crop": None, "rotation": 0.0, "flip": None, "scale": 1.0, "perspective": False,
-            "padding": False, "colour": [], "altered": [], "altered_fraction": 0.0,
-            "summary": "identical pixels"}
+            "padding": False, "colour": [], "quality": [], "altered": [], "altered_fraction": 0.0,
+            "embedded": None, "summary": "identical pixels"}
 
 
 # ---- geometry --------------------------------------------------------------------------------
@@ -405,9 +409,13 @@ def explain(c: np.ndarray, fitted: np.ndarray, colour: list[str], valid: np.ndar
             matrix: np.ndarray, copy_size: tuple[int, int], original_size: tuple[int, int]) -> dict[str, Any]:
     """The whole `edit` object for a prepared copy, the colour-fitted warped original and an accepted model."""
     edit = _geometry(matrix, copy_size, original_size)
-    changed = _changed(c, fitted, valid) | _added_content(c, inside == 0)
+    added = _added_content(c, inside == 0)
+    changed = _changed(c, fitted, valid) | added
     boxes, fraction = _regions(changed)
-    edit.update(colour=colour, altered=boxes, altered_fraction=fraction)
+    # the original placed whole on a canvas that holds content (a page, a chat, caption bands): its box
+    embedded = edit["padding"] if edit["padding"] and added.any() else None
+    edit.update(colour=colour, quality=quality_change(c, fitted, valid), altered=boxes, altered_fraction=fraction,
+                embedded=embedded)
     edit["summary"] = summary(edit)
     return edit
 
@@ -605,10 +613,13 @@ def summary(edit: dict[str, Any]) -> str:
         parts.append("perspective changed")
     if not 0.9 <= edit["scale"] <= 1.1:
         parts.append(f"resized to {edit['scale'] * 100:.0f} %")
-    if edit["padding"]:
+    if edit["embedded"]:
+        parts.append("shown inside a larger page")
+    elif edit["padding"]:
         parts.append("placed on a larger canvas")
     parts += [{"hue shift": "hue shifted"}.get(name, name + " changed" if name != "grayscale" else name)
               for name in edit["colour"]]
+    parts += edit["quality"]
     if edit["altered"]:
         n = len(edit["altered"])
         where = _where(edit["altered"][0])

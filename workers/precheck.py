@@ -78,13 +78,14 @@ def views(copy: Image.Image, original: Image.Image, geo: Geometry) -> tuple[Imag
 
 
 def gradient_distance(copy_path: str, original_path: str, geo: Geometry, *, max_pixels: int = defaults.MAX_PIXELS,
-                      max_bytes: int = defaults.MAX_FILE_BYTES) -> float | None:
+                      max_bytes: int = defaults.MAX_FILE_BYTES, follow_symlinks: bool = False) -> float | None:
     """Share of differing gradient bits (0 same, ~0.5 unrelated) of the two files in the match's geometry;
     None when either cannot be read (gone, a symlink, undecodable): no look, the caller goes on without it."""
     images = []
     for path in (copy_path, original_path):
         try:
-            images.append(decode_file(path, size=DECODE_SIDE, max_pixels=max_pixels, max_bytes=max_bytes).image)
+            images.append(decode_file(path, size=DECODE_SIDE, max_pixels=max_pixels, max_bytes=max_bytes,
+                                      follow_symlinks=follow_symlinks).image)
         except DecodeError:
             return None
     a, b = (gradient_hash(v) for v in views(images[0], images[1], geo))

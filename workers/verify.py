@@ -33,25 +33,28 @@ class VerifyRequest:
     """Align the file (`path`, catalog id `file_id`) with each candidate (id, path). `look`: (candidate id,
     geometry) of a hash-only match, whose gradients must agree before SIFT runs for it (workers.precheck).
     `version`: what identifies the file's content (size, mtime): part of the job id, so the same question about
-    the same files is one job however often it is asked, and a changed file is a new question."""
+    the same files is one job however often it is asked, and a changed file is a new question.
+    `follow_symlinks`: the watcher's setting, so verification reads exactly what ingestion may read."""
 
     file_id: int
     path: str
     candidates: tuple[tuple[int, str], ...]
     look: tuple[int, Geometry] | None = None
     version: tuple[int | None, int | None] = (None, None)
+    follow_symlinks: bool = False
 
     def to_json(self) -> dict[str, Any]:
         look = None if self.look is None else [self.look[0], self.look[1].kind, self.look[1].index]
         return {"file_id": self.file_id, "path": self.path, "candidates": [list(c) for c in self.candidates],
-                "look": look, "version": list(self.version)}
+                "look": look, "version": list(self.version), "follow_symlinks": self.follow_symlinks}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> VerifyRequest:
         look = d.get("look")
         return cls(int(d["file_id"]), str(d["path"]), tuple((int(i), str(p)) for i, p in d["candidates"]),
                    None if look is None else (int(look[0]), Geometry(str(look[1]), int(look[2]))),
-                   (d["version"][0], d["version"][1]) if d.get("version") else (None, None))
+                   (d["version"][0], d["version"][1]) if d.get("version") else (None, None),
+                   bool(d.get("follow_symlinks", False)))
 
     def job_id(self) -> str:
         """Deterministic: the same request (same file, version, candidates, look) is one job."""
@@ -90,13 +93,15 @@ def verify(request: VerifyRequest, *, max_pixels: int = defaults.MAX_PIXELS,
         if not (os.path.isfile(path) and os.path.isfile(other)):
             continue
         if request.look is not None and request.look[0] == file_id:
-            distance = gradient_distance(path, other, request.look[1], max_pixels=max_pixels, max_bytes=max_bytes)
+            distance = gradient_distance(path, other, request.look[1], max_pixels=max_pixels, max_bytes=max_bytes,
+                                         follow_symlinks=request.follow_symlinks)
             if distance is not None and distance > GRADIENT_MAX_FRACTION:
                 looked_away += 1
                 out[file_id] = None
                 continue
         try:
-            out[file_id] = aligner(path, other, max_pixels=max_pixels, max_bytes=max_bytes)
+            out[file_id] = aligner(path, other, max_pixels=max_pixels, max_bytes=max_bytes,
+                                   follow_symlinks=request.follow_symlinks)
         except Exception as exc:  # noqa: BLE001 - a decoder or OpenCV error costs this pair its verification
             log.warning("verification of %s against %s failed: %s", path, other, exc)
     return Verified(out, looked_away)

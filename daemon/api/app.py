@@ -41,6 +41,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from importlib.resources import files as package_files
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 import redis
 import uvicorn
@@ -53,11 +54,12 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from daemon import __version__, defaults
 from daemon.api.metrics import Metrics
 from daemon.api.port import DaemonPort
-from daemon.events import MATCH_KINDS, Kind
+from daemon.events import Kind
 from daemon.index.catalog import read_only_connection
 from daemon.index.rebuilds import describe
 from daemon.text import dumps
 from daemon.views import groups as duplicate_groups
+from daemon.views.matches import page as matches_page
 from daemon.views.search import PROBE_ID, probe_row
 from daemon.views.status import redis_status
 from workers import queue as q
@@ -174,6 +176,11 @@ class ApiServer:
     def start(self) -> None:
         host, port = self.daemon.settings.api.host, self.daemon.settings.api.port
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        api = self.daemon.settings.api
+        if host not in LOOPBACK_HOSTS and not api.token and not api.allow_no_token:
+            raise RuntimeError(f"api.host = {host} is not loopback and api.token is unset: anyone who can reach "
+                               "it would read the catalog and its thumbnails. Set api.token (env DUPWATCH_API__TOKEN), "
+                               "or api.allow_no_token = true to serve it open on purpose")
         try:
             sock = socket.create_server((host, port), family=family)
         except OSError as exc:
@@ -191,8 +198,8 @@ class ApiServer:
         log.info("API and review page on http://%s:%d/ (%s)", host if family == socket.AF_INET else f"[{host}]",
                  port, auth)
         if host not in LOOPBACK_HOSTS and not self.daemon.settings.api.token:
-            log.warning("the API listens on %s without api.token: anyone who can reach it can read the "
-                        "catalog and see thumbnails", host)
+            log.warning("the API listens on %s without api.token (api.allow_no_token): anyone who can reach it "
+                        "can read the catalog and see thumbnails", host)
 
     def stop(self) -> None:
         self.calls.close()
@@ -297,7 +304,7 @@ def _authorised(request: Request) -> None:
     if not token:
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.encode()):
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
         raise HTTPException(401, "a valid bearer token is required (api.token)",
                             headers={"WWW-Authenticate": "Bearer"})
 
@@ -391,19 +398,15 @@ def create_app(api: ApiServer) -> FastAPI:
     @app.get("/api/v1/matches", dependencies=[Auth])
     def get_matches(db: DB, kind: Kind | None = None,
                     since: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                    include_dismissed: bool = False) -> dict[str, Any]:
-        """Recent verdicts that found a match (or, with kind=error, failures), newest first."""
-        kinds = [kind] if kind else list(MATCH_KINDS)
-        sql = ("SELECT f.*, EXISTS (SELECT 1 FROM not_duplicates n WHERE (n.a = f.id AND n.b = f.match_id)"
-               " OR (n.a = f.match_id AND n.b = f.id)) AS dismissed FROM files f "
-               f"WHERE f.state = 'decided' AND f.verdict IN ({','.join('?' * len(kinds))})")
-        args: list[Any] = list(kinds)
-        if since is not None:
-            sql += " AND f.decided_at > ?"
-            args.append((since if since.tzinfo else since.replace(tzinfo=UTC)).timestamp())
-        if not include_dismissed:
-            sql += " AND NOT dismissed"
-        rows = db.execute(sql + " ORDER BY f.decided_at DESC, f.id DESC LIMIT ?", [*args, limit]).fetchall()
+                    include_dismissed: bool = False, cursor: str | None = None) -> dict[str, Any]:
+        """Recent verdicts that found a match (or, with kind=error, failures), newest first, `limit` a page;
+        `next` is the cursor of the page after it (None on the last; daemon.views.matches)."""
+        try:
+            rows, after = matches_page(db, kind, None if since is None else
+                                       (since if since.tzinfo else since.replace(tzinfo=UTC)).timestamp(),
+                                       include_dismissed, cursor, limit)
+        except ValueError:
+            raise HTTPException(400, "cursor: use the `next` of the page before") from None
         out = []
         for r in rows:
             match = _row(db, r["match_id"]) if r["match_id"] is not None else None
@@ -412,16 +415,23 @@ def create_app(api: ApiServer) -> FastAPI:
                         "detected_at": r["detected_at"], "decided_at": r["decided_at"],
                         "file": _file(r), "match": _file(match) if match is not None else None,
                         "edit": _edit(r), "not_duplicate": bool(r["dismissed"])})
-        return {"matches": out}
+        return {"matches": out, "next": after}
 
     @app.get("/api/v1/groups", dependencies=[Auth])
-    def get_groups(db: DB) -> dict[str, Any]:
-        """Duplicate groups (daemon.views.groups): each earliest file with its copies and their edit summaries."""
-        return {"groups": [g.to_dict() for g in duplicate_groups.collect(db)]}
+    def get_groups(db: DB, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                   cursor: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+        """Duplicate groups (daemon.views.groups): each earliest file with its copies and their edit summaries,
+        `limit` a page; `next` is the cursor of the page after it (None on the last)."""
+        found = duplicate_groups.page(db, cursor, limit)
+        return {"groups": [g.to_dict() for g in found],
+                "next": found[-1].original.id if len(found) == limit else None}
 
     @app.post("/api/v1/search", dependencies=[Auth])
     async def search(request: Request, top_k: Annotated[int, Query(ge=1, le=100)] = 5) -> dict[str, Any]:
-        """Upload an image (multipart field `file`, or the raw bytes as the body); nothing is stored."""
+        """Upload an image (multipart field `file`, or the raw bytes as the body with an image/* content
+        type); nothing is stored. A request from a page of another origin is refused: without a token, any
+        web page open in the user's browser could otherwise post to it (a multipart form needs no preflight)."""
+        _same_origin(request)
         if not api.search_slots.acquire(blocking=False):
             await _discard(request, daemon.settings.api.max_upload_bytes)
             raise HTTPException(503, f"{SEARCHES_AT_ONCE} searches are running; try again",
@@ -509,6 +519,19 @@ def _file(row: sqlite3.Row) -> dict[str, Any]:
 def _edit(row: sqlite3.Row) -> dict[str, Any] | None:
     """The copy's edit explanation as stored by the index owner (JSON text in the catalog)."""
     return json.loads(row["edit"]) if row["edit"] else None
+
+
+def _same_origin(request: Request) -> None:
+    """Refuse (403) a request whose Origin is not this API's own address, and (415) a body that is neither a
+    multipart form nor an image (image/*, or application/octet-stream): a raw body of a 'simple' type
+    (text/plain, a urlencoded form) is what a foreign page can send without asking the browser first."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
+        raise HTTPException(403, f"a search from another origin ({origin}) is refused")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("multipart/form-data", "application/octet-stream") and not kind.startswith("image/"):
+        raise HTTPException(415, "send an image: multipart field 'file', or the raw bytes with an image/* (or "
+                                 "application/octet-stream) Content-Type")
 
 
 async def _upload(request: Request, limit: int) -> bytes:

@@ -6,6 +6,10 @@ is reachable through the TOML file and `DUPWATCH_*` environment variables.
 
 from __future__ import annotations
 
+from daemon.service.held import hold_hup
+
+hold_hup()  # before the imports below (a second or more): a SIGHUP while `run` starts would end it
+
 import json
 import os
 import sys
@@ -31,6 +35,14 @@ def _start_errors() -> Iterator[None]:
     except RuntimeError as exc:
         fix = getattr(exc, "fix", None)
         raise click.ClickException(f"{exc}\nfix: {fix}" if fix else str(exc)) from exc
+
+
+def _existing_state(state_dir: Path) -> None:
+    """Readers of a state dir (status, matches) refuse one that does not exist, rather than make it and report
+    an empty catalog: a typo in --state-dir must not look like a daemon that saw nothing."""
+    if not Path(state_dir).expanduser().is_dir():
+        raise click.ClickException(f"no state dir at {state_dir}: nothing has run there (set --state-dir or "
+                                   "DUPWATCH_STATE_DIR to the daemon's)")
 
 
 @click.group()
@@ -85,7 +97,7 @@ def worker(name: str | None, burst: bool, **params: Any) -> None:
         raise click.ClickException("a worker needs --redis-url (or DUPWATCH_REDIS__URL)")
     with _start_errors():
         run_worker(settings, settings.redis.url, name=name, burst=burst,
-                   follow_symlinks=settings.watch.follow_symlinks)
+                   follow_symlinks=settings.watch.follow_symlinks, roots=settings.watch.roots)
 
 
 @cli.command()
@@ -120,7 +132,10 @@ def query(image: str, top_k: int, as_json: bool, **params: Any) -> None:
 
     settings = settings_from(params)
     with _start_errors():
-        results = search_image(settings, image, top_k)
+        try:
+            results = search_image(settings, image, top_k)
+        except ValueError as exc:  # the image's decode error, as its worker recorded it
+            raise click.ClickException(f"cannot search {exc}") from None
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
@@ -138,6 +153,7 @@ def status(as_json: bool, **params: Any) -> None:
     from daemon.views.status import collect, render
 
     settings = settings_from(params)
+    _existing_state(settings.state_dir)
     data = collect(settings)
     click.echo(json.dumps(data, indent=2) if as_json else render(data))
 
@@ -152,6 +168,7 @@ def matches(kind: str | None, limit: int, as_json: bool, **params: Any) -> None:
     from daemon.views.status import recent
 
     settings = settings_from(params)
+    _existing_state(settings.state_dir)
     rows = recent(settings, kind, limit)
     if as_json:
         for r in rows:
@@ -166,28 +183,31 @@ def matches(kind: str | None, limit: int, as_json: bool, **params: Any) -> None:
 
 @cli.command()
 @common
-@click.option("--json", "as_json", is_flag=True, help="One JSON document: {\"groups\": [...]}.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: {\"groups\": [...]}, written as it is read.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True),
-              help="Write an offline contact sheet (thumbnails embedded) to this file.")
-def groups(as_json: bool, html_file: str | None, **params: Any) -> None:
+              help="Write an offline contact sheet (thumbnails embedded): this file holds the first page and "
+                   "links to the others, written beside it.")
+@click.option("--per-page", type=click.IntRange(1), default=100, show_default=True, help="Groups per HTML page.")
+def groups(as_json: bool, html_file: str | None, per_page: int, **params: Any) -> None:
     """Duplicate groups: each original (earliest file) with its copies and what was edited."""
     from daemon.views import groups as duplicate_groups
     from daemon.views.status import read_only_catalog
 
     settings = settings_from(params)
     conn = read_only_catalog(settings)
-    found = duplicate_groups.collect(conn) if conn is not None else []
+    if html_file:
+        pages = duplicate_groups.write_html(conn, Path(html_file), per_page, max_pixels=settings.decode.max_pixels,
+                                            max_bytes=settings.decode.max_file_bytes)
+        click.echo(f"wrote {html_file}: {pages.groups} groups on {pages.pages} page(s)", err=True)
+    if as_json:
+        click.echo('{"groups": [', nl=False)
+        for n, group in enumerate(duplicate_groups.each(conn) if conn is not None else ()):
+            click.echo(("," if n else "") + "\n" + dumps(group.to_dict()), nl=False)
+        click.echo("\n]}")
+    elif not html_file:
+        click.echo(duplicate_groups.render_text(duplicate_groups.each(conn) if conn is not None else iter(())))
     if conn is not None:
         conn.close()
-    if html_file:
-        page = duplicate_groups.render_html(found, max_pixels=settings.decode.max_pixels,
-                                            max_bytes=settings.decode.max_file_bytes)
-        Path(html_file).write_text(page, encoding="utf-8")
-        click.echo(f"wrote {html_file}: {len(found)} groups", err=True)
-    if as_json:
-        click.echo(dumps({"groups": [g.to_dict() for g in found]}, indent=2))
-    elif not html_file:
-        click.echo(duplicate_groups.render_text(found))
 
 
 cli.add_command(webhook)

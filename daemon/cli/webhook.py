@@ -7,9 +7,10 @@ file directly, so it runs beside a live daemon: replayed rows are picked up at t
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from datetime import datetime
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 import click
 import httpx
@@ -17,7 +18,7 @@ import httpx
 from daemon.cli.options import common, settings_from
 from daemon.config import Settings, WebhookSettings
 from daemon.index.catalog import connect
-from daemon.notify import outbox
+from daemon.notify import outbox, transport
 from daemon.webhooks import DEFAULT_TOLERANCE_S, VerificationError, verify
 
 CATALOG_FILE = "catalog.sqlite3"
@@ -99,7 +100,7 @@ def test_cmd(ctx: click.Context, url: str | None) -> None:
     failed = False
     for endpoint in targets:
         try:
-            status, body = outbox.send_test(endpoint)
+            status, body = transport.send_test(endpoint)
         except httpx.HTTPError as exc:
             failed = True
             click.echo(f"{endpoint.url}: failed: {type(exc).__name__}: {exc}")
@@ -110,8 +111,15 @@ def test_cmd(ctx: click.Context, url: str | None) -> None:
     ctx.exit(1 if failed else 0)
 
 
+SECRET_ENV = "DUPWATCH_WEBHOOK_SECRET"
+"""Where `webhook verify` reads the endpoint's secret from, unless --secret-file names a file: never the command
+line, which other users of the host can read (ps, /proc/PID/cmdline) and shells keep in their history."""
+
+
 @webhook.command("verify")
-@click.option("--secret", required=True, help="The endpoint's secret (whsec_... or a raw string).")
+@click.option("--secret-file", type=click.File("r"), help=f"File holding the endpoint's secret (whsec_... or a raw "
+              f"string); without it, the environment variable {SECRET_ENV}.")
+@click.option("--secret", hidden=True, help="Deprecated: the secret on the command line, visible to other users.")
 @click.option("--id", "msg_id", required=True, help="The webhook-id header.")
 @click.option("--timestamp", required=True, help="The webhook-timestamp header.")
 @click.option("--signature", required=True, help="The webhook-signature header.")
@@ -120,9 +128,18 @@ def test_cmd(ctx: click.Context, url: str | None) -> None:
 @click.option("--body", "body_file", type=click.File("rb"), default="-", show_default=True,
               help="File holding the raw request body, byte for byte; - is stdin.")
 @click.pass_context
-def verify_cmd(ctx: click.Context, secret: str, msg_id: str, timestamp: str, signature: str, tolerance: float,
-               body_file: BinaryIO) -> None:
+def verify_cmd(ctx: click.Context, secret_file: TextIO | None, secret: str | None, msg_id: str, timestamp: str,
+               signature: str, tolerance: float, body_file: BinaryIO) -> None:
     """Check a received request's signature. Exit 0 valid, 1 invalid (the reason on stderr)."""
+    if secret_file is not None:
+        secret = secret_file.read().strip()
+    elif os.environ.get(SECRET_ENV):
+        secret = os.environ[SECRET_ENV]
+    elif secret is not None:
+        click.echo(f"warning: --secret is deprecated (the command line is visible to other users): set {SECRET_ENV} "
+                   "or pass --secret-file", err=True)
+    else:
+        raise click.UsageError(f"no secret: set {SECRET_ENV} or pass --secret-file")
     body = body_file.read()
     headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
     try:
@@ -131,6 +148,6 @@ def verify_cmd(ctx: click.Context, secret: str, msg_id: str, timestamp: str, sig
         click.echo(f"invalid: {exc}", err=True)
         ctx.exit(1)
     except ValueError as exc:  # a malformed secret
-        raise click.BadParameter(str(exc), param_hint="--secret") from None
+        raise click.BadParameter(str(exc), param_hint="the secret") from None
     click.echo("valid")
 

@@ -45,8 +45,9 @@ from daemon.events import FileInfo, Match, VerdictEvent
 from daemon.index import hashsnapshot
 from daemon.index.catalog import Catalog, Row, read_only_connection
 from daemon.index.hashindex import HashHit, HashIndex, HashRule, Probed
+from daemon.index.pictures import PictureVectors
 from daemon.index.vectors import ModelVectors, fetch_vectors
-from daemon.index.verdict import Decision, Evidence, Thresholds, decide, pair_score, to_verify
+from daemon.index.verdict import Decision, Evidence, Thresholds, decide, inner_rows, pair_score, to_verify
 from workers.features import Features
 from workers.hashing import WINDOWS
 from workers.models.base import identity_of
@@ -121,6 +122,7 @@ class IndexOwner:
             for role, column, model_column, identity in (
                 ("copy", "copy_embedding", "copy_model", self.copy_identity),
                 ("semantic", "embedding", "model", self.model_identity)))
+        self.pictures = PictureVectors(self.copy_identity, settings.index.dtype)  # pictures inside frames
         self.verifier: Verifier = verifier if verifier is not None else LocalVerifier(
             max_pixels=settings.decode.max_pixels, max_bytes=settings.decode.max_file_bytes)
         self._prober: ThreadPoolExecutor | None = None  # see _probe_ahead
@@ -163,6 +165,7 @@ class IndexOwner:
                 batch = []
         self._load_range(batch, None, hashed, width, after)
         self.hashes.load(hashed)
+        self.pictures.load(self.catalog, keep)
         log.info("index loaded: %d hashed (%s), %d copy vectors, %d semantic vectors in %.2fs", len(self.hashes),
                  f"snapshot up to id {after}" if after else "no snapshot", len(self.copies), len(self.vectors),
                  time.monotonic() - started)
@@ -415,7 +418,7 @@ class IndexOwner:
                 assert row.windows is not None and row.dihedral is not None  # it was hash-matched
                 look = (other.id, geometry(hashed.signal, row.windows, row.dihedral, other.windows))
         return self.verifier.submit(VerifyRequest(row.id, row.path, tuple((r.id, r.path) for r in others), look,
-                                                  (row.size, row.mtime_ns)))
+                                                  (row.size, row.mtime_ns), self.settings.watch.follow_symlinks))
 
     def _commit(self, waiting: deque, wait: bool) -> list[VerdictEvent]:
         """Commit the head of `waiting` in one transaction: every row whose verification is done (all of
@@ -474,6 +477,7 @@ class IndexOwner:
             self.hashes = HashIndex(len(WINDOWS))
             self.copies.close()
             self.vectors.close()
+            self.pictures.close()
             self._load()
             raise
         self.decided += len(events)
@@ -532,8 +536,10 @@ class IndexOwner:
         k = self.settings.match.top_k
         mine = self.copies.vector(row)
         inner = row.copy_inner if mine is not None else None
-        candidates = {i for q in (mine, inner) if q is not None
-                      for i, _ in self.copies.search_vector(q, row.id, k, excluded)}
+        pictures = inner_rows(inner, len(mine)) if inner is not None and mine is not None else None
+        queries = [] if mine is None else [mine, *(pictures if pictures is not None else ())]
+        candidates = {i for q in queries for i, _ in self.copies.search_vector(q, row.id, k, excluded)}
+        candidates |= self.pictures.search(queries, row.id, k, excluded)
         if hashed is not None and mine is not None:
             candidates.add(hashed.id)
         scores = {}
@@ -560,6 +566,7 @@ class IndexOwner:
             self.hashes.add(row.id, row.windows, row.dhash)
         self.copies.add(row)
         self.vectors.add(row)
+        self.pictures.add(row)
 
     def _event(self, row: Row, decision: Decision, now: float) -> VerdictEvent:
         matches: tuple[Match, ...] = ()
@@ -608,10 +615,12 @@ class IndexOwner:
                 self.hashes.remove(file_id)
                 self.copies.remove(file_id)
                 self.vectors.remove(file_id)
+                self.pictures.remove(file_id)
             elif (row := self.catalog.get(file_id)) is not None and row.state == "decided" and row.error is None:
                 self.hashes.revive(file_id)
                 self.copies.add(row)
                 self.vectors.add(row)
+                self.pictures.add(row)
 
     def save(self) -> None:
         """Snapshot the indexes (each only when changed since it was loaded or last saved; never from a

@@ -49,7 +49,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.config import WatchSettings
-from daemon.ingest.walk import PathFilter
+from daemon.ingest.walk import PathFilter, skipped_link, walk_folders
 from daemon.text import shown
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ class Watcher(FileSystemEventHandler):
         self.observers: list = []
         self.polled_roots: list[Path] = []  # roots or sub-folders watched by polling
         self._inotify: dict[Path, BaseObserver] = {}  # root -> its inotify observer
+        self._flat: dict[Path, BaseObserver] = {}  # folder watched without its sub-folders -> its observer
         self._suspects: dict[str, tuple[float, int]] = {}  # unwatched folder -> (found at, checks done)
         self.overflows = 0  # inotify queue overflows seen (metrics)
         self._alarm = _OverflowAlarm(self._overflowed)
@@ -141,18 +142,48 @@ class Watcher(FileSystemEventHandler):
             self._observer_of[root] = self._poll(root)
             return
         observer = Observer()
+        observer.start()  # started first: schedule() then starts each watch itself and raises per watch
+        poller = self._watch_tree(observer, root)
+        if poller is not None:  # the root's own watch was refused: nothing was scheduled on `observer`
+            observer.stop()
+            observer.join(1)
+            self._observer_of[root] = poller
+            return
+        self.observers.append(observer)
+        self._inotify[root] = self._observer_of[root] = observer
+        self._suspect(str(root))
+
+    def _watch_tree(self, observer: BaseObserver, folder: Path) -> BaseObserver | None:
+        """Give `folder` and what is below it inotify watches on `observer`, polling only what the kernel
+        refuses; returns the polling observer when `folder`'s own watch was refused. watchdog 7.1.0 skips
+        a refused sub-folder (found later by `_suspect`); 7.1.1 and later give up the whole tree (and
+        release its watches) when any folder in it is refused: then `folder` is watched alone and each
+        sub-folder as its own tree, down to the folders refused. A move between two such trees reads as
+        a delete and a create: the file is landed again, not lost."""
+        follow = self.settings.follow_symlinks
         try:
-            observer.schedule(self, str(root), recursive=True, follow_symlink=self.settings.follow_symlinks)
-            observer.start()
-            self.observers.append(observer)
-            self._inotify[root] = self._observer_of[root] = observer
+            observer.schedule(self, str(folder), recursive=True, follow_symlink=follow)
+            return None
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EMFILE):
                 raise
-            log.error(INOTIFY_HINT, root)
-            self._observer_of[root] = self._poll(root)
-            return
-        self._suspect(str(root))
+        try:
+            observer.schedule(self, str(folder), recursive=False, follow_symlink=follow)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                raise
+            log.error(INOTIFY_HINT, folder)
+            return self._poll(folder)
+        with self._lock:
+            self._flat[folder] = observer
+        try:
+            with os.scandir(folder) as it:
+                subfolders = sorted(e.path for e in it if e.is_dir(follow_symlinks=follow))
+        except OSError:
+            return None  # gone meanwhile
+        for sub in subfolders:  # one made from now on is found by `_suspect` and watched by `_recheck`
+            self._watch_tree(observer, Path(sub))
+        return None
 
     def _check_roots(self) -> None:
         """A root deleted, moved away or unmounted takes its watch with it, silently: nothing would land there
@@ -187,18 +218,20 @@ class Watcher(FileSystemEventHandler):
         if root in self.polled_roots:
             self.polled_roots.remove(root)
         self.observers.remove(old)
+        with self._lock:
+            self._flat = {folder: o for folder, o in self._flat.items() if o is not old}
         old.stop()
         old.join(1)
 
     def _suspect(self, folder: str) -> None:
-        """Note the folders at or below `folder` that have no inotify watch now, to be checked again.
-        watchdog 7.1.0 (constraints.txt) raises only when a root's own watch fails and silently skips refused sub-folders;
-        /proc/self/fdinfo lists the watches this process holds."""
+        """Note the folders at or below `folder` that have no inotify watch now, to be checked again:
+        watchdog skips a folder refused after its watch has started, and 7.1.0 one refused at start, without
+        raising; /proc/self/fdinfo lists the watches this process holds."""
         watched = inotify_watches()
         if watched is None:
             return  # no /proc to ask: trust watchdog
         now = time.monotonic()
-        for dirpath, dirnames, _ in os.walk(folder, followlinks=self.settings.follow_symlinks):
+        for dirpath, dirnames, _ in walk_folders(folder, self.settings.follow_symlinks, self.filter.watched):
             if self._polled(dirpath):
                 dirnames[:] = []
                 continue
@@ -214,8 +247,9 @@ class Watcher(FileSystemEventHandler):
                 dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
 
     def _recheck(self) -> None:
-        """Look again at folders found without a watch: watched by now (a race), gone, refused by the
-        kernel (poll that subtree), or still waiting (check again later, then poll it anyway)."""
+        """Look again at folders found without a watch: watched by now (a race), gone, below a folder
+        watched alone (watch it now: watchdog will not), refused by the kernel (poll that subtree), or
+        still waiting (check again later, then poll it anyway)."""
         now = time.monotonic()
         with self._lock:
             due = [(f, n) for f, (found, n) in self._suspects.items() if now - found >= RECHECK_S[n]]
@@ -233,16 +267,20 @@ class Watcher(FileSystemEventHandler):
                 if key is None or key in watched:
                     del self._suspects[folder]  # gone, or watchdog caught up: it was a race
                     continue
-                if not refused and checks + 1 < len(RECHECK_S):
+                observer = self._flat.get(Path(folder).parent)  # no watchdog watch comes below such a folder
+                if not refused and observer is None and checks + 1 < len(RECHECK_S):
                     self._suspects[folder] = (self._suspects[folder][0], checks + 1)
                     continue
                 del self._suspects[folder]
-            if refused:
-                log.error(INOTIFY_HINT, folder)
+            if observer is not None:
+                self._watch_tree(observer, Path(folder))
             else:
-                log.warning("no inotify watch on %s after %.0f s although the kernel allows one; polling it",
-                            shown(folder), RECHECK_S[-1])
-            self._poll(Path(folder))
+                if refused:
+                    log.error(INOTIFY_HINT, folder)
+                else:
+                    log.warning("no inotify watch on %s after %.0f s although the kernel allows one; polling it",
+                                shown(folder), RECHECK_S[-1])
+                self._poll(Path(folder))
             self._land_tree(folder, settle=True)  # what arrived there unseen meanwhile
 
     def _polled(self, path: str) -> bool:
@@ -293,10 +331,19 @@ class Watcher(FileSystemEventHandler):
         except Exception:  # one odd event must never kill the observer thread
             log.exception("error handling %r", event)
 
+    def _canonical(self, path: str) -> str:
+        """With `follow_symlinks`, a path through a linked folder that is inside a root, named as that folder:
+        watchdog names a folder reached twice (`loop -> .`) by the last name it found for it."""
+        if not self.settings.follow_symlinks:
+            return path
+        folder = os.path.dirname(path)
+        real = os.path.realpath(folder)
+        return os.path.join(real, os.path.basename(path)) if real != folder and self.filter.watched(real) else path
+
     def _handle(self, event: FileSystemEvent) -> None:
-        src = os.fsdecode(event.src_path)
+        src = self._canonical(os.fsdecode(event.src_path))
         if isinstance(event, FileMovedEvent):
-            dest = os.fsdecode(event.dest_path)
+            dest = self._canonical(os.fsdecode(event.dest_path))
             with self._lock:
                 tracked = self._tracked.pop(src, None)
             src_in, dest_in = self.filter.wanted(src), self.filter.wanted(dest)
@@ -313,7 +360,7 @@ class Watcher(FileSystemEventHandler):
             self.on_delete_tree(src)
             return
         if isinstance(event, DirMovedEvent | DirCreatedEvent):
-            target = os.fsdecode(event.dest_path) if isinstance(event, DirMovedEvent) else src
+            target = self._canonical(os.fsdecode(event.dest_path)) if isinstance(event, DirMovedEvent) else src
             if self.filter.root_of(target) in self._inotify:
                 self._suspect(target)  # the settle thread checks again whether the kernel refused it
             if not self.filter.excluded(target):
@@ -348,7 +395,8 @@ class Watcher(FileSystemEventHandler):
 
     def _land(self, path: str) -> None:
         if not self.settings.follow_symlinks and os.path.islink(path):
-            return  # its target may lie outside the roots (invariant 5)
+            skipped_link(path)  # its target may lie outside the roots
+            return
         if not os.path.isdir(path):  # a FIFO or device named like an image gets its 'not-a-file' error,
             self.landed(path)          # as the catch-up scan gives it
 

@@ -39,7 +39,7 @@ from daemon.index.owner import IndexOwner
 from daemon.index.rebuilds import describe
 from daemon.ingest.walk import PathFilter
 from daemon.ingest.watcher import Watcher
-from daemon.notify import outbox
+from daemon.notify import deliverer, outbox
 from daemon.notify.sinks import CommandSink, ConsoleSink, EventLog
 from daemon.service import sdnotify
 from daemon.service.verifying import QueueVerifier
@@ -58,6 +58,8 @@ ALIVE, CRASHED, LOST = "alive", "crashed", "lost"
 SWEEP_CHUNK = 10_000
 """Catalog rows a sweep for vanished files reads at a time (`Daemon._sweep_gone`)."""
 SAVE_EVERY_S = 300.0
+CLAIM_IDLE_MS = 60_000
+"""A result entry read and unacknowledged this long (its reader failed mid-way) is taken over again."""
 
 
 class Daemon:
@@ -96,7 +98,7 @@ class Daemon:
             self.catalog.conn.executescript(outbox.SCHEMA)
             self.owner = IndexOwner(self.settings, self.catalog, sinks, on_commit=self._outbox,
                                     warm_kernels=True, background=True, verifier=self.verifier)
-        self.deliverer = outbox.Deliverer(self.state.catalog, self.settings.webhooks)
+        self.deliverer = deliverer.Deliverer(self.state.catalog, self.settings.webhooks)
         self.queue = q.ingest_queue(self.redis, self.settings.queue.job_timeout_s)
         self.epoch = uuid.uuid4().hex
         self.consumer = f"daemon-{self.epoch[:8]}"
@@ -164,6 +166,7 @@ class Daemon:
         self.deliverer.start()
         # only files whose job Redis no longer holds: re-queueing every pending file at each restart would pile
         # a copy of the same work in front of the new at every restart
+        self._guarded(lambda: self._claim_results(0))  # this daemon holds the state dir: no other reads them
         self._guarded(lambda: self._recover_lost("left pending by the last run"))
         sdnotify.ready()
         beat = sdnotify.Heartbeat()
@@ -190,6 +193,7 @@ class Daemon:
         now = time.monotonic()
         if now - self._last_reconcile >= RECONCILE_EVERY_S:
             self._reconcile()
+            self._claim_results(CLAIM_IDLE_MS)
             self._last_reconcile = now
         if now - self._last_save >= SAVE_EVERY_S:
             self.owner.save()
@@ -371,8 +375,8 @@ class Daemon:
         for start in reversed(starts) if at_front else starts:
             chunk = items[start:start + size]
             q.enqueue_batch(self.queue, chunk, at_front=at_front)
-            # marked even when this very batch was already waiting or running (same id): left with a deleted
-            # job's id, its files were judged lost again at every check
+            # marked even when this very batch is already waiting or running (same id): files left with a
+            # deleted job's id would be judged lost again at every check
             self.catalog.mark_queued([i[0] for i in chunk], q.batch_job_id(chunk))
 
     def _catch_up(self) -> None:
@@ -467,15 +471,47 @@ class Daemon:
             return
         assert entries is None or isinstance(entries, list), "connect() speaks RESP2: [[stream, messages]]"
         for _stream, messages in entries or []:
-            for msg_id, fields in messages:
-                if b"verified" in fields:
-                    self.verifier.deliver(fields[b"verified"])
-                else:
-                    moved = self.owner.accept(Features.from_json(f) for f in json.loads(fields[b"data"]))
-                    if moved:
-                        self._requeue(moved, "moved while queued: read under the new name")
-                self.redis.xack(q.RESULTS_STREAM, q.RESULTS_GROUP, msg_id)
-                self.redis.xdel(q.RESULTS_STREAM, msg_id)
+            self._take_results(messages)
+
+    def _take_results(self, messages: list) -> None:
+        """Store each result entry, then acknowledge and delete it: the stream holds only results not yet
+        stored."""
+        for msg_id, fields in messages:
+            if b"verified" in fields:  # a verification's answer (workers.verify)
+                self.verifier.deliver(fields[b"verified"])
+            elif fields:  # a claimed entry deleted meanwhile comes back without fields
+                moved = self.owner.accept(Features.from_json(f) for f in json.loads(fields[b"data"]))
+                if moved:
+                    self._requeue(moved, "moved while queued: read under the new name")
+            self.redis.xack(q.RESULTS_STREAM, q.RESULTS_GROUP, msg_id)
+            self.redis.xdel(q.RESULTS_STREAM, msg_id)
+
+    def _claim_results(self, min_idle_ms: int) -> int:
+        """Take over result entries handed to a consumer that never acknowledged them (each start reads as a
+        new consumer: a daemon killed after reading left them pending to its old name, where nothing reads
+        them again), store them, and forget consumers with nothing pending. Returns how many were taken."""
+        taken, cursor = 0, "0-0"
+        while True:
+            try:
+                reply = self.redis.xautoclaim(q.RESULTS_STREAM, q.RESULTS_GROUP, self.consumer, min_idle_ms,
+                                              start_id=cursor, count=64)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                q.ensure_group(self.redis)  # Redis restarted empty: nothing to take over
+                return 0
+            cursor, messages = reply[0], reply[1]  # Redis 7 adds a third element: ids deleted meanwhile
+            self._take_results(messages)
+            taken += len(messages)
+            if cursor in (b"0-0", "0-0"):
+                break
+        for consumer in self.redis.xinfo_consumers(q.RESULTS_STREAM, q.RESULTS_GROUP):
+            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
+            if name != self.consumer and not consumer["pending"]:
+                self.redis.xgroup_delconsumer(q.RESULTS_STREAM, q.RESULTS_GROUP, name)
+        if taken:
+            log.warning("took over %d result entries left unacknowledged by an earlier daemon", taken)
+        return taken
 
     # --- recovery ------------------------------------------------------------------------------------
 

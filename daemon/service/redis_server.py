@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_SOCKET_PATH = 107
+"""Bytes a unix socket's path may have (sun_path holds 108 with its terminating NUL): a longer one makes
+redis-server fail to start, which would otherwise be seen only as no answer within the start timeout."""
+
 PR_SET_PDEATHSIG = 1
 
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
@@ -74,6 +78,10 @@ class EmbeddedRedis:
         return f"unix://{self.socket}"
 
     def start(self, timeout: float = 15.0) -> str:
+        if len(os.fsencode(self.socket)) > MAX_SOCKET_PATH:
+            raise RuntimeError(f"the state dir's path is too long for the private Redis's unix socket: {self.socket} "
+                               f"is {len(os.fsencode(self.socket))} bytes, the kernel takes {MAX_SOCKET_PATH}. Use a "
+                               "shorter state_dir, or set redis.url to a Redis of your own")
         self._reap_stale()
         self.dir.mkdir(parents=True, exist_ok=True)
         args = [server_binary(), "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",

@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 
 from daemon.config import Settings
+from daemon.service.held import hup_held
 from daemon.service.loop import Daemon
 from daemon.service.redis_server import EmbeddedRedis, _die_with_parent
 
@@ -28,6 +29,25 @@ LOCAL_WORKER_PREFIX = "dupwatch-local-"
 
 WORKER_RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Delays before restarting a worker that keeps dying (a broken GPU driver should not spin a CPU)."""
+
+WORKER_STABLE_S = 60.0
+"""A worker that lived this long was working, not crash-looping: its next restart waits the shortest delay."""
+
+
+class RestartBackoff:
+    """How long to wait before restarting each worker: longer after each short life in a row, and the
+    shortest again after a life of `stable_s` or more, so one crash after hours of work is not delayed
+    by crashes long past."""
+
+    def __init__(self, delays: tuple[float, ...] = WORKER_RESTART_BACKOFF_S, stable_s: float = WORKER_STABLE_S):
+        self.delays, self.stable_s = delays, stable_s
+        self.short_lives: dict[str, int] = {}  # worker -> deaths in a row after less than stable_s
+
+    def delay(self, name: str, lived_s: float) -> float:
+        """The wait before restarting `name`, which just died after living `lived_s` seconds."""
+        n = 0 if lived_s >= self.stable_s else self.short_lives.get(name, 0)
+        self.short_lives[name] = n + 1
+        return self.delays[min(n, len(self.delays) - 1)]
 
 
 def _worker_main(settings: Settings, redis_url: str, name: str) -> None:
@@ -47,7 +67,8 @@ class WorkerPool:
         self.settings, self.redis_url, self.count, self.daemon = settings, redis_url, count, daemon
         self.ctx = mp.get_context("spawn")
         self.procs: dict[str, mp.process.BaseProcess] = {}
-        self.deaths: dict[str, int] = {}
+        self.backoff = RestartBackoff()
+        self.started: dict[str, float] = {}  # worker -> monotonic time of its last start
         self.next_start: dict[str, float] = {}
 
     def start(self) -> None:
@@ -59,6 +80,7 @@ class WorkerPool:
                                 daemon=False)
         proc.start()
         self.procs[name] = proc
+        self.started[name] = time.monotonic()
 
     def check(self, _daemon: Daemon | None = None) -> None:
         """Called from the daemon loop: restart dead workers and recover their jobs at once."""
@@ -67,10 +89,10 @@ class WorkerPool:
             if proc.is_alive():
                 continue
             if name not in self.next_start:
-                n = self.deaths.get(name, 0)
-                self.deaths[name] = n + 1
-                delay = WORKER_RESTART_BACKOFF_S[min(n, len(WORKER_RESTART_BACKOFF_S) - 1)]
-                log.warning("worker %s exited (%s); restarting in %.0fs", name, proc.exitcode, delay)
+                lived = now - self.started[name]
+                delay = self.backoff.delay(name, lived)
+                log.warning("worker %s exited (%s) after %.0fs; restarting in %.0fs", name, proc.exitcode, lived,
+                            delay)
                 self.next_start[name] = now + delay
                 self.daemon.worker_died(name)
             elif now >= self.next_start[name]:
@@ -112,6 +134,8 @@ def _install_signals(daemon: Daemon, reload: Callable[[], Settings] | None) -> N
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, hup)
+    if hup_held() and reload is not None:  # asked for while starting
+        daemon.reload_with = reload
 
 
 def _from_an_earlier_run(worker: str) -> bool:

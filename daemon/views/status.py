@@ -19,7 +19,7 @@ from workers import queue as q
 
 
 def read_only_catalog(settings: Settings) -> sqlite3.Connection | None:
-    path = StateDir(settings.state_dir).catalog
+    path = StateDir(settings.state_dir, create=False).catalog
     if not path.exists():
         return None
     return read_only_connection(path)
@@ -29,7 +29,7 @@ def redis_url_for(settings: Settings) -> str | None:
     """The configured Redis, or the private one `run` keeps in the state dir (if it is up)."""
     if settings.redis.url:
         return settings.redis.url
-    sock = StateDir(settings.state_dir).redis_socket
+    sock = StateDir(settings.state_dir, create=False).redis_socket
     return f"unix://{sock}" if sock.exists() else None
 
 
