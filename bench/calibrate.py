@@ -6,7 +6,7 @@
 With --copy, every file's hashes and copy-descriptor vectors (whole frame, and the picture inside a frame)
 are computed once with the workers' pipeline, then the stream is replayed through daemon.index.verdict.decide,
 the owner's own decision, for a grid of (copy, verify, veto) scores, without geometric verification (a
-borderline score is then `new`) or with it (--verify: workers.align on each pair a decision asks
+borderline score is then `new`) or with it (--verify: workers.image.align on each pair a decision asks
 for). It prints the best settings at precision >= --precision with at most 1 % of distractors flagged,
 and the shipped defaults' figures.
 
@@ -30,7 +30,7 @@ from bench import dataset
 from daemon.config import MatchSettings
 from daemon.index.hashindex import HashIndex, HashRule
 from daemon.index.verdict import inner_rows
-from workers.hashing import WINDOWS
+from workers.image.hashing import WINDOWS
 from workers.pipeline import Pipeline
 from workers.settings import DecodeSettings
 
@@ -165,7 +165,7 @@ def copy_main(args, entries: list[dataset.Entry]) -> None:
     if args.verify:
         from functools import cache
 
-        from workers.align import align_files
+        from workers.image.align import align_files
 
         @cache
         def align(i: int, j: int):
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--copy", action="store_true", help="calibrate the copy descriptor's scores (SSCD)")
     ap.add_argument("--copy-model", default="sscd", help="--copy: which copy descriptor (sscd, sscd_distilled)")
-    ap.add_argument("--verify", action="store_true", help="--copy with geometric verification (workers.align)")
+    ap.add_argument("--verify", action="store_true", help="--copy with geometric verification (workers.image.align)")
     ap.add_argument("--limit", type=int, help="only the first N files of the stream (verification is slow)")
     ap.add_argument("--only-shipped", action="store_true", help="--copy: replay the shipped thresholds alone")
     args = ap.parse_args(argv)

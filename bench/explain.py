@@ -1,4 +1,4 @@
-"""How well workers.align explains edits whose parameters are known (the targets in docs/detection.md).
+"""How well workers.image.align explains edits whose parameters are known (the targets in docs/detection.md).
 
     python -m bench.explain --data bench/data/acc            # builds the data set if missing
     python -m bench.explain --data bench/data/acc --limit 200 --json bench/out/explain.json
@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw
 from bench import dataset, edits
 from bench.machine import cpu_model
 from bench.metrics import coverage, iou, normalised_box
-from workers.align import Alignment, align_files
+from workers.image.align import Alignment, align_files
 
 TARGETS = {"crop IoU >= 0.85": 0.90, "flip reported": 0.98, "no false flip": 0.99, "rotation within 2°": 0.90,
            "overlay covered >= 50 %": 0.80, "mild: altered <= 0.02": 0.95,
@@ -133,7 +133,7 @@ def run(data: Path, limit: int | None = None, ops: set[str] | None = None, start
 
 
 def report(result: dict[str, Any], data: Path) -> str:
-    lines = [f"edit explanations (workers.align, 512 px)  {time.strftime('%Y-%m-%d')}  {cpu_model()}",
+    lines = [f"edit explanations (workers.image.align, 512 px)  {time.strftime('%Y-%m-%d')}  {cpu_model()}",
              (f"data: {data}, {result['pairs']} edited copies"
               f"{' (single-op ' + ', '.join(result['ops']) + ')' if result.get('ops') else ''}, {result['aligned']} aligned; "
               f"{result['ms_per_pair_median']:.0f} ms/pair median, {result['ms_per_pair_mean']:.0f} mean "

@@ -201,10 +201,11 @@ def report(scored: dict[str, Any], head: str) -> str:
 
 
 def cost(data: Path, entries: list[Entry]) -> str:
-    """CPU-ms per file of finding the pictures (workers.frames.find) on the plane the workers decode, and how
+    """CPU-ms per file of finding the pictures (workers.image.frames.find) on the plane the workers decode, and how
     many pictures each kind of file gets (each costs one more copy-descriptor inference)."""
-    from workers import defaults, frames
-    from workers.decode import decode_file
+    from workers import defaults
+    from workers.image import frames
+    from workers.image.decode import decode_file
 
     planes = [(e.role, decode_file(str(data / e.file), size=defaults.DECODE_SIZE, max_pixels=defaults.MAX_PIXELS,
                                    max_bytes=defaults.MAX_FILE_BYTES).image) for e in entries]
@@ -213,7 +214,7 @@ def cost(data: Path, entries: list[Entry]) -> str:
     for role, plane in planes:
         found.setdefault("framed" if role in ("copy", "negative") else "bare", []).append(len(frames.find(plane)))
     spent = (time.process_time() - started) * 1000 / max(1, len(planes))
-    lines = [f"workers.frames.find: {spent:.2f} CPU-ms per file over {len(planes)} files (decode excluded)"]
+    lines = [f"workers.image.frames.find: {spent:.2f} CPU-ms per file over {len(planes)} files (decode excluded)"]
     for kind, counts in sorted(found.items()):
         lines.append(f"  {kind:<7} {len(counts):>4} files, {sum(c > 0 for c in counts):>4} with pictures,"
                      f" {sum(counts) / max(1, len(counts)):.2f} pictures (copy-descriptor inferences) per file")

@@ -1,4 +1,4 @@
-"""How well the gradient look (workers.precheck) tells a hash-matched copy from a chance match, and what it costs.
+"""How well the gradient look (workers.image.precheck) tells a hash-matched copy from a chance match, and what it costs.
 
     python -m bench.precheck --data bench/data/acc --split calibration
 
@@ -26,10 +26,10 @@ from bench.machine import cpu_model
 from daemon.config import Settings
 from daemon.index.hashindex import ExhaustiveHashIndex, HashHit, HashRule
 from daemon.index.verdict import Thresholds
-from workers.align import align_files
-from workers.hashing import WINDOWS
+from workers.image.align import align_files
+from workers.image.hashing import WINDOWS
+from workers.image.precheck import GRADIENT_MAX_FRACTION, geometry, gradient_distance
 from workers.pipeline import Pipeline
-from workers.precheck import GRADIENT_MAX_FRACTION, geometry, gradient_distance
 from workers.settings import DecodeSettings
 
 LOOSE = HashRule(16, 14, 12, -1, 12)

@@ -105,7 +105,7 @@ def fill_catalog(catalog, n: int, seed: int, copy_model: str | None = None, dim:
     per transaction: `land_many` registers them, `store_features_many` stores their features (vectors into
     `vectors`, as float16), one UPDATE per batch marks them decided `new`. Returns rows/s. With
     `copy_model`, each row also gets a random unit `dim`-d copy vector of that identity."""
-    from workers.hashing import WINDOWS
+    from workers.image.hashing import WINDOWS
 
     rng = np.random.default_rng(seed)
     vectors = np.random.default_rng(seed + 7)

@@ -16,7 +16,7 @@ its first WINDOW.
      expected to draw them, of 5e9) and four coinciding boxes.
    - `crops`: each file one crop of one photo (file i from photo i mod P), the boxes of a photo drawn again
      while within TOLERANCE of an earlier box of it, of one of its pHash crop windows
-     (workers.hashing.WINDOWS), or having one of its windows there: no two files are the same crop nor one
+     (workers.image.hashing.WINDOWS), or having one of its windows there: no two files are the same crop nor one
      a crop the rule anticipates of another. Not distinct enough at scale: with N/P crops a photo, many
      overlap and share a scene, the hash rule matches a growing share of them (0.7 % of the first 1,000
      verdicts, 3.3-3.7 % of the 6,001st to 8,000th) and geometric verification confirms most as edited copies,
@@ -63,7 +63,7 @@ from bench import measure
 from bench.machine import cpu_model
 from bench.photos import Photo
 from bench.throughput import child_env, cover_box, load_photos, small_box, small_size
-from workers.hashing import WINDOWS
+from workers.image.hashing import WINDOWS
 
 WINDOW = 5_000
 """Verdicts per rate window (the criterion compares the first and the last)."""

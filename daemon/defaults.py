@@ -37,7 +37,7 @@ MAX_ATTEMPTS = 3
 # Hash thresholds, in bits of 64 (pHash distances are always even: each hash has 32 ones); -1 disables a
 # clause. Chosen with bench/calibrate.py on the calibration half of bench/data/acc (1,455 files: 1,248
 # DISC21-style edits, 104 distractors with star fields, gradients, textures, documents, templates), after
-# workers.hashing.detail_batch took star fields and gradients out of the hash search. bench.calibrate's grid
+# workers.image.hashing.detail_batch took star fields and gradients out of the hash search. bench.calibrate's grid
 # (541 rules) has one rule with precision >= 0.99 and at most 1 % of distractors flagged: pHash 6, window 4,
 # no dHash, no agreement (recall 0.514, precision 0.991, 1 distractor). Adding dHash at 2 bits (below the
 # grid's steps; measured with the same replay) keeps both bounds and catches caption bands and meme text
@@ -74,7 +74,7 @@ VETO_SCORE: float | None = None
 
 MIN_OVERLAP = 0.5
 """A verification confirms a copy only where the two frames overlap this much: the larger of the share of the copy
-the original fills and the share of the original the copy shows (workers.align.Alignment.overlap). A crop, a
+the original fills and the share of the original the copy shows (workers.image.align.Alignment.overlap). A crop, a
 pad, a paste or a rotation keeps one of them near 1; two shots of one scene panned apart share a strip of each
 frame, hundreds of consistent inliers in it (bursts). docs/detection.md says how it was chosen."""
 

@@ -43,7 +43,7 @@ class Match:
     score: float
     hash_distance: int | None = None
     signal: str = ""  # e.g. "sha256", "phash", "dhash", "clip"
-    edit: dict[str, Any] | None = None  # what was done to the earlier file (workers.align), for copies
+    edit: dict[str, Any] | None = None  # what was done to the earlier file (workers.image.align), for copies
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""workers.align on real photos with edits whose parameters are known (bench/edits.py): the alignment
+"""workers.image.align on real photos with edits whose parameters are known (bench/edits.py): the alignment
 must recover the crop box, the rotation and the flip, find the overlays and leave mild edits alone."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` is a fol
 from bench import edits, negatives, templates
 from bench.metrics import coverage, iou, normalised_box
 from bench.photos import skimage_photos
-from workers.align import MIN_INLIERS, FeatureCache, _plausible, _prepare, align, align_files
+from workers.image.align import MIN_INLIERS, FeatureCache, _plausible, _prepare, align, align_files
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +204,7 @@ def test_a_shared_frame_is_no_support_for_a_copy(pictures: dict[str, Image.Image
 
 
 def test_a_frame_the_picture_box_misses_is_still_no_support(pictures: dict[str, Image.Image]) -> None:
-    """The page template's header, text column and sidebar defeat workers.content's colour statistics (its
+    """The page template's header, text column and sidebar defeat workers.image.content's colour statistics (its
     box takes in most of the page), so two photos pasted into it used to verify through the frame. Their
     inliers sit on pixels the two files share exactly while the pictures differ: no support. The same
     photo pasted into the page still aligns with that photo on the picture."""

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO_ROOT, Service, base_env, catalog_rows, wait_for
-from workers.decode import DecodeError, decode_file
+from workers.image.decode import DecodeError, decode_file
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -124,7 +124,7 @@ def test_bad_input_corpus_through_the_live_service(tmp_path: Path, photos: dict[
 
 UNREADABLE_CHILD = textwrap.dedent("""
     import os, sys
-    from workers.decode import DecodeError, decode_file
+    from workers.image.decode import DecodeError, decode_file
     os.setgid(65534)
     os.setuid(65534)  # nobody: file permissions apply again
     try:

@@ -14,7 +14,7 @@ import pytest
 from daemon.config import Settings
 from daemon.index.catalog import SCHEMA_VERSION, Catalog
 from daemon.index.owner import IndexOwner
-from workers.hashing import WINDOWS
+from workers.image.hashing import WINDOWS
 
 FULL_SCAN = re.compile(r"\bSCAN (files|not_duplicates)\b(?! USING (COVERING )?INDEX files_undecided)")
 """A plan step that walks a whole table. Scanning the partial index of undecided rows is fine: it holds

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from workers import content
+from workers.image import content
 
 
 def test_a_photo_in_a_screenshot_frame_is_boxed(photos):

@@ -19,9 +19,9 @@ NO_CLIP = {"DUPWATCH_MODEL__NAME": "none"}  # these tests are about copies: no s
 
 def needs_verifier() -> None:
     """Mid-range SSCD scores (a crop, a rotation, two halves of one sky) are settled by geometric
-    verification, workers.align (the explain-the-edit issue); without it they are `new` by design. OpenCV is a
+    verification, workers.image.align (the explain-the-edit issue); without it they are `new` by design. OpenCV is a
     core dependency, so its absence is a broken install: fail, never skip."""
-    import workers.align  # noqa: F401
+    import workers.image.align  # noqa: F401
 
 
 def scan(state: Path, paths: list[Path], env: dict[str, str]) -> list[dict]:
@@ -222,8 +222,8 @@ def test_sscd_on_a_cpu_runs_in_the_decode_threads_with_a_whole_batch_s_vectors(p
     import threading
 
     from daemon.config import Settings
-    from workers.content import picture_box
-    from workers.decode import decode_file
+    from workers.image.content import picture_box
+    from workers.image.decode import decode_file
     from workers.models.loading import load_copy_model
     from workers.pipeline import Pipeline
 

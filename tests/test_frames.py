@@ -1,6 +1,6 @@
-"""Pictures inside frames (workers.frames) on real photos in the frames benchmark's templates: found on their
+"""Pictures inside frames (workers.image.frames) on real photos in the frames benchmark's templates: found on their
 own, matched to their source with `embedded` set, never matched to another picture through the frame they
-share, and found again by a later bare copy. Blur and sharpening are named (workers.quality)."""
+share, and found again by a later bare copy. Blur and sharpening are named (workers.image.quality)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from PIL import Image, ImageFilter
 from bench import edits, frametemplates
 from bench.explain import iou
 from tests.conftest import base_env, dupwatch_cmd
-from workers import frames
-from workers.align import align
+from workers.image import frames
+from workers.image.align import align
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Hash search refuses images whose hashes are noise (workers.hashing.detail_batch, MIN_HASH_DETAIL).
+"""Hash search refuses images whose hashes are noise (workers.image.hashing.detail_batch, MIN_HASH_DETAIL).
 
 Near-blank images (a black frame, a white page, a faint gradient) and sparse star fields have a pHash
 plane whose low DCT coefficients sit within JPEG noise of their median: their bits say nothing about the
@@ -21,7 +21,7 @@ from daemon.index.hashindex import HashIndex
 from daemon.index.verdict import Thresholds
 from tests.conftest import PHOTOS, base_env, dupwatch_cmd
 from workers import defaults
-from workers.hashing import WINDOWS, detail_batch, window_planes
+from workers.image.hashing import WINDOWS, detail_batch, window_planes
 from workers.pipeline import Pipeline
 from workers.settings import DecodeSettings
 

@@ -17,7 +17,7 @@ from daemon.config import Settings
 from daemon.index.catalog import Catalog
 from daemon.index.hashindex import ExhaustiveHashIndex
 from daemon.index.owner import HASH_SNAPSHOT, IndexOwner
-from workers.hashing import WINDOWS
+from workers.image.hashing import WINDOWS
 
 
 def _fill(catalog: Catalog, n: int, rng: np.random.Generator, prefix: str = "/w") -> list[int]:

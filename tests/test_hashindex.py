@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 
 from daemon.index.hashindex import ExhaustiveHashIndex, HashHit, HashIndex, HashRule, _hit, _Table, chunk_widths
-from workers.hashing import hamming
+from workers.image.hashing import hamming
 
-W = 9  # windows per file, as in workers.hashing.WINDOWS
+W = 9  # windows per file, as in workers.image.hashing.WINDOWS
 RULES = (
     HashRule(8, 6, 6, 14, 10),  # the shipped defaults
     HashRule(12, 10, 8, 18, 12),  # looser

@@ -1,4 +1,4 @@
-"""workers.hashing against imagehash on real photos (skimage.data, shipped with scikit-image, offline)."""
+"""workers.image.hashing against imagehash on real photos (skimage.data, shipped with scikit-image, offline)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import skimage.data
 import torch
 from PIL import Image
 
-from workers.hashing import (
+from workers.image.hashing import (
     DIHEDRAL,
     WINDOWS,
     dhash_batch,

@@ -47,7 +47,7 @@ def test_the_wire_record_round_trips_every_feature_field():
 LAYERS: list[tuple[str, ...]] = [
     # workers: the job contract and the image work, nothing of the daemon
     ("workers.settings", "workers.defaults", "workers.torch_guard", "workers.queue", "workers.features",
-     "workers.content", "workers.decode", "workers.hashing", "workers.precheck", "workers.align", "workers"),
+     "workers.image", "workers"),
     ("workers.models",),
     ("workers.pipeline", "workers.jobs", "workers.worker"),
     # daemon: the shared records at its root, then the rooms in the order a verdict passes through them

@@ -11,9 +11,9 @@ from PIL import Image
 from daemon.config import Settings
 from daemon.index.catalog import Catalog
 from daemon.index.owner import IndexOwner
-from workers.hashing import DIHEDRAL, WINDOWS
+from workers.image.hashing import DIHEDRAL, WINDOWS
+from workers.image.precheck import GRADIENT_MAX_FRACTION, Geometry, geometry, gradient_distance
 from workers.pipeline import Pipeline
-from workers.precheck import GRADIENT_MAX_FRACTION, Geometry, geometry, gradient_distance
 from workers.settings import DecodeSettings
 from workers.verify import LocalVerifier
 

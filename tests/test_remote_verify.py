@@ -16,7 +16,7 @@ from PIL import Image
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-import workers.align
+import workers.image.align
 import workers.verify
 from daemon.config import Settings
 from daemon.events import VerdictEvent
@@ -76,7 +76,7 @@ def test_the_daemon_process_aligns_nothing_and_the_edit_comes_from_a_worker(daem
                                                                           redis_url, services, monkeypatch):
     root, events = daemon
     ran: list[str] = []
-    for module, name in ((workers.verify, "verify"), (workers.verify, "gradient_distance"), (workers.align, "align")):
+    for module, name in ((workers.verify, "verify"), (workers.verify, "gradient_distance"), (workers.image.align, "align")):
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: ran.append(_name) or _real(*a, **k))
     env = base_env(tmp_path / "worker-state", DUPWATCH_HASH_ONLY="true", DUPWATCH_REDIS__URL=redis_url)

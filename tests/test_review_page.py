@@ -99,11 +99,11 @@ def _outline(box: FloatRect, rect: list[float], n: int = 24) -> list[tuple[float
 
 def test_review_page_draws_the_crop_box_and_the_altered_outline(tmp_path: Path, services: list, photos) -> None:
     """A crop-and-caption copy: the crop box on the original, the caption outlined on the copy, both
-    where the alignment (workers.align, on the real files) puts them, checked on the screenshot."""
+    where the alignment (workers.image.align, on the real files) puts them, checked on the screenshot."""
     from playwright.sync_api import expect, sync_playwright
 
     from daemon.state import StateDir
-    from workers.align import align_files
+    from workers.image.align import align_files
 
     token = "review-token"
     running = start_api(tmp_path, ["--model-name", "none"], token=token)  # SSCD: hashes alone miss crop+caption

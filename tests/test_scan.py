@@ -10,7 +10,7 @@ import pytest
 
 from tests import imaging
 from tests.conftest import base_env, catalog_rows, dupwatch_cmd
-from workers.align import identity_edit
+from workers.image.align import identity_edit
 
 
 def scan(state: Path, paths: list[Path], env: dict[str, str], *extra: str) -> list[dict]:

@@ -18,7 +18,7 @@ HASH_ONLY = Thresholds(RULE, copy_score=None, similar_score=None)
 
 @dataclass(frozen=True)
 class Found:
-    """What workers.align returns, reduced to what the decision reads."""
+    """What workers.image.align returns, reduced to what the decision reads."""
 
     inliers: int
     overlap: float = 1.0
@@ -77,7 +77,7 @@ def test_a_hash_match_the_geometry_rejects_is_not_a_copy():
 
 
 def test_a_pixel_identical_alignment_confirms_a_hash_match():
-    """workers.align returns 0 inliers for identical pixels (a PNG re-save of a JPEG: no features are
+    """workers.image.align returns 0 inliers for identical pixels (a PNG re-save of a JPEG: no features are
     needed); that is the strongest confirmation, not a failed one. Hash-only mode lost 42 of the 52
     re-encodes of the benchmark's test half to it."""
     resave = Evidence(hashed=HashHit(4, 0, 0, "phash"))

@@ -34,7 +34,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 tower need it; descriptors such as SSCD use ImageNet's (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225))."""
 
 MIN_HASH_DETAIL = 150.0
-"""An image whose pHash plane has less detail than this (workers.hashing.detail_batch: the typical margin
+"""An image whose pHash plane has less detail than this (workers.image.hashing.detail_batch: the typical margin
 its bits are decided by) gets no searchable hashes (no windows, no flips): its bits are mostly JPEG noise, so
 two star fields or two gradients matched at pHash or dHash distance 0-8 (15 of the 109 distractors of
 bench/data/acc's test half in hash-only mode). Chosen on the calibration half: real photos and their edits

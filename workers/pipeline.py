@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from workers import defaults, frames, hashing
-from workers.decode import DecodeError, decode_file
+from workers import defaults
 from workers.features import Features
+from workers.image import frames, hashing
+from workers.image.decode import DecodeError, decode_file
 from workers.models.base import ImageEmbedder
 from workers.models.copy import CopyDescriptor
 from workers.settings import DecodeSettings
@@ -50,7 +51,7 @@ class Prepared:
     g98: np.ndarray  # uint8 [8,9] dHash plane
     pixels: torch.Tensor | None  # the semantic model's input [3,H,W], None without one
     copy_inputs: list[np.ndarray] | None  # the copy descriptor's uint8 [H,W,3] inputs, None without one: the
-    # file's, then each picture's inside its frame (workers.frames)
+    # file's, then each picture's inside its frame (workers.image.frames)
     copy_vectors: np.ndarray | None = None  # their [n, dim] vectors once embedded (in the decode thread on a CPU)
 
 

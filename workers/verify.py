@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from workers import defaults
-from workers.align import Alignment, align_files
-from workers.precheck import GRADIENT_MAX_FRACTION, Geometry, gradient_distance
+from workers.image.align import Alignment, align_files
+from workers.image.precheck import GRADIENT_MAX_FRACTION, Geometry, gradient_distance
 
 log = logging.getLogger("dupwatch.verify")
 
@@ -31,7 +31,7 @@ Aligner = Callable[..., Alignment | None]
 @dataclass(frozen=True)
 class VerifyRequest:
     """Align the file (`path`, catalog id `file_id`) with each candidate (id, path). `look`: (candidate id,
-    geometry) of a hash-only match, whose gradients must agree before SIFT runs for it (workers.precheck).
+    geometry) of a hash-only match, whose gradients must agree before SIFT runs for it (workers.image.precheck).
     `version`: what identifies the file's content (size, mtime): part of the job id, so the same question about
     the same files is one job however often it is asked, and a changed file is a new question.
     `follow_symlinks`: the watcher's setting, so verification reads exactly what ingestion may read."""
@@ -109,7 +109,7 @@ def verify(request: VerifyRequest, *, max_pixels: int = defaults.MAX_PIXELS,
 
 class LocalVerifier:
     """Verification in this process's threads, for one-process commands (`dupwatch scan`, `query`) and tests:
-    the same `verify` a worker runs. `aligner` is the pair function (workers.align.align_files)."""
+    the same `verify` a worker runs. `aligner` is the pair function (workers.image.align.align_files)."""
 
     def __init__(self, max_pixels: int = defaults.MAX_PIXELS, max_bytes: int = defaults.MAX_FILE_BYTES,
                  aligner: Aligner = align_files):

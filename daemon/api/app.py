@@ -63,7 +63,7 @@ from daemon.views.matches import page as matches_page
 from daemon.views.search import PROBE_ID, probe_row
 from daemon.views.status import redis_status
 from workers import queue as q
-from workers.decode import DecodeError, check_header, decode_bytes, read_file
+from workers.image.decode import DecodeError, check_header, decode_bytes, read_file
 
 if TYPE_CHECKING:
     from workers.pipeline import Pipeline

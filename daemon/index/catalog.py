@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS not_duplicates (
 
 ADDED_COLUMNS = {"copy_model": "TEXT", "edit": "TEXT", "dev": "INTEGER", "ino": "INTEGER", "replaces": "INTEGER"}
 """Columns newer than the first schema: added in place to a catalog made before them (`edit`: the copy's
-edit object as JSON, workers.align; `dev`, `ino`: the file's identity on disk, which follows it through
+edit object as JSON, workers.image.align; `dev`, `ino`: the file's identity on disk, which follows it through
 renames and names every hard link of it; `replaces`: the version of the same path this landing replaced)."""
 
 VECTOR_COLUMNS = ("embedding", "copy_embedding", "copy_inner")

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workers.hashing import hamming
+from workers.image.hashing import hamming
 
 
 @dataclass(frozen=True)

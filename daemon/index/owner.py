@@ -49,10 +49,10 @@ from daemon.index.pictures import PictureVectors
 from daemon.index.vectors import ModelVectors, fetch_vectors
 from daemon.index.verdict import Decision, Evidence, Thresholds, decide, inner_rows, pair_score, to_verify
 from workers.features import Features
-from workers.hashing import WINDOWS
+from workers.image.hashing import WINDOWS
+from workers.image.precheck import geometry
 from workers.models.base import identity_of
 from workers.models.copy import copy_identity
-from workers.precheck import geometry
 from workers.verify import LocalVerifier, Verified, VerifyRequest
 
 log = logging.getLogger(__name__)
@@ -366,7 +366,7 @@ class IndexOwner:
 
     def _verify(self, row: Row, evidence: Evidence) -> Future | None:
         """Submit the verifications this row's evidence asks for, or None when it is conclusive. A hash match
-        with no copy-descriptor score for it (hash-only) gets the gradient look first (workers.precheck)."""
+        with no copy-descriptor score for it (hash-only) gets the gradient look first (workers.image.precheck)."""
         candidates = to_verify(evidence, self.thresholds) if self.settings.match.verify else []
         if not candidates:
             return None

@@ -1,4 +1,4 @@
-"""The pictures found inside frames (workers.frames), indexed on their own: a later bare copy of a picture
+"""The pictures found inside frames (workers.image.frames), indexed on their own: a later bare copy of a picture
 first seen in a screenshot, a meme or a collage finds that framed file, whose whole-file vector is mostly
 frame and would not.
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from daemon.index.catalog import Catalog, vector_from_sql
 from daemon.index.vectors import CONNECTIVITY, EXPANSION_ADD, EXPANSION_SEARCH, Index  # onnxruntime first: see there
-from workers.frames import MAX_PICTURES
+from workers.image.frames import MAX_PICTURES
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ which confirm or veto each other (edited-copy); then the semantic model's score 
 
 - The copy descriptor (SSCD) alone makes a copy at `copy_score`. Between `verify_score` and `copy_score`
   its evidence is not conclusive (SSCD scores two halves of one star field 82): geometric verification
-  (workers.align) decides.
+  (workers.image.align) decides.
 - A hash match the copy descriptor scores under `veto_score` is not a copy (look-alike textures).
 - Any other hash match is verified where a verifier is installed: hashes and SSCD agree on star fields,
   the geometry does not. Without a verifier (or when the earlier file is gone): a match at the tight
@@ -25,7 +25,7 @@ import numpy as np
 from daemon import defaults
 from daemon.config import MatchSettings
 from daemon.index.hashindex import HashHit, HashRule
-from workers.align import identity_edit
+from workers.image.align import identity_edit
 from workers.settings import CopyModelSettings, ModelSettings
 
 TIGHT_SIGNALS = ("phash",)
@@ -85,8 +85,8 @@ class Decision:
     score: float | None = None
     hash_distance: int | None = None
     signal: str | None = None
-    alignment: Any = None  # the workers.align.Alignment a verification found: computed once, reused for `edit`
-    edit: dict[str, Any] | None = None  # the copy's edit object (workers.align) as stored and reported
+    alignment: Any = None  # the workers.image.align.Alignment a verification found: computed once, reused for `edit`
+    edit: dict[str, Any] | None = None  # the copy's edit object (workers.image.align) as stored and reported
 
 
 def hash_score(distance: int) -> float:
@@ -97,7 +97,7 @@ def hash_score(distance: int) -> float:
 def pair_score(query: np.ndarray, query_inner: np.ndarray | None, other: np.ndarray,
                other_inner: np.ndarray | None) -> float:
     """The copy descriptor's score (0-100) for a pair, where either may hold pictures inside a frame
-    (`*_inner`: one vector per picture, concatenated; workers.frames).
+    (`*_inner`: one vector per picture, concatenated; workers.image.frames).
 
     When both are framed, their whole frames are not compared: two different pictures in one screenshot
     template, letterbox or caption layout share the frame, and the frame scored them 43-55 on the bench,

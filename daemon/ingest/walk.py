@@ -24,7 +24,7 @@ TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download
 class PathFilter:
     def __init__(self, roots: Sequence[Path], watch: WatchSettings):
         # Resolved once: below a root, paths then name real folders, so a worker can tell a file reached
-        # through a symbolic link (workers.decode.read_file) from one that is really inside the root.
+        # through a symbolic link (workers.image.decode.read_file) from one that is really inside the root.
         self.roots = [Path(os.path.realpath(r)) for r in roots]
         self.include = [g.lower() for g in watch.include]
         self.exclude = watch.exclude

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workers.decode import DecodeError, decode_file
+from workers.image.decode import DecodeError, decode_file
 
 COPY_KINDS = ("exact-copy", "edited-copy")
 THUMBNAIL_PX = 120
@@ -106,7 +106,7 @@ def _group(conn: sqlite3.Connection, lead: int) -> Group:
 
 
 def _summary(edit_json: str | None, verdict: str) -> str | None:
-    """The edit's summary line (workers.align); a copy decided without an alignment has none."""
+    """The edit's summary line (workers.image.align); a copy decided without an alignment has none."""
     if edit_json:
         return str(json.loads(edit_json).get("summary") or "")
     return "same bytes or pixels" if verdict == "exact-copy" else None

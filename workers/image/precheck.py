@@ -1,7 +1,7 @@
 """A cheap second look at a hash match before the geometric verification: the gradient hash of the two
 views the match says are one picture.
 
-Why: a hash-only match is verified by SIFT and RANSAC (workers.align, about 55 ms a pair on 2 cores).
+Why: a hash-only match is verified by SIFT and RANSAC (workers.image.align, about 55 ms a pair on 2 cores).
 Chance matches grow with the catalog (about 1e-10 per stored row per verdict at the shipped radii: 0.1 % of
 verdicts at 10 M, and real photos cluster more than random hashes), so at scale most verifications are of
 unrelated pictures, and each costs the full SIFT pass to reject. The pHash clause that matched names the
@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 
 from workers import defaults
-from workers.decode import DecodeError, decode_file
-from workers.hashing import DIHEDRAL, WINDOWS, hamming
+from workers.image.decode import DecodeError, decode_file
+from workers.image.hashing import DIHEDRAL, WINDOWS, hamming
 
 GRID = 16
 """Gradient hash grid: 16x16 cells, 2 x 256 bits."""

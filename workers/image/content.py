@@ -1,7 +1,7 @@
 """Where the pictures are inside a frame, as one box: the part of a framed file that can support a copy.
 
 Two different photos in one screenshot template align on the frame they share; inliers outside this box are
-no support (workers.align). The pictures themselves are found by workers.frames; a collage's tiles count
+no support (workers.image.align). The pictures themselves are found by workers.image.frames; a collage's tiles count
 together, so inliers on any of its pictures are support.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from workers import frames
+from workers.image import frames
 
 
 def picture_box(image: Image.Image) -> frames.Box | None:

@@ -25,10 +25,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from workers import defaults, frames
-from workers.content import picture_box
-from workers.decode import DecodeError, decode_file
-from workers.quality import quality_change
+from workers import defaults
+from workers.image import frames
+from workers.image.content import picture_box
+from workers.image.decode import DecodeError, decode_file
+from workers.image.quality import quality_change
 
 MIN_INLIERS = 15
 """RANSAC inliers below which there is no model: 15 at 512 px rejects 31 of 33
@@ -51,7 +52,7 @@ FIT_SAMPLES = 40_000  # pixels the colour fit uses
 MIN_REGION = 0.001  # a component smaller than this share of the copy is noise, not an edit
 PADDING_MARGIN = 0.02  # the original inset by more than this in the copy means a canvas was added
 NO_CROP = 0.98  # a crop box covering this much of each side of the original is not a crop
-PICTURE_MARGIN = 0.03  # normalised: workers.content finds the picture's box on a 128 px copy
+PICTURE_MARGIN = 0.03  # normalised: workers.image.content finds the picture's box on a 128 px copy
 PERSPECTIVE_RATIO = 3.0  # the most one corner's scale may exceed another's in a plausible model
 PERSPECTIVE_TOLERANCE = 0.02  # corner deviation from the local affine, in copy-normalised units
 IDENTICAL_LEVELS = 2.0  # 0-255: mean difference around a point (9x9, 512 px) under which two files are identical there
@@ -78,7 +79,7 @@ class Alignment:
     matrix: list[list[float]]  # 3x3: the ORIGINAL's normalised (0-1) coords -> the COPY's normalised coords
     edit: dict[str, Any]  # the `edit` object (docs/detection.md), JSON-safe
     overlap: float = 1.0  # the larger of: the copy's share the original fills, the original's share the copy shows
-    on_picture: int | None = None  # inliers inside the picture of a framed file (workers.content); None: = inliers
+    on_picture: int | None = None  # inliers inside the picture of a framed file (workers.image.content); None: = inliers
 
 
 Points = np.ndarray  # float32 [n, 2]: keypoint positions in pixels of the prepared array
@@ -265,7 +266,7 @@ def _find_model(c: np.ndarray, o: np.ndarray, features: Callable[[np.ndarray, in
 
 
 def _on_picture(points: np.ndarray, image: Image.Image) -> np.ndarray:
-    """Which points (normalised) lie on the picture of a framed image (workers.content.picture_box, with a
+    """Which points (normalised) lie on the picture of a framed image (workers.image.content.picture_box, with a
     margin for its coarse box); all of them when the image is not a picture inside a frame. Two different
     photos in one screenshot template align on the frame they share, with hundreds of inliers on its bars
     and text lines, none on the pictures."""
@@ -279,7 +280,7 @@ def _on_picture(points: np.ndarray, image: Image.Image) -> np.ndarray:
 
 
 def _holding_picture(points: np.ndarray, image: Image.Image) -> list[float] | None:
-    """The box of the picture inside a framed image (workers.frames) that holds nearly all the inliers
+    """The box of the picture inside a framed image (workers.image.frames) that holds nearly all the inliers
     (HELD_INLIERS): where a match shown inside a page sits, also when it was cropped to fit. A copy that is
     the picture itself spreads its inliers over the whole file, beyond any box found in it."""
     best, share = None, HELD_INLIERS
@@ -454,7 +455,7 @@ def _on_shared_frame(c: np.ndarray, warped: np.ndarray, fitted: np.ndarray, vali
     its picture, which an edit and a resampling leave close but not identical; and where a copy does
     share identical pixels with its original (two screenshots of one photo), the rest agrees too. So
     when nearly all inliers sit on identical pixels and most of the rest of the overlap differs, those
-    inliers are a shared frame and no support (workers.content's picture box catches most frames from
+    inliers are a shared frame and no support (workers.image.content's picture box catches most frames from
     one image alone; this catches the ones its colour statistics miss, such as the page template)."""
     none = np.zeros(len(points), bool)
     raw = _channel_max(np.abs(c.astype(np.int16) - warped.astype(np.int16))).astype(np.float32)
