@@ -7,9 +7,10 @@ DIR ?= ./incoming
 
 .PHONY: install run test check lint test-system-deps clean
 
-# Debian packages some tests use (systemd-analyze, shellcheck, headless Chromium). Installed when we are
-# root on a Debian-like host; elsewhere those tests skip and say which package is missing.
-TEST_DEBS := systemd shellcheck chromium
+# Debian packages some tests use (systemd-analyze, shellcheck, headless Chromium; the fleet test's Redis 7
+# with TLS and nft). Installed when we are root on a Debian-like host; elsewhere those tests skip and say
+# which package is missing.
+TEST_DEBS := systemd shellcheck chromium redis-server nftables
 
 install: $(VENV)/.installed
 

@@ -29,6 +29,7 @@ import numpy as np
 from bench import dataset
 from daemon.config import MatchSettings
 from daemon.index.hashindex import HashIndex, HashRule
+from daemon.index.verdict import inner_rows
 from workers.hashing import WINDOWS
 from workers.pipeline import Pipeline
 from workers.settings import DecodeSettings
@@ -87,8 +88,11 @@ def copy_replay(entries: list[dataset.Entry], feats, th_list: list, align=None) 
     ok = [f.error is None and f.copy_embedding is not None for f in feats]
     zero = np.zeros(512, np.float32)
     full = np.stack([f.copy_embedding if k else zero for f, k in zip(feats, ok, strict=True)])
-    inner = np.stack([f.copy_inner if k and f.copy_inner is not None else zero for f, k in zip(feats, ok, strict=True)])
     framed = np.asarray([k and f.copy_inner is not None for f, k in zip(feats, ok, strict=True)])
+    pictures = [inner_rows(f.copy_inner, 512) if k else None for f, k in zip(feats, ok, strict=True)]
+    inner = np.concatenate([p for p in pictures if p is not None] or [np.zeros((0, 512), np.float32)])
+    owner = np.concatenate([np.full(len(p), i) for i, p in enumerate(pictures) if p is not None] or
+                           [np.zeros(0, np.int64)])
     index = HashIndex(len(WINDOWS))
     tallies = {th: [0, 0, 0] for th in th_list}
     rule = th_list[0].hashes
@@ -96,7 +100,7 @@ def copy_replay(entries: list[dataset.Entry], feats, th_list: list, align=None) 
         if not ok[i]:
             continue
         earlier = np.flatnonzero(ok[:i]) if i else np.zeros(0, np.int64)
-        scores = _pair_scores(f, full[earlier], inner[earlier], framed[earlier])
+        scores = _pair_scores(f, full, inner, owner, framed)[earlier]
         order = np.argsort(-scores, kind="stable")[:10]
         copies = [(int(earlier[j]), float(scores[j])) for j in order]
         searchable = f.windows is not None  # else too little detail to hash-search (the owner's rule)
@@ -115,16 +119,24 @@ def copy_replay(entries: list[dataset.Entry], feats, th_list: list, align=None) 
     return tallies
 
 
-def _pair_scores(f, full: np.ndarray, inner: np.ndarray, framed: np.ndarray) -> np.ndarray:
-    """daemon.index.verdict.pair_score of one file against many, vectorised (the same rule: framed pairs are
-    compared by their pictures, never frame to frame)."""
+def _pair_scores(f, full: np.ndarray, inner: np.ndarray, owner: np.ndarray, framed: np.ndarray) -> np.ndarray:
+    """daemon.index.verdict.pair_score of one file against every file, vectorised (the same rule: framed pairs
+    are compared by their pictures, never frame to frame). `inner`: every file's pictures' vectors, one row
+    each, `owner`: the file each row belongs to."""
     low = np.full(len(full), -100.0)
-    scores = np.where(framed, low, full @ f.copy_embedding * 100.0) if f.copy_inner is not None else \
-        full @ f.copy_embedding * 100.0
-    scores = np.maximum(scores, np.where(framed, inner @ f.copy_embedding * 100.0, low))
-    if f.copy_inner is not None:
-        scores = np.maximum(scores, full @ f.copy_inner * 100.0)
-        scores = np.maximum(scores, np.where(framed, inner @ f.copy_inner * 100.0, low))
+
+    def per_file(values: np.ndarray) -> np.ndarray:
+        best = low.copy()
+        np.maximum.at(best, owner, values)
+        return best
+
+    mine = inner_rows(f.copy_inner, len(f.copy_embedding))
+    whole = full @ f.copy_embedding * 100.0
+    scores = np.where(framed, low, whole) if mine is not None else whole
+    scores = np.maximum(scores, per_file(inner @ f.copy_embedding * 100.0))
+    if mine is not None:
+        scores = np.maximum(scores, (full @ mine.T).max(axis=1) * 100.0)
+        scores = np.maximum(scores, per_file((inner @ mine.T).max(axis=1) * 100.0))
     return scores
 
 

@@ -222,11 +222,13 @@ def base_env(state_dir: Path, **extra: str) -> dict[str, str]:
 class Service:
     """`dupwatch run|daemon|worker` as a subprocess whose stdout lines are collected as they come."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None):
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None,
+                 prefix: tuple[str, ...] = ()):
+        """`prefix`: a command that runs dupwatch, e.g. `ip netns exec HOST` (tests/test_fleet.py)."""
         self.log = log
         self.lines: list[str] = []
         with open(log, "ab") as stderr:  # the child has its own copy of the descriptor
-            self.proc = subprocess.Popen(dupwatch_cmd() + args, env=env, stdout=subprocess.PIPE, cwd=cwd,
+            self.proc = subprocess.Popen([*prefix, *dupwatch_cmd(), *args], env=env, stdout=subprocess.PIPE, cwd=cwd,
                                          stderr=stderr, text=True, start_new_session=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()

@@ -27,7 +27,8 @@ from daemon.config import Settings, WatchSettings, WebhookSettings
 from daemon.index.catalog import Catalog
 from daemon.ingest.walk import PathFilter
 from daemon.ingest.watcher import Watcher
-from daemon.notify import outbox
+from daemon.notify import outbox, transport
+from daemon.notify.deliverer import Deliverer
 from tests.conftest import (
     Service,
     base_env,
@@ -269,7 +270,7 @@ def test_webhook_timeout_bounds_a_slow_drip_response():
     drip = DripServer(size=300, pause=0.1)  # 30 s of body
     try:
         with pytest.raises(httpx.TimeoutException):
-            outbox.send_test(WebhookSettings(url=drip.url, timeout_s=1.0))
+            transport.send_test(WebhookSettings(url=drip.url, timeout_s=1.0))
         assert not drip.finished.is_set()  # the attempt ended while the receiver was still dripping
         assert drip.sent < 300
     finally:
@@ -322,7 +323,7 @@ def test_webhook_timeout_bounds_a_status_line_and_headers_dripped_a_byte_at_a_ti
     cat.conn.executescript(outbox.SCHEMA)
     ep = webhook_endpoint(drip.url, timeout_s=2.0)
     put(cat, [ep], first, *behind)
-    deliverer = outbox.Deliverer(cat.path, [ep], max_attempts=1, poll_s=0.05)
+    deliverer = Deliverer(cat.path, [ep], max_attempts=1, poll_s=0.05)
     deliverer.start()
     try:
         wait_for(lambda: drip.slow_connected_s is not None and len(drip.answered) == 2, timeout=60)
@@ -339,8 +340,8 @@ def test_webhook_timeout_bounds_a_status_line_and_headers_dripped_a_byte_at_a_ti
 def test_webhook_response_body_is_read_only_up_to_a_cap():
     big = DripServer(size=50 * 1024 * 1024, pause=0)
     try:
-        status, text = outbox.send_test(WebhookSettings(url=big.url, timeout_s=10.0))
-        assert status == 200 and len(text) <= outbox.RESPONSE_CAP_BYTES
+        status, text = transport.send_test(WebhookSettings(url=big.url, timeout_s=10.0))
+        assert status == 200 and len(text) <= transport.RESPONSE_CAP_BYTES
     finally:
         big.close()
 

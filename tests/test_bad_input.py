@@ -85,6 +85,7 @@ def build_corpus(photos: dict[str, Path], out: Path) -> dict[str, tuple[str, str
     return expected
 
 
+@pytest.mark.system
 def test_bad_input_corpus_through_the_live_service(tmp_path: Path, photos: dict[str, Path]) -> None:
     root, state = tmp_path / "in", tmp_path / "state"
     root.mkdir()

@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` is a pla
 
 from bench import latency, scan_growth, throughput
 
+pytestmark = pytest.mark.system
+
 
 def test_throughput_bench_prints_positive_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tp.json"

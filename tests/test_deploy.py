@@ -94,8 +94,9 @@ def test_install_script_parses():
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt-get install -y shellcheck)")
-def test_install_script_is_shellcheck_clean():
-    result = subprocess.run(["shellcheck", str(INSTALL)], capture_output=True, text=True, check=False)
+def test_shipped_shell_scripts_are_shellcheck_clean():
+    scripts = [INSTALL, DEPLOY / "fleet" / "make-tls.sh"]
+    result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
 
 

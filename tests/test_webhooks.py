@@ -28,7 +28,7 @@ from daemon.cli.webhook import webhook
 from daemon.config import Settings, WebhookSettings
 from daemon.events import KINDS, FileInfo, Match, VerdictEvent
 from daemon.index.catalog import Catalog
-from daemon.notify import outbox
+from daemon.notify import deliverer, outbox
 from daemon.webhooks import VerificationError, generate_secret, sign, signed_headers, verify
 from tests.conftest import free_port
 
@@ -133,11 +133,11 @@ def catalog(tmp_path: Path) -> Iterator[Catalog]:
 
 
 @pytest.fixture
-def deliverers() -> Iterator[Callable[..., outbox.Deliverer]]:
-    started: list[outbox.Deliverer] = []
+def deliverers() -> Iterator[Callable[..., deliverer.Deliverer]]:
+    started: list[deliverer.Deliverer] = []
 
-    def make(catalog: Catalog, endpoints: list[WebhookSettings], **overrides: Any) -> outbox.Deliverer:
-        d = outbox.Deliverer(catalog.path, endpoints, **{**FAST, **overrides})
+    def make(catalog: Catalog, endpoints: list[WebhookSettings], **overrides: Any) -> deliverer.Deliverer:
+        d = deliverer.Deliverer(catalog.path, endpoints, **{**FAST, **overrides})
         d.start()
         started.append(d)
         return d
@@ -288,17 +288,17 @@ def test_429_retry_after_is_honoured(catalog, receivers, deliverers) -> None:
 
 def test_retry_after_parsing() -> None:
     now = time.time()
-    assert outbox.retry_after_s("7") == 7.0
-    later = outbox.retry_after_s(email.utils.formatdate(now + 30, usegmt=True), now=now)
+    assert deliverer.retry_after_s("7") == 7.0
+    later = deliverer.retry_after_s(email.utils.formatdate(now + 30, usegmt=True), now=now)
     assert later is not None and 29 <= later <= 30
-    assert outbox.retry_after_s(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
-    assert outbox.retry_after_s("soon") is None and outbox.retry_after_s("-1") is None
-    assert outbox.retry_after_s("nan") is None and outbox.retry_after_s(None) is None
+    assert deliverer.retry_after_s(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
+    assert deliverer.retry_after_s("soon") is None and deliverer.retry_after_s("-1") is None
+    assert deliverer.retry_after_s("nan") is None and deliverer.retry_after_s(None) is None
 
 
 def test_backoff_is_capped_full_jitter() -> None:
     random.seed(1)
-    draws = [outbox.backoff_s(n, 1.0, 2.0, 600.0) for n in (1, 3, 12, 10_000) for _ in range(200)]
+    draws = [deliverer.backoff_s(n, 1.0, 2.0, 600.0) for n in (1, 3, 12, 10_000) for _ in range(200)]
     assert all(0 <= x <= 1 for x in draws[:200]) and all(0 <= x <= 4 for x in draws[200:400])
     assert all(0 <= x <= 600 for x in draws[400:]) and max(draws[400:]) > 500
 

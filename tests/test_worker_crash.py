@@ -28,9 +28,10 @@ pytestmark = pytest.mark.system
 MAX_ATTEMPTS = 2
 
 
-def take_and_die(conn: redis.Redis, name: str) -> str:
-    """Take the next ingest job as worker `name` would, mark it started, and never finish it."""
-    worker = Worker([q.ingest_queue(conn)], connection=conn, name=name, serializer=JSONSerializer)
+def take_and_die(conn: redis.Redis, name: str, queue: Queue | None = None) -> str:
+    """Take the next job of `queue` (the ingest queue by default) as worker `name` would, mark it started, and
+    never finish it."""
+    worker = Worker([queue or q.ingest_queue(conn)], connection=conn, name=name, serializer=JSONSerializer)
     taken = worker.dequeue_job_and_maintain_ttl(timeout=60)
     assert taken is not None, "no job was queued"
     job, _queue = taken

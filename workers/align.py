@@ -6,9 +6,9 @@ features, the ratio test and RANSAC (tried on the mirrored copy too, since SIFT 
 then decomposes it into what a person understands (crop box, rotation, flip, scale, perspective,
 padding), and diffs the aligned pixels after a global colour fit to find the altered regions.
 
-The same alignment serves as the geometric verification (its inlier count), so a
-candidate is aligned once and the result is kept. Pure numpy + OpenCV + Pillow: workers import it,
-and it never imports the daemon.
+The same alignment serves as the geometric verification (its inlier count), so a candidate is aligned
+once and the result is kept. It runs in the workers (workers.verify: a verification job, or the threads of a
+one-process `scan`), never in the daemon process. Pure numpy + OpenCV + Pillow; it never imports the daemon.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from PIL import Image
 from workers import defaults
 from workers.content import picture_box
 from workers.decode import DecodeError, decode_file
+from workers.quality import quality_change
 
 MIN_INLIERS = 15
 """RANSAC inliers below which there is no model: 15 at 512 px rejects 31 of 33
@@ -121,7 +122,7 @@ class FeatureCache:
 
 
 FEATURES = FeatureCache()
-"""The process's cache: alignments of the verification pool (daemon.index.owner) share it."""
+"""The process's cache: the verifications a worker (or a one-process `scan`) runs share it."""
 
 
 def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512,
@@ -175,8 +176,8 @@ def align_files(copy_path: str, original_path: str, *, max_side: int = 512,
 def identity_edit() -> dict[str, Any]:
     """The edit of a pixel-exact copy: nothing changed."""
     return {"crop": None, "rotation": 0.0, "flip": None, "scale": 1.0, "perspective": False,
-            "padding": False, "colour": [], "altered": [], "altered_fraction": 0.0,
-            "summary": "identical pixels"}
+            "padding": False, "colour": [], "quality": [], "altered": [], "altered_fraction": 0.0,
+            "embedded": None, "summary": "identical pixels"}
 
 
 # ---- geometry --------------------------------------------------------------------------------
@@ -408,9 +409,13 @@ def explain(c: np.ndarray, fitted: np.ndarray, colour: list[str], valid: np.ndar
             matrix: np.ndarray, copy_size: tuple[int, int], original_size: tuple[int, int]) -> dict[str, Any]:
     """The whole `edit` object for a prepared copy, the colour-fitted warped original and an accepted model."""
     edit = _geometry(matrix, copy_size, original_size)
-    changed = _changed(c, fitted, valid) | _added_content(c, inside == 0)
+    added = _added_content(c, inside == 0)
+    changed = _changed(c, fitted, valid) | added
     boxes, fraction = _regions(changed)
-    edit.update(colour=colour, altered=boxes, altered_fraction=fraction)
+    # the original placed whole on a canvas that holds content (a page, a chat, caption bands): its box
+    embedded = edit["padding"] if edit["padding"] and added.any() else None
+    edit.update(colour=colour, quality=quality_change(c, fitted, valid), altered=boxes, altered_fraction=fraction,
+                embedded=embedded)
     edit["summary"] = summary(edit)
     return edit
 
@@ -608,10 +613,13 @@ def summary(edit: dict[str, Any]) -> str:
         parts.append("perspective changed")
     if not 0.9 <= edit["scale"] <= 1.1:
         parts.append(f"resized to {edit['scale'] * 100:.0f} %")
-    if edit["padding"]:
+    if edit["embedded"]:
+        parts.append("shown inside a larger page")
+    elif edit["padding"]:
         parts.append("placed on a larger canvas")
     parts += [{"hue shift": "hue shifted"}.get(name, name + " changed" if name != "grayscale" else name)
               for name in edit["colour"]]
+    parts += edit["quality"]
     if edit["altered"]:
         n = len(edit["altered"])
         where = _where(edit["altered"][0])

@@ -33,7 +33,7 @@ class Features:
     model: str | None = None
     copy_embedding: np.ndarray | None = None  # the copy descriptor's vector (SSCD): edited-copy
     copy_model: str | None = None
-    copy_inner: np.ndarray | None = None  # the same, of the picture inside a frame (workers.content)
+    copy_inner: np.ndarray | None = None  # the same, of each picture inside a frame (workers.frames), concatenated
     error: str | None = None
 
     def stored(self) -> dict[str, Any]:

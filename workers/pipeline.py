@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from workers import defaults, hashing
-from workers.content import picture_box
+from workers import defaults, frames, hashing
 from workers.decode import DecodeError, decode_file
 from workers.features import Features
 from workers.models.base import ImageEmbedder
@@ -51,7 +50,7 @@ class Prepared:
     g98: np.ndarray  # uint8 [8,9] dHash plane
     pixels: torch.Tensor | None  # the semantic model's input [3,H,W], None without one
     copy_inputs: list[np.ndarray] | None  # the copy descriptor's uint8 [H,W,3] inputs, None without one: the
-    # file's, then the picture's inside its frame when there is one
+    # file's, then each picture's inside its frame (workers.frames)
     copy_vectors: np.ndarray | None = None  # their [n, dim] vectors once embedded (in the decode thread on a CPU)
 
 
@@ -101,11 +100,8 @@ class Pipeline:
             copy_inputs = copy_vectors = None
             if self.copier is not None:
                 copy_inputs = [self.copier.preprocess(decoded.image)]
-                box = picture_box(decoded.image)
-                if box is not None:
-                    w, h = decoded.image.size
-                    copy_inputs.append(self.copier.preprocess(decoded.image.crop(
-                        (round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)))))
+                copy_inputs += [self.copier.preprocess(frames.crop(decoded.image, box))
+                                for box in frames.find(decoded.image)]
                 if self.copier.in_decode_threads:
                     copy_vectors = self._copy_vectors_here(path, copy_inputs)
         except DecodeError as exc:
@@ -187,5 +183,5 @@ class Pipeline:
                 continue
             f.copy_embedding = p.copy_vectors[0]
             f.copy_model = self.copier.identity
-            if len(p.copy_vectors) > 1:
-                f.copy_inner = p.copy_vectors[1]
+            if len(p.copy_vectors) > 1:  # the pictures inside its frame, one vector after another
+                f.copy_inner = p.copy_vectors[1:].reshape(-1)

@@ -1,7 +1,8 @@
 """The Redis meeting point: rq queues (JSON serializer only), the results stream, worker records.
 
-Daemon and workers agree on these names and nothing else. Job ids are derived from the batch's files
-(catalog id + path + size + mtime), so the same batch enqueued twice is one job.
+Daemon and workers agree on these names and nothing else. Job ids are derived from what a job carries (a
+batch's files: catalog id + path + size + mtime; a verification: workers.verify.VerifyRequest.job_id), so the
+same job enqueued twice is one job.
 """
 
 from __future__ import annotations
@@ -25,8 +26,14 @@ log = logging.getLogger(__name__)
 INGEST_QUEUE = "dupwatch-ingest"
 """rq queue of batch jobs: each carries up to `queue.batch_size` files."""
 
+VERIFY_QUEUE = "dupwatch-verify"
+"""rq queue of verification jobs (workers.verify): one file against its candidates. Workers take these first:
+verdicts commit in arrival order, so an unanswered verification holds back every verdict after it."""
+
 RESULTS_STREAM = "dupwatch:results"
-"""Redis stream where workers append one entry per processed batch; the daemon reads it as a group."""
+"""Redis stream where workers append one entry per processed batch (field `data`: the features) or per
+verification (field `verified`: {"job": job id, "answer": workers.verify.Verified}); the daemon reads it as a
+group."""
 
 RESULTS_GROUP = "index-owner"
 
@@ -41,6 +48,7 @@ WORKER_TTL_S = 15
 even mid-job). An expired record means the worker died (SIGKILL, lost host): its started job is lost."""
 
 JOB_FUNCTION = "workers.jobs.process_batch"
+VERIFY_FUNCTION = "workers.jobs.verify_pairs"
 
 
 def connect(url: str, timeout_s: float = 30) -> redis.Redis:
@@ -57,6 +65,11 @@ def ingest_queue(conn: redis.Redis, job_timeout: int | None = None) -> Queue:
     return Queue(INGEST_QUEUE, connection=conn, serializer=JSONSerializer, default_timeout=job_timeout)
 
 
+def verify_queue(conn: redis.Redis, job_timeout: int | None = None) -> Queue:
+    """The verification queue (see `ingest_queue` for `job_timeout`)."""
+    return Queue(VERIFY_QUEUE, connection=conn, serializer=JSONSerializer, default_timeout=job_timeout)
+
+
 def batch_job_id(items: Sequence[Sequence[Any]]) -> str:
     """Deterministic id of a batch: items are (id, path, size, mtime_ns)."""
     digest = hashlib.sha1(json.dumps([list(i) for i in items], sort_keys=True).encode()).hexdigest()
@@ -67,22 +80,39 @@ def enqueue_batch(queue: Queue, items: Sequence[Sequence[Any]], *, at_front: boo
     """Enqueue a batch unless the same batch is already waiting or running (`at_front`: to be taken next).
     Returns the job or None."""
     job_id = batch_job_id(items)
+    if not _free(queue, job_id):
+        return None
+    payload = [[int(i[0]), str(i[1])] for i in items]
+    return queue.enqueue(JOB_FUNCTION, payload, job_id=job_id, result_ttl=0, failure_ttl=86400,
+                         description=f"{len(items)} files", at_front=at_front)
+
+
+def enqueue_verify(queue: Queue, job_id: str, request: dict[str, Any]) -> Job | None:
+    """Enqueue a verification (`request`: workers.verify.VerifyRequest.to_json) unless the same one is already
+    waiting or running. Returns the job or None."""
+    if not _free(queue, job_id):
+        return None
+    return queue.enqueue(VERIFY_FUNCTION, request, job_id=job_id, result_ttl=0, failure_ttl=3600,
+                         description=f"verify file {request['file_id']}")
+
+
+def _free(queue: Queue, job_id: str) -> bool:
+    """Whether `job_id` may be enqueued: no job of that id is waiting or running (a finished or failed one
+    is deleted, freeing the id)."""
     try:
         existing = Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer)
         status = existing.get_status(refresh=False)
         if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
-            return None
+            return False
         existing.delete()
     except NoSuchJobError:
         pass  # the usual case: this batch was never queued, or its job finished and expired
     except redis.ConnectionError:
         raise  # not the job's fault: the caller's Redis retry loop handles it
     except Exception as exc:  # noqa: BLE001 - a job hash Redis lost part of: say so, then enqueue afresh
-        log.warning("job %s in Redis is unreadable (%s: %s); queueing its batch afresh", job_id,
+        log.warning("job %s in Redis is unreadable (%s: %s); queueing it afresh", job_id,
                     type(exc).__name__, exc)
-    payload = [[int(i[0]), str(i[1])] for i in items]
-    return queue.enqueue(JOB_FUNCTION, payload, job_id=job_id, result_ttl=0, failure_ttl=86400,
-                         description=f"{len(items)} files", at_front=at_front)
+    return True
 
 
 RUNNING, UNSEEN, DEAD, ABANDONED = "running", "unseen", "dead", "abandoned"

@@ -11,8 +11,13 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 import redis
+from rq import Queue
+from rq.exceptions import StopRequested
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from workers import jobs
@@ -20,6 +25,7 @@ from workers import library_internals as internals
 from workers import queue as q
 from workers.models.loading import load_models
 from workers.pipeline import Pipeline
+from workers.ready import roots_problem, wait_until_ready
 from workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -63,14 +69,16 @@ def _clear_dead_namesake(conn, name: str) -> None:
 
 
 def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = None, burst: bool = False,
-               follow_symlinks: bool = False) -> None:
-    """`follow_symlinks`: the daemon's watch.follow_symlinks (off: no file is read through a link)."""
+               follow_symlinks: bool = False, roots: Sequence[Path] = ()) -> None:
+    """`follow_symlinks`: the daemon's watch.follow_symlinks (off: no file is read through a link). `roots`: the
+    daemon's watch.roots; jobs are taken only while every one is visible here (`workers.ready`)."""
     embedder, copier, model_status = load_models(settings)
     pipeline = Pipeline(settings.decode, embedder, copier, follow_symlinks=follow_symlinks)
     jobs.install(pipeline)
     conn = q.connect(redis_url)
     name = name or f"dupwatch-{socket.gethostname()}-{os.getpid()}"
     key = q.WORKER_KEY.format(name=name)
+    wait_until_ready(conn, name, roots)
     _clear_dead_namesake(conn, name)
     now = str(time.time())
     record = {**model_status, "host": socket.gethostname(), "pid": str(os.getpid()), "started": now, "loop": now}
@@ -79,9 +87,10 @@ def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = N
     loaded = model_status["state"] == "loaded"
     log.info("worker %s ready: model %s", name, model_status["model"] if loaded else f"none ({model_status['state']})")
     try:
-        while not _work(conn, name, burst, settings.log_level):
-            log.warning("worker %s: lost Redis; taking jobs again in %.0f s", name, REDIS_RETRY_S)
-            time.sleep(REDIS_RETRY_S)
+        while (ended := _work(conn, name, burst, settings.log_level, roots)) != STOPPED:
+            if ended == LOST_REDIS:
+                log.warning("worker %s: lost Redis; taking jobs again once it answers", name)
+            wait_until_ready(conn, name, roots)
             _new_loop(conn, name, key, record)
     finally:
         stop.set()
@@ -113,19 +122,49 @@ REDIS_RETRY_S = 1.0
 """Pause before a worker that lost Redis asks for jobs again (Redis restarting: AOF replay, or empty)."""
 
 
-def _work(conn: redis.Redis, name: str, burst: bool, log_level: str) -> bool:
-    """One rq work loop. True when it ended as asked (burst done, SIGTERM); False when Redis went away.
+STOPPED, LOST_REDIS, LOST_ROOTS = "stopped", "lost Redis", "lost the roots"
+"""How one rq work loop ended (`_work`)."""
+
+
+class _RootsWorker(internals.PromptWorker):
+    """rq's in-process worker (woken promptly to stop), which hands a job back untouched when the watched roots vanished (an unmounted
+    share) while it waited for one: checked before each dequeue only, a job that came during the wait would
+    end in `error` verdicts for files that other hosts can read."""
+
+    roots: Sequence[Path] = ()
+    lost_roots = False
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        problem = roots_problem(self.roots)
+        if problem is None:
+            super().execute_job(job, queue)
+            return
+        with self.connection.pipeline() as pipe:  # MULTI: the job is in one of the two lists at every moment
+            queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+            pipe.lrem(internals.intermediate_list(queue).key, 1, job.id)
+            pipe.execute()
+        log.error("worker %s: handed job %s back to the queue: %s", self.name, job.id, problem)
+        self.lost_roots = True
+        raise StopRequested  # rq's loop ends cleanly (its teardown unregisters this loop)
+
+
+def _work(conn: redis.Redis, name: str, burst: bool, log_level: str, roots: Sequence[Path]) -> str:
+    """One rq work loop. STOPPED when it ended as asked (burst done, SIGTERM), else why it ended.
 
     rq's loop ends on any error, and one during a job's bookkeeping (a Redis restart at that moment) would end
     the worker for good: the model stays loaded and a fresh loop takes the next job instead."""
     try:
-        worker = internals.PromptWorker([q.ingest_queue(conn)], connection=conn, serializer=JSONSerializer, name=name,
+        worker = _RootsWorker([q.verify_queue(conn), q.ingest_queue(conn)], connection=conn,
+                              serializer=JSONSerializer, name=name,
                               worker_ttl=RQ_WORKER_TTL_S)
     except redis.RedisError:  # rq talks to Redis as it builds a worker
-        return False
+        return LOST_REDIS
+    worker.roots = roots
     try:
         worker.work(burst=burst, logging_level="DEBUG" if log_level.upper() == "DEBUG" else "WARNING",
                     with_scheduler=False)
     except redis.RedisError:  # rq's start or teardown could not reach Redis
         pass
-    return burst or internals.shutdown_requested(worker)
+    if burst or internals.shutdown_requested(worker):
+        return STOPPED
+    return LOST_ROOTS if worker.lost_roots else LOST_REDIS

@@ -54,11 +54,12 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from daemon import __version__, defaults
 from daemon.api.metrics import Metrics
 from daemon.api.port import DaemonPort
-from daemon.events import MATCH_KINDS, Kind
+from daemon.events import Kind
 from daemon.index.catalog import read_only_connection
 from daemon.index.rebuilds import describe
 from daemon.text import dumps
 from daemon.views import groups as duplicate_groups
+from daemon.views.matches import page as matches_page
 from daemon.views.search import PROBE_ID, probe_row
 from daemon.views.status import redis_status
 from workers import queue as q
@@ -397,19 +398,15 @@ def create_app(api: ApiServer) -> FastAPI:
     @app.get("/api/v1/matches", dependencies=[Auth])
     def get_matches(db: DB, kind: Kind | None = None,
                     since: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                    include_dismissed: bool = False) -> dict[str, Any]:
-        """Recent verdicts that found a match (or, with kind=error, failures), newest first."""
-        kinds = [kind] if kind else list(MATCH_KINDS)
-        sql = ("SELECT f.*, EXISTS (SELECT 1 FROM not_duplicates n WHERE (n.a = f.id AND n.b = f.match_id)"
-               " OR (n.a = f.match_id AND n.b = f.id)) AS dismissed FROM files f "
-               f"WHERE f.state = 'decided' AND f.verdict IN ({','.join('?' * len(kinds))})")
-        args: list[Any] = list(kinds)
-        if since is not None:
-            sql += " AND f.decided_at > ?"
-            args.append((since if since.tzinfo else since.replace(tzinfo=UTC)).timestamp())
-        if not include_dismissed:
-            sql += " AND NOT dismissed"
-        rows = db.execute(sql + " ORDER BY f.decided_at DESC, f.id DESC LIMIT ?", [*args, limit]).fetchall()
+                    include_dismissed: bool = False, cursor: str | None = None) -> dict[str, Any]:
+        """Recent verdicts that found a match (or, with kind=error, failures), newest first, `limit` a page;
+        `next` is the cursor of the page after it (None on the last; daemon.views.matches)."""
+        try:
+            rows, after = matches_page(db, kind, None if since is None else
+                                       (since if since.tzinfo else since.replace(tzinfo=UTC)).timestamp(),
+                                       include_dismissed, cursor, limit)
+        except ValueError:
+            raise HTTPException(400, "cursor: use the `next` of the page before") from None
         out = []
         for r in rows:
             match = _row(db, r["match_id"]) if r["match_id"] is not None else None
@@ -418,12 +415,16 @@ def create_app(api: ApiServer) -> FastAPI:
                         "detected_at": r["detected_at"], "decided_at": r["decided_at"],
                         "file": _file(r), "match": _file(match) if match is not None else None,
                         "edit": _edit(r), "not_duplicate": bool(r["dismissed"])})
-        return {"matches": out}
+        return {"matches": out, "next": after}
 
     @app.get("/api/v1/groups", dependencies=[Auth])
-    def get_groups(db: DB) -> dict[str, Any]:
-        """Duplicate groups (daemon.views.groups): each earliest file with its copies and their edit summaries."""
-        return {"groups": [g.to_dict() for g in duplicate_groups.collect(db)]}
+    def get_groups(db: DB, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                   cursor: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+        """Duplicate groups (daemon.views.groups): each earliest file with its copies and their edit summaries,
+        `limit` a page; `next` is the cursor of the page after it (None on the last)."""
+        found = duplicate_groups.page(db, cursor, limit)
+        return {"groups": [g.to_dict() for g in found],
+                "next": found[-1].original.id if len(found) == limit else None}
 
     @app.post("/api/v1/search", dependencies=[Auth])
     async def search(request: Request, top_k: Annotated[int, Query(ge=1, le=100)] = 5) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from daemon.events import KINDS, VerdictEvent
 from daemon.health import REASONS
-from daemon.notify.outbox import LATENCY_BUCKETS_S, STATES
+from daemon.notify import outbox
+from daemon.notify.deliverer import LATENCY_BUCKETS_S
 from daemon.views.status import catalog_counts, redis_status
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class _Collector:
         conn = self.read_catalog()
         try:
             counts = catalog_counts(conn)
-            outbox = dict(conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state").fetchall())
+            deliveries = outbox.counts_by_state(conn)
         finally:
             conn.close()
         verdicts = CounterMetricFamily("dupwatch_verdicts", "Verdicts committed, by kind.", labels=["kind"])
@@ -72,8 +73,8 @@ class _Collector:
             errors.add_metric([reason or "unknown"], n)
         queued = GaugeMetricFamily("dupwatch_webhook_outbox", "Webhook deliveries in the outbox, by state.",
                                    labels=["state"])
-        for state in STATES:
-            queued.add_metric([state], outbox.get(state, 0))
+        for state in outbox.STATES:
+            queued.add_metric([state], deliveries.get(state, 0))
         return [
             CounterMetricFamily("dupwatch_files_seen", "Files that landed in a watched root (each new version "
                                 "of a path counts).", value=counts["files"]),

@@ -97,7 +97,7 @@ def worker(name: str | None, burst: bool, **params: Any) -> None:
         raise click.ClickException("a worker needs --redis-url (or DUPWATCH_REDIS__URL)")
     with _start_errors():
         run_worker(settings, settings.redis.url, name=name, burst=burst,
-                   follow_symlinks=settings.watch.follow_symlinks)
+                   follow_symlinks=settings.watch.follow_symlinks, roots=settings.watch.roots)
 
 
 @cli.command()
@@ -183,28 +183,31 @@ def matches(kind: str | None, limit: int, as_json: bool, **params: Any) -> None:
 
 @cli.command()
 @common
-@click.option("--json", "as_json", is_flag=True, help="One JSON document: {\"groups\": [...]}.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: {\"groups\": [...]}, written as it is read.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True),
-              help="Write an offline contact sheet (thumbnails embedded) to this file.")
-def groups(as_json: bool, html_file: str | None, **params: Any) -> None:
+              help="Write an offline contact sheet (thumbnails embedded): this file holds the first page and "
+                   "links to the others, written beside it.")
+@click.option("--per-page", type=click.IntRange(1), default=100, show_default=True, help="Groups per HTML page.")
+def groups(as_json: bool, html_file: str | None, per_page: int, **params: Any) -> None:
     """Duplicate groups: each original (earliest file) with its copies and what was edited."""
     from daemon.views import groups as duplicate_groups
     from daemon.views.status import read_only_catalog
 
     settings = settings_from(params)
     conn = read_only_catalog(settings)
-    found = duplicate_groups.collect(conn) if conn is not None else []
+    if html_file:
+        pages = duplicate_groups.write_html(conn, Path(html_file), per_page, max_pixels=settings.decode.max_pixels,
+                                            max_bytes=settings.decode.max_file_bytes)
+        click.echo(f"wrote {html_file}: {pages.groups} groups on {pages.pages} page(s)", err=True)
+    if as_json:
+        click.echo('{"groups": [', nl=False)
+        for n, group in enumerate(duplicate_groups.each(conn) if conn is not None else ()):
+            click.echo(("," if n else "") + "\n" + dumps(group.to_dict()), nl=False)
+        click.echo("\n]}")
+    elif not html_file:
+        click.echo(duplicate_groups.render_text(duplicate_groups.each(conn) if conn is not None else iter(())))
     if conn is not None:
         conn.close()
-    if html_file:
-        page = duplicate_groups.render_html(found, max_pixels=settings.decode.max_pixels,
-                                            max_bytes=settings.decode.max_file_bytes)
-        Path(html_file).write_text(page, encoding="utf-8")
-        click.echo(f"wrote {html_file}: {len(found)} groups", err=True)
-    if as_json:
-        click.echo(dumps({"groups": [g.to_dict() for g in found]}, indent=2))
-    elif not html_file:
-        click.echo(duplicate_groups.render_text(found))
 
 
 cli.add_command(webhook)

@@ -18,7 +18,7 @@ import httpx
 from daemon.cli.options import common, settings_from
 from daemon.config import Settings, WebhookSettings
 from daemon.index.catalog import connect
-from daemon.notify import outbox
+from daemon.notify import outbox, transport
 from daemon.webhooks import DEFAULT_TOLERANCE_S, VerificationError, verify
 
 CATALOG_FILE = "catalog.sqlite3"
@@ -100,7 +100,7 @@ def test_cmd(ctx: click.Context, url: str | None) -> None:
     failed = False
     for endpoint in targets:
         try:
-            status, body = outbox.send_test(endpoint)
+            status, body = transport.send_test(endpoint)
         except httpx.HTTPError as exc:
             failed = True
             click.echo(f"{endpoint.url}: failed: {type(exc).__name__}: {exc}")

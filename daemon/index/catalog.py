@@ -62,6 +62,9 @@ CREATE INDEX IF NOT EXISTS files_path ON files(path);              -- earlier ve
 CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
 CREATE INDEX IF NOT EXISTS files_open ON files(state) WHERE state != 'decided';
 CREATE INDEX IF NOT EXISTS files_decided_at ON files(decided_at);
+-- the paged views' keyset orders (daemon.views): matches newest first, groups by the file copied
+CREATE INDEX IF NOT EXISTS files_matched ON files(decided_at, id) WHERE verdict IN ('exact-copy', 'edited-copy', 'similar');
+CREATE INDEX IF NOT EXISTS files_copy_of ON files(match_id) WHERE verdict IN ('exact-copy', 'edited-copy');
 CREATE TABLE IF NOT EXISTS vectors (
     file_id        INTEGER PRIMARY KEY REFERENCES files(id),
     embedding      BLOB,                             -- float16[dim], L2-normalised (semantic: similar)

@@ -8,10 +8,12 @@ transaction; the hash table and vector indexes are caches that can always be reb
 A batch's hash searches are probed ahead on a second thread (`_probe_ahead`) while the writer evaluates,
 indexes and commits the rows before them; each search is finished in order on the writer's thread.
 
-Geometric verification (workers.align, about 55 ms a pair) never runs on the writer's thread: a row whose
-evidence is not conclusive gets its verification submitted to a small thread pool and the writer goes on
-evaluating (and indexing) the rows after it; verdicts are committed strictly in arrival order as their
-verifications complete.
+Geometric verification (workers.verify) never runs in the owner: a row whose evidence is not conclusive, or an
+edited copy whose `edit` is to be explained, gets a `VerifyRequest` sent to its `Verifier` (the daemon's: a job
+for the workers; a one-process command's: threads of its own), and the writer goes on evaluating (and indexing)
+the rows after it; verdicts are committed strictly in arrival order as their answers arrive. Rows waiting for an
+answer stay queued between calls of `decide_ready`, so the daemon's loop, which receives the answers, never
+blocks on one.
 
 Changes on disk (a file replaced, deleted, moved, or its folder moved out) arrive on the watcher's thread.
 Their catalog rows change there and then (the catalog serialises writers, and the order against new
@@ -33,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -43,13 +45,15 @@ from daemon.events import FileInfo, Match, VerdictEvent
 from daemon.index import hashsnapshot
 from daemon.index.catalog import Catalog, Row, read_only_connection
 from daemon.index.hashindex import HashHit, HashIndex, HashRule, Probed
+from daemon.index.pictures import PictureVectors
 from daemon.index.vectors import ModelVectors, fetch_vectors
-from daemon.index.verdict import Decision, Evidence, Thresholds, decide, pair_score, to_verify
+from daemon.index.verdict import Decision, Evidence, Thresholds, decide, inner_rows, pair_score, to_verify
 from workers.features import Features
 from workers.hashing import WINDOWS
 from workers.models.base import identity_of
 from workers.models.copy import copy_identity
-from workers.precheck import GRADIENT_MAX_FRACTION, Geometry, geometry, gradient_distance
+from workers.precheck import geometry
+from workers.verify import LocalVerifier, Verified, VerifyRequest
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,8 @@ PROBE_CHUNK = 16
 """Rows a task of the prober thread probes ahead, in one kernel call (see `_probe_ahead`): few enough that
 the writer's first row of a batch waits little (~7 ms at 10 M), enough that a hand-off costs little."""
 MAX_WAITING = 64
-"""Rows evaluated ahead of the oldest unfinished verification; past this the writer waits for it."""
+"""Rows evaluated ahead of the oldest unanswered verification; past this the writer waits for it (or, in
+the daemon, stops evaluating until a later call): it bounds the verifications in flight."""
 LOAD_CHUNK = 50_000
 """Decided rows per id range of start-up's stream: what is held at once besides the indexes."""
 MOVE_PAIRING_S = 120.0
@@ -82,15 +87,24 @@ class Lookups:
     first: dict[str, dict[tuple[str, int], int | None]]  # column -> (value, row id) -> first_decided_with
 
 
+class Verifier(Protocol):
+    """Where the owner sends its verifications (workers.verify.LocalVerifier, or the daemon's queue)."""
+
+    def submit(self, request: VerifyRequest) -> Future[Verified]: ...
+
+    def close(self) -> None: ...
+
+
 class IndexOwner:
     def __init__(self, settings: Settings, catalog: Catalog, sinks: Iterable[Sink] = (),
                  on_commit: Callable[[Any, VerdictEvent], None] | None = None, *, warm_kernels: bool = False,
-                 background: bool = False):
+                 background: bool = False, verifier: Verifier | None = None):
         """`warm_kernels`: load the hash index's compiled kernels at start even while the catalog is too small
         to need them (the daemon: so the verdict that builds the first segment does not wait for them).
         One-shot commands leave them to that first segment, which a small folder never reaches.
         `background`: vector segments lost from disk are rebuilt, and segments merged, on a thread of their
-        own while verdicts flow (the daemon); one-shot commands build them before their first verdict."""
+        own while verdicts flow (the daemon); one-shot commands build them before their first verdict.
+        `verifier`: where verifications run; by default threads of this process (`workers.verify`)."""
         self.settings = settings
         self.warm_kernels = warm_kernels
         self.catalog = catalog
@@ -108,13 +122,17 @@ class IndexOwner:
             for role, column, model_column, identity in (
                 ("copy", "copy_embedding", "copy_model", self.copy_identity),
                 ("semantic", "embedding", "model", self.model_identity)))
-        self.verifier = _verifier(settings)
-        self._pool: ThreadPoolExecutor | None = None
+        self.pictures = PictureVectors(self.copy_identity, settings.index.dtype)  # pictures inside frames
+        self.verifier: Verifier = verifier if verifier is not None else LocalVerifier(
+            max_pixels=settings.decode.max_pixels, max_bytes=settings.decode.max_file_bytes)
         self._prober: ThreadPoolExecutor | None = None  # see _probe_ahead
         # (column, value) -> ids of rows evaluated but not yet committed (waiting on a verification ahead
         # of them): the catalog's exact lookups cannot see them, so exact copies are looked up here too
         self._uncommitted: dict[tuple[str, str], list[int]] = {}
         self._release_later: list[Row] | None = None  # committed rows kept in `_uncommitted` (see Lookups)
+        # rows evaluated and indexed, in arrival order, whose verdicts wait for their answers (see _commit)
+        self._waiting: deque[tuple[Row, Evidence | None, Future | None, Future | None]] = deque()
+        self._seen: set[int] = set()  # the ids in `_waiting`
         self.decided = 0  # verdicts decided by this process (status line, metrics)
         self.looked_away = 0  # hash-only matches the gradient look rejected before a verification (bench/scale.py)
         # ids to drop from the indexes, or (True) to take back in: a deleted file found again under another name
@@ -147,6 +165,7 @@ class IndexOwner:
                 batch = []
         self._load_range(batch, None, hashed, width, after)
         self.hashes.load(hashed)
+        self.pictures.load(self.catalog, keep)
         log.info("index loaded: %d hashed (%s), %d copy vectors, %d semantic vectors in %.2fs", len(self.hashes),
                  f"snapshot up to id {after}" if after else "no snapshot", len(self.copies), len(self.vectors),
                  time.monotonic() - started)
@@ -274,41 +293,48 @@ class IndexOwner:
         self.catalog.store_features_many([(f.id, f.stored()) for f in results if f.id not in stale])
         return moved
 
-    def decide_ready(self, limit: int = 1000) -> list[VerdictEvent]:
+    def decide_ready(self, limit: int = 1000, *, wait: bool = True) -> list[VerdictEvent]:
         """Decide every featured file at the head of the arrival order, up to the first pending one.
 
         Each row is evaluated and indexed in order (so the next row sees it); a row that needs a geometric
         verification waits for it in a queue while later rows are evaluated, and verdicts commit in arrival
-        order, each run of finished ones in one transaction."""
+        order, each run of finished ones in one transaction. `wait`: return only when every row evaluated has
+        its verdict; without it (the daemon, whose loop receives the answers), rows still waiting for an answer
+        stay queued for a later call, and at most MAX_WAITING of them are evaluated ahead."""
         self._drop_retired()
         events: list[VerdictEvent] = []
-        waiting: deque[tuple[Row, Evidence | None, Future | None, Future | None]] = deque()
-        seen: set[int] = set()
+        waiting = self._waiting
         while (room := limit - len(events) - len(waiting)) > 0:
             asked = min(256, room) + len(waiting)
             rows = self.catalog.head(asked)
-            head = [r for r in rows if r.id not in seen]
+            head = [r for r in rows if r.id not in self._seen]
             ready = list(itertools.takewhile(lambda row: row.state != "pending", head))
             known = self._lookups([row for row in ready if row.error is None])
             self._release_later = []  # see _commit: until the batch is evaluated, `known` cannot see commits
             try:
-                self._evaluate_batch(ready, known, seen, waiting, events)
+                full = self._evaluate_batch(ready, known, events, wait)
             finally:
                 for row in self._release_later:
                     self._release(row)
                 self._release_later = None
             events += self._commit(waiting, wait=False)
-            if not ready or len(ready) < len(head) or len(rows) < asked:  # fewer than asked: none was left
+            if full or not ready or len(ready) < len(head) or len(rows) < asked:  # fewer than asked: none was left
                 break
-        events += self._commit(waiting, wait=True)  # the writer waits for the pool here; it computes nothing
+        if wait:
+            events += self._commit(waiting, wait=True)  # the writer waits for the answers here; it computes nothing
         return self._emit(events)
 
-    def _evaluate_batch(self, ready: list[Row], known: Lookups, seen: set[int], waiting: deque,
-                        events: list[VerdictEvent]) -> None:
-        """Evaluate, index and queue each row of a head batch in order (see `decide_ready`)."""
+    def _evaluate_batch(self, ready: list[Row], known: Lookups, events: list[VerdictEvent], wait: bool) -> bool:
+        """Evaluate, index and queue each row of a head batch in order (see `decide_ready`). True when it
+        stopped early: MAX_WAITING rows wait for answers and `wait` is off."""
+        waiting = self._waiting
         probed = self._probe_ahead(ready)
         for k, row in enumerate(ready):
-            seen.add(row.id)
+            if len(waiting) >= MAX_WAITING and not wait:
+                events += self._commit(waiting, wait=False)
+                if len(waiting) >= MAX_WAITING:
+                    return True
+            self._seen.add(row.id)
             evidence = self.evidence(row, known=known, probed=probed(k)) if row.error is None else None
             for key in self._exact_keys(row):
                 self._uncommitted.setdefault(key, []).append(row.id)
@@ -318,8 +344,9 @@ class IndexOwner:
             # Live as head() read it: a deletion after that read is retired before the next verdict.
             if row.error is None and (self.settings.match.keep_deleted or _live(row)):
                 self._index(row)  # (content replaced or deleted before its verdict: never indexed)
-            if len(waiting) > MAX_WAITING:
+            if len(waiting) > MAX_WAITING and wait:
                 events += self._commit(waiting, wait=True)
+        return False
 
     def _probe_ahead(self, ready: list[Row]) -> Callable[[int], Probed | None]:
         """Start the probing half of the batch's hash searches on a second thread (`HashIndex.probe_ahead`),
@@ -365,8 +392,7 @@ class IndexOwner:
     def _verify(self, row: Row, evidence: Evidence) -> Future | None:
         """Submit the verifications this row's evidence asks for, or None when it is conclusive. A hash match
         with no copy-descriptor score for it (hash-only) gets the gradient look first (workers.precheck)."""
-        on = self.verifier is not None and self.settings.match.verify
-        candidates = to_verify(evidence, self.thresholds) if on else []
+        candidates = to_verify(evidence, self.thresholds) if self.settings.match.verify else []
         if not candidates:
             return None
         hash_only = evidence.hashed if evidence.hashed_copy_score is None else None
@@ -375,51 +401,24 @@ class IndexOwner:
     def _explain(self, row: Row, evidence: Evidence) -> Future | None:
         """The alignment of a copy that its scores decided without a verification, so that every edited copy
         carries its `edit`. It explains the verdict and never changes it."""
-        if self.verifier is None or not self.settings.match.explain_edits:
+        if not self.settings.match.explain_edits:
             return None
         decision = decide(evidence, self.thresholds)
         if decision.kind != "edited-copy" or decision.match_id is None:
             return None
         return self._align_later(row, [decision.match_id])
 
-    def _align_later(self, row: Row, candidates: list[int], hashed: HashHit | None = None) -> Future:
-        """Verify the candidates in the pool; `hashed`: a hash-only match among them, looked at first."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
-                                            thread_name_prefix="verify")
+    def _align_later(self, row: Row, candidates: list[int], hashed: HashHit | None = None) -> Future[Verified]:
+        """Ask the verifier for the candidates' alignments; `hashed`: a hash-only match among them, looked at
+        first (its geometry comes from the hashes: no image is read here)."""
         others = self.catalog.rows(candidates)
         look = None
         for other in others:
             if hashed is not None and other.id == hashed.id and other.windows is not None:
                 assert row.windows is not None and row.dihedral is not None  # it was hash-matched
                 look = (other.id, geometry(hashed.signal, row.windows, row.dihedral, other.windows))
-        return self._pool.submit(self._align_all, row.path, [(r.id, r.path) for r in others], look)
-
-    def _align_all(self, path: str, candidates: list[tuple[int, str]],
-                   look: tuple[int, Geometry] | None = None) -> dict[int, Any]:
-        """Alignments per candidate (None: none found). A pair whose file is gone is left out, so the
-        decision is made without a verification rather than against one: a missing file is no evidence.
-        `look`: (candidate, geometry) of a hash-only match, whose gradients must agree before SIFT runs:
-        a pair they reject is not a copy (None), at a few ms instead of the ~55 ms a SIFT pass costs."""
-        assert self.verifier is not None
-        out: dict[int, Any] = {}
-        s = self.settings.decode
-        for file_id, other in candidates:
-            if not (os.path.isfile(path) and os.path.isfile(other)):
-                continue
-            if look is not None and look[0] == file_id:
-                distance = gradient_distance(path, other, look[1], max_pixels=s.max_pixels, max_bytes=s.max_file_bytes,
-                                             follow_symlinks=self.settings.watch.follow_symlinks)
-                if distance is not None and distance > GRADIENT_MAX_FRACTION:
-                    self.looked_away += 1
-                    out[file_id] = None
-                    continue
-            try:
-                out[file_id] = self.verifier(path, other, max_pixels=s.max_pixels, max_bytes=s.max_file_bytes,
-                                             follow_symlinks=self.settings.watch.follow_symlinks)
-            except Exception as exc:  # noqa: BLE001 - a decoder or OpenCV error costs this pair its verification
-                log.warning("verification of %s against %s failed: %s", path, other, exc)
-        return out
+        return self.verifier.submit(VerifyRequest(row.id, row.path, tuple((r.id, r.path) for r in others), look,
+                                                  (row.size, row.mtime_ns), self.settings.watch.follow_symlinks))
 
     def _commit(self, waiting: deque, wait: bool) -> list[VerdictEvent]:
         """Commit the head of `waiting` in one transaction: every row whose verification is done (all of
@@ -428,6 +427,7 @@ class IndexOwner:
         batch = []
         while waiting and (wait or all(f is None or f.done() for f in waiting[0][2:])):
             row, evidence, verification, explanation = waiting.popleft()
+            self._seen.discard(row.id)
             if self._release_later is not None:  # a batch's `Lookups` were read before this commit
                 self._release_later.append(row)
             else:
@@ -435,9 +435,12 @@ class IndexOwner:
             if evidence is None:
                 batch.append((row, Decision("error")))
                 continue
-            decision = decide(evidence, self.thresholds, verification.result() if verification else None)
+            verified = verification.result() if verification is not None else None
+            if verified is not None:
+                self.looked_away += verified.looked_away
+            decision = decide(evidence, self.thresholds, verified.alignments if verified is not None else None)
             if explanation is not None and decision.alignment is None and decision.match_id is not None:
-                decision = replace(decision, alignment=explanation.result().get(decision.match_id))
+                decision = replace(decision, alignment=explanation.result().alignments.get(decision.match_id))
             batch.append((row, decision))
         if not batch:
             return []
@@ -467,12 +470,14 @@ class IndexOwner:
         except BaseException:
             log.error("a batch of %d verdicts was rolled back; rebuilding the in-memory index", len(batch))
             waiting.clear()
+            self._seen.clear()
             self._uncommitted.clear()
             if self._release_later is not None:
                 self._release_later.clear()
             self.hashes = HashIndex(len(WINDOWS))
             self.copies.close()
             self.vectors.close()
+            self.pictures.close()
             self._load()
             raise
         self.decided += len(events)
@@ -531,8 +536,10 @@ class IndexOwner:
         k = self.settings.match.top_k
         mine = self.copies.vector(row)
         inner = row.copy_inner if mine is not None else None
-        candidates = {i for q in (mine, inner) if q is not None
-                      for i, _ in self.copies.search_vector(q, row.id, k, excluded)}
+        pictures = inner_rows(inner, len(mine)) if inner is not None and mine is not None else None
+        queries = [] if mine is None else [mine, *(pictures if pictures is not None else ())]
+        candidates = {i for q in queries for i, _ in self.copies.search_vector(q, row.id, k, excluded)}
+        candidates |= self.pictures.search(queries, row.id, k, excluded)
         if hashed is not None and mine is not None:
             candidates.add(hashed.id)
         scores = {}
@@ -559,6 +566,7 @@ class IndexOwner:
             self.hashes.add(row.id, row.windows, row.dhash)
         self.copies.add(row)
         self.vectors.add(row)
+        self.pictures.add(row)
 
     def _event(self, row: Row, decision: Decision, now: float) -> VerdictEvent:
         matches: tuple[Match, ...] = ()
@@ -607,10 +615,12 @@ class IndexOwner:
                 self.hashes.remove(file_id)
                 self.copies.remove(file_id)
                 self.vectors.remove(file_id)
+                self.pictures.remove(file_id)
             elif (row := self.catalog.get(file_id)) is not None and row.state == "decided" and row.error is None:
                 self.hashes.revive(file_id)
                 self.copies.add(row)
                 self.vectors.add(row)
+                self.pictures.add(row)
 
     def save(self) -> None:
         """Snapshot the indexes (each only when changed since it was loaded or last saved; never from a
@@ -625,22 +635,13 @@ class IndexOwner:
             self._hashes_saved = state
 
     def close(self) -> None:
+        self.verifier.close()
         self.copies.close()
         self.vectors.close()
-        for pool in (self._pool, self._prober):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        if self._prober is not None:
+            self._prober.shutdown(wait=True, cancel_futures=True)
 
 
-def _verifier(settings: Settings) -> Callable[..., Any] | None:
-    """workers.align.align_files, imported lazily: verification is part of the decision where it is installed
-    (it needs OpenCV); without it, inconclusive evidence is decided without a verification."""
-    try:
-        from workers.align import align_files
-    except ImportError as exc:
-        log.info("geometric verification unavailable (%s): inconclusive evidence is decided without it", exc)
-        return None
-    return align_files
 
 
 def _compile_hash_kernels(rule: HashRule) -> None:

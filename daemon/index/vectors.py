@@ -132,6 +132,7 @@ class VectorIndex:
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._writing: set[str] = set()  # files the background thread writes and has not listed in `parts` yet
         self._tail_dirty = False
         self._manifest_dirty = False
         self.parts: list[Part] = self._open()
@@ -184,7 +185,7 @@ class VectorIndex:
         if not self.writable:
             return
         with self._lock:
-            parts = list(self.parts)
+            parts = list(self.parts)  # the manifest's view: files it lists are kept below
             dirty = [p for p in parts if p.dirty and p.index is not None]
         for part in dirty:
             assert part.index is not None
@@ -202,10 +203,11 @@ class VectorIndex:
         tmp = self.folder / "manifest.json.tmp"
         tmp.write_text(json.dumps(manifest))
         tmp.replace(self.folder / "manifest.json")
-        listed = {p.name for p in parts if p.index is not None}
-        for path in self.folder.glob("*.usearch"):
-            if path.name not in listed:
-                path.unlink()
+        with self._lock:  # keep what the manifest lists, what a swap since listed, and what is being written
+            keep = {p.name for p in (*parts, *self.parts) if p.index is not None} | self._writing
+            for path in self.folder.glob("*.usearch"):
+                if path.name not in keep:
+                    path.unlink()
 
     # --- reconcile -----------------------------------------------------------------------------------
 
@@ -331,6 +333,8 @@ class VectorIndex:
                     return
             try:
                 self._work()
+            except _Closed:
+                return
             except Exception:
                 log.exception("building a vector segment failed; its range stays partial until the next start")
                 return
@@ -358,14 +362,16 @@ class VectorIndex:
                 if job is None:
                     return
                 kind, run = job
-                if kind == "merge":
-                    for p in run:
-                        p.removed = []
+                for p in run:
+                    p.removed = []
             built = self._rebuild(run[0], fetch) if kind == "rebuild" else self._merge(run)
             merged = Part(run[0].lo, run[-1].hi, built)
             if self.writable:
+                with self._lock:
+                    self._writing.add(merged.name)
                 self._write(built, merged.name)  # sealed: written once, here, off the writer's thread
             with self._lock:
+                self._writing.discard(merged.name)
                 for p in run:
                     for file_id in p.removed or ():
                         if built.contains(file_id):
@@ -384,6 +390,7 @@ class VectorIndex:
             with self._lock:
                 keys = np.asarray(part.index.keys, np.int64)
             for start in range(0, len(keys), FETCH_CHUNK):
+                self._check()
                 chunk = keys[start:start + FETCH_CHUNK]
                 with self._lock:  # no removal in the middle of a read
                     vectors = np.asarray(part.index.get(chunk, dtype="f32"), np.float32)
@@ -402,6 +409,7 @@ class VectorIndex:
         try:
             ids = np.concatenate(part.pending) if part.pending else np.zeros(0, np.int64)
             for start in range(0, len(ids), FETCH_CHUNK):
+                self._check()
                 got = fetch([int(i) for i in ids[start:start + FETCH_CHUNK]])
                 if got:
                     built.add(np.asarray([i for i, _ in got], np.int64),
@@ -413,6 +421,11 @@ class VectorIndex:
             if conn is not None:
                 conn.close()
         return built
+
+    def _check(self) -> None:
+        """Stop a build between two chunks once `close` is called (a 1 M build takes minutes)."""
+        if self._closed:
+            raise _Closed
 
     def wait(self) -> None:
         """Block until no rebuild or merge is left (benchmarks, tests)."""
@@ -428,6 +441,10 @@ class VectorIndex:
             self._wake.notify()
         if self._thread is not None:
             self._thread.join()
+
+
+class _Closed(Exception):
+    """The index was closed while the background thread built a segment: the build is dropped."""
 
 
 class Reconciler:

@@ -96,16 +96,23 @@ def hash_score(distance: int) -> float:
 
 def pair_score(query: np.ndarray, query_inner: np.ndarray | None, other: np.ndarray,
                other_inner: np.ndarray | None) -> float:
-    """The copy descriptor's score (0-100) for a pair, where either may be a picture inside a frame.
+    """The copy descriptor's score (0-100) for a pair, where either may hold pictures inside a frame
+    (`*_inner`: one vector per picture, concatenated; workers.frames).
 
     When both are framed, their whole frames are not compared: two different pictures in one screenshot
     template, letterbox or caption layout share the frame, and the frame scored them 43-55 on the bench,
     above a photo against its own screenshot. The pictures are compared instead (with each other and with
     the other's whole frame, for a copy framed twice)."""
-    pairs = [(query_inner, other_inner), (query_inner, other), (query, other_inner)]
-    if query_inner is None or other_inner is None:
-        pairs.append((query, other))
-    return max(float(np.dot(a, b)) for a, b in pairs if a is not None and b is not None) * 100.0
+    mine, theirs = inner_rows(query_inner, len(query)), inner_rows(other_inner, len(other))
+    pairs = [(mine, theirs), (mine, other[None]), (query[None], theirs)]
+    if mine is None or theirs is None:
+        pairs.append((query[None], other[None]))
+    return max(float((a @ b.T).max()) for a, b in pairs if a is not None and b is not None) * 100.0
+
+
+def inner_rows(inner: np.ndarray | None, dim: int) -> np.ndarray | None:
+    """The pictures' vectors [n, dim] of a framed file's `copy_inner`, None for a file with none."""
+    return None if inner is None else inner.reshape(-1, dim)
 
 
 def to_verify(ev: Evidence, th: Thresholds) -> list[int]:

@@ -1,5 +1,6 @@
 """The daemon: watcher + catch-up scan feed the catalog and the ingest queue; worker results come back on a
-stream; the index owner decides verdicts in arrival order; a reconciler re-queues whatever got lost.
+stream; the index owner decides verdicts in arrival order, its verifications done by the workers too
+(daemon.service.verifying); a reconciler re-queues whatever got lost.
 
 Everything that must survive a crash is in the catalog. Redis holds only work in flight, and the
 reconciler rebuilds that from the catalog: after a worker dies mid-job (its job fails or never finishes),
@@ -38,9 +39,10 @@ from daemon.index.owner import IndexOwner
 from daemon.index.rebuilds import describe
 from daemon.ingest.walk import PathFilter
 from daemon.ingest.watcher import Watcher
-from daemon.notify import outbox
+from daemon.notify import deliverer, outbox
 from daemon.notify.sinks import CommandSink, ConsoleSink, EventLog
 from daemon.service import sdnotify
+from daemon.service.verifying import QueueVerifier
 from daemon.state import StateDir
 from daemon.text import shown
 from daemon.views import search
@@ -90,12 +92,13 @@ class Daemon:
         self.commands = CommandSink(self.settings.commands)
         sinks: list[Callable[[VerdictEvent], None]] = [EventLog(self.state.events), self.commands]
         sinks += [ConsoleSink()] if self.console else []
+        self.redis = q.connect(self.redis_url)
+        self.verifier = QueueVerifier(self.redis, self.settings.queue.job_timeout_s, self.settings.queue.max_attempts)
         with self.catalog.checked():  # a corrupt page shows up while the index is rebuilt from it
             self.catalog.conn.executescript(outbox.SCHEMA)
             self.owner = IndexOwner(self.settings, self.catalog, sinks, on_commit=self._outbox,
-                                    warm_kernels=True, background=True)
-        self.deliverer = outbox.Deliverer(self.state.catalog, self.settings.webhooks)
-        self.redis = q.connect(self.redis_url)
+                                    warm_kernels=True, background=True, verifier=self.verifier)
+        self.deliverer = deliverer.Deliverer(self.state.catalog, self.settings.webhooks)
         self.queue = q.ingest_queue(self.redis, self.settings.queue.job_timeout_s)
         self.epoch = uuid.uuid4().hex
         self.consumer = f"daemon-{self.epoch[:8]}"
@@ -185,7 +188,7 @@ class Daemon:
             self.api.calls.run_pending()  # searches and "not a duplicate" marks from the API
         self._drain_results(block_ms=100)
         self._flush_batch(force=False)
-        if self.owner.decide_ready() and self.settings.webhooks:
+        if self.owner.decide_ready(wait=False) and self.settings.webhooks:
             self.deliverer.wake()
         now = time.monotonic()
         if now - self._last_reconcile >= RECONCILE_EVERY_S:
@@ -372,8 +375,8 @@ class Daemon:
         for start in reversed(starts) if at_front else starts:
             chunk = items[start:start + size]
             q.enqueue_batch(self.queue, chunk, at_front=at_front)
-            # marked even when this very batch was already waiting or running (same id): left with a deleted
-            # job's id, its files were judged lost again at every check
+            # marked even when this very batch is already waiting or running (same id): files left with a
+            # deleted job's id would be judged lost again at every check
             self.catalog.mark_queued([i[0] for i in chunk], q.batch_job_id(chunk))
 
     def _catch_up(self) -> None:
@@ -474,9 +477,10 @@ class Daemon:
         """Store each result entry, then acknowledge and delete it: the stream holds only results not yet
         stored."""
         for msg_id, fields in messages:
-            if fields:  # a claimed entry deleted meanwhile comes back without fields
-                payload = json.loads(fields[b"data"])
-                moved = self.owner.accept(Features.from_json(f) for f in payload)
+            if b"verified" in fields:  # a verification's answer (workers.verify)
+                self.verifier.deliver(fields[b"verified"])
+            elif fields:  # a claimed entry deleted meanwhile comes back without fields
+                moved = self.owner.accept(Features.from_json(f) for f in json.loads(fields[b"data"]))
                 if moved:
                     self._requeue(moved, "moved while queued: read under the new name")
             self.redis.xack(q.RESULTS_STREAM, q.RESULTS_GROUP, msg_id)
@@ -523,6 +527,7 @@ class Daemon:
         self.release_jobs(lambda worker, at: q.job_runner(self.redis, worker, at) == q.ABANDONED,
                           "cut short by a Redis outage", crashed=False)
         StartedJobRegistry(q.INGEST_QUEUE, connection=self.redis, serializer=JSONSerializer).cleanup()
+        self.verifier.check()
         failed = FailedJobRegistry(q.INGEST_QUEUE, connection=self.redis, serializer=JSONSerializer)
         failed_jobs = set(failed.get_job_ids())
         for job_id in failed_jobs:
@@ -598,6 +603,7 @@ class Daemon:
     def worker_died(self, name: str) -> None:
         """A supervised worker process died: re-queue its job now instead of waiting for rq's expiry."""
         self.release_jobs(lambda worker, _at: worker == name, f"worker {name} died")
+        self.verifier.check(dead_worker=name)
 
     def release_jobs(self, dead: Callable[[str, datetime | None], bool], why: str, *, parked: bool = False,
                      requeue: bool = True, crashed: bool = True) -> int:

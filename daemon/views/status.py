@@ -79,7 +79,8 @@ def redis_status(conn_r, settings: Settings) -> dict[str, Any]:
     """Queues, workers and the model state the workers report: the live half of `status`, shared with the
     API's /readyz and /metrics so all three say the same. Raises if Redis cannot be reached."""
     queue = q.ingest_queue(conn_r, settings.queue.job_timeout_s)
-    out: dict[str, Any] = {"queues": {q.INGEST_QUEUE: len(queue), "results": conn_r.xlen(q.RESULTS_STREAM)},
+    out: dict[str, Any] = {"queues": {q.INGEST_QUEUE: len(queue), q.VERIFY_QUEUE: len(q.verify_queue(conn_r)),
+                                       "results": conn_r.xlen(q.RESULTS_STREAM)},
                            "workers": [], "model": {}}
     for key in conn_r.scan_iter(match=q.WORKER_KEY.format(name="*")):
         info = {k.decode(): v.decode() for k, v in conn_r.hgetall(key).items()}
