@@ -15,6 +15,7 @@ import pytest
 
 from daemon.config import Settings, WebhookSettings
 from daemon.index.catalog import Catalog
+from daemon.notify import deliverer as delivery
 from daemon.notify import outbox
 from daemon.webhooks import generate_secret
 from tests.conftest import Service, base_env, dupwatch_cmd, free_port, wait_for
@@ -83,7 +84,7 @@ def test_secrets_and_webhook_urls_stay_out_of_logs_reprs_and_thread_names(tmp_pa
     catalog = Catalog(tmp_path / "catalog.sqlite3")
     catalog.conn.executescript(outbox.SCHEMA)
     with caplog.at_level(logging.INFO):
-        deliverer = outbox.Deliverer(catalog.path, [signed, unsigned])
+        deliverer = delivery.Deliverer(catalog.path, [signed, unsigned])
         deliverer.start()
     try:
         names = [t.name for t in threading.enumerate() if t.name.startswith("webhook-deliverer")]
