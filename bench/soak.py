@@ -171,6 +171,8 @@ class Ledger:
         below = src.rstrip("/") + "/"
         for path in [p for p in self.versions if p == src or p.startswith(below)]:
             new = dest + path[len(src):]
+            if not os.path.lexists(new):
+                continue  # deleted before the move: its versions keep the name they were decided under
             self.versions[new].append(self.versions[path].pop())
             if not self.versions[path]:
                 del self.versions[path]
