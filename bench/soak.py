@@ -331,7 +331,8 @@ def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, 
         elif action in ("overwrite", "delete", "move-decided", "hardlink", "touch"):
             done = [p for p, size, mtime in decided_versions(state)
                     if ledger.versions.get(p) and ledger.versions[p][-1] == (size, mtime) and Path(p).exists()
-                    and (action != "move-decided" or "nu8-" not in p)]  # a moved odd name keeps its token
+                    and (action != "move-decided" or "nu8-" not in p)  # a moved odd name keeps its token
+                    and (action in ("overwrite", "delete") or (p, size, mtime) not in ledger.bad)]  # bad stay put
             if done:
                 path = Path(pick.choice(sorted(done)))
                 if action == "delete":
