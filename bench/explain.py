@@ -17,6 +17,8 @@ criterion it is in, except "no false flip" (it reported none). Combos count only
 | rotation | rotate | abs(reported - true degrees) <= 2 |
 | overlay found | text, emoji, meme | the altered boxes cover >= 50 % of each overlay box (per box) |
 | mild untouched | jpeg30, resize0.5, blur, brightness | altered_fraction <= 0.02 |
+| blur named | blur | "blurred" in the summary, "no visible change" not |
+| no false blur | jpeg30, resize0.5, brightness | "blurred" not in the summary |
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from bench.metrics import coverage, iou, normalised_box
 from workers.align import Alignment, align_files
 
 TARGETS = {"crop IoU >= 0.85": 0.90, "flip reported": 0.98, "no false flip": 0.99, "rotation within 2°": 0.90,
-           "overlay covered >= 50 %": 0.80, "mild: altered <= 0.02": 0.95}
+           "overlay covered >= 50 %": 0.80, "mild: altered <= 0.02": 0.95,
+           "blur named": 0.90, "no false blur": 0.95}
 MILD = ("jpeg30", "resize0.5", "blur", "brightness")
 
 
@@ -90,6 +93,11 @@ def score(entry: dataset.Entry, result: Alignment | None, original_size: tuple[i
             for box in _overlay_boxes(op, copy_size)]
     elif op["op"] in MILD:
         out["mild: altered <= 0.02"] = [edit is not None and edit["altered_fraction"] <= 0.02]
+    if op["op"] == "blur":
+        out["blur named"] = [edit is not None and "blurred" in edit["summary"]
+                             and "no visible change" not in edit["summary"]]
+    elif op["op"] in MILD:
+        out["no false blur"] = [edit is None or "blurred" not in edit["summary"]]
     return out
 
 

@@ -3,7 +3,8 @@
     python bench/pages_bench.py --sizes 10000,1000000 --catalogs /var/tmp/scale --out bench/results/pages-DATE.txt
 
 Catalogs of N decided synthetic rows (bench/scale.py's fill, kept in --catalogs and reused), copied, then one
-row in 100 made a copy of an earlier row (exact-copy or edited-copy, one in 5 of those a copy of a copy) and
+row in 100 made a copy of an earlier row (exact-copy or edited-copy; four in five of those copy the fifth,
+itself a copy: groups of a few files, some two links deep) and
 one in 200 `similar`, in one transaction through the catalog's own connection (its schema, its indexes). Each
 view's first page (50 rows) and the tenth page are read REPEATS times on a read-only connection, as the API
 reads them: median and worst ms.
@@ -43,7 +44,7 @@ def plant(path: Path, n: int, seed: int) -> tuple[int, int]:
     with catalog.transaction() as conn:
         conn.executemany("UPDATE files SET verdict = ?, match_id = ?, score = 90 WHERE id = ?",
                          [("exact-copy" if k % 2 else "edited-copy",
-                           int(copies[k // 5 * 5 - 1]) if k % 5 and k > 5 else int(rng.integers(1, i)), int(i))
+                           int(copies[k // 5 * 5]) if k % 5 else int(rng.integers(1, i)), int(i))
                           for k, i in enumerate(copies)])
         conn.executemany("UPDATE files SET verdict = 'similar', match_id = ?, score = 80 WHERE id = ?",
                          [(int(rng.integers(1, i)), int(i)) for i in similar])

@@ -54,7 +54,6 @@ def run(size: int, dtype: str, queries: int, folder: Path) -> dict:
         timings["seal"] += time.perf_counter() - t0
 
     index._work, index._seal = timed_work, timed_seal  # type: ignore[method-assign]
-    merged = 0
     started = time.perf_counter()
     for start, x in gen.chunks(size, 50_000):
         for lo in range(0, len(x), 1000):
@@ -62,7 +61,7 @@ def run(size: int, dtype: str, queries: int, folder: Path) -> dict:
                            x[lo:lo + 1000])
     wall = time.perf_counter() - started
     timings["add"] = wall - timings["merge"] - timings["seal"]
-    merged = sum(len(p) for p in index.parts[:-1] if len(p) > vectors.TAIL_VECTORS)
+    merged = sum(len(p) for p in index.parts[:-1] if p.tier > 0)  # built again by a merge
     t0 = time.perf_counter()
     index.save()
     save_s = time.perf_counter() - t0
@@ -79,7 +78,7 @@ def run(size: int, dtype: str, queries: int, folder: Path) -> dict:
     return {"size": size, "dtype": dtype, "segments": len(index.parts) - 1,
             "sizes": [len(p) for p in index.parts], "add_per_s": size / timings["add"] if timings["add"] else 0,
             "tail_adds_per_s": size / (timings["add"] + timings["seal"]),
-            "merge_adds_per_s": merged / timings["merge"] if timings["merge"] else None, "wall_s": wall,
+            "merge_adds_per_s": merged / timings["merge"] if merged else None, "wall_s": wall,
             "save_s": save_s, "copy_recall": found / len(copies), "copies": len(copies),
             "search_p50_ms": float(np.percentile(took, 50)) * 1e3, "search_p99_ms": float(np.percentile(took, 99)) * 1e3,
             "bytes_per_image": disk / size}

@@ -215,6 +215,7 @@ def test_thumbnails_only_for_current_catalogued_files(api: Running) -> None:
         assert c.get("/api/v1/files/999999/thumbnail").status_code == 404
 
 
+@pytest.mark.slow
 def test_no_thumbnail_for_a_deleted_file(tmp_path: Path, services: list, photos) -> None:
     """Its own service: deleting a file from the shared one would change the counts other tests read."""
     running = start_api(tmp_path, ["--hash-only"])
@@ -287,6 +288,7 @@ def test_mark_not_a_duplicate(api: Running) -> None:
     assert detail["verdict"] == "edited-copy"  # a verdict never changes; the pair is only no longer flagged
 
 
+@pytest.mark.slow
 def test_readyz_names_the_fix_when_the_model_is_unavailable(tmp_path: Path, services: list) -> None:
     missing = tmp_path / "no-such-checkpoint.pt"
     running = start_api(tmp_path, [], DUPWATCH_MODEL__NAME="ViT-S-32", DUPWATCH_MODEL__PRETRAINED=str(missing))
@@ -304,6 +306,7 @@ def test_readyz_names_the_fix_when_the_model_is_unavailable(tmp_path: Path, serv
     assert running.service.stop() == 0
 
 
+@pytest.mark.slow
 def test_model_mode_search_uses_the_embedding(tmp_path: Path, services: list, model_env, photos) -> None:
     running = start_api(tmp_path, [], **model_env)
     services.append(running.service)

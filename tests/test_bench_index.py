@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.system
+
 _PATH = Path(__file__).resolve().parents[1] / "bench" / "index_bench.py"
 _spec = importlib.util.spec_from_file_location("index_bench", _PATH)
 assert _spec and _spec.loader

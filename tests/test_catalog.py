@@ -4,6 +4,7 @@ migrated to the current schema, and start-up streams the decided rows instead of
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
 import time
 
@@ -222,9 +223,9 @@ def test_start_up_rebuilds_a_missing_vector_snapshot_from_the_catalog(tmp_path):
     owner.decide_ready()
     assert owner.vectors is not None and len(owner.vectors) == 12
     owner.save()
-    snapshot = owner.vectors.index.path
+    snapshot = owner.vectors.index.folder
     assert len(IndexOwner(settings, catalog).vectors) == 12  # from the snapshot
-    snapshot.unlink()
+    shutil.rmtree(snapshot)
     rebuilt = IndexOwner(settings, catalog)  # start-up reads only the blobs' lengths, then fetches the vectors
     assert rebuilt.vectors is not None and len(rebuilt.vectors) == 12 and rebuilt.vectors.index.ndim == 64
     assert rebuilt.vectors.index.search(catalog.get(ids[5]).embedding, 1)[0][0] == ids[5]

@@ -13,7 +13,7 @@ import pytest
 from daemon.index.catalog import Catalog
 from tests.conftest import Service, base_env, dupwatch_cmd, wait_for
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 
 
 def dupwatch(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:

@@ -68,6 +68,9 @@ def test_status_counts_each_kind(scanned) -> None:
 
 
 def test_status_of_an_empty_catalog_says_no_verdicts(tmp_path: Path) -> None:
-    """Operator precedence once made this line "verdicts   " with nothing after it."""
+    """A state dir where nothing has been decided yet says so with a dash (operator precedence once made this
+    line "verdicts   " with nothing after it). A state dir that does not exist is an error instead: see
+    test_clear_errors."""
+    (tmp_path / "state").mkdir()
     text = dupwatch(tmp_path / "state", "status").stdout
     assert "\nverdicts   -\n" in text, text

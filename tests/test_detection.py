@@ -152,6 +152,7 @@ def test_different_pictures_in_one_template_are_not_copies(photos, tmp_path, fra
     assert [r["verdict"] for r in records] == ["new"] * 3, records
 
 
+@pytest.mark.system
 def test_run_flags_a_crop_and_a_rotation_through_the_worker(tmp_path, photos, services):
     """`dupwatch run` with no model flags: the worker computes SSCD vectors, they travel through Redis to the
     index owner, which searches them. Breaking any link (a worker dropping its vectors, a search returning

@@ -15,12 +15,12 @@ import pytest
 
 from daemon.config import Settings, WebhookSettings
 from daemon.index.catalog import Catalog
-from daemon.notify import deliverer as delivery
 from daemon.notify import outbox
+from daemon.notify.deliverer import Deliverer
 from daemon.webhooks import generate_secret
 from tests.conftest import Service, base_env, dupwatch_cmd, free_port, wait_for
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 
 
 def test_api_off_loopback_without_a_token_refuses_to_start(tmp_path):
@@ -84,7 +84,7 @@ def test_secrets_and_webhook_urls_stay_out_of_logs_reprs_and_thread_names(tmp_pa
     catalog = Catalog(tmp_path / "catalog.sqlite3")
     catalog.conn.executescript(outbox.SCHEMA)
     with caplog.at_level(logging.INFO):
-        deliverer = delivery.Deliverer(catalog.path, [signed, unsigned])
+        deliverer = Deliverer(catalog.path, [signed, unsigned])
         deliverer.start()
     try:
         names = [t.name for t in threading.enumerate() if t.name.startswith("webhook-deliverer")]

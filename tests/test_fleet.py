@@ -27,6 +27,8 @@ from daemon.service.redis_server import server_binary
 from tests.conftest import Receiver, Service, base_env, catalog_rows, copy_into, free_port, wait_for
 from workers import queue as q
 
+pytestmark = pytest.mark.system
+
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 ACL = DEPLOY / "redis-acl.conf"
 DEBIAN_REDIS = Path("/usr/bin/redis-server")

@@ -116,6 +116,7 @@ def reference_best(stored: ExhaustiveHashIndex, qwin, qdih, qd, before, excluded
             if ok[t, j[t]] else None for t in range(len(qd))]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1800)  # about 45 s of CPU; a shared machine can stretch that several times
 def test_index_returns_the_exhaustive_best_on_100k_random_and_planted_queries():
     seed = int(os.environ.get("HASHINDEX_SEED", np.random.SeedSequence().entropy % 2**32))

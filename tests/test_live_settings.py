@@ -13,6 +13,8 @@ import pytest
 from tests import imaging
 from tests.conftest import Receiver, Service, base_env, catalog_rows, copy_into, free_port, wait_for
 
+pytestmark = pytest.mark.system
+
 
 def decided(state: Path, path: Path) -> dict:
     """The catalog row of `path` once it has its verdict."""

@@ -18,6 +18,8 @@ from workers.models.base import ModelUnavailable
 from workers.models.loading import load_embedder, load_model
 from workers.settings import ModelSettings
 
+pytestmark = pytest.mark.slow
+
 
 def test_local_checkpoint_loads_the_exact_weights(tiny_checkpoint, photos):
     embedder = load_embedder(ModelSettings(name=TINY_MODEL, pretrained=str(tiny_checkpoint), device="cpu"))

@@ -15,6 +15,8 @@ from workers.models.base import ModelUnavailable
 from workers.models.loading import load_embedder
 from workers.settings import ModelSettings
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def exported(tiny_checkpoint, tmp_path_factory):

@@ -28,6 +28,8 @@ from workers import queue as q
 from workers.pipeline import Pipeline
 from workers.settings import DecodeSettings
 
+pytestmark = pytest.mark.system
+
 
 @pytest.fixture
 def mirror(photos, tmp_path) -> Path:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from tests.conftest import Service, base_env, dupwatch_cmd, free_port, wait_for
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
 HOLD_MS = "2500"
 """How long a batch waits in the daemon before it is queued: the window in which the tests move its files."""

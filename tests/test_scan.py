@@ -45,6 +45,7 @@ def edited_set(photos: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["hash-only", "model"])
 def test_scan_flags_edited_copies_of_a_real_photo(edited_set, tmp_path, model_env, mode):
     env = {"DUPWATCH_HASH_ONLY": "true"} if mode == "hash-only" else model_env

@@ -17,6 +17,8 @@ from workers.models.sscd_export import export
 from workers.models.sscd_onnx import OnnxCopyDescriptor
 from workers.settings import CopyModelSettings, WorkerSettings
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):

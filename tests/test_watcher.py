@@ -326,6 +326,7 @@ def run_service(tmp_path: Path) -> Iterator:
         s.stop()
 
 
+@pytest.mark.system
 def test_end_to_end_slow_writer_rename_and_move_are_read_whole(tmp_path: Path, run_service) -> None:
     root, state = tmp_path / "in", tmp_path / "state"
     root.mkdir()
@@ -353,6 +354,7 @@ def test_end_to_end_slow_writer_rename_and_move_are_read_whole(tmp_path: Path, r
         assert sha == hashlib.sha256(expected[path]).hexdigest()
 
 
+@pytest.mark.system
 def test_a_file_being_written_as_the_daemon_starts_lands_once_whole(tmp_path: Path, run_service) -> None:
     """The catch-up scan at start meets a file its writer still holds open, half written. The watcher runs by
     then, so the file goes through the settle check and lands at its close: one row, the whole file. Landed

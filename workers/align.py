@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from workers import defaults
+from workers import defaults, frames
 from workers.content import picture_box
 from workers.decode import DecodeError, decode_file
 from workers.quality import quality_change
@@ -63,6 +63,7 @@ REST_DIFFERS = 0.5  # share of the non-identical blocks that differ from which t
 PICTURE_DETAIL = 2.0  # 0-255: grey standard deviation of a block that holds a picture (a pattern), not a flat fill
 UNCORRELATED = 0.5  # correlation of two blocks' grey levels under which they hold different detail
 PICTURE_SHARE = 0.25  # share of the overlap that must differ: less is an overlay (a caption, a logo), not a picture
+HELD_INLIERS = 0.8  # share of the inliers inside a framed copy's picture for the match to be embedded there
 FEATURE_CACHE_ENTRIES = 64
 """Pictures whose SIFT features are kept (see FeatureCache): about 130 KB each, 8 MB in all."""
 
@@ -139,7 +140,9 @@ def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512,
     warped, inside = _warp(c, o, matrix)
     valid = cv2.erode(inside, np.ones((5, 5), np.uint8)) > 0  # resampled edges are not edits
     fitted, colour = _fit_colour(c, warped, valid)
-    edit = explain(c, fitted, colour, valid, inside, matrix, copy.size, original.size)
+    pixels = _scale_matrix(c.shape) @ matrix @ np.linalg.inv(_scale_matrix(o.shape))  # prepared px -> px
+    magnified = math.sqrt(abs(np.linalg.det(_jacobian(pixels, (o.shape[1] / 2, o.shape[0] / 2)))))
+    edit = explain(c, fitted, colour, valid, inside, matrix, copy.size, original.size, magnified)
     filled, shown = _shares(matrix)
     support = _on_picture(points, copy) & _on_picture(sources, original)
     if c.shape == o.shape and np.abs(matrix - np.eye(3)).max() < SNAP_TO_IDENTITY:
@@ -149,6 +152,9 @@ def align(copy: Image.Image, original: Image.Image, *, max_side: int = 512,
         support &= ~_on_shared_frame(c, o, _fit_colour(c, o, everywhere)[0], everywhere, points)
     else:
         support &= ~_on_shared_frame(c, warped, fitted, valid, points)
+    if (box := _holding_picture(points, copy)) is not None:  # the visible picture, also when the match was
+        edit = {**edit, "embedded": box}  # cropped to fill it (a feed's square): its box in the frame
+        edit["summary"] = summary(edit)
     return Alignment(inliers, matrix.tolist(), edit, overlap=round(max(filled, shown), 4),
                      on_picture=int(support.sum()))
 
@@ -270,6 +276,21 @@ def _on_picture(points: np.ndarray, image: Image.Image) -> np.ndarray:
     m = PICTURE_MARGIN
     return ((points[:, 0] >= x0 - m) & (points[:, 0] <= x1 + m) & (points[:, 1] >= y0 - m)
             & (points[:, 1] <= y1 + m))
+
+
+def _holding_picture(points: np.ndarray, image: Image.Image) -> list[float] | None:
+    """The box of the picture inside a framed image (workers.frames) that holds nearly all the inliers
+    (HELD_INLIERS): where a match shown inside a page sits, also when it was cropped to fit. A copy that is
+    the picture itself spreads its inliers over the whole file, beyond any box found in it."""
+    best, share = None, HELD_INLIERS
+    m = PICTURE_MARGIN
+    for box in frames.find(image):
+        x0, y0, x1, y1 = box
+        held = float(((points[:, 0] >= x0 - m) & (points[:, 0] <= x1 + m) & (points[:, 1] >= y0 - m)
+                      & (points[:, 1] <= y1 + m)).mean()) if len(points) else 0.0
+        if held >= share:
+            best, share = [round(v, 4) for v in box], held
+    return best
 
 
 def _shares(matrix: np.ndarray) -> tuple[float, float]:
@@ -406,15 +427,18 @@ def _warp(c: np.ndarray, o: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray,
 
 
 def explain(c: np.ndarray, fitted: np.ndarray, colour: list[str], valid: np.ndarray, inside: np.ndarray,
-            matrix: np.ndarray, copy_size: tuple[int, int], original_size: tuple[int, int]) -> dict[str, Any]:
-    """The whole `edit` object for a prepared copy, the colour-fitted warped original and an accepted model."""
+            matrix: np.ndarray, copy_size: tuple[int, int], original_size: tuple[int, int],
+            magnified: float = 1.0) -> dict[str, Any]:
+    """The whole `edit` object for a prepared copy, the colour-fitted warped original and an accepted model;
+    `magnified`: the scale the prepared original is warped onto the copy's prepared pixels at."""
     edit = _geometry(matrix, copy_size, original_size)
     added = _added_content(c, inside == 0)
     changed = _changed(c, fitted, valid) | added
     boxes, fraction = _regions(changed)
-    # the original placed whole on a canvas that holds content (a page, a chat, caption bands): its box
-    embedded = edit["padding"] if edit["padding"] and added.any() else None
-    edit.update(colour=colour, quality=quality_change(c, fitted, valid), altered=boxes, altered_fraction=fraction,
+    # the original placed whole on a canvas that holds content (a page, a chat, caption bands): its box (a
+    # bare copy of a part of a framed match shows that part with more around it, which is no frame)
+    embedded = edit["padding"] if edit["padding"] and edit["crop"] is None and added.any() else None
+    edit.update(colour=colour, quality=quality_change(c, fitted, valid, magnified), altered=boxes, altered_fraction=fraction,
                 embedded=embedded)
     edit["summary"] = summary(edit)
     return edit

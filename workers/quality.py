@@ -20,13 +20,17 @@ SHARPENED = 1.6
 """Energy ratio over which the copy is sharpened: an unsharp mask (radius 2, 150 %) measured 1.15-2.02 (11
 of 14 over this), half-size copies up to 1.52 (at their own size they are sharper than the original
 resampled onto them)."""
+MAGNIFIED = 1.15
+"""Scale of the original onto the copy's pixels over which the copy's extra detail is its own resolution (a
+bare picture matched to the small one in a screenshot), not a sharpening."""
 DETAIL_SHARE = 0.5
 """The share of the overlap, by the original's local detail, that the ratio is measured on (its busiest)."""
 
 
-def quality_change(copy: np.ndarray, fitted: np.ndarray, valid: np.ndarray) -> list[str]:
+def quality_change(copy: np.ndarray, fitted: np.ndarray, valid: np.ndarray, magnified: float = 1.0) -> list[str]:
     """'blurred' or 'sharpened' (or nothing) for a prepared copy and the colour-fitted original warped onto it
-    (RGB uint8 arrays of one shape); `valid`: the pixels the original covers."""
+    (RGB uint8 arrays of one shape); `valid`: the pixels the original covers; `magnified`: the scale it was
+    warped at (over MAGNIFIED the original was enlarged, and a copy with more pixels is no sharpening)."""
     if valid.sum() < 1000:
         return []
     mine, theirs = (np.abs(cv2.Laplacian(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.CV_32F)) for a in (copy, fitted))
@@ -38,6 +42,6 @@ def quality_change(copy: np.ndarray, fitted: np.ndarray, valid: np.ndarray) -> l
     ratio = float(mine[busy].mean()) / reference
     if ratio < BLURRED:
         return ["blurred"]
-    if ratio > SHARPENED:
+    if ratio > SHARPENED and magnified <= MAGNIFIED:
         return ["sharpened"]
     return []

@@ -144,6 +144,15 @@ class ExhaustiveHashIndex:
         if i is not None:
             self._live[i] = False
 
+    def remove_many(self, ids: np.ndarray) -> None:
+        """`remove` for many rows at once (start-up's reconcile with the catalog's deletions)."""
+        n = self._n
+        self._live[:n][np.isin(self._ids[:n], ids)] = False
+
+    def counts(self) -> tuple[int, int]:
+        """Rows held and rows live: what a snapshot of this index would differ in."""
+        return self._n, int(np.count_nonzero(self._live[:self._n]))
+
     def revive(self, file_id: int) -> None:
         """Match a removed row again (its file was found under another name)."""
         i = self._position(file_id)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from daemon.index.catalog import Catalog
 from daemon.index.hashindex import HashIndex, _Segment, _Table
 
 log = logging.getLogger(__name__)
@@ -155,3 +156,35 @@ def load(folder: Path, windows: int, tail_rows: int | None = None) -> tuple[Hash
         return None
     index._reserve(index._tail_rows)  # the rows move to memory now, not inside the first verdict (1 s at 10 M)
     return index, meta
+
+
+def restore(folder: Path, windows: int, catalog: Catalog, keep_deleted: bool
+            ) -> tuple[HashIndex, int, tuple[int, int]] | str | None:
+    """The snapshot's index when it fits the catalog, with the rows deleted since it was saved removed: (index,
+    id of its last row, its counts as saved). None when there is no usable snapshot; a reason when there is one
+    that does not fit (then the index is rebuilt from the catalog).
+
+    Exact: rows are decided and indexed in id order and a decided row never changes but for its deletion,
+    so at or below the snapshot's last row the catalog differs from it only by deletions, found through
+    the `files_deleted` index. Whatever breaks that reasoning (the catalog restored from a backup, or
+    replaced, or `keep_deleted` changed) fails a check here."""
+    got = load(folder, windows)
+    if got is None or got[0]._n == 0:
+        return None
+    index, meta = got
+    n = index._n
+    last = int(index._ids[n - 1])
+    row = catalog.get(last)
+    deleted = catalog.deleted_ids(last)
+    dead = index._ids[:n][~index._live[:n]]
+    if meta.get("keep_deleted") != keep_deleted:
+        return "match.keep_deleted changed"
+    if (row is None or row.state != "decided" or row.error is not None or row.dhash != int(index._dhash[n - 1])
+            or row.windows is None or not np.array_equal(row.windows, index._windows[n - 1])):
+        return f"its last row, id {last}, is not the catalog's"
+    if len(dead) and (keep_deleted or not np.isin(dead, deleted).all()):
+        return "it dropped rows the catalog holds"
+    saved = index.counts()
+    if not keep_deleted and len(deleted):
+        index.remove_many(np.asarray(deleted, np.int64))
+    return index, last, saved

@@ -171,39 +171,15 @@ class IndexOwner:
                  time.monotonic() - started)
 
     def _restore_hashes(self, keep: bool) -> int:
-        """Take the hash index from its snapshot when it fits the catalog, with the rows deleted since it was
-        saved removed; return the id of its last row (0: no snapshot, everything is streamed and built).
-
-        Exact: rows are decided and indexed in id order and a decided row never changes but for its deletion,
-        so at or below the snapshot's last row the catalog differs from it only by deletions, found through
-        the `files_deleted` index. Whatever breaks that reasoning (the catalog restored from a backup, or
-        replaced, or `keep_deleted` changed) fails a check here and the index is rebuilt."""
-        got = hashsnapshot.load(self._hash_snapshot, len(WINDOWS))
-        if got is None or got[0]._n == 0:
+        """Take the hash index from its snapshot when it fits the catalog (`hashsnapshot.restore`); return the
+        id of its last row (0: no snapshot, everything is streamed and built)."""
+        got = hashsnapshot.restore(self._hash_snapshot, len(WINDOWS), self.catalog, keep)
+        if not isinstance(got, tuple):
+            if got is not None:
+                log.warning("hash index snapshot does not fit the catalog (%s): rebuilding it from the catalog", got)
             self._discard_snapshot()
             return 0
-        index, meta = got
-        n = index._n
-        last = int(index._ids[n - 1])
-        row = self.catalog.get(last)
-        deleted = self.catalog.deleted_ids(last)
-        dead = index._ids[:n][~index._live[:n]]
-        why = None
-        if meta.get("keep_deleted") != keep:
-            why = "match.keep_deleted changed"
-        elif (row is None or row.state != "decided" or row.error is not None or row.dhash != int(index._dhash[n - 1])
-              or row.windows is None or not np.array_equal(row.windows, index._windows[n - 1])):
-            why = f"its last row, id {last}, is not the catalog's"
-        elif len(dead) and (keep or not np.isin(dead, deleted).all()):
-            why = "it dropped rows the catalog holds"
-        if why is not None:
-            log.warning("hash index snapshot does not fit the catalog (%s): rebuilding it from the catalog", why)
-            self._discard_snapshot()
-            return 0
-        self.hashes = index
-        self._hashes_saved = self._hash_state()
-        if not keep and len(deleted):
-            index._live[:n][np.isin(index._ids[:n], deleted)] = False
+        self.hashes, last, self._hashes_saved = got
         return last
 
     def _discard_snapshot(self) -> None:
@@ -218,8 +194,7 @@ class IndexOwner:
 
     def _hash_state(self) -> tuple[int, int]:
         """What a save would change: rows held and rows live."""
-        n = self.hashes._n
-        return n, int(np.count_nonzero(self.hashes._live[:n]))
+        return self.hashes.counts()
 
     def _load_range(self, rows: list[Any], upto: int | None, hashed: list, width: int, after: int) -> None:
         """One id range of start-up's stream: its hash arrays (of rows past the snapshot) kept for the one

@@ -584,19 +584,20 @@ class Daemon:
         """A queued job missing from the queue as it was read. A worker moves the job to rq's intermediate
         list and only then marks it started: judged lost in between (milliseconds, longer on a loaded host),
         jobs a worker is about to run would be deleted and their files queued again, check after check. ALIVE while it is back in the queue (queued after the read), no
-        longer queued (started since), or in the intermediate list for less than `WORKER_TTL_S`; a worker
-        that popped it and died leaves it there, and after that it is LOST."""
+        longer queued (started since), or popped for less than `WORKER_TTL_S`; a worker that popped it and
+        died leaves it so, and after that it is LOST."""
         in_queue, in_hand, still_queued = internals.where_is(self.redis, self.queue, job)
         if in_queue or not still_queued:
             return ALIVE  # the next check judges it as it is then
+        # Popped: into the intermediate list, or into no list at all by a worker that takes several queues (the
+        # verify queue first: rq pops several lists with BLPOP). Since when, by this daemon's checks: rq's own
+        # first-seen mark lives a day, past the job, and the same batch queued again later has the same id.
+        seen = self._in_hand[job.id] = in_hand_before.get(job.id, time.monotonic())
+        if time.monotonic() - seen < q.WORKER_TTL_S:
+            return ALIVE
         if in_hand:
-            # since when, by this daemon's checks: rq's own first-seen mark lives a day, past the job, and the
-            # same batch queued again later has the same id
-            seen = self._in_hand[job.id] = in_hand_before.get(job.id, time.monotonic())
-            if time.monotonic() - seen < q.WORKER_TTL_S:
-                return ALIVE
             internals.intermediate_list(self.queue).remove(job.id)
-            del self._in_hand[job.id]  # queued again under the same id, the next pop starts a new clock
+        del self._in_hand[job.id]  # queued again under the same id, the next pop starts a new clock
         job.delete()
         return LOST
 

@@ -86,13 +86,15 @@ class QueueVerifier:
         for job_id, asked in list(self._asked.items()):
             if not asked.sent:
                 self._send(job_id, asked)
-            elif self._lost(job_id, asked, queued, in_hand, dead_worker):
+            elif job_id in queued:  # waiting its turn: nothing to read (most of them, behind a backlog)
+                asked.missing, asked.in_hand_since = False, None
+            elif self._lost(job_id, asked, in_hand, dead_worker):
                 self._send_again(job_id, asked)
 
     def close(self) -> None:
         """Nothing to stop: unanswered rows stay undecided in the catalog and are asked again at the next start."""
 
-    def _lost(self, job_id: str, asked: _Asked, queued: set[str], in_hand: set[str], dead_worker: str | None) -> bool:
+    def _lost(self, job_id: str, asked: _Asked, in_hand: set[str], dead_worker: str | None) -> bool:
         try:
             job = Job.fetch(job_id, connection=self.conn, serializer=JSONSerializer)
             status = job.get_status(refresh=False)
@@ -107,7 +109,7 @@ class QueueVerifier:
         if status == JobStatus.STARTED:
             return job.worker_name == dead_worker or \
                 q.job_runner(self.conn, job.worker_name or "", job.started_at) != q.RUNNING
-        if status == JobStatus.QUEUED and job_id not in queued:
+        if status == JobStatus.QUEUED:  # and not in the queue as it was read
             if job_id not in in_hand:
                 return False  # started since the queue was read: the next check sees it so
             now = time.monotonic()
