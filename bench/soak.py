@@ -171,6 +171,8 @@ class Ledger:
         below = src.rstrip("/") + "/"
         for path in [p for p in self.versions if p == src or p.startswith(below)]:
             new = dest + path[len(src):]
+            if not os.path.lexists(new):
+                continue  # deleted before the move: its versions keep the name they were decided under
             self.versions[new].append(self.versions[path].pop())
             if not self.versions[path]:
                 del self.versions[path]
@@ -328,7 +330,9 @@ def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, 
             ledger.landed(path)
         elif action in ("overwrite", "delete", "move-decided", "hardlink", "touch"):
             done = [p for p, size, mtime in decided_versions(state)
-                    if ledger.versions.get(p) and ledger.versions[p][-1] == (size, mtime) and Path(p).exists()]
+                    if ledger.versions.get(p) and ledger.versions[p][-1] == (size, mtime) and Path(p).exists()
+                    and (action != "move-decided" or "nu8-" not in p)  # a moved odd name keeps its token
+                    and (action in ("overwrite", "delete") or (p, size, mtime) not in ledger.bad)]  # bad stay put
             if done:
                 path = Path(pick.choice(sorted(done)))
                 if action == "delete":
@@ -353,10 +357,9 @@ def stream(root: Path, outside: Path, ledger: Ledger, rng: np.random.Generator, 
                         ledger.links.append(set())
                         groups = [ledger.links[-1]]
                     groups[0].update((str(path), str(dest)))
-                else:  # the same bytes with an mtime set back: a version, but no second verdict for them
-                    st = path.stat()
+                else:  # the same bytes with an mtime set back: no new version (no bytes changed) and no verdict;
+                    st = path.stat()  # a restart's catch-up catalogues the new mtime silently
                     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 86_400 * 10**9))
-                    ledger.landed(path)
         elif action == "move-queued":  # a folder renamed (once or twice) while its files wait for their verdicts
             n += 1
             folder = root / f"q{n:07d}"

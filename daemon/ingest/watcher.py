@@ -351,7 +351,7 @@ class Watcher(FileSystemEventHandler):
                 if tracked is not None:  # moved in from outside (a `created` only), or still being written:
                     with self._lock:      # the settle check goes on under the new name
                         self._tracked[dest] = tracked
-                else:
+                elif os.path.lexists(dest):  # (gone: moved on again, and that later move's event lands it)
                     self._land(dest)  # a temp name renamed into place, or a name the catalog never had
             elif src_in and not dest_in:
                 self.on_delete(src)
