@@ -87,10 +87,16 @@ def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = N
     loaded = model_status["state"] == "loaded"
     log.info("worker %s ready: model %s", name, model_status["model"] if loaded else f"none ({model_status['state']})")
     try:
-        while (ended := _work(conn, name, burst, settings.log_level, roots)) != STOPPED:
+        while True:
+            ended, dropped = _work(conn, name, burst, settings.log_level, roots)
             if ended == LOST_REDIS:
                 log.warning("worker %s: lost Redis; taking jobs again once it answers", name)
-            wait_until_ready(conn, name, roots)
+            if ended != STOPPED:
+                wait_until_ready(conn, name, roots)
+            if dropped is not None:
+                _hand_back(conn, name, *dropped)
+            if ended == STOPPED:
+                break
             _new_loop(conn, name, key, record)
     finally:
         stop.set()
@@ -99,6 +105,23 @@ def run_worker(settings: WorkerSettings, redis_url: str, *, name: str | None = N
         except Exception:  # noqa: BLE001, S110 - Redis may be the thing that went away
             pass
         pipeline.close()
+
+
+def _hand_back(conn: redis.Redis, name: str, job: Job, queue: Queue) -> None:
+    """Put back at the front of its queue a job this worker popped but never started: Redis refused the write
+    that marks it started (a full disk under its log). A worker that takes several queues pops with BLPOP, so
+    such a job is in no list at all and its hash still says queued: nobody else would run it before the
+    daemon's periodic retry. A job that did start is the daemon's to re-queue (`queue.job_runner`)."""
+    try:
+        in_queue, _, still_queued = internals.where_is(conn, queue, job)
+        if still_queued and not in_queue:
+            with conn.pipeline() as pipe:  # MULTI: the job is in one of the two lists at every moment
+                queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+                pipe.lrem(internals.intermediate_list(queue).key, 1, job.id)
+                pipe.execute()
+            log.warning("worker %s: handed job %s back to the queue: Redis refused to mark it started", name, job.id)
+    except redis.RedisError as exc:  # the daemon's retry still finds it
+        log.warning("worker %s: could not hand job %s back (%s)", name, job.id, exc)
 
 
 def _new_loop(conn, name: str, key: str, record: dict[str, str]) -> None:
@@ -133,11 +156,16 @@ class _RootsWorker(internals.PromptWorker):
 
     roots: Sequence[Path] = ()
     lost_roots = False
+    dropped: tuple[Job, Queue] | None = None  # the job in hand when Redis refused rq's bookkeeping
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         problem = roots_problem(self.roots)
         if problem is None:
-            super().execute_job(job, queue)
+            try:
+                super().execute_job(job, queue)
+            except redis.RedisError:
+                self.dropped = (job, queue)
+                raise
             return
         with self.connection.pipeline() as pipe:  # MULTI: the job is in one of the two lists at every moment
             queue.push_job_id(job.id, pipeline=pipe, at_front=True)
@@ -148,8 +176,10 @@ class _RootsWorker(internals.PromptWorker):
         raise StopRequested  # rq's loop ends cleanly (its teardown unregisters this loop)
 
 
-def _work(conn: redis.Redis, name: str, burst: bool, log_level: str, roots: Sequence[Path]) -> str:
-    """One rq work loop. STOPPED when it ended as asked (burst done, SIGTERM), else why it ended.
+def _work(conn: redis.Redis, name: str, burst: bool, log_level: str, roots: Sequence[Path]
+          ) -> tuple[str, tuple[Job, Queue] | None]:
+    """One rq work loop: STOPPED when it ended as asked (burst done, SIGTERM), else why it ended; and the job it
+    held when Redis refused a write, if any (`_hand_back`).
 
     rq's loop ends on any error, and one during a job's bookkeeping (a Redis restart at that moment) would end
     the worker for good: the model stays loaded and a fresh loop takes the next job instead."""
@@ -158,7 +188,7 @@ def _work(conn: redis.Redis, name: str, burst: bool, log_level: str, roots: Sequ
                               serializer=JSONSerializer, name=name,
                               worker_ttl=RQ_WORKER_TTL_S)
     except redis.RedisError:  # rq talks to Redis as it builds a worker
-        return LOST_REDIS
+        return LOST_REDIS, None
     worker.roots = roots
     try:
         worker.work(burst=burst, logging_level="DEBUG" if log_level.upper() == "DEBUG" else "WARNING",
@@ -166,5 +196,5 @@ def _work(conn: redis.Redis, name: str, burst: bool, log_level: str, roots: Sequ
     except redis.RedisError:  # rq's start or teardown could not reach Redis
         pass
     if burst or internals.shutdown_requested(worker):
-        return STOPPED
-    return LOST_ROOTS if worker.lost_roots else LOST_REDIS
+        return STOPPED, worker.dropped
+    return (LOST_ROOTS if worker.lost_roots else LOST_REDIS), worker.dropped
