@@ -23,7 +23,7 @@ from workers import defaults
 from workers.image.align import Alignment, align_files
 from workers.image.precheck import GRADIENT_MAX_FRACTION, Geometry, gradient_distance
 
-log = logging.getLogger("dupwatch.verify")
+log = logging.getLogger(__name__)
 
 Aligner = Callable[..., Alignment | None]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from daemon.config import WatchSettings
 from daemon.text import shown
 
-log = logging.getLogger("dupwatch.watcher")
+log = logging.getLogger(__name__)
 
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp", "~")
 """Names writers use while a file is incomplete; the final rename is what dupwatch acts on."""

@@ -30,7 +30,7 @@ from workers import library_internals as internals
 from workers import queue as q
 from workers.verify import Verified, VerifyRequest
 
-log = logging.getLogger("dupwatch.verifying")
+log = logging.getLogger(__name__)
 
 
 @dataclass
