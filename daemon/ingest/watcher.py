@@ -192,8 +192,8 @@ class Watcher(FileSystemEventHandler):
         missing, back = [], []
         for root, watched in self._roots.items():
             now = _identity(root)
-            if now is not None and now == watched:
-                continue
+            if now is not None and now == watched and root not in self.missing_roots:
+                continue  # a root seen missing is back even under its old inode: a folder made again reuses it
             if now is not None and os.path.isdir(root):
                 back.append(root)
             else:
